@@ -1,0 +1,12 @@
+//! Formats every Rewind component agrees on: the release directory, the
+//! content digest "rewind-digest-1", script checksums and the audit chain.
+//! Knows nothing of networking; reads SQLite only to digest it.
+
+pub mod audit;
+pub mod digest;
+pub mod duration;
+pub mod release;
+pub mod sqltext;
+
+pub use digest::{DatabaseDigest, Digest, TableDigest};
+pub use release::{Release, ReleaseError};
