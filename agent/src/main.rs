@@ -1,1 +1,431 @@
-fn main(){}
+//! rewind-agent command line. Exit codes (DESIGN.md §5): 0 done; 1 failed,
+//! data back in a verified safe state; 2 bad input, nothing changed; 3 needs
+//! a human (the next command is printed).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use rewind_agent::error::{Error, Result};
+use rewind_agent::plan::Report;
+use rewind_agent::snapshot::{self, Origin};
+use rewind_agent::state::{self, State};
+use rewind_agent::{apply, crash, flags, plan, recover, rollback, target};
+use rewind_shared::Release;
+use rewind_shared::digest::database_digest;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "rewind-agent", version, about = "Rewind endpoint agent: snapshots, reversible migrations, flags, proofs")]
+struct Cli {
+    /// State directory (default: $REWIND_STATE, else the OS per-user state dir).
+    #[arg(long, global = true)]
+    state: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the content digest (rewind-digest-1) of a SQLite database.
+    ///
+    /// Example: rewind-agent checksum --db notes.db --json
+    Checksum {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create, list, verify, restore and prune snapshots.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+    /// Apply a release: snapshot, migrate, verify, set flags, check.
+    ///
+    /// Example: rewind-agent apply --release releases/2026.11.0 --db notes=notes.db --db settings=settings.db
+    Apply(PlanArgs),
+    /// Roll a release back and prove it by digest.
+    ///
+    /// Example: rewind-agent rollback --release releases/2026.11.0 --db notes=notes.db --db settings=settings.db
+    Rollback(PlanArgs),
+    /// Installed releases, interrupted plans (after recovering them), snapshots.
+    ///
+    /// Example: rewind-agent status --json
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Current feature-flag values.
+    ///
+    /// Example: rewind-agent flags --json
+    Flags {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify the local audit chain.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Tools for tests.
+    #[command(subcommand)]
+    Debug(DebugCmd),
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// Release directory (holds release.toml).
+    #[arg(long)]
+    release: PathBuf,
+    /// TARGET=FILE: which database file a release target is on this endpoint.
+    #[arg(long = "db", value_name = "TARGET=FILE")]
+    dbs: Vec<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Snapshot a live database (the app may keep writing).
+    ///
+    /// Example: rewind-agent snapshot create --db notes.db --label "before cleanup"
+    Create {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List snapshots, oldest first.
+    ///
+    /// Example: rewind-agent snapshot list --json
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-check integrity and digest; --restore-test also times a restore.
+    ///
+    /// Example: rewind-agent snapshot verify --all --restore-test
+    Verify {
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        #[arg(long)]
+        restore_test: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a snapshot into a database, atomically, and prove it.
+    ///
+    /// Example: rewind-agent snapshot restore snap-0123456789abcdef --db notes.db
+    Restore {
+        id: String,
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete all but the newest N unpinned snapshots per database.
+    ///
+    /// Example: rewind-agent snapshot prune --keep 3
+    Prune {
+        #[arg(long, default_value_t = 5)]
+        keep: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check every entry's hash, link and signature.
+    ///
+    /// Example: rewind-agent audit verify
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DebugCmd {
+    /// List crash points for REWIND_CRASH_AT (fault-injection builds).
+    CrashPoints,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("REWIND_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("rewind-agent: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).expect("output serializes"));
+}
+
+/// Opens the state directory and finishes interrupted plans first.
+fn open_state(arg: Option<PathBuf>) -> Result<(State, Vec<Report>)> {
+    let st = State::open(&state::default_dir(arg))?;
+    let recovered = recover::recover(&st)?;
+    for r in &recovered {
+        eprintln!("rewind-agent: recovered interrupted plan {}: {}", r.plan, r.message);
+    }
+    Ok((st, recovered))
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Checksum { db, json } => checksum(&db, json),
+        Command::Debug(DebugCmd::CrashPoints) => {
+            for (p, what) in crash::POINTS {
+                println!("{p}  {what}");
+            }
+            if !cfg!(feature = "fault-injection") {
+                eprintln!("note: this build ignores REWIND_CRASH_AT; build with --features fault-injection");
+            }
+            Ok(0)
+        }
+        Command::Snapshot(cmd) => {
+            let (st, _) = open_state(cli.state)?;
+            snapshot_cmd(&st, cmd)
+        }
+        Command::Apply(args) => {
+            let (st, _) = open_state(cli.state)?;
+            let (release, dbs) = load(&args)?;
+            let report = apply::apply(&st, &release, &dbs)?;
+            Ok(print_report(&report, args.json))
+        }
+        Command::Rollback(args) => {
+            let (st, _) = open_state(cli.state)?;
+            let (release, dbs) = load(&args)?;
+            let report = rollback::rollback(&st, &release, &dbs)?;
+            Ok(print_report(&report, args.json))
+        }
+        Command::Status { json } => {
+            let (st, recovered) = open_state(cli.state)?;
+            status(&st, &recovered, json)
+        }
+        Command::Flags { json } => {
+            let (st, _) = open_state(cli.state)?;
+            let all = flags::all(&st)?;
+            if json {
+                print_json(&all);
+            } else if all.is_empty() {
+                println!("no flags set");
+            } else {
+                for (product, values) in all {
+                    for (k, v) in values {
+                        println!("{product}  {k} = {v}");
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Command::Audit(AuditCmd::Verify { json }) => {
+            let (st, _) = open_state(cli.state)?;
+            let (n, head) = st.verify_audit()?;
+            if json {
+                print_json(&json!({"ok": true, "entries": n, "head": head, "key": hex::encode(st.key().verifying_key().as_bytes())}));
+            } else {
+                println!("audit chain ok: {n} entries, head {head}");
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn load(args: &PlanArgs) -> Result<(Release, BTreeMap<String, PathBuf>)> {
+    let release = Release::load(&args.release)?;
+    let dbs = rewind_shared::release::map_targets(&release, &args.dbs).map_err(Error::BadInput)?;
+    Ok((release, dbs))
+}
+
+fn checksum(db: &Path, json: bool) -> Result<u8> {
+    target::check_is_sqlite(db)?;
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| target::classify(db, e))?;
+    conn.busy_timeout(target::BUSY_TIMEOUT).map_err(|e| target::classify(db, e))?;
+    let d = database_digest(&conn).map_err(|e| target::classify(db, e))?;
+    if json {
+        print_json(&d);
+    } else {
+        println!("{}  {}", d.digest, db.display());
+        println!("schema {}", d.schema);
+        for t in &d.tables {
+            println!("table {} rows={} {}", t.name, t.rows, t.digest);
+        }
+    }
+    Ok(0)
+}
+
+fn print_report(r: &Report, json: bool) -> u8 {
+    let code = if r.status == "failed" { 1 } else { 0 };
+    if json {
+        print_json(r);
+        return code;
+    }
+    println!("{}", r.message);
+    for t in &r.targets {
+        println!(
+            "  {} ({}): {} -> {}{}{}",
+            t.name,
+            t.db.display(),
+            t.before.as_deref().unwrap_or("-"),
+            t.after.as_deref().unwrap_or("-"),
+            t.snapshot.as_deref().map(|s| format!(" [snapshot {s}]")).unwrap_or_default(),
+            t.proof.as_deref().map(|p| format!(" data {p}")).unwrap_or_default(),
+        );
+        if t.lost_writes == Some(true) {
+            println!("    restored from snapshot: writes made after the apply were lost");
+        }
+    }
+    for s in &r.steps {
+        println!("  {:<40} {:>7} ms{}", s.step, s.millis, s.reversible.map(|r| format!("  reversible: {}", if r { "yes" } else { "no" })).unwrap_or_default());
+    }
+    for c in &r.checks {
+        println!("  check {:<30} {} (expect {}) {}", c.name, c.value, c.expect, if c.ok { "ok" } else { "FAILED" });
+    }
+    code
+}
+
+fn status(st: &State, recovered: &[Report], json: bool) -> Result<u8> {
+    let mut stmt = st
+        .db
+        .prepare("SELECT product, release, sequence, plan_id, updated FROM installed ORDER BY product")
+        .map_err(|e| Error::Sqlite { context: "status".into(), source: e })?;
+    let installed: Vec<serde_json::Value> = stmt
+        .query_map([], |r| {
+            Ok(json!({"product": r.get::<_, String>(0)?, "release": r.get::<_, String>(1)?, "sequence": r.get::<_, i64>(2)?,
+                      "plan": r.get::<_, String>(3)?, "updated": r.get::<_, String>(4)?}))
+        })
+        .and_then(Iterator::collect)
+        .map_err(|e| Error::Sqlite { context: "status".into(), source: e })?;
+    let mut stmt = st
+        .db
+        .prepare("SELECT id, kind, product, release, state, started, result FROM plans WHERE state = 'needs_human' ORDER BY started")
+        .map_err(|e| Error::Sqlite { context: "status".into(), source: e })?;
+    let stuck: Vec<serde_json::Value> = stmt
+        .query_map([], |r| {
+            let result: Option<String> = r.get(6)?;
+            let message = result.and_then(|s| serde_json::from_str::<Report>(&s).ok()).map(|r| r.message);
+            Ok(json!({"plan": r.get::<_, String>(0)?, "kind": r.get::<_, String>(1)?, "product": r.get::<_, String>(2)?,
+                      "release": r.get::<_, String>(3)?, "started": r.get::<_, String>(5)?, "message": message}))
+        })
+        .and_then(Iterator::collect)
+        .map_err(|e| Error::Sqlite { context: "status".into(), source: e })?;
+    let snaps = snapshot::list(st)?;
+    let last = plan::last_plans(st, 5)?;
+    if json {
+        print_json(&json!({
+            "state": st.root, "installed": installed, "recovered": recovered, "needs_human": stuck,
+            "snapshots": snaps.len(), "pinned_snapshots": snaps.iter().filter(|s| s.pinned).count(), "recent_plans": last,
+        }));
+    } else {
+        println!("state {}", st.root.display());
+        if installed.is_empty() {
+            println!("no release installed");
+        }
+        for i in &installed {
+            println!("installed {} {} (sequence {}, plan {})", i["product"].as_str().unwrap_or(""), i["release"].as_str().unwrap_or(""), i["sequence"], i["plan"].as_str().unwrap_or(""));
+        }
+        for s in &stuck {
+            println!("NEEDS A HUMAN: plan {} ({} {}): {}", s["plan"].as_str().unwrap_or(""), s["kind"].as_str().unwrap_or(""), s["release"].as_str().unwrap_or(""), s["message"].as_str().unwrap_or(""));
+        }
+        println!("{} snapshot(s), {} pinned", snaps.len(), snaps.iter().filter(|s| s.pinned).count());
+        for p in &last {
+            println!("plan {} {} {} {} -> {}", p["id"].as_str().unwrap_or(""), p["kind"].as_str().unwrap_or(""), p["product"].as_str().unwrap_or(""), p["release"].as_str().unwrap_or(""), p["state"].as_str().unwrap_or(""));
+        }
+    }
+    Ok(if stuck.is_empty() { 0 } else { 3 })
+}
+
+fn snapshot_cmd(st: &State, cmd: SnapshotCmd) -> Result<u8> {
+    match cmd {
+        SnapshotCmd::Create { db, label, json } => {
+            let (snap, _) = snapshot::create(st, &db, &Origin { label, ..Origin::default() })?;
+            if json {
+                print_json(&snap);
+            } else {
+                println!("snapshot {} of {}: {} ({} bytes)", snap.id, snap.source.display(), snap.digest, snap.size);
+            }
+            Ok(0)
+        }
+        SnapshotCmd::List { json } => {
+            let all = snapshot::list(st)?;
+            if json {
+                print_json(&all);
+            } else {
+                for s in all {
+                    println!(
+                        "{}  {}  {}  {} bytes  {}{}{}",
+                        s.id,
+                        s.created,
+                        s.source.display(),
+                        s.size,
+                        s.digest,
+                        if s.pinned { "  pinned" } else { "" },
+                        s.label.map(|l| format!("  \"{l}\"")).unwrap_or_default()
+                    );
+                }
+            }
+            Ok(0)
+        }
+        SnapshotCmd::Verify { id, all, restore_test, json } => {
+            let snaps = match (id, all) {
+                (Some(id), false) => vec![snapshot::get(st, &id)?],
+                (None, true) => snapshot::list(st)?,
+                _ => return Err(Error::BadInput("snapshot verify: give a snapshot ID or --all".into())),
+            };
+            let mut reports = Vec::new();
+            for s in &snaps {
+                reports.push(snapshot::verify(st, s, restore_test)?);
+            }
+            let ok = reports.iter().all(|r| r.ok);
+            if json {
+                print_json(&reports);
+            } else {
+                for r in &reports {
+                    match (&r.problem, r.restore_ms) {
+                        (Some(p), _) => println!("{}  BAD: {p}", r.id),
+                        (None, Some(ms)) => println!("{}  ok, restore window {ms} ms", r.id),
+                        (None, None) => println!("{}  ok", r.id),
+                    }
+                }
+            }
+            Ok(if ok { 0 } else { 1 })
+        }
+        SnapshotCmd::Restore { id, db, json } => {
+            let s = snapshot::get(st, &id)?;
+            let r = snapshot::restore(st, &s, &db)?;
+            if json {
+                print_json(&r);
+            } else {
+                println!("restored {} into {} in {} ms; digest {} proven", r.snapshot, r.db.display(), r.millis, r.digest);
+            }
+            Ok(0)
+        }
+        SnapshotCmd::Prune { keep, json } => {
+            let removed = snapshot::prune(st, keep)?;
+            if json {
+                print_json(&json!({"removed": removed}));
+            } else {
+                println!("removed {} snapshot(s)", removed.len());
+            }
+            Ok(0)
+        }
+    }
+}

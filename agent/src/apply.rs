@@ -1,0 +1,368 @@
+//! Apply a release to an endpoint, in DESIGN.md §5 order: verify inputs →
+//! snapshot every target (verified) → per migration in topological order:
+//! preserve, `up.sql`, `verify.sql`, ledger row, commit → set flags →
+//! `after-apply` checks → report.
+//!
+//! Guarantees: every step is journaled before it runs; any failure reverts
+//! what this plan did, in reverse order, proves the targets are back at the
+//! plan's start state by digest and reports both the failure and the proof.
+//! Applying an applied release is a no-op; a migration whose SQL changed
+//! after it was applied is refused.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rewind_shared::digest::{database_digest, schema_digest};
+use rewind_shared::release::{Activation, CheckWhen, Migration, Release};
+use serde_json::{Value, json};
+
+use crate::crash;
+use crate::error::{Error, Result};
+use crate::flags::{self, FlagValues};
+use crate::ledger;
+use crate::plan::{CheckResult, Installed, Plan, PlanKind, Report, Run, StepTime, TargetReport, installed, set_installed};
+use crate::rollback;
+use crate::snapshot::{self, Origin};
+use crate::state::{State, new_id};
+use crate::target::{Target, classify};
+
+/// Opens every mapped target, failing before anything changes.
+///
+/// # Errors
+/// [`Error::BadInput`] for a missing, non-SQLite, read-only or locked file.
+pub fn open_targets(dbs: &BTreeMap<String, PathBuf>) -> Result<BTreeMap<String, Target>> {
+    dbs.iter().map(|(name, path)| Ok((name.clone(), Target::open(name, path)?))).collect()
+}
+
+/// Flag values a release sets when applied (manual flags are left alone).
+fn desired_flags(release: &Release, when: Activation) -> FlagValues {
+    release.flags.iter().filter(|f| f.activate == when).map(|f| (f.name.clone(), f.value.clone())).collect()
+}
+
+/// Applies `release` to the databases mapped in `dbs`.
+///
+/// # Errors
+/// [`Error::BadInput`] (nothing changed) for unusable inputs, a downgrade or
+/// a changed applied migration; [`Error::NeedsHuman`] when a failure could
+/// not be reverted to a verified state. A failure that was reverted is an
+/// `Ok` report with status `failed` (exit 1).
+pub fn apply(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>) -> Result<Report> {
+    let targets = open_targets(dbs)?;
+    let from = installed(state, &release.name)?;
+    if let Some(i) = &from
+        && i.sequence > release.sequence
+    {
+        return Err(Error::BadInput(format!(
+            "{} {} (sequence {}) is older than the installed {} (sequence {}); roll that back first \
+             (rewind-agent rollback --release <dir of {}> ...)",
+            release.name, release.version, release.sequence, i.release, i.sequence, i.release
+        )));
+    }
+    let migrations: Vec<Migration> = release.migrations.iter().filter(|m| dbs.contains_key(&m.target)).cloned().collect();
+    let mut pending = Vec::new();
+    for (name, t) in &targets {
+        let applied = ledger::applied(&t.conn, &release.name).map_err(|e| classify(&t.path, e))?;
+        for m in migrations.iter().filter(|m| &m.target == name) {
+            match applied.iter().find(|e| e.migration == m.id) {
+                Some(e) if e.checksum != m.up.checksum => {
+                    return Err(Error::BadInput(format!(
+                        "migration {}: up.sql changed after it was applied to {} (applied {}, now {}); \
+                         restore the original script or ship the change as a new migration",
+                        m.id,
+                        t.path.display(),
+                        e.checksum,
+                        m.up.checksum
+                    )));
+                }
+                Some(_) => {}
+                None => pending.push(m.id.clone()),
+            }
+        }
+    }
+    let mut all_flags = desired_flags(release, Activation::WithRelease);
+    all_flags.extend(desired_flags(release, Activation::AfterMigrations));
+    let current_flags = flags::current(state, &release.name)?;
+    let flags_done = all_flags.iter().all(|(k, v)| current_flags.get(k) == Some(v));
+    let same_release = from.as_ref().is_some_and(|i| i.sequence == release.sequence);
+    if pending.is_empty() && flags_done && same_release {
+        return Ok(noop_report(state, release, &targets, from.as_ref())?);
+    }
+    let mut baseline = BTreeMap::new();
+    for c in release.checks.iter().filter(|c| c.expect == rewind_shared::release::Expect::Unchanged) {
+        if let Some(t) = targets.get(&c.target) {
+            let v = t.query_value(&c.sql).map_err(|e| Error::BadInput(format!("check `{}`: {e}", c.name)))?;
+            baseline.insert(c.name.clone(), v);
+        }
+    }
+    let plan = Plan {
+        id: new_id("plan"),
+        kind: PlanKind::Apply,
+        product: release.name.clone(),
+        release: release.version.clone(),
+        sequence: release.sequence,
+        from,
+        targets: dbs.clone(),
+        migrations,
+        flags: release.flags.clone(),
+        flags_before: all_flags.keys().map(|k| (k.clone(), current_flags.get(k).cloned().unwrap_or(Value::Null))).collect(),
+        checks: release.checks.iter().filter(|c| dbs.contains_key(&c.target)).cloned().collect(),
+        baseline,
+    };
+    let mut run = Run::start(state, plan, targets)?;
+    let mut report = Report {
+        status: "applied".into(),
+        product: run.plan.product.clone(),
+        release: run.plan.release.clone(),
+        sequence: run.plan.sequence,
+        plan: run.plan.id.clone(),
+        targets: Vec::new(),
+        flags: FlagValues::new(),
+        checks: Vec::new(),
+        steps: Vec::new(),
+        error: None,
+        message: String::new(),
+    };
+
+    // Snapshots: nothing has changed until they are all taken and verified.
+    crash::point("apply.before_snapshot");
+    let names: Vec<String> = run.targets.keys().cloned().collect();
+    for name in &names {
+        let path = run.plan.targets[name].clone();
+        let n = run.begin("snapshot", Some(name), &json!({"db": path}))?;
+        let started = Instant::now();
+        let origin = Origin {
+            label: Some(format!("before {} {}", run.plan.product, run.plan.release)),
+            product: Some(run.plan.product.clone()),
+            release: Some(run.plan.release.clone()),
+            target: Some(name.clone()),
+            pinned: true,
+        };
+        let (snap, digest) = match snapshot::create(state, &path, &origin) {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = format!("snapshot of {} failed, nothing changed: {e}", path.display());
+                report.status = "failed".into();
+                report.error = Some(msg.clone());
+                report.message = msg.clone();
+                run.finish("reverted", &report)?;
+                return Err(Error::BadInput(msg));
+            }
+        };
+        run.done(n, &json!({"snapshot": snap.id, "digest": snap.digest, "schema": snap.schema}))?;
+        report.steps.push(StepTime { step: format!("snapshot {name}"), millis: started.elapsed().as_millis(), reversible: None });
+        report.targets.push(TargetReport {
+            name: name.clone(),
+            db: path,
+            before: Some(digest.digest.to_string()),
+            schema_before: Some(digest.schema.to_string()),
+            snapshot: Some(snap.id),
+            ..TargetReport::default()
+        });
+    }
+    crash::point("apply.after_snapshot");
+
+    if let Err(e) = apply_flags(&mut run, release, Activation::WithRelease) {
+        return rollback::revert(run, report, e);
+    }
+    let pending_migrations: Vec<Migration> =
+        run.plan.migrations.iter().filter(|m| pending.contains(&m.id)).cloned().collect();
+    for m in &pending_migrations {
+        let started = Instant::now();
+        if let Err(e) = apply_migration(&mut run, m) {
+            return rollback::revert(run, report, e);
+        }
+        report.steps.push(StepTime {
+            step: format!("migration {}", m.id),
+            millis: started.elapsed().as_millis(),
+            reversible: Some(m.reversible || !m.preserve.is_empty() || m.rollback == rewind_shared::release::RollbackMode::Restore),
+        });
+        if let Some(t) = report.targets.iter_mut().find(|t| t.name == m.target) {
+            t.migrations.push(m.id.clone());
+        }
+    }
+    if let Err(e) = apply_flags(&mut run, release, Activation::AfterMigrations) {
+        return rollback::revert(run, report, e);
+    }
+    crash::point("apply.after_flags");
+
+    let checks = run_checks(&run, CheckWhen::AfterApply);
+    let failed: Vec<String> = checks.iter().filter(|c| !c.ok).map(describe_check).collect();
+    report.checks = checks;
+    if !failed.is_empty() {
+        return rollback::revert(run, report, failed.join("; "));
+    }
+
+    for t in &mut report.targets {
+        let target = &run.targets[&t.name];
+        let d = database_digest(&target.conn).map_err(|e| classify(&target.path, e))?;
+        t.after = Some(d.digest.to_string());
+        t.schema_after = Some(d.schema.to_string());
+    }
+    let inst = Installed { release: run.plan.release.clone(), sequence: run.plan.sequence, plan_id: run.plan.id.clone() };
+    set_installed(state, &run.plan.product, Some(&inst))?;
+    flags::write_file(state, &run.plan.product, "apply.flags.during_write")?;
+    report.flags = flags::current(state, &run.plan.product)?;
+    report.message = format!(
+        "{} {} applied: {} migration(s), {} target(s) snapshotted and proven",
+        run.plan.product,
+        run.plan.release,
+        pending_migrations.len(),
+        report.targets.len()
+    );
+    crash::point("apply.before_done");
+    run.finish("applied", &report)?;
+    Ok(report)
+}
+
+fn noop_report(state: &State, release: &Release, targets: &BTreeMap<String, Target>, from: Option<&Installed>) -> Result<Report> {
+    let mut out = Vec::new();
+    for (name, t) in targets {
+        let d = database_digest(&t.conn).map_err(|e| classify(&t.path, e))?;
+        out.push(TargetReport {
+            name: name.clone(),
+            db: t.path.clone(),
+            before: Some(d.digest.to_string()),
+            after: Some(d.digest.to_string()),
+            schema_before: Some(d.schema.to_string()),
+            schema_after: Some(d.schema.to_string()),
+            ..TargetReport::default()
+        });
+    }
+    Ok(Report {
+        status: "applied".into(),
+        product: release.name.clone(),
+        release: release.version.clone(),
+        sequence: release.sequence,
+        plan: from.map(|i| i.plan_id.clone()).unwrap_or_default(),
+        targets: out,
+        flags: flags::current(state, &release.name)?,
+        checks: Vec::new(),
+        steps: Vec::new(),
+        error: None,
+        message: format!("{} {} is already applied; nothing to do", release.name, release.version),
+    })
+}
+
+/// Sets the flags that activate at `when`, journaled.
+fn apply_flags(run: &mut Run<'_>, release: &Release, when: Activation) -> std::result::Result<(), String> {
+    let values = desired_flags(release, when);
+    if values.is_empty() {
+        return Ok(());
+    }
+    let n = run.begin("flags", None, &json!({"set": values})).map_err(|e| e.to_string())?;
+    flags::set(run.state, &run.plan.product, &values, Some(&run.plan.id), "apply.flags.during_write")
+        .map_err(|e| format!("setting flags failed: {e}"))?;
+    run.done(n, &json!({"set": values})).map_err(|e| e.to_string())
+}
+
+/// Copies `preserve` data aside, inside the migration's transaction.
+fn preserve(t: &Target, m: &Migration) -> std::result::Result<(), String> {
+    for p in &m.preserve {
+        let side = p.side_table(&m.id);
+        let select = match &p.column {
+            None => "*".to_string(),
+            Some(c) => {
+                let mut stmt = t
+                    .conn
+                    .prepare(&format!("SELECT name FROM pragma_table_info('{}') WHERE pk > 0 ORDER BY pk", p.table))
+                    .map_err(|e| e.to_string())?;
+                let mut cols: Vec<String> = stmt
+                    .query_map([], |r| r.get::<_, String>(0))
+                    .and_then(Iterator::collect)
+                    .map_err(|e| e.to_string())?;
+                if cols.is_empty() {
+                    cols.push("rowid".into());
+                }
+                cols.push(c.clone());
+                cols.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ")
+            }
+        };
+        t.conn
+            .execute_batch(&format!(
+                "DROP TABLE IF EXISTS \"{side}\"; CREATE TABLE \"{side}\" AS SELECT {select} FROM \"{}\";",
+                p.table
+            ))
+            .map_err(|e| format!("migration {}: preserve {}{}: {e}", m.id, p.table, p.column.as_ref().map(|c| format!(".{c}")).unwrap_or_default()))?;
+    }
+    Ok(())
+}
+
+/// One migration in one transaction: preserve, up, verify, ledger row.
+fn apply_migration(run: &mut Run<'_>, m: &Migration) -> std::result::Result<(), String> {
+    let n = run.begin("migration", Some(&m.target), &json!({"migration": m.id})).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let t = run.target(&m.target);
+    t.conn
+        .execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| format!("migration {}: {}", m.id, classify(&t.path, e)))?;
+    let body = || -> std::result::Result<(String, String), String> {
+        let sqlerr = |e: rusqlite::Error| format!("migration {}: {}", m.id, classify(&t.path, e));
+        let before = schema_digest(&t.conn).map_err(sqlerr)?.to_string();
+        preserve(t, m)?;
+        t.run_script(&m.up.sql).map_err(|e| format!("migration {}: up.sql {e}", m.id))?;
+        if let Some(v) = &m.verify {
+            t.run_verify(&v.sql).map_err(|e| format!("migration {}: verify.sql {e}", m.id))?;
+        }
+        let after = schema_digest(&t.conn).map_err(sqlerr)?.to_string();
+        ledger::record(
+            &t.conn,
+            &ledger::NewEntry {
+                product: &run.plan.product,
+                release: &run.plan.release,
+                sequence: run.plan.sequence,
+                migration: &m.id,
+                checksum: &m.up.checksum,
+                schema_before: &before,
+                schema_after: &after,
+                duration_ms: started.elapsed().as_millis(),
+                plan_id: &run.plan.id,
+            },
+        )
+        .map_err(sqlerr)?;
+        crash::point("apply.migration.before_commit");
+        t.conn.execute_batch("COMMIT").map_err(sqlerr)?;
+        Ok((before, after))
+    };
+    let (before, after) = match body() {
+        Ok(v) => v,
+        Err(e) => {
+            if !t.conn.is_autocommit() {
+                let _ = t.conn.execute_batch("ROLLBACK");
+            }
+            return Err(e);
+        }
+    };
+    crash::point("apply.migration.after_commit");
+    let detail = json!({"migration": m.id, "schema_before": before, "schema_after": after});
+    run.done(n, &detail).map_err(|e| e.to_string())?;
+    run.state.audit("migration.apply", &json!({"plan": run.plan.id, "target": m.target, "migration": m.id,
+        "checksum": m.up.checksum, "schema_before": before, "schema_after": after})).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Runs the plan's checks for `when` on their targets.
+pub fn run_checks(run: &Run<'_>, when: CheckWhen) -> Vec<CheckResult> {
+    run.plan
+        .checks
+        .iter()
+        .filter(|c| c.when.contains(&when))
+        .filter_map(|c| {
+            let t = run.targets.get(&c.target)?;
+            let (value, ok) = match t.query_value(&c.sql) {
+                Ok(v) => {
+                    let ok = c.expect.accepts(&v, run.plan.baseline.get(&c.name));
+                    (v, ok)
+                }
+                Err(e) => (Value::String(format!("error: {e}")), false),
+            };
+            Some(CheckResult { name: c.name.clone(), target: c.target.clone(), when, value, expect: c.expect.to_string(), ok })
+        })
+        .collect()
+}
+
+/// "check `orders survive` on notes: got 0, expected >= 1".
+#[must_use]
+pub fn describe_check(c: &CheckResult) -> String {
+    format!("check `{}` on {}: got {}, expected {}", c.name, c.target, c.value, c.expect)
+}

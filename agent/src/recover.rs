@@ -1,0 +1,78 @@
+//! Crash recovery. Every command that opens the state directory calls
+//! [`recover`] first.
+//!
+//! Guarantee: after a crash, power loss or kill at any point, `recover()`
+//! leaves every target of an interrupted apply plan at the plan's start
+//! state and finishes an interrupted rollback, each proven by digest, and
+//! says what it did; if it cannot, the plan is marked as needing a human
+//! with the exact next command.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::plan::{PlanKind, Report, Run, unfinished};
+use crate::rollback::{finish_rollback, revert};
+use crate::state::State;
+use crate::target::Target;
+
+/// Finishes every interrupted plan; returns what was done.
+///
+/// # Errors
+/// [`Error::NeedsHuman`] when a plan cannot be brought to a proven state.
+pub fn recover(state: &State) -> Result<Vec<Report>> {
+    remove_orphan_snapshots(state);
+    let mut done = Vec::new();
+    for plan in unfinished(state)? {
+        state.audit("plan.recover", &json!({"plan": plan.id, "kind": plan.kind}))?;
+        let mut targets = BTreeMap::new();
+        for (name, path) in &plan.targets {
+            let t = Target::open(name, path).map_err(|e| Error::NeedsHuman {
+                message: format!("interrupted plan {} cannot reopen target {name} ({}): {e}", plan.id, path.display()),
+                next: format!("make {} available again, then run: rewind-agent --state {} status", path.display(), state.root.display()),
+            })?;
+            targets.insert(name.clone(), t);
+        }
+        let kind = plan.kind;
+        let report = Report {
+            status: "failed".into(),
+            product: plan.product.clone(),
+            release: plan.release.clone(),
+            sequence: plan.sequence,
+            plan: plan.id.clone(),
+            targets: Vec::new(),
+            flags: BTreeMap::new(),
+            checks: Vec::new(),
+            steps: Vec::new(),
+            error: None,
+            message: String::new(),
+        };
+        let run = Run::resume(state, plan, targets)?;
+        let report = match kind {
+            PlanKind::Apply => revert(run, report, "the agent stopped while applying (crash, kill or power loss)".into())?,
+            PlanKind::Rollback => finish_rollback(run)?,
+        };
+        done.push(report);
+    }
+    Ok(done)
+}
+
+/// Removes snapshot files a crash left behind before they were catalogued.
+fn remove_orphan_snapshots(state: &State) {
+    let Ok(dir) = std::fs::read_dir(state.snapshots_dir()) else { return };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("snap-") {
+            continue;
+        }
+        let id = name.split('.').next().unwrap_or_default().to_string();
+        let known = state
+            .db
+            .query_row("SELECT 1 FROM snapshots WHERE id = ?1", [&id], |_| Ok(()))
+            .is_ok();
+        if !known {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! Snapshots: verified, read-only copies of a target taken with SQLite's
+//! online backup API while the app may keep writing.
+//!
+//! Guarantees: a snapshot is listed only after its copy is durable and its
+//! digest equals the digest of the source read in the same read transaction
+//! (so it is one consistent state of the source); snapshot files are
+//! read-only; a pinned snapshot (its release is not finalized) is never
+//! pruned; `restore` refuses a snapshot whose digest no longer matches and
+//! writes through SQLite's own transaction, so the target is either the old
+//! database or the complete snapshot, and app connections (WAL or rollback
+//! journal) see a consistent database throughout.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rewind_shared::digest::{DatabaseDigest, database_digest};
+use rusqlite::backup::Backup;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::crash;
+use crate::error::{Context, Error, Result};
+use crate::fsutil;
+use crate::state::{State, new_id, now};
+use crate::target::{Target, classify};
+
+/// A snapshot's manifest, as `snapshot list --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub id: String,
+    pub source: PathBuf,
+    pub file: PathBuf,
+    pub created: String,
+    pub size: u64,
+    pub digest: String,
+    pub schema: String,
+    pub product: Option<String>,
+    pub release: Option<String>,
+    pub target: Option<String>,
+    pub label: Option<String>,
+    pub pinned: bool,
+}
+
+/// What a new snapshot belongs to.
+#[derive(Debug, Default, Clone)]
+pub struct Origin {
+    pub label: Option<String>,
+    pub product: Option<String>,
+    pub release: Option<String>,
+    pub target: Option<String>,
+    /// Pinned snapshots belong to a release that is not finalized.
+    pub pinned: bool,
+}
+
+/// `file:` URI that opens a database read-only without locks (for files that
+/// never change: snapshots).
+fn immutable_uri(path: &Path) -> String {
+    let mut s = String::from("file:");
+    for b in path.to_string_lossy().bytes() {
+        match b {
+            b'?' | b'#' | b'%' => s.push_str(&format!("%{b:02X}")),
+            _ => s.push(b as char),
+        }
+    }
+    s.push_str("?immutable=1");
+    s
+}
+
+/// Opens a snapshot file read-only.
+///
+/// # Errors
+/// When the file is missing or not a database.
+pub fn open_snapshot_file(path: &Path) -> Result<Connection> {
+    Connection::open_with_flags(
+        immutable_uri(path),
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| classify(path, e))
+}
+
+/// Full digest of a snapshot file.
+///
+/// # Errors
+/// When the file is unreadable, truncated or corrupt.
+pub fn snapshot_digest(path: &Path) -> Result<DatabaseDigest> {
+    let conn = open_snapshot_file(path)?;
+    database_digest(&conn).map_err(|e| classify(path, e))
+}
+
+/// Copies the database open on `src` into a new file at `dest` with the
+/// backup API, durably (fsync), in rollback-journal mode.
+fn backup_to_file(src: &Connection, dest: &Path) -> rusqlite::Result<()> {
+    let mut dst = Connection::open(dest)?;
+    dst.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")?;
+    Backup::new(src, &mut dst)?.step(-1)?;
+    // A WAL source gives a copy whose header says WAL; a read-only snapshot
+    // must be openable without -wal/-shm files.
+    dst.pragma_update(None, "journal_mode", "DELETE")?;
+    drop(dst);
+    std::fs::File::open(dest)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+impl Snapshot {
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Snapshot {
+            id: r.get("id")?,
+            source: PathBuf::from(r.get::<_, String>("source")?),
+            file: PathBuf::from(r.get::<_, String>("file")?),
+            created: r.get("created")?,
+            size: r.get::<_, i64>("size")? as u64,
+            digest: r.get("digest")?,
+            schema: r.get("schema")?,
+            product: r.get("product")?,
+            release: r.get("release")?,
+            target: r.get("target")?,
+            label: r.get("label")?,
+            pinned: r.get::<_, i64>("pinned")? != 0,
+        })
+    }
+}
+
+/// Takes a snapshot of the database at `source`; returns its manifest and
+/// the verified digest of the state it holds.
+///
+/// # Errors
+/// [`Error::BadInput`] for an unusable source, [`Error::Failed`] when the
+/// copy cannot be written (disk full) or does not verify; no snapshot is
+/// recorded then and the source is untouched.
+pub fn create(state: &State, source: &Path, origin: &Origin) -> Result<(Snapshot, DatabaseDigest)> {
+    let src = Target::open(origin.target.as_deref().unwrap_or("db"), source)?;
+    let id = new_id("snap");
+    let file = state.snapshots_dir().join(format!("{id}.db"));
+    let tmp = fsutil::tmp_path(&file);
+    // One read transaction: the copy and the source digest see one state.
+    src.conn.execute_batch("BEGIN DEFERRED; SELECT count(*) FROM sqlite_schema;").ctx("snapshot: begin read")?;
+    let result = (|| {
+        backup_to_file(&src.conn, &tmp).map_err(|e| match classify(&tmp, e) {
+            Error::Failed(m) => Error::BadInput(format!("snapshot of {} not taken, nothing changed: {m}", source.display())),
+            other => other,
+        })?;
+        crash::point("snapshot.during_copy");
+        let (source_digest, copy_digest) = std::thread::scope(|s| {
+            let copy = s.spawn(|| snapshot_digest(&tmp));
+            let src_digest = database_digest(&src.conn).map_err(|e| classify(source, e));
+            (src_digest, copy.join().expect("digest thread does not panic"))
+        });
+        let (source_digest, copy_digest) = (source_digest?, copy_digest?);
+        if source_digest != copy_digest {
+            return Err(Error::Failed(format!(
+                "snapshot of {}: copy digest {} differs from source digest {}; snapshot discarded",
+                source.display(),
+                copy_digest.digest,
+                source_digest.digest
+            )));
+        }
+        Ok(source_digest)
+    })();
+    let _ = src.conn.execute_batch("COMMIT");
+    let digest = match result {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&tmp, &file).map_err(Error::io(&file))?;
+    fsutil::make_read_only(&file)?;
+    fsutil::sync_dir(&file)?;
+    let snap = Snapshot {
+        id,
+        source: std::fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf()),
+        size: std::fs::metadata(&file).map_err(Error::io(&file))?.len(),
+        file,
+        created: now(),
+        digest: digest.digest.to_string(),
+        schema: digest.schema.to_string(),
+        product: origin.product.clone(),
+        release: origin.release.clone(),
+        target: origin.target.clone(),
+        label: origin.label.clone(),
+        pinned: origin.pinned,
+    };
+    let manifest = serde_json::to_vec_pretty(&snap).expect("manifest serializes");
+    fsutil::write_atomic(&snap.file.with_extension("json"), &manifest, 0o444)?;
+    state
+        .db
+        .execute(
+            "INSERT INTO snapshots(id, source, file, created, size, digest, schema, product, release, target, label, pinned)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+            params![
+                snap.id,
+                snap.source.to_string_lossy(),
+                snap.file.to_string_lossy(),
+                snap.created,
+                snap.size as i64,
+                snap.digest,
+                snap.schema,
+                snap.product,
+                snap.release,
+                snap.target,
+                snap.label,
+                i64::from(snap.pinned)
+            ],
+        )
+        .ctx("snapshot catalogue")?;
+    state.audit(
+        "snapshot.create",
+        &serde_json::json!({"id": snap.id, "source": snap.source, "digest": snap.digest, "size": snap.size, "label": snap.label, "release": snap.release}),
+    )?;
+    Ok((snap, digest))
+}
+
+/// Every snapshot, oldest first.
+///
+/// # Errors
+/// When `agent.db` cannot be read.
+pub fn list(state: &State) -> Result<Vec<Snapshot>> {
+    let mut stmt = state.db.prepare("SELECT * FROM snapshots ORDER BY created, id").ctx("snapshot list")?;
+    stmt.query_map([], Snapshot::from_row).ctx("snapshot list")?.collect::<rusqlite::Result<_>>().ctx("snapshot list")
+}
+
+/// One snapshot by id.
+///
+/// # Errors
+/// [`Error::BadInput`] when no snapshot has that id.
+pub fn get(state: &State, id: &str) -> Result<Snapshot> {
+    state
+        .db
+        .query_row("SELECT * FROM snapshots WHERE id = ?1", [id], Snapshot::from_row)
+        .optional()
+        .ctx("snapshot lookup")?
+        .ok_or_else(|| Error::BadInput(format!("no snapshot `{id}`; `rewind-agent snapshot list` shows the ids")))
+}
+
+/// Outcome of `snapshot verify`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub id: String,
+    pub ok: bool,
+    pub problem: Option<String>,
+    /// Time to restore into a scratch file and prove it (the restore window).
+    pub restore_ms: Option<u128>,
+}
+
+/// Re-checks a snapshot's integrity and digest; with `restore_test`, also
+/// restores it into a scratch file, checks that and times it.
+///
+/// # Errors
+/// Only for state-directory trouble; a bad snapshot is a report with
+/// `ok = false`.
+pub fn verify(state: &State, snap: &Snapshot, restore_test: bool) -> Result<VerifyReport> {
+    let problem = check_snapshot(snap).err();
+    let mut restore_ms = None;
+    if problem.is_none() && restore_test {
+        let scratch = tempfile::Builder::new()
+            .prefix("restore-test-")
+            .tempdir_in(&state.root)
+            .map_err(Error::io(&state.root))?;
+        let dest = scratch.path().join("restored.db");
+        let started = Instant::now();
+        let src = open_snapshot_file(&snap.file)?;
+        backup_to_file(&src, &dest).map_err(|e| classify(&dest, e))?;
+        let d = snapshot_digest(&dest)?;
+        restore_ms = Some(started.elapsed().as_millis());
+        if d.digest.to_string() != snap.digest {
+            return Ok(VerifyReport {
+                id: snap.id.clone(),
+                ok: false,
+                problem: Some(format!("restored copy has digest {}, manifest says {}", d.digest, snap.digest)),
+                restore_ms,
+            });
+        }
+    }
+    Ok(VerifyReport { id: snap.id.clone(), ok: problem.is_none(), problem, restore_ms })
+}
+
+/// Integrity check and digest comparison against the manifest.
+fn check_snapshot(snap: &Snapshot) -> std::result::Result<(), String> {
+    let conn = open_snapshot_file(&snap.file).map_err(|e| e.to_string())?;
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check(1)", [], |r| r.get(0))
+        .map_err(|e| format!("integrity check failed: {e}"))?;
+    if integrity != "ok" {
+        return Err(format!("integrity check: {integrity}"));
+    }
+    let d = database_digest(&conn).map_err(|e| format!("cannot digest: {e}"))?;
+    if d.digest.to_string() != snap.digest {
+        return Err(format!("digest is {}, manifest says {}: the file was changed", d.digest, snap.digest));
+    }
+    Ok(())
+}
+
+/// Outcome of a restore.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub snapshot: String,
+    pub db: PathBuf,
+    pub digest: String,
+    pub millis: u128,
+}
+
+/// Restores `snap` into the database at `db` (created when missing), then
+/// proves the result by digest.
+///
+/// # Errors
+/// [`Error::BadInput`] when the snapshot no longer matches its digest (the
+/// target is untouched); [`Error::NeedsHuman`] when the restored target does
+/// not prove equal to the snapshot.
+pub fn restore(state: &State, snap: &Snapshot, db: &Path) -> Result<RestoreReport> {
+    let started = Instant::now();
+    check_snapshot(snap).map_err(|p| {
+        Error::BadInput(format!("snapshot {} cannot be restored: {p}; {} is untouched", snap.id, db.display()))
+    })?;
+    crash::point("restore.before_copy");
+    let src = open_snapshot_file(&snap.file)?;
+    if db.exists() {
+        let mut target = Target::open("db", db)?;
+        Backup::new(&src, &mut target.conn)
+            .and_then(|b| b.step(-1))
+            .map_err(|e| classify(db, e))?;
+    } else {
+        let tmp = fsutil::tmp_path(db);
+        backup_to_file(&src, &tmp).map_err(|e| classify(db, e))?;
+        std::fs::rename(&tmp, db).map_err(Error::io(db))?;
+        fsutil::sync_dir(db)?;
+    }
+    crash::point("restore.after_copy");
+    let target = Target::open("db", db)?;
+    let after = database_digest(&target.conn).map_err(|e| classify(db, e))?;
+    if after.digest.to_string() != snap.digest {
+        return Err(Error::NeedsHuman {
+            message: format!(
+                "restore of snapshot {} into {}: the result has digest {}, expected {}",
+                snap.id,
+                db.display(),
+                after.digest,
+                snap.digest
+            ),
+            next: format!("rewind-agent --state {} snapshot restore {} --db {}", state.root.display(), snap.id, db.display()),
+        });
+    }
+    state.audit(
+        "snapshot.restore",
+        &serde_json::json!({"id": snap.id, "db": db, "digest": snap.digest}),
+    )?;
+    Ok(RestoreReport { snapshot: snap.id.clone(), db: db.to_path_buf(), digest: snap.digest.clone(), millis: started.elapsed().as_millis() })
+}
+
+/// Deletes all but the `keep` newest unpinned snapshots of each source;
+/// pinned snapshots are never deleted. Returns the ids removed.
+///
+/// # Errors
+/// When a file cannot be removed.
+pub fn prune(state: &State, keep: usize) -> Result<Vec<String>> {
+    let all = list(state)?;
+    let mut removed = Vec::new();
+    let mut sources: Vec<&PathBuf> = all.iter().map(|s| &s.source).collect();
+    sources.sort();
+    sources.dedup();
+    for source in sources {
+        let mut unpinned: Vec<&Snapshot> = all.iter().filter(|s| &s.source == source && !s.pinned).collect();
+        unpinned.sort_by(|a, b| b.created.cmp(&a.created));
+        for s in unpinned.into_iter().skip(keep) {
+            for f in [s.file.clone(), s.file.with_extension("json")] {
+                match std::fs::remove_file(&f) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(f)(e)),
+                }
+            }
+            state.db.execute("DELETE FROM snapshots WHERE id = ?1", [&s.id]).ctx("snapshot prune")?;
+            state.audit("snapshot.prune", &serde_json::json!({"id": s.id}))?;
+            removed.push(s.id.clone());
+        }
+    }
+    Ok(removed)
+}
+
+/// Unpins the snapshots of a release (when it is rolled back or finalized).
+///
+/// # Errors
+/// When `agent.db` cannot be written.
+pub fn unpin_release(state: &State, product: &str, release: &str) -> Result<()> {
+    state
+        .db
+        .execute("UPDATE snapshots SET pinned = 0 WHERE product = ?1 AND release = ?2", [product, release])
+        .ctx("snapshot unpin")?;
+    Ok(())
+}
