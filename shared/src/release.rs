@@ -595,7 +595,7 @@ impl Validator<'_> {
                 self.problem_at("id", id, format!("migration {id} is declared twice: ids must be unique"));
                 continue;
             }
-            if !is_ident(id) {
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 self.problem_at("id", id, format!("migration id `{id}` must be letters, digits and _ (it names a directory and a side table)"));
                 continue;
             }

@@ -1,0 +1,2 @@
+DROP INDEX orders_by_currency;
+ALTER TABLE orders DROP COLUMN currency;
