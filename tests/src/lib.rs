@@ -1,1 +1,127 @@
+//! Harness for the end-to-end tests: runs the real binaries (built by
+//! `scripts/test.sh` with the `fault-injection` feature) on temp dirs, makes
+//! sample databases from `examples/notes-app`, and waits with a bounded
+//! [`eventually`] instead of bare sleeps.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+#[must_use]
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// Path of a workspace binary (`rewind-agent`, `rewindctl`, ...) in the
+/// target directory that `cargo test` itself uses.
+///
+/// # Panics
+/// When the binary was not built: run the tests with `scripts/test.sh`.
+#[must_use]
+pub fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let p = dir.join("debug").join(name);
+    assert!(p.exists(), "{} is not built: run the tests with scripts/test.sh", p.display());
+    p
+}
+
+/// The example notes-app directory.
+#[must_use]
+pub fn example() -> PathBuf {
+    root().join("examples/notes-app")
+}
+
+/// A release directory of the example app, e.g. `2026.11.0`.
+#[must_use]
+pub fn release(name: &str) -> PathBuf {
+    example().join("releases").join(name)
+}
+
+/// Creates `dir/<target>.db` from `examples/notes-app/seed-<target>.sql`.
+///
+/// # Panics
+/// When the seed cannot be run.
+#[must_use]
+pub fn seed_db(dir: &Path, target: &str) -> PathBuf {
+    let path = dir.join(format!("{target}.db"));
+    let sql = std::fs::read_to_string(example().join(format!("seed-{target}.sql"))).expect("seed file");
+    rusqlite::Connection::open(&path).and_then(|c| c.execute_batch(&sql)).expect("seed runs");
+    path
+}
+
+/// Output of a finished command, for assertions.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// stdout parsed as JSON.
+    ///
+    /// # Panics
+    /// When stdout is not JSON.
+    #[must_use]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+}
+
+/// Runs `bin` with `args` and extra environment, waiting for it to end.
+///
+/// # Panics
+/// When the binary cannot be started.
+#[must_use]
+pub fn run(bin_name: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = Command::new(bin(bin_name));
+    c.args(args).env_remove("REWIND_CRASH_AT").env("REWIND_LOG", "warn");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    Run::from(c.output().expect("binary starts"))
+}
+
+/// `rewind-agent --state STATE args...`.
+#[must_use]
+pub fn agent(state: &Path, args: &[&str]) -> Run {
+    let s = state.to_string_lossy().into_owned();
+    let mut all = vec!["--state", s.as_str()];
+    all.extend_from_slice(args);
+    run("rewind-agent", &all, &[])
+}
+
+/// Content digest (`b3:...`) of a database, via `rewind-agent checksum`.
+///
+/// # Panics
+/// When checksum fails.
+#[must_use]
+pub fn digest(db: &Path) -> String {
+    let r = run("rewind-agent", &["checksum", "--db", &db.to_string_lossy(), "--json"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    r.json()["digest"].as_str().expect("digest field").to_string()
+}
+
+/// Waits until `f` returns `Some`, polling every 20 ms, at most `limit`.
+///
+/// # Panics
+/// When the limit passes first, naming `what`.
+pub fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
