@@ -1,0 +1,152 @@
+//! `rewind-agent snapshot ...` end to end: snapshots of a live database,
+//! manifests, read-only files, verify with a restore drill, atomic restore
+//! over a database the app keeps open in WAL mode, prune that never deletes a
+//! pinned snapshot.
+
+use std::time::Duration;
+
+use rewind_tests::{agent, digest, release, seed_db};
+use rusqlite::Connection;
+
+fn snapshot_ids(state: &std::path::Path) -> Vec<serde_json::Value> {
+    let r = agent(state, &["snapshot", "list", "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    r.json().as_array().expect("list is an array").clone()
+}
+
+#[test]
+fn snapshot_of_a_live_database_is_consistent_read_only_and_verifiable() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = seed_db(dir.path(), "notes");
+    let state = dir.path().join("state");
+    // The app keeps writing while the snapshot is taken.
+    let writer_db = db.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let writer = std::thread::spawn(move || {
+        let c = Connection::open(&writer_db).unwrap();
+        c.busy_timeout(Duration::from_secs(10)).unwrap();
+        c.execute_batch("CREATE TABLE IF NOT EXISTS app_log(id INTEGER PRIMARY KEY, msg TEXT)").unwrap();
+        let mut n = 0;
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            c.execute("INSERT INTO app_log(msg) VALUES (?1)", [format!("write {n}")]).unwrap();
+            n += 1;
+        }
+        n
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let r = agent(&state, &["snapshot", "create", "--db", &db.to_string_lossy(), "--label", "before cleanup", "--json"]);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let writes = writer.join().unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(writes > 0);
+    let snap = r.json();
+    for field in ["id", "source", "file", "created", "size", "digest", "schema", "label", "pinned"] {
+        assert!(snap.get(field).is_some(), "manifest lacks {field}: {snap}");
+    }
+    assert_eq!(snap["label"], "before cleanup");
+    assert_eq!(snap["pinned"], false);
+    let file = std::path::PathBuf::from(snap["file"].as_str().unwrap());
+    // The snapshot is one consistent state: its digest is its manifest's.
+    assert_eq!(digest(&file), snap["digest"].as_str().unwrap());
+    assert!(std::fs::metadata(&file).unwrap().permissions().readonly(), "snapshot file must be read-only");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(file.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(manifest["digest"], snap["digest"]);
+    assert_eq!(snapshot_ids(&state).len(), 1);
+
+    let v = agent(&state, &["snapshot", "verify", snap["id"].as_str().unwrap(), "--restore-test", "--json"]);
+    assert_eq!(v.code, 0, "{v:?}");
+    let report = &v.json()[0];
+    assert_eq!(report["ok"], true);
+    assert!(report["restore_ms"].as_u64().is_some(), "restore drill reports its time: {report}");
+}
+
+#[test]
+fn restore_replaces_content_seen_by_an_app_that_keeps_the_wal_database_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = seed_db(dir.path(), "notes");
+    let state = dir.path().join("state");
+    let r = agent(&state, &["snapshot", "create", "--db", &db.to_string_lossy(), "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let snap = r.json();
+    let snap_digest = snap["digest"].as_str().unwrap().to_string();
+
+    // The app changes data and keeps its connection (and WAL frames) open.
+    let app = Connection::open(&db).unwrap();
+    app.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    app.execute_batch("DELETE FROM orders WHERE id > 10; UPDATE notes SET title = 'changed';").unwrap();
+    assert_ne!(digest(&db), snap_digest);
+    assert!(db.with_extension("db-wal").exists(), "the app's WAL file exists");
+
+    let r = agent(&state, &["snapshot", "restore", snap["id"].as_str().unwrap(), "--db", &db.to_string_lossy(), "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json()["digest"], snap_digest.as_str());
+    // A fresh reader and the app's own open connection both see the snapshot.
+    assert_eq!(digest(&db), snap_digest);
+    let orders: i64 = app.query_row("SELECT count(*) FROM orders", [], |r| r.get(0)).unwrap();
+    assert_eq!(orders, 500);
+    let ok: String = app.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(ok, "ok");
+}
+
+#[test]
+fn restore_refuses_a_tampered_snapshot_and_leaves_the_target_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = seed_db(dir.path(), "notes");
+    let state = dir.path().join("state");
+    let snap = agent(&state, &["snapshot", "create", "--db", &db.to_string_lossy(), "--json"]).json();
+    let file = std::path::PathBuf::from(snap["file"].as_str().unwrap());
+    Connection::open(&db).unwrap().execute_batch("UPDATE notes SET title = 'live data'").unwrap();
+    let before = digest(&db);
+    // Tamper: make the file writable and change one value through SQLite.
+    let mut perm = std::fs::metadata(&file).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perm.set_readonly(false);
+    std::fs::set_permissions(&file, perm).unwrap();
+    Connection::open(&file).unwrap().execute_batch("UPDATE orders SET total = total + 1 WHERE id = 7").unwrap();
+
+    let v = agent(&state, &["snapshot", "verify", "--all"]);
+    assert_eq!(v.code, 1, "verify reports a bad snapshot: {v:?}");
+    assert!(v.stdout.contains("BAD"), "{v:?}");
+    let r = agent(&state, &["snapshot", "restore", snap["id"].as_str().unwrap(), "--db", &db.to_string_lossy()]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("cannot be restored") && r.stderr.contains("untouched"), "{r:?}");
+    assert_eq!(digest(&db), before, "target untouched");
+}
+
+#[test]
+fn prune_keeps_the_newest_and_never_deletes_a_pinned_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let notes = seed_db(dir.path(), "notes");
+    let settings = seed_db(dir.path(), "settings");
+    let state = dir.path().join("state");
+    // Applying a release pins its snapshots until it is finalized.
+    let r = agent(&state, &["apply", "--release", &release("2026.11.0").to_string_lossy(),
+        "--db", &format!("notes={}", notes.display()), "--db", &format!("settings={}", settings.display())]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for i in 0..3 {
+        let r = agent(&state, &["snapshot", "create", "--db", &notes.to_string_lossy(), "--label", &format!("manual {i}")]);
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+    let all = snapshot_ids(&state);
+    assert_eq!(all.len(), 5);
+    let pinned: Vec<String> = all.iter().filter(|s| s["pinned"] == true).map(|s| s["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(pinned.len(), 2, "the apply's snapshots are pinned: {all:?}");
+
+    let r = agent(&state, &["snapshot", "prune", "--keep", "1", "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json()["removed"].as_array().unwrap().len(), 2);
+    let left = snapshot_ids(&state);
+    let left_ids: Vec<&str> = left.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    for p in &pinned {
+        assert!(left_ids.contains(&p.as_str()), "pinned {p} survived prune");
+        let file = left.iter().find(|s| s["id"] == p.as_str()).unwrap()["file"].as_str().unwrap().to_string();
+        assert!(std::path::Path::new(&file).exists());
+    }
+    assert!(left.iter().any(|s| s["label"] == "manual 2"), "the newest unpinned one is kept: {left:?}");
+
+    let r = agent(&state, &["snapshot", "prune", "--keep", "0"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(snapshot_ids(&state).len(), 2, "only pinned snapshots remain");
+}
