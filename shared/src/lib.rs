@@ -3,10 +3,12 @@
 //! Knows nothing of networking; reads SQLite only to digest it.
 
 pub mod audit;
+pub mod bundle;
 pub mod digest;
 pub mod duration;
 pub mod release;
 pub mod sqltext;
+pub mod trust;
 
 pub use digest::{DatabaseDigest, Digest, TableDigest};
 pub use release::{Release, ReleaseError};
