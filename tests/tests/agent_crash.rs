@@ -1,0 +1,274 @@
+//! Crash matrix: for every crash point `rewind-agent debug crash-points`
+//! lists, and every time a run reaches it (`<point>#N`), abort the real
+//! binary there (`REWIND_CRASH_AT`), let the next command recover, and prove
+//! the guarantee of DESIGN.md §5: every target passes integrity_check and is
+//! at the plan's start state (an interrupted rollback is finished), by
+//! digest; flags.json agrees with agent.db; the audit chain verifies; no
+//! plan is left running; the engine still works afterwards.
+//!
+//! Needs the binaries built with `--features rewind-agent/fault-injection`
+//! (scripts/test.sh does that).
+
+mod agent_common;
+
+use std::path::Path;
+
+use agent_common::{Endpoint, crashed, installed};
+use rewind_tests::{Run, digest, release, run};
+
+/// Every crash point name (first word of each line).
+fn points() -> Vec<String> {
+    let r = run("rewind-agent", &["debug", "crash-points"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let pts: Vec<String> = r.stdout.lines().filter_map(|l| l.split_whitespace().next()).map(String::from).collect();
+    assert!(pts.len() >= 10, "too few crash points: {pts:?}");
+    assert!(
+        !r.stderr.contains("ignores REWIND_CRASH_AT"),
+        "rewind-agent was built without the fault-injection feature: run scripts/test.sh"
+    );
+    pts
+}
+
+fn with_crash(point: &str) -> [(&str, &str); 1] {
+    [("REWIND_CRASH_AT", point)]
+}
+
+/// Digests after a clean apply of `rel` on a fresh endpoint.
+fn applied_digests(rel: &Path) -> (String, String) {
+    let e = Endpoint::new();
+    let r = e.apply(rel);
+    assert_eq!(r.code, 0, "{r:?}");
+    e.digests()
+}
+
+/// `status` must recover and report a clean state.
+fn recover(e: &Endpoint, what: &str) -> Run {
+    let s = e.agent(&["status", "--json"]);
+    assert_eq!(s.code, 0, "{what}: status after the crash: {s:?}");
+    s
+}
+
+/// After recovery: integrity, consistency, nothing pinned, every listed
+/// snapshot verifies.
+fn assert_safe(e: &Endpoint, what: &str) {
+    e.assert_integrity();
+    e.assert_consistent();
+    let v = e.agent(&["snapshot", "verify", "--all"]);
+    assert_eq!(v.code, 0, "{what}: a listed snapshot does not verify: {v:?}");
+}
+
+/// Runs `scenario(point#k)` for k = 1, 2, ... until a run no longer reaches
+/// the point; returns how many crashes were injected.
+fn each_hit(point: &str, mut scenario: impl FnMut(&str) -> bool) -> usize {
+    let mut hits = 0;
+    for k in 1..=8 {
+        if !scenario(&format!("{point}#{k}")) {
+            break;
+        }
+        hits += 1;
+    }
+    hits
+}
+
+/// Apply crashes at `at`; returns whether it crashed.
+fn apply_scenario(at: &str, rel: &Path, start_digests: &(String, String), applied: &(String, String)) -> bool {
+    let e = Endpoint::new();
+    assert_eq!(&e.digests(), start_digests);
+    let r = e.plan("apply", rel, &["--json"], &with_crash(at));
+    if !crashed(&r) {
+        assert_eq!(r.code, 0, "{at}: apply that did not reach the point must succeed: {r:?}");
+        return false;
+    }
+    let s = recover(&e, at);
+    assert!(s.stderr.contains("recovered interrupted plan") || at.starts_with("apply.before_snapshot"), "{at}: {s:?}");
+    assert_eq!(&e.digests(), start_digests, "{at}: an interrupted apply must leave the start state");
+    assert_eq!(installed(&e.state, "notes"), None, "{at}: nothing is installed after an interrupted apply");
+    assert_safe(&e, at);
+    assert_eq!(s.json()["pinned_snapshots"], 0, "{at}: a reverted plan keeps no pinned snapshot");
+    // The engine still works: the same release applies cleanly.
+    let again = e.apply(rel);
+    assert_eq!(again.code, 0, "{at}: apply after recovery: {again:?}");
+    assert_eq!(&e.digests(), applied, "{at}: apply after recovery reaches the applied state");
+    assert_safe(&e, at);
+    true
+}
+
+/// Rollback (after a clean apply) crashes at `at`.
+fn rollback_scenario(at: &str, rel: &Path, start_digests: &(String, String)) -> bool {
+    let e = Endpoint::new();
+    let a = e.apply(rel);
+    assert_eq!(a.code, 0, "{a:?}");
+    let r = e.plan("rollback", rel, &["--json"], &with_crash(at));
+    if !crashed(&r) {
+        assert_eq!(r.code, 0, "{at}: rollback that did not reach the point must succeed: {r:?}");
+        return false;
+    }
+    let s = recover(&e, at);
+    assert!(s.stderr.contains("recovered interrupted plan"), "{at}: {s:?}");
+    let rec = &s.json()["recovered"][0];
+    assert_eq!(rec["status"], "rolled_back", "{at}: an interrupted rollback is finished: {rec}");
+    assert_eq!(&e.digests(), start_digests, "{at}: the finished rollback is back at the pre-apply state");
+    assert_eq!(installed(&e.state, "notes"), None);
+    let f = e.agent(&["flags", "--json"]);
+    assert_eq!(f.json()["notes"]["new_checkout"], false, "{at}: the rollback restores the flag's previous value");
+    assert_safe(&e, at);
+    // Rolling back again is a no-op; applying again works.
+    let again = e.rollback(rel);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.json()["message"].as_str().unwrap().contains("nothing to roll back"), "{again:?}");
+    let apply = e.apply(rel);
+    assert_eq!(apply.code, 0, "{at}: apply after a recovered rollback: {apply:?}");
+    true
+}
+
+/// `snapshot restore` crashes at `at`; the target is the old database or
+/// the complete snapshot, never a mix, and a second restore completes.
+fn restore_scenario(at: &str) -> bool {
+    let e = Endpoint::new();
+    let c = e.agent(&["snapshot", "create", "--db", &e.notes.to_string_lossy(), "--json"]);
+    assert_eq!(c.code, 0, "{c:?}");
+    let snap = c.json();
+    let id = snap["id"].as_str().unwrap().to_string();
+    let snap_digest = snap["digest"].as_str().unwrap().to_string();
+    let app = rusqlite::Connection::open(&e.notes).unwrap();
+    app.execute_batch("DELETE FROM orders WHERE id > 100; UPDATE notes SET title = 'edited' WHERE id < 50;").unwrap();
+    drop(app);
+    let changed = digest(&e.notes);
+    assert_ne!(changed, snap_digest);
+    let state = e.state.to_string_lossy().into_owned();
+    let r = run("rewind-agent", &["--state", &state, "snapshot", "restore", &id, "--db", &e.notes.to_string_lossy()], &with_crash(at));
+    if !crashed(&r) {
+        assert_eq!(r.code, 0, "{at}: {r:?}");
+        return false;
+    }
+    recover(&e, at);
+    let now = digest(&e.notes);
+    assert!(now == changed || now == snap_digest, "{at}: restore left a mix: {now}");
+    if at.starts_with("restore.before_copy") {
+        assert_eq!(now, changed, "{at}: the target is untouched before the copy");
+    }
+    if at.starts_with("restore.after_copy") {
+        assert_eq!(now, snap_digest, "{at}: the copy is complete once it returned");
+    }
+    assert_safe(&e, at);
+    let again = e.agent(&["snapshot", "restore", &id, "--db", &e.notes.to_string_lossy()]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(digest(&e.notes), snap_digest);
+    true
+}
+
+#[test]
+fn every_crash_point_recovers_to_a_proven_state() {
+    let rel = release("2026.11.0");
+    let start = Endpoint::new().digests();
+    let applied = applied_digests(&rel);
+    assert_ne!(start, applied);
+    let mut summary = Vec::new();
+    for p in points() {
+        let hits = if p.starts_with("apply.") || p.starts_with("snapshot.") {
+            each_hit(&p, |at| apply_scenario(at, &rel, &start, &applied))
+        } else if p.starts_with("rollback.") {
+            each_hit(&p, |at| rollback_scenario(at, &rel, &start))
+        } else if p.starts_with("restore.") {
+            each_hit(&p, restore_scenario)
+        } else {
+            panic!("crash point {p} has no scenario in the crash matrix: add one");
+        };
+        assert!(hits >= 1, "crash point {p} was never reached by its scenario");
+        summary.push(format!("{p} x{hits}"));
+    }
+    eprintln!("crash matrix: {}", summary.join(", "));
+}
+
+/// A failed apply reverts itself; a crash during that revert is finished by
+/// the next command.
+#[test]
+fn crash_while_reverting_a_failed_apply() {
+    let bad = release("2026.11.1-bad");
+    let mut reached = 0;
+    for p in points().into_iter().filter(|p| p.starts_with("rollback.")) {
+        reached += each_hit(&p, |at| {
+            let e = Endpoint::new();
+            let start = e.digests();
+            let r = e.plan_dbs("apply", &bad, &e.notes_arg(), &["--json"], &with_crash(at));
+            if !crashed(&r) {
+                assert_eq!(r.code, 1, "{at}: the bad release fails and is reverted: {r:?}");
+                assert_eq!(e.digests(), start);
+                return false;
+            }
+            let s = recover(&e, at);
+            assert!(s.stderr.contains("recovered interrupted plan"), "{at}: {s:?}");
+            assert_eq!(e.digests(), start, "{at}: the revert is finished");
+            assert_eq!(installed(&e.state, "notes"), None);
+            assert_safe(&e, at);
+            true
+        });
+    }
+    assert!(reached >= 2, "no rollback.* crash point was reached while reverting");
+}
+
+/// Recovery itself can crash; the next command finishes it.
+#[test]
+fn crash_during_recovery_is_recovered_again() {
+    let rel = release("2026.11.0");
+    let start = Endpoint::new().digests();
+    let mut reached = 0;
+    for p in points().into_iter().filter(|p| p.starts_with("rollback.")) {
+        reached += each_hit(&p, |at| {
+            let e = Endpoint::new();
+            let r = e.plan("apply", &rel, &[], &with_crash("apply.before_done"));
+            assert!(crashed(&r), "{r:?}");
+            let state = e.state.to_string_lossy().into_owned();
+            let s = run("rewind-agent", &["--state", &state, "status"], &with_crash(at));
+            if !crashed(&s) {
+                assert_eq!(s.code, 0, "{s:?}");
+                return false;
+            }
+            recover(&e, at);
+            assert_eq!(e.digests(), start, "{at}: recovery of the recovery reaches the start state");
+            assert_safe(&e, at);
+            true
+        });
+    }
+    assert!(reached >= 3, "too few crash points reached during recovery: {reached}");
+}
+
+/// A release whose settings migration is undone from the snapshot
+/// (`rollback = "restore"`): crashes inside the restore of a rollback and of
+/// a recovery.
+#[test]
+fn crash_during_restore_based_rollback() {
+    let setup = Endpoint::new();
+    let rel = setup.copy_release("2026.11.0", "restore-mode");
+    let toml = std::fs::read_to_string(rel.join("release.toml")).unwrap();
+    let toml = toml.replacen("id = \"0003_settings_theme\"\ntarget = \"settings\"\n", "id = \"0003_settings_theme\"\ntarget = \"settings\"\nrollback = \"restore\"\n", 1);
+    assert!(toml.contains("rollback = \"restore\""));
+    std::fs::write(rel.join("release.toml"), toml).unwrap();
+    let start = setup.digests();
+    let applied = applied_digests(&rel);
+    let mut reached = 0;
+    for p in points().into_iter().filter(|p| p.starts_with("restore.") || p == "rollback.before_done") {
+        reached += each_hit(&p, |at| rollback_scenario(at, &rel, &start));
+        reached += each_hit(&p, |at| {
+            // Apply crashes late; the recovery restores settings from the
+            // snapshot and crashes there too.
+            let e = Endpoint::new();
+            let r = e.plan("apply", &rel, &[], &with_crash("apply.before_done"));
+            assert!(crashed(&r), "{r:?}");
+            let state = e.state.to_string_lossy().into_owned();
+            let s = run("rewind-agent", &["--state", &state, "status"], &with_crash(at));
+            if !crashed(&s) {
+                assert_eq!(s.code, 0, "{s:?}");
+                return false;
+            }
+            recover(&e, at);
+            assert_eq!(e.digests(), start, "{at}: start state after recovering a restore-mode revert");
+            assert_safe(&e, at);
+            let again = e.apply(&rel);
+            assert_eq!(again.code, 0, "{again:?}");
+            assert_eq!(e.digests(), applied);
+            true
+        });
+    }
+    assert!(reached >= 4, "too few restore crash points reached: {reached}");
+}
