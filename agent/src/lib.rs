@@ -9,6 +9,7 @@
 //! crash interrupted.
 
 pub mod apply;
+pub mod bundle;
 pub mod crash;
 pub mod error;
 pub mod flags;

@@ -73,8 +73,20 @@ enum Command {
 #[derive(Args)]
 struct PlanArgs {
     /// Release directory (holds release.toml).
-    #[arg(long)]
-    release: PathBuf,
+    #[arg(long, required_unless_present = "bundle", conflicts_with = "bundle")]
+    release: Option<PathBuf>,
+    /// Signed bundle (rewindctl release build/sign) instead of --release; needs --trust.
+    #[arg(long, requires = "trust")]
+    bundle: Option<PathBuf>,
+    /// Trust root (trust.toml) the bundle's signatures are checked against; pinned in the state dir on first use.
+    #[arg(long, requires = "bundle")]
+    trust: Option<PathBuf>,
+    /// With --bundle on rollback: release, target, migration or flag.
+    #[arg(long, default_value = "release", requires = "bundle")]
+    granularity: rewind_shared::bundle::Granularity,
+    /// With --granularity target|migration|flag: which one.
+    #[arg(long, requires = "bundle")]
+    subject: Option<String>,
     /// TARGET=FILE: which database file a release target is on this endpoint.
     #[arg(long = "db", value_name = "TARGET=FILE")]
     dbs: Vec<String>,
@@ -205,12 +217,20 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Apply(args) => {
             let (st, _) = open_state(cli.state)?;
+            if let (Some(b), Some(t)) = (&args.bundle, &args.trust) {
+                let report = rewind_agent::bundle::apply(&st, b, t, &args.dbs)?;
+                return Ok(print_report(&report, args.json));
+            }
             let (release, dbs) = load(&args)?;
             let report = apply::apply(&st, &release, &dbs)?;
             Ok(print_report(&report, args.json))
         }
         Command::Rollback(args) => {
             let (st, _) = open_state(cli.state)?;
+            if let (Some(b), Some(t)) = (&args.bundle, &args.trust) {
+                let report = rewind_agent::bundle::rollback(&st, b, t, &args.dbs, args.granularity, args.subject.as_deref())?;
+                return Ok(print_report(&report, args.json));
+            }
             let (release, dbs) = load(&args)?;
             let report = rollback::rollback(&st, &release, &dbs)?;
             Ok(print_report(&report, args.json))
@@ -249,7 +269,8 @@ fn run(cli: Cli) -> Result<u8> {
 }
 
 fn load(args: &PlanArgs) -> Result<(Release, BTreeMap<String, PathBuf>)> {
-    let release = Release::load(&args.release)?;
+    let dir = args.release.as_ref().ok_or_else(|| Error::BadInput("give --release DIR or --bundle FILE --trust FILE".into()))?;
+    let release = Release::load(dir)?;
     let dbs = rewind_shared::release::map_targets(&release, &args.dbs).map_err(Error::BadInput)?;
     Ok((release, dbs))
 }
