@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use rewind_shared::digest::{database_digest, schema_digest};
-use rewind_shared::release::{Activation, CheckWhen, Migration, Release};
+use rewind_shared::release::{Activation, Check, CheckWhen, Migration, Release};
 use serde_json::{Value, json};
 
 use crate::crash;
@@ -25,14 +25,43 @@ use crate::plan::{CheckResult, Installed, Plan, PlanKind, Report, Run, StepTime,
 use crate::rollback;
 use crate::snapshot::{self, Origin};
 use crate::state::{State, new_id};
-use crate::target::{Target, classify};
+use crate::target::{Target, check_script, classify};
 
-/// Opens every mapped target, failing before anything changes.
+/// Opens every mapped target and makes sure each can be written now,
+/// failing before anything changes.
 ///
 /// # Errors
-/// [`Error::BadInput`] for a missing, non-SQLite, read-only or locked file.
+/// [`Error::BadInput`] for a missing, non-SQLite, read-only or corrupt file,
+/// or one whose write lock another process holds past the busy timeout.
 pub fn open_targets(dbs: &BTreeMap<String, PathBuf>) -> Result<BTreeMap<String, Target>> {
-    dbs.iter().map(|(name, path)| Ok((name.clone(), Target::open(name, path)?))).collect()
+    dbs.iter()
+        .map(|(name, path)| {
+            let t = Target::open(name, path)?;
+            t.probe_write().map_err(|e| Error::BadInput(format!("{e}; nothing was changed")))?;
+            Ok((name.clone(), t))
+        })
+        .collect()
+}
+
+/// Refuses, before anything changes, scripts and checks that the SQL
+/// authorizer would deny at run time (ATTACH, load_extension, ...).
+///
+/// # Errors
+/// [`Error::BadInput`] naming the migration and script, or the check.
+pub fn check_scripts(migrations: &[Migration], checks: &[Check]) -> Result<()> {
+    for m in migrations {
+        for (file, script) in [("up.sql", Some(&m.up)), ("down.sql", m.down.as_ref()), ("verify.sql", m.verify.as_ref())] {
+            if let Some(s) = script {
+                check_script(&s.sql).map_err(|e| {
+                    Error::BadInput(format!("migration {}: {file} ({}) {e}; nothing was changed", m.id, s.path.display()))
+                })?;
+            }
+        }
+    }
+    for c in checks {
+        check_script(&c.sql).map_err(|e| Error::BadInput(format!("check `{}`: {e}; nothing was changed", c.name)))?;
+    }
+    Ok(())
 }
 
 /// Flag values a release sets when applied (manual flags are left alone).
@@ -48,6 +77,7 @@ fn desired_flags(release: &Release, when: Activation) -> FlagValues {
 /// not be reverted to a verified state. A failure that was reverted is an
 /// `Ok` report with status `failed` (exit 1).
 pub fn apply(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>) -> Result<Report> {
+    check_scripts(&release.migrations, &release.checks)?;
     let targets = open_targets(dbs)?;
     let from = installed(state, &release.name)?;
     if let Some(i) = &from

@@ -279,7 +279,7 @@ fn checksum(db: &Path, json: bool) -> Result<u8> {
     target::check_is_sqlite(db)?;
     let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(|e| target::classify(db, e))?;
-    conn.busy_timeout(target::BUSY_TIMEOUT).map_err(|e| target::classify(db, e))?;
+    conn.busy_timeout(target::busy_timeout()).map_err(|e| target::classify(db, e))?;
     let d = database_digest(&conn).map_err(|e| target::classify(db, e))?;
     if json {
         print_json(&d);

@@ -19,8 +19,26 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{Context, Error, Result};
 
-/// How long a write waits for the app's lock before giving up.
+/// How long a write waits for the app's lock before giving up, unless
+/// `REWIND_BUSY_TIMEOUT_MS` says otherwise (see [`busy_timeout`]).
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The busy timeout in force: `REWIND_BUSY_TIMEOUT_MS` (milliseconds) when
+/// set to a number, else [`BUSY_TIMEOUT`]. Endpoints whose app holds long
+/// write transactions raise it; tests lower it.
+#[must_use]
+pub fn busy_timeout() -> Duration {
+    std::env::var("REWIND_BUSY_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(BUSY_TIMEOUT, Duration::from_millis)
+}
+
+/// Human form of the busy timeout: "10s" or "250 ms".
+fn busy_timeout_text() -> String {
+    let t = busy_timeout();
+    if t.subsec_millis() == 0 { format!("{}s", t.as_secs()) } else { format!("{} ms", t.as_millis()) }
+}
 
 /// Pragmas a release script may use; every other one is denied.
 const ALLOWED_PRAGMAS: &[&str] = &[
@@ -64,7 +82,7 @@ pub fn check_is_sqlite(path: &Path) -> Result<()> {
 /// Applies the connection settings every target connection gets.
 fn configure(conn: &Connection, path: &Path) -> Result<()> {
     let ctx = || format!("database {}", path.display());
-    conn.busy_timeout(BUSY_TIMEOUT).ctx(ctx())?;
+    conn.busy_timeout(busy_timeout()).ctx(ctx())?;
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true).ctx(ctx())?;
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false).ctx(ctx())?;
     // Extension loading stays at SQLite's default (off: the C API was never
@@ -78,9 +96,10 @@ pub fn classify(path: &Path, e: rusqlite::Error) -> Error {
     use rusqlite::ErrorCode;
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::BadInput(format!(
-            "database {}: locked by another process for more than {}s; close the app or retry",
+            "database {}: locked by another process for more than {} (busy timeout; \
+             REWIND_BUSY_TIMEOUT_MS changes it); close the app or retry",
             path.display(),
-            BUSY_TIMEOUT.as_secs()
+            busy_timeout_text()
         )),
         Some(ErrorCode::NotADatabase) => Error::BadInput(format!(
             "database {}: not a SQLite database; check the --db path",
@@ -127,6 +146,16 @@ impl Target {
         let flag = script_mode.clone();
         conn.authorizer(Some(move |ctx: AuthContext<'_>| authorize(&flag, &ctx)));
         Ok(Target { name: name.to_string(), path: path.to_path_buf(), conn, script_mode })
+    }
+
+    /// Fails at once (after the busy timeout) when another connection holds
+    /// the write lock, so a plan never starts on a database it cannot change.
+    ///
+    /// # Errors
+    /// [`Error::BadInput`] naming the database: locked, read-only or corrupt.
+    pub fn probe_write(&self) -> Result<()> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| classify(&self.path, e))?;
+        self.conn.execute_batch("ROLLBACK").map_err(|e| classify(&self.path, e))
     }
 
     /// Runs `f` with the release-script authorizer rules in force.
@@ -208,7 +237,65 @@ impl Target {
 }
 
 fn statement_error(n: usize, e: &rusqlite::Error) -> String {
-    format!("statement {n} failed: {e}")
+    let msg = e.to_string();
+    if msg.contains("not authorized") {
+        format!("statement {n} failed: {msg} ({DENIED})")
+    } else {
+        format!("statement {n} failed: {msg}")
+    }
+}
+
+/// What the authorizer denies, for error messages.
+const DENIED: &str = "denied by Rewind's SQL authorizer: release scripts may not ATTACH/DETACH, call \
+                      load_extension, control transactions, use file-touching pragmas such as \
+                      writable_schema, or write _rewind_ledger";
+
+/// Checks a release script, before anything runs, for what the authorizer
+/// would deny: `ATTACH`/`DETACH`, `load_extension(...)` and pragmas outside
+/// the allowed list. The authorizer still guards every statement at run
+/// time; this check lets a plan refuse such a script while nothing has
+/// changed (exit 2) instead of failing half-way and reverting (exit 1).
+///
+/// # Errors
+/// The statement number and what it may not do.
+pub fn check_script(sql: &str) -> std::result::Result<(), String> {
+    use rewind_shared::sqltext::{TokenKind, tokens};
+    let toks = tokens(sql);
+    let mut statement = 1;
+    let mut first = true;
+    for (i, t) in toks.iter().enumerate() {
+        if t.kind == TokenKind::Punct && t.text == ";" {
+            statement += 1;
+            first = true;
+            continue;
+        }
+        let word = |t: &rewind_shared::sqltext::Token| (t.kind == TokenKind::Word).then(|| t.text.to_ascii_lowercase());
+        let w = word(t);
+        if first {
+            first = false;
+            match w.as_deref() {
+                Some(k @ ("attach" | "detach")) => {
+                    return Err(format!("statement {statement}: {} is not allowed in release scripts ({DENIED})", k.to_ascii_uppercase()));
+                }
+                Some("pragma") => {
+                    // PRAGMA [schema.]name ...
+                    let mut name = toks.get(i + 1);
+                    if toks.get(i + 2).is_some_and(|p| p.kind == TokenKind::Punct && p.text == ".") {
+                        name = toks.get(i + 3);
+                    }
+                    let name = name.map(|n| n.text.to_ascii_lowercase()).unwrap_or_default();
+                    if !ALLOWED_PRAGMAS.contains(&name.as_str()) {
+                        return Err(format!("statement {statement}: PRAGMA {name} is not allowed in release scripts ({DENIED})"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if w.as_deref() == Some("load_extension") && toks.get(i + 1).is_some_and(|p| p.kind == TokenKind::Punct && p.text == "(") {
+            return Err(format!("statement {statement}: load_extension() is not allowed in release scripts ({DENIED})"));
+        }
+    }
+    Ok(())
 }
 
 /// Prepares and hands each statement of `sql` to `f` with its 1-based number.
@@ -332,6 +419,27 @@ mod tests {
         }
         assert!(!other.exists());
         t.run_script("PRAGMA foreign_keys = ON; INSERT INTO t VALUES (2);").unwrap();
+    }
+
+    #[test]
+    fn denied_statements_are_found_before_running() {
+        for (sql, what) in [
+            ("CREATE TABLE a(x);\nATTACH 'o.db' AS o;", "statement 2: ATTACH"),
+            ("detach o", "DETACH"),
+            ("PRAGMA main.writable_schema = 1;", "PRAGMA writable_schema"),
+            ("-- c\nSELECT 1; SELECT Load_Extension ('x');", "statement 2: load_extension()"),
+            ("PRAGMA journal_mode = OFF", "PRAGMA journal_mode"),
+        ] {
+            let e = check_script(sql).unwrap_err();
+            assert!(e.contains(what), "{sql}: {e}");
+        }
+        for sql in [
+            "PRAGMA foreign_keys = ON; UPDATE t SET a = 'ATTACH x'; -- ATTACH in a comment",
+            "CREATE TABLE attachments(id); INSERT INTO attachments VALUES (1);",
+            "CREATE TRIGGER tr AFTER INSERT ON t BEGIN UPDATE t SET a = 1; END; SELECT 1;",
+        ] {
+            check_script(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
     }
 
     #[test]
