@@ -22,7 +22,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use ed25519_dalek::{Signature as DalekSignature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature as DalekSignature, Signer, Verifier};
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 /// First word of a `NAME.key` file.
