@@ -228,9 +228,11 @@ fn row_query(conn: &Connection, table: &str) -> rusqlite::Result<(Vec<String>, S
             Err(e) => Some(Err(e)),
         })
         .collect::<Result<_, _>>()?;
+    // Table names compare case-insensitively in SQLite, but `=` on the
+    // pragma's text column does not: `table` may be the lowercased name.
     let without_rowid: bool = conn
         .query_row(
-            "SELECT wr FROM pragma_table_list WHERE name = ?1 AND schema = 'main'",
+            "SELECT wr FROM pragma_table_list WHERE name = ?1 COLLATE NOCASE AND schema = 'main'",
             [table],
             |r| r.get::<_, i64>(0),
         )
@@ -238,7 +240,23 @@ fn row_query(conn: &Connection, table: &str) -> rusqlite::Result<(Vec<String>, S
         .is_some_and(|wr| wr != 0);
     let mut pk: Vec<&Column> = columns.iter().filter(|c| c.pk > 0).collect();
     pk.sort_by_key(|c| c.pk);
-    let rowid_alias = pk.len() == 1 && pk[0].decl_type.eq_ignore_ascii_case("INTEGER");
+    // A rowid table's declared PRIMARY KEY gets an automatic index (origin
+    // "pk") unless it is the rowid alias. `id INTEGER PRIMARY KEY DESC` is
+    // not an alias and may hold several NULLs, so the declared type alone
+    // does not tell.
+    let has_pk_index = {
+        let mut s = conn.prepare(&format!("PRAGMA index_list({})", quote_ident(table)))?;
+        let origins = s.query_map([], |r| r.get::<_, String>("origin"))?;
+        let mut found = false;
+        for o in origins {
+            found |= o? == "pk";
+        }
+        found
+    };
+    let rowid_alias = !without_rowid
+        && pk.len() == 1
+        && pk[0].decl_type.eq_ignore_ascii_case("INTEGER")
+        && !has_pk_index;
     let pk_identifies_rows =
         !pk.is_empty() && (without_rowid || rowid_alias || pk.iter().all(|c| c.notnull));
     let select_list: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
@@ -362,6 +380,27 @@ mod tests {
                     CREATE TABLE n(x, y); INSERT INTO n VALUES (1,2),(3,4),(1,2);");
         let b = db("CREATE TABLE t(id INTEGER PRIMARY KEY, v); INSERT INTO t VALUES (2,'b'),(1,'a');
                     CREATE TABLE n(x, y); INSERT INTO n VALUES (1,2),(1,2),(3,4);");
+        assert_eq!(database_digest(&a).unwrap(), database_digest(&b).unwrap());
+    }
+
+    #[test]
+    fn integer_primary_key_desc_is_not_a_rowid_alias() {
+        // `INTEGER PRIMARY KEY DESC` may hold several NULL keys; ordering by
+        // the key alone would leave them in insertion order.
+        let d = |rows: &str| {
+            database_digest(&db(&format!(
+                "CREATE TABLE a(id INTEGER PRIMARY KEY DESC, v); INSERT INTO a VALUES {rows};"
+            )))
+            .unwrap()
+            .digest
+        };
+        assert_eq!(d("(NULL,'x'),(NULL,'y'),(1,'z')"), d("(1,'z'),(NULL,'y'),(NULL,'x')"));
+    }
+
+    #[test]
+    fn mixed_case_without_rowid_table_is_recognised() {
+        let a = db("CREATE TABLE \"MixedCase\"(k TEXT PRIMARY KEY, v) WITHOUT ROWID; INSERT INTO MixedCase VALUES ('b',1),('a',2);");
+        let b = db("CREATE TABLE \"MixedCase\"(k TEXT PRIMARY KEY, v) WITHOUT ROWID; INSERT INTO MixedCase VALUES ('a',2),('b',1);");
         assert_eq!(database_digest(&a).unwrap(), database_digest(&b).unwrap());
     }
 
