@@ -30,6 +30,13 @@ pub struct Token {
     pub text: String,
 }
 
+/// SQLite's whitespace: space, tab, newline, form feed, carriage return.
+/// Anything non-ASCII is an identifier character to SQLite (so a no-break
+/// space starts or continues a name), and must be one here too.
+fn is_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\x0c' | '\r')
+}
+
 fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_' || c == '$' || !c.is_ascii()
 }
@@ -42,7 +49,7 @@ pub fn tokens(sql: &str) -> Vec<Token> {
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
-        if c.is_whitespace() {
+        if is_space(c) {
             i += 1;
         } else if c == '-' && chars.get(i + 1) == Some(&'-') {
             while i < chars.len() && chars[i] != '\n' {
@@ -216,6 +223,15 @@ mod tests {
         );
         assert_ne!(normalize_schema_sql("CREATE TABLE t(a DEFAULT 'X')"), normalize_schema_sql("CREATE TABLE t(a DEFAULT 'x')"));
         assert_eq!(normalize_schema_sql("CREATE TABLE \"my table\"(a)"), "create table \"my table\" ( a )");
+    }
+
+    #[test]
+    fn only_sqlite_whitespace_separates_tokens() {
+        // SQLite reads U+00A0 as part of a name: `t(\u{a0}x)` has a column
+        // named "\u{a0}x", a different schema from `t(x)`.
+        assert_ne!(normalize_schema_sql("CREATE TABLE t(\u{a0}x)"), normalize_schema_sql("CREATE TABLE t(x)"));
+        assert_ne!(script_checksum("SELECT\u{2003}1"), script_checksum("SELECT 1"));
+        assert_eq!(script_checksum("SELECT\t1\r\n\x0c"), script_checksum("SELECT 1"));
     }
 
     #[test]
