@@ -246,10 +246,18 @@ pub fn apply(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>) 
 }
 
 fn noop_report(state: &State, release: &Release, targets: &BTreeMap<String, Target>, from: Option<&Installed>) -> Result<Report> {
+    // The snapshots that protect each target are those the installing
+    // apply took; a no-op reports them rather than none.
+    let installing = match from {
+        Some(i) => rollback::load_plan(state, &i.plan_id)?.and_then(|(_, r)| r),
+        None => None,
+    };
     let mut out = Vec::new();
     for (name, t) in targets {
         let d = database_digest(&t.conn).map_err(|e| classify(&t.path, e))?;
+        let snapshot = installing.as_ref().and_then(|r| r.targets.iter().find(|x| &x.name == name)).and_then(|x| x.snapshot.clone());
         out.push(TargetReport {
+            snapshot,
             name: name.clone(),
             db: t.path.clone(),
             before: Some(d.digest.to_string()),
