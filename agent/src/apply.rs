@@ -43,6 +43,23 @@ pub fn open_targets(dbs: &BTreeMap<String, PathBuf>) -> Result<BTreeMap<String, 
         .collect()
 }
 
+/// The mapped databases with absolute, canonical paths. The journal must
+/// name the files themselves: recovery may run from another working
+/// directory, where a relative path would name a different file (or none).
+///
+/// # Errors
+/// [`Error::BadInput`] for a path that does not exist.
+pub fn absolute_targets(dbs: &BTreeMap<String, PathBuf>) -> Result<BTreeMap<String, PathBuf>> {
+    dbs.iter()
+        .map(|(name, path)| {
+            let abs = std::fs::canonicalize(path).map_err(|e| {
+                Error::BadInput(format!("database {} (target {name}): cannot open: {e}; check the --db path", path.display()))
+            })?;
+            Ok((name.clone(), abs))
+        })
+        .collect()
+}
+
 /// Refuses, before anything changes, scripts and checks that the SQL
 /// authorizer would deny at run time (ATTACH, load_extension, ...).
 ///
@@ -78,6 +95,7 @@ fn desired_flags(release: &Release, when: Activation) -> FlagValues {
 /// `Ok` report with status `failed` (exit 1).
 pub fn apply(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>) -> Result<Report> {
     check_scripts(&release.migrations, &release.checks)?;
+    let dbs = &absolute_targets(dbs)?;
     let targets = open_targets(dbs)?;
     let from = installed(state, &release.name)?;
     if let Some(i) = &from

@@ -19,7 +19,7 @@ use rewind_shared::release::{CheckWhen, Migration, Release, RollbackMode};
 use rusqlite::OptionalExtension;
 use serde_json::json;
 
-use crate::apply::{check_scripts, describe_check, open_targets, run_checks};
+use crate::apply::{absolute_targets, check_scripts, describe_check, open_targets, run_checks};
 use crate::crash;
 use crate::error::{Context, Error, Result};
 use crate::flags::{self, FlagValues};
@@ -67,6 +67,7 @@ fn needs_restore(state: &State, snapshot_id: Option<&str>, db: &Path, why: Strin
 /// [`Error::NeedsHuman`] when a step cannot be undone or proven.
 pub fn rollback(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>) -> Result<Report> {
     check_scripts(&release.migrations, &release.checks)?;
+    let dbs = &absolute_targets(dbs)?;
     let targets = open_targets(dbs)?;
     let mut apply_plan_id = None;
     let mut any_applied = false;

@@ -272,3 +272,46 @@ fn crash_during_restore_based_rollback() {
     }
     assert!(reached >= 4, "too few restore crash points reached: {reached}");
 }
+
+/// The journal names the target files themselves: a plan started with
+/// relative `--db` paths and recovered from another working directory
+/// (where files of the same name exist) reverts the right files.
+#[test]
+fn recovery_from_another_directory_reverts_the_right_files() {
+    let e = Endpoint::new();
+    let start = e.digests();
+    let elsewhere = e.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let decoys = (elsewhere.join("notes.db"), elsewhere.join("settings.db"));
+    // Copies of the app's files at the start state, under the same names.
+    std::fs::copy(&e.notes, &decoys.0).unwrap();
+    std::fs::copy(&e.settings, &decoys.1).unwrap();
+    let agent_in = |cwd: &Path, args: &[&str], crash: Option<&str>| {
+        let mut c = std::process::Command::new(rewind_tests::bin("rewind-agent"));
+        c.current_dir(cwd).arg("--state").arg(&e.state).args(args).env_remove("REWIND_CRASH_AT").env("REWIND_LOG", "warn");
+        if let Some(p) = crash {
+            c.env("REWIND_CRASH_AT", p);
+        }
+        c.output().unwrap()
+    };
+    let rel = release("2026.11.0");
+    let out = agent_in(
+        e.dir.path(),
+        &["apply", "--release", &rel.to_string_lossy(), "--db", "notes=notes.db", "--db", "settings=settings.db"],
+        Some("apply.after_flags"),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("crash injected"), "{out:?}");
+    let out = agent_in(&elsewhere, &["status"], None);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(e.digests(), start, "the interrupted plan's own files are reverted");
+    assert_eq!((digest(&decoys.0), digest(&decoys.1)), start, "files that merely share the names are untouched");
+    let c = rusqlite::Connection::open(&e.notes).unwrap();
+    let applied: i64 = c.query_row("SELECT count(*) FROM _rewind_ledger WHERE reverted_at IS NULL", [], |r| r.get(0)).unwrap();
+    assert_eq!(applied, 0, "the ledger of the reverted target holds no applied migration");
+    for decoy in [&decoys.0, &decoys.1] {
+        let c = rusqlite::Connection::open(decoy).unwrap();
+        let n: i64 = c.query_row("SELECT count(*) FROM sqlite_schema WHERE name = '_rewind_ledger'", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0, "recovery wrote to {}", decoy.display());
+    }
+    e.assert_consistent();
+}
