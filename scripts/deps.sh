@@ -17,4 +17,12 @@ apt_install() {
 need_test_deps() {
     command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
     apt_install sqlite3 python3
+    # docs/digest_reference.py (the digest's independent re-implementation,
+    # run by shared/tests/digest_reference.rs) needs the PyPI package blake3.
+    python3 -c "import blake3" 2>/dev/null || {
+        echo "installing PyPI package: blake3" >&2
+        python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+        python3 -m pip install --quiet blake3 2>/dev/null ||
+            python3 -m pip install --quiet --break-system-packages blake3
+    }
 }

@@ -6,9 +6,11 @@ pub mod audit;
 pub mod bundle;
 pub mod digest;
 pub mod duration;
+pub mod fleet;
 pub mod release;
 pub mod sqltext;
 pub mod trust;
+pub mod wire;
 
 pub use digest::{DatabaseDigest, Digest, TableDigest};
 pub use release::{Release, ReleaseError};
