@@ -1,1 +1,18 @@
+//! rewindctl: the operator CLI. Local commands on release directories
+//! (`release lint`, `release rehearse`), the local `demo`, and — with the
+//! coordinator — the fleet commands of DESIGN.md §8.
+//!
+//! One module per command group; `main.rs` holds the clap tree and maps
+//! results to exit codes (DESIGN.md §5): 0 done, 1 failed but safe, 2 bad
+//! input, 3 needs a human.
 
+pub mod coordinator;
+pub mod demo;
+pub mod error;
+pub mod examples;
+pub mod lint;
+pub mod output;
+pub mod rehearsal;
+pub mod release_cmd;
+
+pub use error::{Error, Result};
