@@ -6,13 +6,16 @@
 //! results to exit codes (DESIGN.md §5): 0 done, 1 failed but safe, 2 bad
 //! input, 3 needs a human.
 
+pub mod bundle_cmd;
 pub mod coordinator;
 pub mod demo;
 pub mod error;
 pub mod examples;
+pub mod keys;
 pub mod lint;
 pub mod output;
 pub mod rehearsal;
 pub mod release_cmd;
+pub mod trust;
 
 pub use error::{Error, Result};

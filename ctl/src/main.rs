@@ -32,6 +32,26 @@ enum Command {
     Release(ReleaseCmd),
     /// Local walkthrough: rehearse, apply, a bad release that reverts itself, a proven rollback.
     Demo(demo::DemoArgs),
+    /// Plan-signing keys: generate.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// The trust root (trust.toml): init, rotate.
+    #[command(subcommand)]
+    Trust(TrustCmd),
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Write a new Ed25519 key pair: NAME.key (0600, never overwritten) and NAME.pub.
+    Generate(rewindctl::keys::GenerateArgs),
+}
+
+#[derive(Subcommand)]
+enum TrustCmd {
+    /// Write a trust root: the keys that may sign plans (with owners) and the threshold k.
+    Init(rewindctl::trust::InitArgs),
+    /// Sign a new trust root (version old+1) with keys of the old one.
+    Rotate(rewindctl::trust::RotateArgs),
 }
 
 #[derive(Subcommand)]
@@ -40,6 +60,12 @@ enum ReleaseCmd {
     Lint(release_cmd::LintArgs),
     /// Apply and roll back a release on copies of sample databases, twice; never touches the samples.
     Rehearse(release_cmd::RehearseArgs),
+    /// Lint, rehearse on samples and write a bundle: an apply plan and pre-signed rollback plans.
+    Build(rewindctl::bundle_cmd::BuildArgs),
+    /// Add one signature (one key) to every plan of a bundle.
+    Sign(rewindctl::bundle_cmd::SignArgs),
+    /// Check a bundle's signatures and expiry against a trust root (exit 0 accepted, 2 not).
+    Verify(rewindctl::bundle_cmd::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,5 +91,11 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Release(ReleaseCmd::Lint(a)) => release_cmd::lint(&a),
         Command::Release(ReleaseCmd::Rehearse(a)) => release_cmd::rehearse(&a),
         Command::Demo(a) => demo::run(&a),
+        Command::Release(ReleaseCmd::Build(a)) => rewindctl::bundle_cmd::build(&a),
+        Command::Release(ReleaseCmd::Sign(a)) => rewindctl::bundle_cmd::sign(&a),
+        Command::Release(ReleaseCmd::Verify(a)) => rewindctl::bundle_cmd::verify(&a),
+        Command::Keys(KeysCmd::Generate(a)) => rewindctl::keys::generate(&a),
+        Command::Trust(TrustCmd::Init(a)) => rewindctl::trust::init(&a),
+        Command::Trust(TrustCmd::Rotate(a)) => rewindctl::trust::rotate(&a),
     }
 }
