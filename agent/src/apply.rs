@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::flags::{self, FlagValues};
 use crate::ledger;
 use crate::plan::{CheckResult, Installed, Plan, PlanKind, Report, Run, StepTime, TargetReport, installed, set_installed};
+use crate::recover;
 use crate::rollback;
 use crate::snapshot::{self, Origin};
 use crate::state::{State, new_id};
@@ -94,6 +95,17 @@ fn desired_flags(release: &Release, when: Activation) -> FlagValues {
 /// not be reverted to a verified state. A failure that was reverted is an
 /// `Ok` report with status `failed` (exit 1).
 pub fn apply(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>) -> Result<Report> {
+    let mut started = None;
+    apply_plan(state, release, dbs, &mut started).or_else(|e| match started {
+        Some(id) => recover::settle(state, &id, e),
+        None => Err(e),
+    })
+}
+
+/// [`apply`] itself; sets `started` once the plan is journaled, so that an
+/// error after that point is settled by recovery, never reported as
+/// "nothing changed".
+fn apply_plan(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>, started: &mut Option<String>) -> Result<Report> {
     check_scripts(&release.migrations, &release.checks)?;
     let dbs = &absolute_targets(dbs)?;
     let targets = open_targets(dbs)?;
@@ -157,6 +169,7 @@ pub fn apply(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>) 
         checks: release.checks.iter().filter(|c| dbs.contains_key(&c.target)).cloned().collect(),
         baseline,
     };
+    *started = Some(plan.id.clone());
     let mut run = Run::start(state, plan, targets)?;
     let mut report = Report {
         status: "applied".into(),

@@ -218,8 +218,11 @@ impl<'s> Run<'s> {
     /// # Errors
     /// When `agent.db` cannot be written.
     pub fn finish(&self, final_state: &str, report: &Report) -> Result<()> {
-        self.state
-            .db
+        // The final state and its audit entry commit together: a plan is
+        // never finished without its audit entry, nor audited as finished
+        // while the journal still says running.
+        let tx = self.state.db.unchecked_transaction().ctx("journal: plan finish")?;
+        tx
             .execute(
                 "UPDATE plans SET state = ?1, finished = ?2, result = ?3 WHERE id = ?4",
                 params![final_state, now(), serde_json::to_string(report).expect("report serializes"), self.plan.id],
@@ -230,6 +233,7 @@ impl<'s> Run<'s> {
             &serde_json::json!({"plan": self.plan.id, "state": final_state, "message": report.message,
                                  "targets": report.targets.iter().map(|t| (&t.name, &t.after)).collect::<BTreeMap<_, _>>()}),
         )?;
+        tx.commit().ctx("journal: plan finish")?;
         Ok(())
     }
 

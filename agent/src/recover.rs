@@ -58,6 +58,50 @@ pub fn recover(state: &State) -> Result<Vec<Report>> {
     Ok(done)
 }
 
+/// Settles a plan that this process started and that ended with `err`
+/// (say agent.db could not be written, or a target went away): if the
+/// journal still has it running, it is finished now exactly as after a
+/// crash (an apply reverted, a rollback completed) and the resulting report
+/// carries `err`; if that is impossible too, a person must act, and the
+/// error says what to run once the cause is fixed. An error from a plan that
+/// already finished (e.g. a snapshot that did not fit: reverted, nothing
+/// changed) is returned as it is.
+///
+/// # Errors
+/// `err` itself for a finished plan; [`Error::NeedsHuman`] when the plan
+/// cannot be finished now.
+pub fn settle(state: &State, plan_id: &str, err: Error) -> Result<Report> {
+    let plan_state: Option<String> = state
+        .db
+        .query_row("SELECT state FROM plans WHERE id = ?1", [plan_id], |r| r.get(0))
+        .ok();
+    if plan_state.as_deref() != Some("running") {
+        return Err(err);
+    }
+    let next = format!(
+        "fix the cause (e.g. free disk space in {} and next to the databases), then run: rewind-agent --state {} status",
+        state.root.display(),
+        state.root.display()
+    );
+    match recover(state) {
+        Ok(reports) => match reports.into_iter().find(|r| r.plan == plan_id) {
+            Some(mut r) => {
+                r.message = format!("plan {plan_id} stopped: {err}; {}", r.message);
+                r.error = Some(err.to_string());
+                Ok(r)
+            }
+            None => Err(Error::NeedsHuman { message: format!("plan {plan_id} stopped: {err}"), next }),
+        },
+        Err(Error::NeedsHuman { message, next }) => {
+            Err(Error::NeedsHuman { message: format!("plan {plan_id} stopped: {err}; finishing it failed: {message}"), next })
+        }
+        Err(again) => Err(Error::NeedsHuman {
+            message: format!("plan {plan_id} stopped: {err}; it could not be finished now ({again}), so targets may be part-way"),
+            next,
+        }),
+    }
+}
+
 /// Removes snapshot files a crash left behind before they were catalogued.
 fn remove_orphan_snapshots(state: &State) {
     let Ok(dir) = std::fs::read_dir(state.snapshots_dir()) else { return };

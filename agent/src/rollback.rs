@@ -66,6 +66,15 @@ fn needs_restore(state: &State, snapshot_id: Option<&str>, db: &Path, why: Strin
 /// [`Error::BadInput`] for unusable inputs (nothing changed);
 /// [`Error::NeedsHuman`] when a step cannot be undone or proven.
 pub fn rollback(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>) -> Result<Report> {
+    let mut started = None;
+    rollback_plan(state, release, dbs, &mut started).or_else(|e| match started {
+        Some(id) => crate::recover::settle(state, &id, e),
+        None => Err(e),
+    })
+}
+
+/// [`rollback`] itself; sets `started` once the plan is journaled.
+fn rollback_plan(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>, started: &mut Option<String>) -> Result<Report> {
     check_scripts(&release.migrations, &release.checks)?;
     let dbs = &absolute_targets(dbs)?;
     let targets = open_targets(dbs)?;
@@ -152,6 +161,7 @@ pub fn rollback(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf
             .map(|(p, _)| p.baseline)
             .unwrap_or_default(),
     };
+    *started = Some(plan.id.clone());
     let run = Run::start(state, plan, targets)?;
     finish_rollback(run)
 }

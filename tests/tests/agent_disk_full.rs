@@ -145,3 +145,61 @@ fn apply_fills_the_database_disk() {
     assert!(s.json()["installed"].as_array().unwrap().is_empty());
     e.assert_consistent();
 }
+
+/// The state directory's disk fills at every possible moment of an apply
+/// (the free space left before it starts steps from "no snapshot fits" to
+/// "everything fits"). Whatever the moment, the exit code never lies:
+/// 0 applied, 2 nothing changed, 1 reverted, 3 a person must act — with the
+/// command to run; and once there is room again, the next command brings
+/// every target to a digest-proven state matching what is installed.
+#[test]
+fn the_journal_disk_fills_at_any_moment_of_an_apply() {
+    let rel = rewind_tests::release("2026.11.0");
+    let reference = Endpoint::new();
+    let start = reference.digests();
+    assert_eq!(reference.apply(&rel).code, 0);
+    let applied = reference.digests();
+    let mut codes = Vec::new();
+    for free_kib in (40..=400).step_by(20) {
+        let e = Endpoint::new();
+        let fs = Tmpfs::mount(&e.state, "4m");
+        assert_eq!(e.agent(&["status"]).code, 0);
+        // Fill the disk up to `free_kib` KiB of free space.
+        let out = Command::new("df").args(["-k", "--output=avail"]).arg(&e.state).output().unwrap();
+        let avail: u64 = String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim().parse().unwrap();
+        let filler = e.state.join("filler");
+        if avail > free_kib {
+            std::fs::write(&filler, vec![0u8; ((avail - free_kib) * 1024) as usize]).unwrap();
+        }
+        let r = e.apply(&rel);
+        let what = format!("{free_kib} KiB free: {r:?}");
+        match r.code {
+            0 => assert_eq!(e.digests(), applied, "{what}"),
+            1 => assert_eq!(e.digests(), start, "{what}"),
+            2 => {
+                assert_eq!(e.digests(), start, "exit 2 promises nothing changed: {what}");
+                assert!(r.stderr.contains("full") || r.stderr.contains("I/O"), "{what}");
+            }
+            3 => assert!(r.stderr.contains("next:") && r.stderr.contains("status"), "exit 3 prints the next command: {what}"),
+            _ => panic!("unexpected exit: {what}"),
+        }
+        codes.push(r.code);
+        // Room again: the next command settles everything.
+        std::fs::remove_file(&filler).ok();
+        let s = e.agent(&["status", "--json"]);
+        assert_eq!(s.code, 0, "{free_kib} KiB: status once there is room: {s:?}");
+        let now = e.digests();
+        match agent_common::installed(&e.state, "notes").as_deref() {
+            Some(_) => assert_eq!(now, applied, "{free_kib} KiB: installed, so fully applied"),
+            None => assert_eq!(now, start, "{free_kib} KiB: not installed, so at the start state"),
+        }
+        e.assert_integrity();
+        e.assert_consistent();
+        let v = e.agent(&["snapshot", "verify", "--all"]);
+        assert_eq!(v.code, 0, "{free_kib} KiB: a listed snapshot is incomplete: {v:?}");
+        drop(fs);
+    }
+    assert!(codes.contains(&0), "the largest free space must fit the whole apply: {codes:?}");
+    assert!(codes.iter().filter(|c| **c != 0).count() >= 3, "the disk must really fill during the apply: {codes:?}");
+    eprintln!("exit codes by free space: {codes:?}");
+}
