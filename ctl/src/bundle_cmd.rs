@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use rewind_shared::Release;
-use rewind_shared::bundle::{BuildInput, Bundle, MAX_PAYLOAD_BYTES, Plan, TargetState, build_plans, bundle_of};
+use rewind_shared::bundle::{BuildInput, Bundle, MAX_PAYLOAD_BYTES, PLAN_TYPE, Plan, TargetState, build_plans, bundle_of};
 use rewind_shared::duration::parse_duration;
 use rewind_shared::trust::key_id;
 use serde_json::{Value, json};
@@ -237,7 +237,7 @@ pub fn verify(args: &VerifyArgs) -> Result<u8> {
             }
         };
         let expired = plan.as_ref().is_none_or(|p| now >= p.expires);
-        let ok = count.ok() && !expired && plan.is_some();
+        let ok = count.ok() && !expired && plan.is_some() && env.payload_type == PLAN_TYPE;
         all_ok &= ok;
         plans.push(json!({
             "name": name, "plan": plan.as_ref().map(|p| &p.id), "ok": ok, "expired": expired,

@@ -27,7 +27,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Release directories: lint, rehearse.
+    /// Release directories and bundles: lint, rehearse, build, sign, verify.
     #[command(subcommand)]
     Release(ReleaseCmd),
     /// Local walkthrough: rehearse, apply, a bad release that reverts itself, a proven rollback.

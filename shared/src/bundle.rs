@@ -239,6 +239,12 @@ impl Envelope {
         if plan.format != PLAN_FORMAT {
             return Err(Refusal::new("malformed", format!("plan format `{}` is not {PLAN_FORMAT}; use a matching rewind-agent", plan.format)));
         }
+        if plan.steps.name != plan.product || plan.steps.version != plan.release || plan.steps.sequence != plan.sequence {
+            return Err(Refusal::new(
+                "malformed",
+                format!("plan {} names {} {} but its steps are {} {}; rebuild the bundle", plan.id, plan.product, plan.release, plan.steps.name, plan.steps.version),
+            ));
+        }
         if now >= plan.expires {
             return Err(Refusal::new(
                 "expired",
