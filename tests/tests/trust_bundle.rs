@@ -341,3 +341,63 @@ fn keys_are_private_and_never_overwritten() {
         assert_eq!(mode, 0o600);
     }
 }
+
+#[test]
+fn an_altered_payload_or_index_is_refused() {
+    let fx = setup();
+    let before = fx.digests();
+    let b = bundle(&fx, &release("2026.11.0"), "b.json", &[], &["alice", "bob"]);
+    let orig = std::fs::read_to_string(&b).unwrap();
+    // One changed byte of the signed plan: "sequence": 7 becomes 9.
+    let mut v: Value = serde_json::from_str(&orig).unwrap();
+    let payload = v["apply"]["payload"].as_str().unwrap().to_string();
+    let needle: String = b"\"sequence\": 7".iter().map(|c| format!("{c:02x}")).collect();
+    let swapped: String = b"\"sequence\": 9".iter().map(|c| format!("{c:02x}")).collect();
+    assert!(payload.contains(&needle));
+    v["apply"]["payload"] = Value::String(payload.replacen(&needle, &swapped, 1));
+    std::fs::write(&b, serde_json::to_string(&v).unwrap()).unwrap();
+    let r = with_bundle(&fx, "apply", &b, &fx.trust, &[]);
+    assert_refused(&fx, &r, &before, "signatures", "does not verify");
+    // The unsigned index points "flag new_checkout" at the whole-release rollback.
+    std::fs::write(&b, &orig).unwrap();
+    ok(with_bundle(&fx, "apply", &b, &fx.trust, &[]));
+    let applied = fx.digests();
+    let mut v: Value = serde_json::from_str(&orig).unwrap();
+    let whole = v["rollback"][0]["envelope"].clone();
+    let flag = v["rollback"].as_array_mut().unwrap().iter_mut().find(|r| r["granularity"] == "flag").unwrap();
+    flag["envelope"] = whole;
+    std::fs::write(&b, serde_json::to_string(&v).unwrap()).unwrap();
+    let r = with_bundle(&fx, "rollback", &b, &fx.trust, &["--granularity", "flag", "--subject", "new_checkout"]);
+    assert_refused(&fx, &r, &applied, "kind", "the signed plan is");
+}
+
+#[test]
+fn a_changed_root_with_the_pinned_version_is_refused() {
+    let fx = setup();
+    let before = fx.digests();
+    let b = bundle(&fx, &release("2026.11.0"), "b.json", &[], &["alice", "bob"]);
+    let r = with_bundle(&fx, "rollback", &b, &fx.trust, &[]);
+    assert_refused(&fx, &r, &before, "start-state", "is not installed here");
+    // Same version 1, but a threshold of 1: not signed by anyone, so refused.
+    let weaker = fx.p("weaker.toml");
+    std::fs::write(&weaker, std::fs::read_to_string(&fx.trust).unwrap().replace("threshold = 2", "threshold = 1")).unwrap();
+    let r = with_bundle(&fx, "apply", &b, &weaker, &[]);
+    assert_refused(&fx, &r, &before, "trust-root", "differs from the pinned version 1");
+}
+
+#[test]
+fn a_lone_migration_rolls_back_from_its_own_plan() {
+    let fx = setup();
+    let start = fx.digests();
+    let b = bundle(&fx, &release("2026.11.0"), "b.json", &[], &["bob", "carol"]);
+    ok(with_bundle(&fx, "apply", &b, &fx.trust, &[]));
+    let r = ok(with_bundle(&fx, "rollback", &b, &fx.trust, &["--granularity", "migration", "--subject", "0003_settings_theme", "--json"])).json();
+    assert_eq!(r["status"], "rolled_back", "{r}");
+    assert_eq!(digest(&fx.settings), start.1);
+    assert_ne!(digest(&fx.notes), start.0, "notes keeps its migrations");
+    // 0002 alone cannot go while 0001 stays: a clear usage error, nothing changed.
+    let applied = fx.digests();
+    let r = with_bundle(&fx, "rollback", &b, &fx.trust, &["--granularity", "migration", "--subject", "0002_normalize_status"]);
+    assert!(r.code == 2 && r.stderr.contains("--granularity target --subject notes"), "{r:?}");
+    assert_eq!(fx.digests(), applied);
+}
