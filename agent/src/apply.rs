@@ -168,6 +168,7 @@ fn apply_plan(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>,
         flags_before: all_flags.keys().map(|k| (k.clone(), current_flags.get(k).cloned().unwrap_or(Value::Null))).collect(),
         checks: release.checks.iter().filter(|c| dbs.contains_key(&c.target)).cloned().collect(),
         baseline,
+        apply_plan: None,
     };
     *started = Some(plan.id.clone());
     let mut run = Run::start(state, plan, targets)?;

@@ -50,6 +50,10 @@ pub struct Plan {
     pub checks: Vec<Check>,
     /// Values of `unchanged` checks before the plan, by check name.
     pub baseline: BTreeMap<String, Value>,
+    /// For rollbacks: the apply plan being rolled back (its snapshots are
+    /// what the rollback proves against), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_plan: Option<String>,
 }
 
 impl Plan {
@@ -228,6 +232,24 @@ impl<'s> Run<'s> {
                 params![final_state, now(), serde_json::to_string(report).expect("report serializes"), self.plan.id],
             )
             .ctx("journal: plan finish")?;
+        if matches!(final_state, "applied" | "rolled_back") {
+            // A proven apply or rollback of a release settles earlier plans
+            // of that release that stopped for a human: the person acted
+            // (e.g. ran the restore printed) and this plan proved the result.
+            let mut stmt = tx
+                .prepare("SELECT id FROM plans WHERE product = ?1 AND release = ?2 AND state = 'needs_human'")
+                .ctx("journal read")?;
+            let stuck = stmt
+                .query_map(params![self.plan.product, self.plan.release], |r| r.get::<_, String>(0))
+                .ctx("journal read")?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .ctx("journal read")?;
+            drop(stmt);
+            for id in stuck {
+                tx.execute("UPDATE plans SET state = 'resolved' WHERE id = ?1", [&id]).ctx("journal write")?;
+                self.state.audit("plan.resolved", &serde_json::json!({"plan": id, "by": self.plan.id}))?;
+            }
+        }
         self.state.audit(
             "plan.finish",
             &serde_json::json!({"plan": self.plan.id, "state": final_state, "message": report.message,

@@ -57,6 +57,10 @@ fn needs_restore(state: &State, snapshot_id: Option<&str>, db: &Path, why: Strin
         Some(id) => format!("rewind-agent --state {} snapshot restore {id} --db {}", state.root.display(), db.display()),
         None => format!("rewind-agent --state {} snapshot list", state.root.display()),
     };
+    let why = format!(
+        "{why}. Restore the snapshot (next command), then run the rollback of this release: it finishes what is left \
+         and proves the result"
+    );
     Error::NeedsHuman { message: why, next }
 }
 
@@ -160,6 +164,7 @@ fn rollback_plan(state: &State, release: &Release, dbs: &BTreeMap<String, PathBu
             .flatten()
             .map(|(p, _)| p.baseline)
             .unwrap_or_default(),
+        apply_plan: apply_plan_id.clone(),
     };
     *started = Some(plan.id.clone());
     let run = Run::start(state, plan, targets)?;
@@ -187,10 +192,19 @@ fn finish_rollback_steps(run: &mut Run<'_>) -> Result<Report> {
             .into_iter()
             .filter(|e| e.release == run.plan.release)
             .collect();
-        let apply_plan = entries.last().map(|e| e.plan_id.clone()).or_else(|| {
-            step_detail(state, &run.plan.id, "undo", Some(name), false).ok().flatten()
-                .and_then(|d| d["apply_plan"].as_str().map(String::from))
-        });
+        // Which apply this target's state comes from: its ledger, else what
+        // this plan journaled before a crash, else the installed apply (a
+        // target restored by hand from its snapshot has no ledger rows).
+        let apply_plan = entries
+            .last()
+            .map(|e| e.plan_id.clone())
+            .or_else(|| {
+                step_detail(state, &run.plan.id, "undo", Some(name), false)
+                    .ok()
+                    .flatten()
+                    .and_then(|d| d["apply_plan"].as_str().map(String::from))
+            })
+            .or_else(|| run.plan.apply_plan.clone());
         let snap = match &apply_plan {
             Some(id) => plan_snapshot(state, id, name)?,
             None => None,

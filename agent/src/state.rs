@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS plans(
     release TEXT NOT NULL,
     sequence INTEGER NOT NULL,
     body TEXT NOT NULL,             -- the plan as JSON, scripts included
-    state TEXT NOT NULL,            -- running | applied | rolled_back | reverted | needs_human
+    state TEXT NOT NULL,            -- running | applied | rolled_back | reverted | needs_human | resolved
     started TEXT NOT NULL,
     finished TEXT,
     result TEXT

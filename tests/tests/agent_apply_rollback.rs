@@ -218,3 +218,41 @@ fn json_shapes_match_the_design() {
     assert!(is_digest(&t["before"]) && is_digest(&t["after"]) && t["snapshot"].is_string(), "{t}");
     assert_eq!(t["before"], t["after"]);
 }
+
+/// A down.sql that does not undo its up.sql: the rollback proof fails, the
+/// step is not committed, exit 3 prints the exact next command; following
+/// it and running the rollback again finishes and proves everything, and
+/// `status` no longer asks for a human.
+#[test]
+fn an_unprovable_rollback_needs_a_human_and_the_printed_command_settles_it() {
+    let e = Endpoint::new();
+    let start = e.digests();
+    let rel = e.copy_release("2026.11.0", "weak-down");
+    // Forgets to drop the column up.sql added.
+    std::fs::write(rel.join("migrations/0001_add_currency/down.sql"), "DROP INDEX orders_by_currency;\n").unwrap();
+    assert_eq!(e.apply(&rel).code, 0);
+    let r = e.rollback(&rel);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stderr.contains("0001_add_currency") && r.stderr.contains("schema digest"), "{r:?}");
+    let next = r.stderr.lines().find_map(|l| l.strip_prefix("next: ")).unwrap_or_else(|| panic!("no next command: {r:?}"));
+    assert!(next.starts_with("rewind-agent --state ") && next.contains("snapshot restore"), "{next}");
+    let s = e.agent(&["status", "--json"]);
+    assert_eq!(s.code, 3, "status keeps asking for a human: {s:?}");
+    assert_eq!(s.json()["needs_human"].as_array().unwrap().len(), 1);
+    e.assert_integrity();
+    // Run exactly the printed command (with this build's binary).
+    let args: Vec<&str> = next.split_whitespace().skip(1).collect();
+    let restore = run("rewind-agent", &args, &[]);
+    assert_eq!(restore.code, 0, "{restore:?}");
+    let again = e.rollback(&rel);
+    assert_eq!(again.code, 0, "{again:?}");
+    let j = again.json();
+    for name in ["notes", "settings"] {
+        assert_eq!(target(&j, name)["proof"], "identical", "proven against the pre-apply snapshot: {j}");
+    }
+    assert_eq!(e.digests(), start);
+    let s = e.agent(&["status", "--json"]);
+    assert_eq!(s.code, 0, "settled: {s:?}");
+    assert!(s.json()["needs_human"].as_array().unwrap().is_empty());
+    e.assert_consistent();
+}
