@@ -43,10 +43,15 @@ enum Command {
     /// Apply a release: snapshot, migrate, verify, set flags, check.
     ///
     /// Example: rewind-agent apply --release releases/2026.11.0 --db notes=notes.db --db settings=settings.db
+    ///
+    /// Signed: rewind-agent apply --bundle notes.bundle.json --trust trust.toml --db notes=notes.db --db settings=settings.db
     Apply(PlanArgs),
     /// Roll a release back and prove it by digest.
     ///
     /// Example: rewind-agent rollback --release releases/2026.11.0 --db notes=notes.db --db settings=settings.db
+    ///
+    /// Signed, pre-signed per granularity: rewind-agent rollback --bundle notes.bundle.json --trust trust.toml
+    /// --granularity target --subject settings --db settings=settings.db
     Rollback(PlanArgs),
     /// Installed releases, interrupted plans (after recovering them), snapshots.
     ///
