@@ -113,6 +113,11 @@ pub fn classify(path: &Path, e: rusqlite::Error) -> Error {
             "database {}: read-only; make it writable by the agent's user",
             path.display()
         )),
+        Some(ErrorCode::CannotOpen) => Error::BadInput(format!(
+            "database {}: cannot open it or create its journal ({e}); make the file and its directory writable by the \
+             agent's user",
+            path.display()
+        )),
         Some(ErrorCode::DiskFull) => Error::Failed(format!("database {}: disk full: {e}", path.display())),
         _ => Error::Sqlite { context: format!("database {}", path.display()), source: e },
     }
@@ -154,8 +159,17 @@ impl Target {
     /// # Errors
     /// [`Error::BadInput`] naming the database: locked, read-only or corrupt.
     pub fn probe_write(&self) -> Result<()> {
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| classify(&self.path, e))?;
-        self.conn.execute_batch("ROLLBACK").map_err(|e| classify(&self.path, e))
+        // A real (rolled back) schema change: in rollback-journal mode it
+        // must create the journal next to the database, so a read-only
+        // directory is found here too, not half-way through a migration.
+        let probe = self
+            .conn
+            .execute_batch("BEGIN IMMEDIATE; CREATE TABLE _rewind_write_probe(x);")
+            .map_err(|e| classify(&self.path, e));
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        probe
     }
 
     /// Runs `f` with the release-script authorizer rules in force.

@@ -157,6 +157,27 @@ fn a_read_only_database() {
     assert_refused(&e, &r, &before, &["notes.db", "read-only"]);
 }
 
+/// A rollback-journal database in a directory nobody may add files to:
+/// SQLite cannot create its journal, so no write can happen. Refused before
+/// anything changes (not found half-way through a migration).
+#[test]
+fn a_database_in_a_read_only_directory() {
+    assert!(is_root(), "this case needs root for chattr +i on a directory (CI runs as root)");
+    let e = Endpoint::new();
+    for db in [&e.notes, &e.settings] {
+        Connection::open(db).unwrap().pragma_update(None, "journal_mode", "DELETE").unwrap();
+    }
+    let rel = release("2026.11.0");
+    assert_eq!(e.apply(&rel).code, 0);
+    assert_eq!(e.rollback(&rel).code, 0);
+    let before = snapshot_of(&e);
+    let s = std::process::Command::new("chattr").arg("+i").arg(e.dir.path()).status();
+    assert!(s.is_ok_and(|s| s.success()), "chattr +i on the database directory failed");
+    let _guard = Immutable(e.dir.path());
+    let r = e.apply(&rel);
+    assert_refused(&e, &r, &before, &["notes.db", "journal", "writable"]);
+}
+
 /// The app holds the write lock on a WAL database for longer than the busy
 /// timeout: refused before anything changes.
 #[test]
