@@ -146,7 +146,7 @@ fn apply_plan(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>,
     let flags_done = all_flags.iter().all(|(k, v)| current_flags.get(k) == Some(v));
     let same_release = from.as_ref().is_some_and(|i| i.sequence == release.sequence);
     if pending.is_empty() && flags_done && same_release {
-        return Ok(noop_report(state, release, &targets, from.as_ref())?);
+        return noop_report(state, release, &targets, from.as_ref());
     }
     let mut baseline = BTreeMap::new();
     for c in release.checks.iter().filter(|c| c.expect == rewind_shared::release::Expect::Unchanged) {
