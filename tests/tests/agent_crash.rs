@@ -315,3 +315,54 @@ fn recovery_from_another_directory_reverts_the_right_files() {
     }
     e.assert_consistent();
 }
+
+/// A second release applied on top of an installed one, crashing at every
+/// apply point: recovery brings back the first release exactly — its
+/// digests, its installed record and sequence, its flag values.
+#[test]
+fn crash_while_applying_over_an_installed_release() {
+    let base = release("2026.11.0");
+    let setup = Endpoint::new();
+    let next = setup.dir.path().join("2026.11.2");
+    let m = next.join("migrations/0001_add_tags");
+    std::fs::create_dir_all(&m).unwrap();
+    std::fs::write(
+        next.join("release.toml"),
+        "name = \"notes\"\nversion = \"2026.11.2\"\nsequence = 9\napp_version = \"4.3.0\"\nowner = \"storage-team\"\non_call = \"pager:storage\"\n\n\
+         [[target]]\nname = \"notes\"\n\n[[migration]]\nid = \"0001_add_tags\"\ntarget = \"notes\"\n\n\
+         [[flag]]\nname = \"tags_ui\"\nvalue = true\nprevious = false\nowner = \"notes-team\"\nactivate = \"after-migrations\"\n\n\
+         [[flag]]\nname = \"new_checkout\"\nvalue = false\nprevious = true\nowner = \"payments-team\"\nactivate = \"with-release\"\n",
+    )
+    .unwrap();
+    std::fs::write(m.join("up.sql"), "ALTER TABLE notes ADD COLUMN tags TEXT NOT NULL DEFAULT '';\nUPDATE notes SET tags = 'old' WHERE id < 10;\n").unwrap();
+    std::fs::write(m.join("down.sql"), "ALTER TABLE notes DROP COLUMN tags;\n").unwrap();
+    std::fs::write(m.join("verify.sql"), "SELECT count(*) = 9 FROM notes WHERE tags = 'old';\n").unwrap();
+    let mut reached = 0;
+    for p in points().into_iter().filter(|p| p.starts_with("apply.") || p.starts_with("snapshot.")) {
+        reached += each_hit(&p, |at| {
+            let e = Endpoint::new();
+            assert_eq!(e.apply(&base).code, 0);
+            let installed_digests = e.digests();
+            let flags_before = e.agent(&["flags", "--json"]).json();
+            let flags_file = std::fs::read(e.state.join("flags.json")).unwrap();
+            let r = e.plan_dbs("apply", &next, &e.notes_arg(), &[], &with_crash(at));
+            if !crashed(&r) {
+                assert_eq!(r.code, 0, "{at}: {r:?}");
+                return false;
+            }
+            recover(&e, at);
+            assert_eq!(e.digests(), installed_digests, "{at}: back at the installed release's state");
+            assert_eq!(installed(&e.state, "notes").as_deref(), Some("2026.11.0"), "{at}");
+            assert_eq!(e.agent(&["flags", "--json"]).json(), flags_before, "{at}: flag values of the installed release");
+            let now: serde_json::Value = serde_json::from_slice(&std::fs::read(e.state.join("flags.json")).unwrap()).unwrap();
+            let then: serde_json::Value = serde_json::from_slice(&flags_file).unwrap();
+            assert_eq!(now, then, "{at}: flags.json as the installed release left it");
+            assert_safe(&e, at);
+            // And the installed release still rolls back cleanly.
+            let rb = e.rollback(&base);
+            assert_eq!(rb.code, 0, "{at}: {rb:?}");
+            true
+        });
+    }
+    assert!(reached >= 8, "{reached}");
+}
