@@ -17,7 +17,19 @@ use rewind_shared::digest::database_digest;
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "rewind-agent", version, about = "Rewind endpoint agent: snapshots, reversible migrations, flags, proofs")]
+#[command(
+    name = "rewind-agent",
+    version,
+    about = "Rewind endpoint agent: snapshots, reversible migrations, flags, proofs",
+    after_help = "Exit codes: 0 done; 1 failed, data back in a verified safe state; 2 bad input, nothing changed; \
+                  3 needs a human (the next command is printed).\n\n\
+                  Environment:\n  \
+                  REWIND_STATE            state directory when --state is not given\n  \
+                  REWIND_BUSY_TIMEOUT_MS  how long to wait for the app's database lock (default 10000); a target \
+                  still locked after that is refused before anything changes (exit 2)\n  \
+                  REWIND_LOG              log filter (default warn)\n  \
+                  REWIND_CRASH_AT         fault-injection builds only: abort at a crash point (debug crash-points)"
+)]
 struct Cli {
     /// State directory (default: $REWIND_STATE, else the OS per-user state dir).
     #[arg(long, global = true)]
