@@ -162,7 +162,6 @@ fn a_read_only_database() {
 /// anything changes (not found half-way through a migration).
 #[test]
 fn a_database_in_a_read_only_directory() {
-    assert!(is_root(), "this case needs root for chattr +i on a directory (CI runs as root)");
     let e = Endpoint::new();
     for db in [&e.notes, &e.settings] {
         Connection::open(db).unwrap().pragma_update(None, "journal_mode", "DELETE").unwrap();
@@ -171,11 +170,23 @@ fn a_database_in_a_read_only_directory() {
     assert_eq!(e.apply(&rel).code, 0);
     assert_eq!(e.rollback(&rel).code, 0);
     let before = snapshot_of(&e);
-    let s = std::process::Command::new("chattr").arg("+i").arg(e.dir.path()).status();
-    assert!(s.is_ok_and(|s| s.success()), "chattr +i on the database directory failed");
-    let _guard = Immutable(e.dir.path());
+    // Root ignores directory modes: make it immutable; others get chmod 555.
+    let _guard;
+    if is_root() {
+        let s = std::process::Command::new("chattr").arg("+i").arg(e.dir.path()).status();
+        assert!(s.is_ok_and(|s| s.success()), "running as root, this case needs `chattr +i` on the database directory");
+        _guard = Some(Immutable(e.dir.path()));
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(e.dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+        _guard = None;
+    }
     let r = e.apply(&rel);
     assert_refused(&e, &r, &before, &["notes.db", "journal", "writable"]);
+    if !is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(e.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
 }
 
 /// The app holds the write lock on a WAL database for longer than the busy
