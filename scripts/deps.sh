@@ -16,7 +16,9 @@ apt_install() {
 
 need_test_deps() {
     command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
-    apt_install sqlite3 python3
+    # chattr (e2fsprogs) and mount: the agent tests make files immutable and
+    # mount small tmpfs disks to fill them.
+    apt_install sqlite3 python3 e2fsprogs mount
     # docs/digest_reference.py (the digest's independent re-implementation,
     # run by shared/tests/digest_reference.rs) needs the PyPI package blake3.
     python3 -c "import blake3" 2>/dev/null || {
