@@ -1,5 +1,6 @@
-//! Snapshots: verified, read-only copies of a target taken with SQLite's
-//! online backup API while the app may keep writing.
+//! Snapshots: verified, read-only copies of a target taken while the app may
+//! keep writing: a copy of the file's bytes under the source's read lock
+//! (rollback-journal sources) or SQLite's online backup API (WAL sources).
 //!
 //! Guarantees: a snapshot is listed only after its copy is durable and its
 //! digest equals the digest of the source read in the same read transaction
@@ -102,6 +103,70 @@ fn backup_to_file(src: &Connection, dest: &Path) -> rusqlite::Result<()> {
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
+/// Snapshot of a source in a rollback-journal mode, which the caller's read
+/// transaction has read: while that transaction holds the source's SHARED
+/// lock no writer can commit (nor spill pages into the file), so the file's
+/// bytes are one consistent state. The bytes are copied in the kernel
+/// (`copy_file_range`), then three things run at once: the copy is flushed
+/// to disk, compared byte for byte with the source, and digested (tables in
+/// parallel: the copy never changes). Identical bytes hold identical content,
+/// so the copy's digest is the source's digest in that read transaction.
+fn copy_file_verified(source: &Path, tmp: &Path) -> Result<DatabaseDigest> {
+    let not_taken = |what: &str, e: std::io::Error| {
+        Error::BadInput(format!("snapshot of {} not taken, nothing changed: {what} {}: {e}", source.display(), tmp.display()))
+    };
+    std::fs::copy(source, tmp).map_err(|e| not_taken("writing", e))?;
+    crash::point("snapshot.during_copy");
+    let (synced, same, digest) = std::thread::scope(|s| {
+        let synced = s.spawn(|| std::fs::File::open(tmp).and_then(|f| f.sync_all()));
+        let same = s.spawn(|| same_bytes(source, tmp));
+        let digest = snapshot_digest(tmp);
+        (synced.join().expect("sync thread does not panic"), same.join().expect("compare thread does not panic"), digest)
+    });
+    synced.map_err(|e| not_taken("flushing", e))?;
+    if !same.map_err(|e| not_taken("reading back", e))? {
+        return Err(Error::Failed(format!(
+            "snapshot of {}: the copy differs from the source it was read from; snapshot discarded",
+            source.display()
+        )));
+    }
+    digest
+}
+
+/// Whether two files hold the same bytes.
+fn same_bytes(a: &Path, b: &Path) -> std::io::Result<bool> {
+    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    if fa.metadata()?.len() != fb.metadata()?.len() {
+        return Ok(false);
+    }
+    const CHUNK: usize = 1 << 20;
+    let (mut ba, mut bb) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+    loop {
+        let n = read_full(&mut fa, &mut ba)?;
+        let m = read_full(&mut fb, &mut bb)?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+fn read_full(f: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 impl Snapshot {
     fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
         Ok(Snapshot {
@@ -136,6 +201,13 @@ pub fn create(state: &State, source: &Path, origin: &Origin) -> Result<(Snapshot
     // One read transaction: the copy and the source digest see one state.
     src.conn.execute_batch("BEGIN DEFERRED; SELECT count(*) FROM sqlite_schema;").ctx("snapshot: begin read")?;
     let result = (|| {
+        let wal = src
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
+            .map_or(true, |m| m.eq_ignore_ascii_case("wal"));
+        if !wal {
+            return copy_file_verified(source, &tmp);
+        }
         backup_to_file(&src.conn, &tmp).map_err(|e| match classify(&tmp, e) {
             Error::Failed(m) => Error::BadInput(format!("snapshot of {} not taken, nothing changed: {m}", source.display())),
             other => other,

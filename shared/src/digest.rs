@@ -352,16 +352,102 @@ pub fn database_digest(conn: &Connection) -> rusqlite::Result<DatabaseDigest> {
     }
     let result = (|| {
         let schema = schema_digest(conn)?;
-        let tables = content_tables(conn)?
-            .iter()
-            .map(|t| table_digest(conn, t))
-            .collect::<Result<Vec<_>, _>>()?;
+        let names = content_tables(conn)?;
+        // Helpers read the same state only when this function holds the
+        // read transaction (a caller's write transaction has changes other
+        // connections cannot see).
+        let helpers = if own_txn { helper_connections(conn, names.len()) } else { Vec::new() };
+        let tables = table_digests(conn, &names, helpers)?;
         Ok(DatabaseDigest::combine(schema, tables))
     })();
     if own_txn {
         let _ = conn.execute_batch("COMMIT");
     }
     result
+}
+
+/// Databases smaller than this are digested on one connection: a second
+/// one costs more to open than it saves.
+const PARALLEL_FROM_BYTES: i64 = 8 * 1024 * 1024;
+
+/// Read connections that see exactly the state `conn`'s read transaction
+/// sees, one per spare core (at most one per table beyond the first).
+///
+/// Only for a database file in a rollback-journal mode: `conn` holds its
+/// SHARED lock from its first read until it commits, so no writer can
+/// commit in between and a connection that starts reading later reads the
+/// same state. In WAL mode a later reader may see a newer commit, so there
+/// are no helpers (and none for in-memory or small databases). A helper
+/// that cannot get its read lock at once is simply not used.
+fn helper_connections(conn: &Connection, tables: usize) -> Vec<Connection> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let wanted = cores.min(tables).saturating_sub(1);
+    if wanted == 0 {
+        return Vec::new();
+    }
+    let Some(path) = conn.path().filter(|p| !p.is_empty()).map(str::to_owned) else {
+        return Vec::new();
+    };
+    let shareable = conn
+        .query_row("SELECT (SELECT page_count * page_size FROM pragma_page_count, pragma_page_size), \
+                    (SELECT journal_mode FROM pragma_journal_mode)", [], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })
+        .is_ok_and(|(bytes, mode)| bytes >= PARALLEL_FROM_BYTES && !mode.eq_ignore_ascii_case("wal"));
+    if !shareable {
+        return Vec::new();
+    }
+    let open = || -> rusqlite::Result<Connection> {
+        use rusqlite::OpenFlags;
+        let h = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        h.busy_timeout(std::time::Duration::ZERO)?;
+        // Take the read lock now, while `conn` holds its own.
+        h.execute_batch("BEGIN DEFERRED; SELECT count(*) FROM sqlite_schema;")?;
+        Ok(h)
+    };
+    (0..wanted).map_while(|_| open().ok()).collect()
+}
+
+/// Digests of `names` (in that order): on `conn`, and on each helper in its
+/// own thread, each taking the next table not yet started.
+fn table_digests(conn: &Connection, names: &[String], helpers: Vec<Connection>) -> rusqlite::Result<Vec<TableDigest>> {
+    if helpers.is_empty() {
+        return names.iter().map(|t| table_digest(conn, t)).collect();
+    }
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let work = |c: &Connection| -> rusqlite::Result<Vec<(usize, TableDigest)>> {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(name) = names.get(i) else { return Ok(done) };
+            done.push((i, table_digest(c, name)?));
+        }
+    };
+    let mut results: Vec<(usize, TableDigest)> = std::thread::scope(|s| {
+        let threads: Vec<_> = helpers
+            .into_iter()
+            .map(|h| {
+                let work = &work;
+                s.spawn(move || {
+                    let out = work(&h);
+                    let _ = h.execute_batch("COMMIT");
+                    out
+                })
+            })
+            .collect();
+        let mut all = work(conn);
+        for t in threads {
+            let part = t.join().expect("digest thread does not panic");
+            all = all.and_then(|mut a| {
+                a.extend(part?);
+                Ok(a)
+            });
+        }
+        all
+    })?;
+    results.sort_by_key(|(i, _)| *i);
+    Ok(results.into_iter().map(|(_, t)| t).collect())
 }
 
 #[cfg(test)]
@@ -431,6 +517,33 @@ mod tests {
         let a = db("CREATE TABLE t(a);");
         let b = db("CREATE TABLE t(a); CREATE TABLE _rewind_ledger(x); INSERT INTO _rewind_ledger VALUES (1);");
         assert_eq!(database_digest(&a).unwrap(), database_digest(&b).unwrap());
+    }
+
+    #[test]
+    fn parallel_digest_equals_one_connection_digest() {
+        // Large enough for helper connections; the caller's own read
+        // transaction forces the one-connection path for comparison.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.db");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE a(id INTEGER PRIMARY KEY, v BLOB); CREATE TABLE b(x, y); CREATE TABLE c(k TEXT PRIMARY KEY, n REAL) WITHOUT ROWID;
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 3000)
+             INSERT INTO a SELECT i, randomblob(3000) FROM s;
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 2000)
+             INSERT INTO b SELECT i % 7, hex(randomblob(40)) FROM s;
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 2000)
+             INSERT INTO c SELECT 'k' || i, i / 3.0 FROM s;",
+        )
+        .unwrap();
+        let bytes: i64 = c.query_row("SELECT page_count * page_size FROM pragma_page_count, pragma_page_size", [], |r| r.get(0)).unwrap();
+        assert!(bytes >= PARALLEL_FROM_BYTES, "test database too small: {bytes}");
+        c.execute_batch("BEGIN; SELECT count(*) FROM sqlite_schema;").unwrap();
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(helper_connections(&c, 3).is_empty(), cores < 2, "helpers are used on a file database");
+        let one = database_digest(&c).unwrap();
+        c.execute_batch("COMMIT").unwrap();
+        assert_eq!(database_digest(&c).unwrap(), one);
     }
 
     #[test]
