@@ -117,11 +117,11 @@ pub fn duration(d: Duration) -> String {
     let s = d.as_secs();
     if s == 0 {
         "0s".into()
-    } else if s % 86_400 == 0 {
+    } else if s.is_multiple_of(86_400) {
         format!("{}d", s / 86_400)
-    } else if s % 3600 == 0 {
+    } else if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
+    } else if s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")
@@ -318,4 +318,48 @@ pub fn to_text(l: &Lint) -> String {
     }
     let _ = writeln!(o, "\nok: 0 errors, {} warning(s)", l.warnings.len());
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/notes-app/releases").join(name)
+    }
+
+    #[test]
+    fn durations_print_in_their_shortest_exact_unit() {
+        let d = |s| duration(Duration::from_secs(s));
+        assert_eq!([d(0), d(90), d(900), d(3600), d(5400), d(172_800)], ["0s", "90s", "15m", "1h", "90m", "2d"]);
+    }
+
+    #[test]
+    fn reversibility_of_the_example_steps() {
+        let r = Release::load(&example("2026.11.0")).unwrap();
+        let undo: Vec<(bool, &str)> = r.migrations.iter().map(|m| {
+            let u = Undo::of(m);
+            (u.reversible, u.via)
+        }).collect();
+        assert_eq!(undo, [(true, "down"), (true, "preserve"), (true, "down")]);
+        let mut m = r.migrations[0].clone();
+        m.rollback = RollbackMode::Restore;
+        assert!(!Undo::of(&m).reversible);
+        assert!(Undo::of(&m).text.starts_with("no"));
+    }
+
+    #[test]
+    fn tables_align_columns_and_trim_line_ends() {
+        let t = table(&["a", "bb", ""], &[vec!["long".into(), "x".into(), String::new()]], "  ");
+        assert_eq!(t, "  a     bb\n  long  x\n");
+    }
+
+    #[test]
+    fn a_missing_directory_is_one_error_naming_release_toml() {
+        let l = lint(Path::new("/nonexistent/release"), "2026-11-25");
+        assert_eq!(l.exit_code(), 2);
+        assert_eq!(l.errors.len(), 1);
+        assert!(l.errors[0].contains("/nonexistent/release/release.toml"), "{:?}", l.errors);
+        assert_eq!(to_json(&l)["ok"], false);
+    }
 }

@@ -473,3 +473,28 @@ pub fn to_text(r: &Rehearsal) -> String {
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_failing_step_and_script_come_from_the_engine_message() {
+        assert_eq!(
+            failing_step("migration 0001_split_title: verify.sql returned 0 for row 1 (SELECT 0)"),
+            ("migration 0001_split_title".to_string(), Some("verify.sql".to_string()))
+        );
+        assert_eq!(
+            failing_step("migration 0002_x: up.sql statement 2 failed: no such table: t"),
+            ("migration 0002_x".to_string(), Some("up.sql".to_string()))
+        );
+        assert_eq!(failing_step("check `orders survive` on notes: got 3, expected unchanged").0, "checks after-apply");
+        assert_eq!(failing_step("migration 0003_y: after down.sql the schema digest is b3:..").1, None);
+        assert_eq!(failing_step("something else").0, "apply");
+    }
+
+    #[test]
+    fn one_line_collapses_quoted_sql() {
+        assert_eq!(one_line("returned 0 (-- why\nSELECT 1;)"), "returned 0 (-- why SELECT 1;)");
+    }
+}
