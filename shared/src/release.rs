@@ -27,19 +27,23 @@ pub enum ReleaseError {
     Invalid { path: PathBuf, problems: Vec<Problem> },
 }
 
-/// One validation problem: where (file and line when known) and what to do.
+/// One validation problem: where (file, line and column when known) and
+/// what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub file: PathBuf,
     pub line: Option<usize>,
+    /// 1-based column of the offending value, when the line is known.
+    pub column: Option<usize>,
     pub message: String,
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(l) => write!(f, "{}:{l}: {}", self.file.display(), self.message),
-            None => write!(f, "{}: {}", self.file.display(), self.message),
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "{}:{l}:{c}: {}", self.file.display(), self.message),
+            (Some(l), None) => write!(f, "{}:{l}: {}", self.file.display(), self.message),
+            _ => write!(f, "{}: {}", self.file.display(), self.message),
         }
     }
 }
@@ -408,15 +412,53 @@ fn line_col(src: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Line of the first `key = "value"` in the file, to point problems at it.
-fn locate(src: &str, key: &str, value: &str) -> Option<usize> {
-    src.lines().position(|l| {
-        let l = l.trim();
-        l.starts_with(key)
-            && l[key.len()..].trim_start().starts_with('=')
-            && (l.contains(&format!("\"{value}\"")) || l.contains(&format!("'{value}'")))
+/// Where `key = "value"` is written: the `nth` (0-based) such assignment
+/// inside a `[section]`/`[[section]]` (inline tables included), as 1-based
+/// line and the column of the value. Problems point there.
+fn locate(src: &str, section: &str, key: &str, value: &str, nth: usize) -> Option<(usize, usize)> {
+    let mut current = String::new();
+    let mut seen = 0;
+    for (i, line) in src.lines().enumerate() {
+        let t = line.trim_start();
+        if t.starts_with('[') && !t.starts_with("[ ") {
+            current = t.trim_start_matches('[').split(']').next().unwrap_or("").trim().to_string();
+            continue;
+        }
+        if current != section {
+            continue;
+        }
+        for (at, _) in line.match_indices(key) {
+            let before_ok = line[..at].chars().next_back().is_none_or(|c| c.is_whitespace() || c == '{' || c == ',');
+            let rest = &line[at + key.len()..];
+            let Some(after_eq) = rest.trim_start().strip_prefix('=') else { continue };
+            let value_text = after_eq.trim_start();
+            let matches = [format!("\"{value}\""), format!("'{value}'")]
+                .iter()
+                .any(|q| value_text.starts_with(q.as_str()));
+            if before_ok && matches {
+                if seen == nth {
+                    let column = line.len() - value_text.len();
+                    return Some((i + 1, line[..column].chars().count() + 1));
+                }
+                seen += 1;
+            }
+        }
+    }
+    None
+}
+
+/// Line and column of the first line of `section` (`[[migration]]` ...)
+/// that assigns `key`, for problems about values that are not strings.
+fn locate_key(src: &str, key: &str) -> Option<(usize, usize)> {
+    src.lines().enumerate().find_map(|(i, l)| {
+        let t = l.trim_start();
+        let rest = t.strip_prefix(key)?;
+        rest.trim_start().starts_with('=').then(|| {
+            let eq = l.find('=').unwrap_or(0);
+            let value_at = eq + 1 + (l.len() - eq - 1 - l[eq + 1..].trim_start().len());
+            (i + 1, l[..value_at].chars().count() + 1)
+        })
     })
-    .map(|i| i + 1)
 }
 
 fn is_ident(s: &str) -> bool {
@@ -456,12 +498,11 @@ impl Release {
             .map_err(|source| ReleaseError::Io { path: path.clone(), source })?;
         let manifest: Manifest = toml::from_str(&src).map_err(|e| {
             let (line, column) = e.span().map_or((1, 1), |s| line_col(&src, s.start));
-            ReleaseError::Syntax {
-                path: path.clone(),
-                line,
-                column,
-                message: e.message().trim().to_string(),
+            let mut message = e.message().trim().to_string();
+            if message.starts_with("unknown field") {
+                message.push_str("; remove it or fix its spelling (docs/release-format.md lists every key)");
             }
+            ReleaseError::Syntax { path: path.clone(), line, column, message }
         })?;
         let mut v = Validator { path: path.clone(), src: &src, problems: Vec::new() };
         let release = v.validate(dir, manifest);
@@ -505,6 +546,12 @@ impl Release {
         w
     }
 
+    /// Migrations in rollback order: the exact reverse of apply order, so
+    /// each is undone before every migration it was applied after.
+    pub fn rollback_order(&self) -> impl DoubleEndedIterator<Item = &Migration> + '_ {
+        self.migrations.iter().rev()
+    }
+
     /// Migrations of one target, in apply order.
     pub fn migrations_of<'a>(&'a self, target: &'a str) -> impl Iterator<Item = &'a Migration> + 'a {
         self.migrations.iter().filter(move |m| m.target == target)
@@ -518,35 +565,42 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn problem(&mut self, line: Option<usize>, message: String) {
-        self.problems.push(Problem { file: self.path.clone(), line, message });
+    fn problem(&mut self, at: Option<(usize, usize)>, message: String) {
+        self.problems.push(Problem {
+            file: self.path.clone(),
+            line: at.map(|a| a.0),
+            column: at.map(|a| a.1),
+            message,
+        });
     }
 
-    fn problem_at(&mut self, key: &str, value: &str, message: String) {
-        let line = locate(self.src, key, value);
-        self.problem(line, message);
+    /// A problem at the `nth` `key = "value"` of `section`.
+    fn problem_at(&mut self, section: &str, key: &str, value: &str, nth: usize, message: String) {
+        let at = locate(self.src, section, key, value, nth);
+        self.problem(at, message);
     }
 
-    fn duration(&mut self, key: &str, value: &str, context: &str) -> Duration {
+    fn duration(&mut self, section: &str, key: &str, value: &str, context: &str) -> Duration {
         parse_duration(value).unwrap_or_else(|e| {
-            self.problem_at(key, value, format!("{context}: {e}"));
+            self.problem_at(section, key, value, 0, format!("{context}: {e}"));
             Duration::ZERO
         })
     }
 
     fn validate(&mut self, dir: &Path, m: Manifest) -> Release {
         if m.name.trim().is_empty() {
-            self.problem(Some(1), "`name` is empty: name the product this release belongs to".into());
+            let at = locate_key(self.src, "name");
+            self.problem(at, "`name` is empty: name the product this release belongs to".into());
         }
         let sequence = u64::try_from(m.sequence).ok().filter(|s| *s > 0).unwrap_or_else(|| {
-            let line = self.src.lines().position(|l| l.trim_start().starts_with("sequence")).map(|i| i + 1);
-            self.problem(line, format!("`sequence = {}` must be a positive integer, strictly increasing per product", m.sequence));
+            let at = locate_key(self.src, "sequence");
+            self.problem(at, format!("`sequence = {}` must be a positive integer, strictly increasing per product (one more than the product's previous release)", m.sequence));
             0
         });
-        let mut targets = Vec::new();
+        let mut targets: Vec<String> = Vec::new();
         for t in &m.targets {
             if targets.contains(&t.name) {
-                self.problem_at("name", &t.name, format!("target {} is declared twice", t.name));
+                self.problem_at("target", "name", &t.name, 1, format!("target {} is declared twice: remove one [[target]]", t.name));
             }
             targets.push(t.name.clone());
         }
@@ -558,13 +612,13 @@ impl Validator<'_> {
             .iter()
             .map(|t| {
                 if t.above.is_none() == t.below.is_none() {
-                    self.problem_at("metric", &t.metric, format!("trigger {}: give exactly one of `above` or `below`", t.metric));
+                    self.problem_at("trigger", "metric", &t.metric, 0, format!("trigger {}: give exactly one of `above` or `below`", t.metric));
                 }
                 Trigger {
                     metric: t.metric.clone(),
                     above: t.above,
                     below: t.below,
-                    window: self.duration("window", &t.window, &format!("trigger {}", t.metric)),
+                    window: self.duration("trigger", "window", &t.window, &format!("trigger {}", t.metric)),
                 }
             })
             .collect();
@@ -587,23 +641,26 @@ impl Validator<'_> {
     }
 
     fn migrations(&mut self, dir: &Path, list: &[MigrationToml], targets: &[String]) -> Vec<Migration> {
-        let mut seen = BTreeSet::new();
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         let mut loaded = Vec::new();
         for mt in list {
             let id = &mt.id;
-            if !seen.insert(id.clone()) {
-                self.problem_at("id", id, format!("migration {id} is declared twice: ids must be unique"));
+            let count = seen.entry(id.clone()).or_insert(0);
+            *count += 1;
+            if *count > 1 {
+                let nth = *count - 1;
+                self.problem_at("migration", "id", id, nth, format!("migration {id} is declared twice: ids must be unique; rename or remove this one"));
                 continue;
             }
             if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                self.problem_at("id", id, format!("migration id `{id}` must be letters, digits and _ (it names a directory and a side table)"));
+                self.problem_at("migration", "id", id, 0, format!("migration id `{id}` must be letters, digits and _ (it names a directory and a side table)"));
                 continue;
             }
             if !targets.contains(&mt.target) {
-                self.problem_at("id", id, format!("migration {id}: target `{}` is not declared; add [[target]] name = \"{}\"", mt.target, mt.target));
+                self.problem_at("migration", "target", &mt.target, 0, format!("migration {id}: target `{}` is not declared; add [[target]] name = \"{}\"", mt.target, mt.target));
             }
             if !mt.reversible && mt.preserve.is_empty() && mt.rollback != RollbackMode::Restore {
-                self.problem_at("id", id, format!("migration {id}: reversible = false needs `preserve = [...]` or `rollback = \"restore\"`"));
+                self.problem_at("migration", "id", id, 0, format!("migration {id}: reversible = false needs `preserve = [...]` (data down.sql can restore from) or `rollback = \"restore\"` (undo from the snapshot)"));
             }
             let mdir = dir.join("migrations").join(id);
             let mut script = |name: &str, required: bool| -> Option<Script> {
@@ -612,7 +669,8 @@ impl Validator<'_> {
                     Ok(s) => Some(s),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => None,
                     Err(e) => {
-                        self.problem_at("id", id, format!("migration {id}: cannot read {}: {e}; create it", p.display()));
+                        let hint = if name == "down.sql" { " (or set rollback = \"restore\")" } else { "" };
+                        self.problem_at("migration", "id", id, 0, format!("migration {id}: cannot read {}: {e}; create it{hint}", p.display()));
                         None
                     }
                 }
@@ -627,7 +685,7 @@ impl Validator<'_> {
                     None => (p.clone(), None),
                 };
                 if !is_ident(&table) || column.as_deref().is_some_and(|c| !is_ident(c)) {
-                    self.problem_at("id", id, format!("migration {id}: preserve entry `{p}` must be `table` or `table.column`"));
+                    self.problem_at("migration", "id", id, 0, format!("migration {id}: preserve entry `{p}` must be `table` or `table.column` (plain names: letters, digits, _)"));
                 }
                 preserve.push(Preserve { table, column });
             }
@@ -655,16 +713,19 @@ impl Validator<'_> {
         for m in &loaded {
             for a in &m.after {
                 if !declared.contains(a.as_str()) {
-                    self.problem_at("id", &m.id, format!("migration {}: `after` names `{a}`, which is not a migration of this release", m.id));
+                    self.problem_at("migration", "id", &m.id, 0, format!("migration {}: `after` names `{a}`, which is not a migration of this release; fix the id or remove it from `after`", m.id));
                 }
             }
         }
+        // Edges to ids that did not load (unknown, or a script missing) were
+        // reported already; they must not also look like a cycle.
+        let loaded_ids: BTreeSet<String> = loaded.iter().map(|m| m.id.clone()).collect();
         let mut remaining: Vec<Migration> = loaded;
         let mut done: BTreeSet<String> = BTreeSet::new();
         let mut ordered = Vec::with_capacity(remaining.len());
         while !remaining.is_empty() {
             let ready = remaining.iter().position(|m| {
-                m.after.iter().all(|a| done.contains(a) || !declared.contains(a.as_str()))
+                m.after.iter().all(|a| done.contains(a) || !loaded_ids.contains(a))
             });
             match ready {
                 Some(i) => {
@@ -673,9 +734,15 @@ impl Validator<'_> {
                     ordered.push(m);
                 }
                 None => {
-                    let ids: Vec<&str> = remaining.iter().map(|m| m.id.as_str()).collect();
-                    let first = ids[0].to_string();
-                    self.problem_at("id", &first, format!("dependency cycle among migrations {}: remove one `after` edge", ids.join(", ")));
+                    let cycle = find_cycle(&remaining);
+                    let first = cycle[0].clone();
+                    self.problem_at(
+                        "migration",
+                        "id",
+                        &first,
+                        0,
+                        format!("dependency cycle: {} -> {first} (each names the next in `after`); remove one of these `after` edges", cycle.join(" -> ")),
+                    );
                     ordered.append(&mut remaining);
                 }
             }
@@ -684,15 +751,18 @@ impl Validator<'_> {
     }
 
     fn flags(&mut self, list: &[FlagToml]) -> Vec<Flag> {
-        let mut names = BTreeSet::new();
+        let mut names: BTreeMap<String, usize> = BTreeMap::new();
         let mut out = Vec::new();
         for f in list {
-            if !names.insert(f.name.clone()) {
-                self.problem_at("name", &f.name, format!("flag {} is declared twice", f.name));
+            let count = names.entry(f.name.clone()).or_insert(0);
+            *count += 1;
+            if *count > 1 {
+                let nth = *count - 1;
+                self.problem_at("flag", "name", &f.name, nth, format!("flag {} is declared twice: remove or rename one", f.name));
             }
             let mut json = |v: &toml::Value, key: &str| {
                 toml_to_json(v).unwrap_or_else(|e| {
-                    self.problem_at("name", &f.name, format!("flag {}: `{key}`: {e}", f.name));
+                    self.problem_at("flag", "name", &f.name, 0, format!("flag {}: `{key}`: {e}", f.name));
                     serde_json::Value::Null
                 })
             };
@@ -701,7 +771,7 @@ impl Validator<'_> {
             let expires = f.expires.as_ref().map(|d| match d.date {
                 Some(date) if d.time.is_none() => format!("{:04}-{:02}-{:02}", date.year, date.month, date.day),
                 _ => {
-                    self.problem_at("name", &f.name, format!("flag {}: `expires` must be a date like 2027-01-31", f.name));
+                    self.problem_at("flag", "name", &f.name, 0, format!("flag {}: `expires` must be a date like 2027-01-31", f.name));
                     String::new()
                 }
             });
@@ -722,10 +792,10 @@ impl Validator<'_> {
         list.iter()
             .map(|c| {
                 if !targets.contains(&c.target) {
-                    self.problem_at("name", &c.name, format!("check `{}`: target `{}` is not declared", c.name, c.target));
+                    self.problem_at("check", "target", &c.target, 0, format!("check `{}`: target `{}` is not declared; add [[target]] name = \"{}\"", c.name, c.target, c.target));
                 }
                 let expect = Expect::parse(&c.expect).unwrap_or_else(|e| {
-                    self.problem_at("name", &c.name, format!("check `{}`: {e}", c.name));
+                    self.problem_at("check", "expect", &c.expect, 0, format!("check `{}`: {e}", c.name));
                     Expect::Unchanged
                 });
                 Check { name: c.name.clone(), target: c.target.clone(), sql: c.sql.clone(), expect, when: c.when.clone() }
@@ -735,32 +805,37 @@ impl Validator<'_> {
 
     fn rollout(&mut self, r: &RolloutToml) -> Rollout {
         if r.waves.is_empty() {
-            self.problem(None, "[rollout] has no waves: add at least one, e.g. { name = \"all\", percent = 100 }".into());
+            let at = locate_key(self.src, "waves");
+            self.problem(at, "[rollout] has no waves: add at least one, e.g. { name = \"all\", percent = 100 }".into());
         }
         if !(0.0..=1.0).contains(&r.max_failure_ratio) {
-            self.problem(None, format!("[rollout] max_failure_ratio = {} must be between 0 and 1", r.max_failure_ratio));
+            let at = locate_key(self.src, "max_failure_ratio");
+            self.problem(at, format!("[rollout] max_failure_ratio = {} must be between 0 and 1 (0.02 is 2 %)", r.max_failure_ratio));
         }
-        let mut names = BTreeSet::new();
+        let mut names: BTreeMap<String, usize> = BTreeMap::new();
         let waves = r
             .waves
             .iter()
             .map(|w| {
-                if !names.insert(w.name.clone()) {
-                    self.problem_at("name", &w.name, format!("wave {} is declared twice", w.name));
+                let count = names.entry(w.name.clone()).or_insert(0);
+                *count += 1;
+                let nth = *count - 1;
+                if nth > 0 {
+                    self.problem_at("rollout", "name", &w.name, nth, format!("wave {} is declared twice: wave names must be unique", w.name));
                 }
                 if w.selector.is_none() && w.percent.is_none() {
-                    self.problem_at("name", &w.name, format!("wave {}: give a `selector` or a `percent`", w.name));
+                    self.problem_at("rollout", "name", &w.name, nth, format!("wave {}: give a `selector` or a `percent`", w.name));
                 }
                 if let Some(p) = w.percent
                     && !(p > 0.0 && p <= 100.0)
                 {
-                    self.problem_at("name", &w.name, format!("wave {}: percent = {p} must be in (0, 100]", w.name));
+                    self.problem_at("rollout", "name", &w.name, nth, format!("wave {}: percent = {p} must be in (0, 100]", w.name));
                 }
                 Wave {
                     name: w.name.clone(),
                     selector: w.selector.clone(),
                     percent: w.percent,
-                    bake: w.bake.as_deref().map_or(Duration::ZERO, |b| self.duration("bake", b, &format!("wave {}", w.name))),
+                    bake: w.bake.as_deref().map_or(Duration::ZERO, |b| self.duration("rollout", "bake", b, &format!("wave {}", w.name))),
                     approval: w.approval,
                 }
             })
@@ -769,8 +844,32 @@ impl Validator<'_> {
             waves,
             max_failure_ratio: r.max_failure_ratio,
             min_sample: r.min_sample,
-            report_timeout: self.duration("report_timeout", &r.report_timeout, "[rollout] report_timeout"),
+            report_timeout: self.duration("rollout", "report_timeout", &r.report_timeout, "[rollout] report_timeout"),
             auto_rollback: r.auto_rollback,
+        }
+    }
+}
+
+/// One dependency cycle among `remaining` (where no migration is ready):
+/// the ids along it, starting from the earliest declared one on it.
+fn find_cycle(remaining: &[Migration]) -> Vec<String> {
+    let index: HashMap<&str, usize> = remaining.iter().enumerate().map(|(i, m)| (m.id.as_str(), i)).collect();
+    // Every migration left waits on another one left, so walking "waits on"
+    // edges from anywhere must come back to a node already visited.
+    let mut path: Vec<usize> = Vec::new();
+    let mut at = 0;
+    loop {
+        if let Some(pos) = path.iter().position(|&p| p == at) {
+            let mut cycle: Vec<usize> = path[pos..].to_vec();
+            let start = cycle.iter().enumerate().min_by_key(|(_, i)| **i).map_or(0, |(k, _)| k);
+            cycle.rotate_left(start);
+            return cycle.into_iter().map(|i| remaining[i].id.clone()).collect();
+        }
+        path.push(at);
+        let next = remaining[at].after.iter().find_map(|a| index.get(a.as_str()).copied());
+        match next {
+            Some(n) => at = n,
+            None => return vec![remaining[at].id.clone()],
         }
     }
 }

@@ -415,6 +415,8 @@ proptest! {
         let conn = memory(&tables);
         let before = digest(&conn);
         let t = ident(&tables[0].name);
+        // STRICT tables refuse a column without a type.
+        let def = if tables[0].shape == Shape::Strict && def == 5 { 0 } else { def };
         let column = [
             "added TEXT",
             "added INTEGER NOT NULL DEFAULT 0",
