@@ -789,8 +789,19 @@ impl Validator<'_> {
     }
 
     fn checks(&mut self, list: &[CheckToml], targets: &[String]) -> Vec<Check> {
+        let mut names: BTreeMap<String, usize> = BTreeMap::new();
         list.iter()
             .map(|c| {
+                // Results and `unchanged` baselines are keyed by name.
+                let count = names.entry(c.name.clone()).or_insert(0);
+                *count += 1;
+                if *count > 1 {
+                    let nth = *count - 1;
+                    self.problem_at("check", "name", &c.name, nth, format!("check `{}` is declared twice: check names must be unique", c.name));
+                }
+                if c.when.is_empty() {
+                    self.problem_at("check", "name", &c.name, 0, format!("check `{}`: `when = []` never runs it; write [\"after-apply\"], [\"after-rollback\"] or both, or leave `when` out for [\"after-apply\"]", c.name));
+                }
                 if !targets.contains(&c.target) {
                     self.problem_at("check", "target", &c.target, 0, format!("check `{}`: target `{}` is not declared; add [[target]] name = \"{}\"", c.name, c.target, c.target));
                 }

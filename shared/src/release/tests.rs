@@ -210,6 +210,11 @@ fn flags_checks_triggers_and_rollout_are_validated() {
         let p: Vec<String> = p.iter().map(|s| s[s.find("release.toml").unwrap()..].to_string()).collect();
         assert!(p.iter().any(|s| s.starts_with(expected)), "{extra}\nexpected {expected}\ngot {p:#?}");
     }
+    let check = "\n[[check]]\nname = \"c\"\ntarget = \"notes\"\nsql = \"SELECT 1\"\nexpect = \"= 1\"\n";
+    let (_d, r) = release(&format!("{check}when = []\n"), &[]);
+    assert!(only_problem(r).starts_with("release.toml:13:8: check `c`: `when = []` never runs it"));
+    let (_d, r) = release(&format!("{check}{check}"), &[]);
+    assert_eq!(only_problem(r), "release.toml:19:8: check `c` is declared twice: check names must be unique");
     let dup = "\n[[flag]]\nname = \"f\"\nvalue = 1\nprevious = 0\nowner = \"x\"\n";
     let (_d, r) = release(&format!("{dup}{dup}"), &[]);
     assert_eq!(only_problem(r), "release.toml:19:8: flag f is declared twice: remove or rename one");
