@@ -393,9 +393,15 @@ fn rehearse_bad_input_exits_2() {
 fn demo_runs_every_step_and_ends_with_a_proven_rollback() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("demo");
-    let r = ctl(&["demo", "--exit", "--dir", &s(&d)]);
-    assert_eq!(r.code, 0, "{r:?}");
-    let out = &r.stdout;
+    // Run from a directory without examples/: the example is embedded.
+    let o = std::process::Command::new(rewind_tests::bin("rewindctl"))
+        .args(["demo", "--exit", "--dir", &s(&d)])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    let out = &out;
     for needle in [
         "Rehearse 2026.11.0",
         "after-apply digests match the rehearsal's prediction",
