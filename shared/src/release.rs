@@ -501,6 +501,8 @@ impl Release {
             let mut message = e.message().trim().to_string();
             if message.starts_with("unknown field") {
                 message.push_str("; remove it or fix its spelling (docs/release-format.md lists every key)");
+            } else if ["invalid type", "missing field", "unknown variant", "invalid value"].iter().any(|k| message.starts_with(k)) {
+                message.push_str(" (docs/release-format.md gives every key's type and values)");
             }
             ReleaseError::Syntax { path: path.clone(), line, column, message }
         })?;
