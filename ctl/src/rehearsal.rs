@@ -118,10 +118,17 @@ impl Rehearsal {
 /// opened by SQLite and never written.
 fn copy_sample(src: &Path, dest: &Path) -> Result<()> {
     target::check_is_sqlite(src)?;
-    let copy = |from: &Path, to: &Path| {
-        std::fs::copy(from, to).map_err(|e| {
+    let copy = |from: &Path, to: &Path| -> Result<()> {
+        let bad = |e: std::io::Error| {
             Error::BadInput(format!("cannot copy sample {} to {}: {e}; check the --db path and free space", from.display(), to.display()))
-        })
+        };
+        std::fs::copy(from, to).map_err(bad)?;
+        // The copy keeps the source's mode; a read-only sample (e.g. a
+        // snapshot file) still needs a writable copy.
+        let mut perms = std::fs::metadata(to).map_err(bad)?.permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(to, perms).map_err(bad)
     };
     copy(src, dest)?;
     for suffix in ["-wal", "-journal"] {

@@ -361,6 +361,19 @@ fn rehearse_copies_committed_data_still_in_the_wal() {
 }
 
 #[test]
+fn rehearse_accepts_read_only_samples_such_as_snapshot_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let sm = samples();
+    for f in [&sm.notes, &sm.settings] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o444)).unwrap();
+    }
+    let r = sm.rehearse(&release("2026.11.0"), &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let mode = std::fs::metadata(&sm.notes).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o444, "the sample's mode was changed");
+}
+
+#[test]
 fn rehearse_bad_input_exits_2() {
     let sm = samples();
     let rel = s(&release("2026.11.0"));
