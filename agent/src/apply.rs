@@ -203,7 +203,10 @@ fn apply_plan(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>,
         let (snap, digest) = match snapshot::create(state, &path, &origin) {
             Ok(s) => s,
             Err(e) => {
-                let msg = format!("snapshot of {} failed, nothing changed: {e}", path.display());
+                let msg = match e.to_string() {
+                    m if m.contains("nothing changed") => m,
+                    m => format!("snapshot of {} failed, nothing changed: {m}", path.display()),
+                };
                 report.status = "failed".into();
                 report.error = Some(msg.clone());
                 report.message = msg.clone();

@@ -7,8 +7,10 @@
 //! denies ATTACH/DETACH, `load_extension`, transaction control, file-touching
 //! pragmas and any write to Rewind's own `_rewind_ledger`.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
+use rewind_shared::digest::{DatabaseDigest, database_digest, database_digest_reusing};
 
 use crate::error::{Context, Error, Result};
 
@@ -56,6 +59,13 @@ pub struct Target {
     pub path: PathBuf,
     pub conn: Connection,
     script_mode: Arc<AtomicBool>,
+    /// Tables (lowercased) that release scripts on this connection were
+    /// allowed to write, as the authorizer saw them (trigger bodies included).
+    written: Arc<Mutex<BTreeSet<String>>>,
+    /// A verified digest of an earlier state and the `data_version` read
+    /// before that state was read: lets [`Target::digest`] re-read only the
+    /// tables scripts wrote since (docs/digest.md "Incremental proofs").
+    baseline: RefCell<Option<(i64, DatabaseDigest)>>,
 }
 
 /// Checks that `path` exists and starts with the SQLite header.
@@ -118,6 +128,10 @@ pub fn classify(path: &Path, e: rusqlite::Error) -> Error {
              agent's user",
             path.display()
         )),
+        Some(ErrorCode::SystemIoFailure) => Error::BadInput(format!(
+            "database {}: I/O error ({e}); the disk may be full or failing",
+            path.display()
+        )),
         Some(ErrorCode::DiskFull) => Error::Failed(format!("database {}: disk full: {e}", path.display())),
         _ => Error::Sqlite { context: format!("database {}", path.display()), source: e },
     }
@@ -149,8 +163,16 @@ impl Target {
         }
         let script_mode = Arc::new(AtomicBool::new(false));
         let flag = script_mode.clone();
-        conn.authorizer(Some(move |ctx: AuthContext<'_>| authorize(&flag, &ctx)));
-        Ok(Target { name: name.to_string(), path: path.to_path_buf(), conn, script_mode })
+        let written = Arc::new(Mutex::new(BTreeSet::new()));
+        let record = written.clone();
+        conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+            let verdict = authorize(&flag, &ctx);
+            if verdict == Authorization::Allow && flag.load(Ordering::SeqCst) {
+                record_write(&record, &ctx);
+            }
+            verdict
+        }));
+        Ok(Target { name: name.to_string(), path: path.to_path_buf(), conn, script_mode, written, baseline: RefCell::new(None) })
     }
 
     /// Fails at once (after the busy timeout) when another connection holds
@@ -170,6 +192,60 @@ impl Target {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
         probe
+    }
+
+    /// Tables release scripts on this connection may have written.
+    #[must_use]
+    pub fn written(&self) -> BTreeSet<String> {
+        self.written.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    /// `PRAGMA data_version`: changes exactly when another connection
+    /// commits to the database (never for this connection's own commits).
+    ///
+    /// # Errors
+    /// When the database cannot be read.
+    pub fn data_version(&self) -> rusqlite::Result<i64> {
+        self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+    }
+
+    /// Records `digest` as this target's state when `version` (a
+    /// [`Target::data_version`] read before that state was read) was current.
+    pub fn set_baseline(&self, version: i64, digest: DatabaseDigest) {
+        *self.baseline.borrow_mut() = Some((version, digest));
+    }
+
+    /// A full digest, read in full, that becomes the baseline.
+    ///
+    /// # Errors
+    /// When the database cannot be read.
+    pub fn baseline_digest(&self) -> rusqlite::Result<DatabaseDigest> {
+        let before = self.data_version()?;
+        let d = database_digest(&self.conn)?;
+        if self.data_version()? == before {
+            self.set_baseline(before, d.clone());
+        }
+        Ok(d)
+    }
+
+    /// The full digest of the target now. With a baseline and no commit by
+    /// any other connection since it (checked before and after reading),
+    /// only the tables scripts wrote are read again; otherwise every table.
+    ///
+    /// # Errors
+    /// When the database cannot be read.
+    pub fn digest(&self) -> rusqlite::Result<DatabaseDigest> {
+        let baseline = self.baseline.borrow().clone();
+        if let Some((version, known)) = baseline
+            && self.conn.is_autocommit()
+            && self.data_version()? == version
+        {
+            let d = database_digest_reusing(&self.conn, &known, &self.written())?;
+            if self.data_version()? == version {
+                return Ok(d);
+            }
+        }
+        database_digest(&self.conn)
     }
 
     /// Runs `f` with the release-script authorizer rules in force.
@@ -368,6 +444,22 @@ pub fn json_value(v: ValueRef<'_>) -> serde_json::Value {
         ValueRef::Real(f) => serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, Into::into),
         ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
         ValueRef::Blob(b) => hex::encode(b).into(),
+    }
+}
+
+/// Notes a table a script statement may write (content or columns).
+fn record_write(written: &Mutex<BTreeSet<String>>, ctx: &AuthContext<'_>) {
+    let table = match ctx.action {
+        AuthAction::Insert { table_name }
+        | AuthAction::Update { table_name, .. }
+        | AuthAction::Delete { table_name }
+        | AuthAction::CreateTable { table_name }
+        | AuthAction::DropTable { table_name }
+        | AuthAction::AlterTable { table_name, .. } => table_name,
+        _ => return,
+    };
+    if let Ok(mut w) = written.lock() {
+        w.insert(table.to_ascii_lowercase());
     }
 }
 
