@@ -689,6 +689,11 @@ impl Validator<'_> {
                 if !is_ident(&table) || column.as_deref().is_some_and(|c| !is_ident(c)) {
                     self.problem_at("migration", "id", id, 0, format!("migration {id}: preserve entry `{p}` must be `table` or `table.column` (plain names: letters, digits, _)"));
                 }
+                // One side table per (migration, table): a second entry for
+                // the same table would replace the first copy.
+                if preserve.iter().any(|q: &Preserve| q.table.eq_ignore_ascii_case(&table)) {
+                    self.problem_at("migration", "id", id, 0, format!("migration {id}: preserve names table `{table}` twice; its side table holds one copy: preserve `{table}` (the whole table) or one `{table}.column`"));
+                }
                 preserve.push(Preserve { table, column });
             }
             if let Some(up) = up {

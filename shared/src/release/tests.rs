@@ -185,6 +185,8 @@ fn bad_ids_targets_and_preserve_entries_point_at_their_line() {
     assert!(only_problem(r).contains("preserve entry `orders.status.x` must be `table` or `table.column`"));
     let (_d, r) = release(&format!("{}reversible = false\nrollback = \"restore\"\n", mig("a", &[])), &["a"]);
     assert!(r.is_ok());
+    let (_d, r) = release(&format!("{}preserve = [\"orders.status\", \"Orders.note\"]\n", mig("a", &[])), &["a"]);
+    assert!(only_problem(r).contains("migration a: preserve names table `Orders` twice"));
     let (_d, r) = release("\n[[target]]\nname = \"notes\"\n", &[]);
     assert_eq!(only_problem(r), "release.toml:13:8: target notes is declared twice: remove one [[target]]");
 }
