@@ -56,14 +56,14 @@ impl Walk {
     fn heading(&mut self, title: &str) {
         self.n += 1;
         if !self.json {
-            println!("\n== {}. {title}", self.n);
+            crate::outln!("\n== {}. {title}", self.n);
         }
     }
 
     fn say(&self, text: &str) {
         if !self.json {
             for l in text.lines() {
-                println!("   {l}");
+                crate::outln!("   {l}");
             }
         }
     }
@@ -158,7 +158,7 @@ pub fn run(args: &DemoArgs) -> Result<u8> {
     let dir = prepare_dir(args.dir.as_deref())?;
     let mut w = Walk { json: args.json, steps: Vec::new(), ok: true, n: 0 };
     if !w.json {
-        println!("Rewind demo (local): the agent engine on the notes-app example, in {}", dir.display());
+        crate::outln!("Rewind demo (local): the agent engine on the notes-app example, in {}", dir.display());
     }
     std::fs::write(dir.join(MARKER), "made by rewindctl demo; a rerun resets this directory\n")
         .map_err(|e| Error::BadInput(format!("--dir {}: {e}", dir.display())))?;
@@ -296,11 +296,11 @@ pub fn run(args: &DemoArgs) -> Result<u8> {
     if w.json {
         output::print_json(&json!({"ok": w.ok, "dir": dir, "steps": w.steps}));
     } else if w.ok {
-        println!("\ndemo ok: every step behaved as expected. Files are in {}; explore with", dir.display());
-        println!("  rewind-agent --state {} status", state_dir.display());
-        println!("(local demo: no coordinator yet, so it ends here{})", if args.exit { "" } else { "; --exit is implied" });
+        crate::outln!("\ndemo ok: every step behaved as expected. Files are in {}; explore with", dir.display());
+        crate::outln!("  rewind-agent --state {} status", state_dir.display());
+        crate::outln!("(local demo: no coordinator yet, so it ends here{})", if args.exit { "" } else { "; --exit is implied" });
     } else {
-        println!("\ndemo FAILED: a step above did not behave as expected (files kept in {})", dir.display());
+        crate::outln!("\ndemo FAILED: a step above did not behave as expected (files kept in {})", dir.display());
     }
     Ok(if w.ok { 0 } else { 1 })
 }

@@ -71,7 +71,7 @@ pub fn lint(args: &LintArgs) -> Result<u8> {
     if args.json {
         output::print_json(&lint::to_json(&l));
     } else if l.ok() {
-        print!("{}", lint::to_text(&l));
+        output::print(&lint::to_text(&l));
     } else {
         eprint!("{}", lint::to_text(&l));
     }
@@ -98,7 +98,7 @@ pub fn rehearse(args: &RehearseArgs) -> Result<u8> {
     if args.json {
         output::print_json(&r);
     } else {
-        print!("{}", rehearsal::to_text(&r));
+        output::print(&rehearsal::to_text(&r));
     }
     Ok(r.exit_code())
 }
