@@ -200,6 +200,10 @@ fn apply_plan(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>,
             target: Some(name.clone()),
             pinned: true,
         };
+        // Read before the snapshot: unchanged at the end means no other
+        // connection wrote, so the snapshot's table digests still hold for
+        // tables no script wrote (docs/digest.md "Incremental proofs").
+        let version = run.target(name).data_version().ok();
         let (snap, digest) = match snapshot::create(state, &path, &origin) {
             Ok(s) => s,
             Err(e) => {
@@ -214,6 +218,9 @@ fn apply_plan(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>,
                 return Err(Error::BadInput(msg));
             }
         };
+        if let Some(v) = version {
+            run.target(name).set_baseline(v, digest.clone());
+        }
         run.done(n, &json!({"snapshot": snap.id, "digest": snap.digest, "schema": snap.schema}))?;
         report.steps.push(StepTime { step: format!("snapshot {name}"), millis: started.elapsed().as_millis(), reversible: None });
         report.targets.push(TargetReport {
@@ -260,7 +267,7 @@ fn apply_plan(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>,
 
     for t in &mut report.targets {
         let target = &run.targets[&t.name];
-        let d = database_digest(&target.conn).map_err(|e| classify(&target.path, e))?;
+        let d = target.digest().map_err(|e| classify(&target.path, e))?;
         t.after = Some(d.digest.to_string());
         t.schema_after = Some(d.schema.to_string());
     }

@@ -210,7 +210,7 @@ fn finish_rollback_steps(run: &mut Run<'_>) -> Result<Report> {
             None => None,
         };
         let mut tr = TargetReport { name: name.clone(), db: run.plan.targets[name].clone(), ..TargetReport::default() };
-        tr.before = Some(database_digest(&t.conn).map_err(|e| classify(&t.path, e))?.digest.to_string());
+        tr.before = Some(t.baseline_digest().map_err(|e| classify(&t.path, e))?.digest.to_string());
         let n = run.begin("undo", Some(name), &json!({"apply_plan": apply_plan}))?;
         undo_target(run, name, entries, snap.as_ref(), apply_plan.as_deref(), &mut tr, &mut report)?;
         run.done(n, &json!({"apply_plan": apply_plan}))?;
@@ -442,7 +442,7 @@ fn undo_migration(run: &mut Run<'_>, e: &Entry, m: &Migration) -> std::result::R
 /// the data is "identical" or "changed since apply".
 fn prove(run: &Run<'_>, name: &str, snap: Option<&(String, String, String)>, tr: &mut TargetReport) -> Result<()> {
     let t = run.target(name);
-    let d = database_digest(&t.conn).map_err(|e| classify(&t.path, e))?;
+    let d = t.digest().map_err(|e| classify(&t.path, e))?;
     tr.after = Some(d.digest.to_string());
     tr.schema_after = Some(d.schema.to_string());
     let Some((snap_id, digest, schema)) = snap else {

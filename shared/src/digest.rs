@@ -366,6 +366,62 @@ pub fn database_digest(conn: &Connection) -> rusqlite::Result<DatabaseDigest> {
     result
 }
 
+/// The full digest of the database on `conn`, given the digest `known` of
+/// an earlier state of it and the tables (lowercased names) that may have
+/// been written since: those, every table that refers to one of them by a
+/// foreign key (cascades, transitively) and every table `known` lacks are
+/// read again; the others keep their digests from `known`. The schema
+/// digest is always recomputed. The result equals [`database_digest`] as
+/// long as nothing else wrote to the database since `known`; the caller
+/// must make sure of that (the agent checks `PRAGMA data_version`).
+///
+/// # Errors
+/// Fails when the database cannot be read.
+pub fn database_digest_reusing(
+    conn: &Connection,
+    known: &DatabaseDigest,
+    written: &std::collections::BTreeSet<String>,
+) -> rusqlite::Result<DatabaseDigest> {
+    let own_txn = conn.is_autocommit();
+    if own_txn {
+        conn.execute_batch("BEGIN DEFERRED")?;
+    }
+    let result = (|| {
+        let schema = schema_digest(conn)?;
+        let names = content_tables(conn)?;
+        let mut dirty: std::collections::BTreeSet<String> = written.iter().map(|t| t.to_ascii_lowercase()).collect();
+        // Foreign-key actions (ON DELETE CASCADE, SET NULL, ...) write the
+        // referring tables without naming them in the script.
+        let mut parents = conn.prepare("SELECT DISTINCT lower(\"table\") FROM pragma_foreign_key_list(?1)")?;
+        let refers_to: Vec<(String, Vec<String>)> = names
+            .iter()
+            .map(|t| Ok((t.clone(), parents.query_map([t], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?)))
+            .collect::<rusqlite::Result<_>>()?;
+        loop {
+            let before = dirty.len();
+            for (t, ps) in &refers_to {
+                if ps.iter().any(|p| dirty.contains(p)) {
+                    dirty.insert(t.clone());
+                }
+            }
+            if dirty.len() == before {
+                break;
+            }
+        }
+        let (reused, to_read): (Vec<&String>, Vec<&String>) =
+            names.iter().partition(|t| !dirty.contains(*t) && known.table(t).is_some());
+        let to_read: Vec<String> = to_read.into_iter().cloned().collect();
+        let helpers = if own_txn { helper_connections(conn, to_read.len()) } else { Vec::new() };
+        let mut tables = table_digests(conn, &to_read, helpers)?;
+        tables.extend(reused.into_iter().filter_map(|t| known.table(t).cloned()));
+        Ok(DatabaseDigest::combine(schema, tables))
+    })();
+    if own_txn {
+        let _ = conn.execute_batch("COMMIT");
+    }
+    result
+}
+
 /// Databases smaller than this are digested on one connection: a second
 /// one costs more to open than it saves.
 const PARALLEL_FROM_BYTES: i64 = 8 * 1024 * 1024;
@@ -544,6 +600,25 @@ mod tests {
         let one = database_digest(&c).unwrap();
         c.execute_batch("COMMIT").unwrap();
         assert_eq!(database_digest(&c).unwrap(), one);
+    }
+
+    #[test]
+    fn reusing_digest_equals_full_digest() {
+        let c = db("CREATE TABLE p(id INTEGER PRIMARY KEY, v); CREATE TABLE k(id INTEGER PRIMARY KEY, p REFERENCES p(id) ON DELETE CASCADE);
+                    CREATE TABLE u(a); CREATE TABLE s(a); INSERT INTO p VALUES (1,'a'),(2,'b'); INSERT INTO k VALUES (1,1),(2,2);
+                    INSERT INTO u VALUES (5); INSERT INTO s VALUES (6);");
+        c.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+        let known = database_digest(&c).unwrap();
+        // A cascade writes `k` although only `p` is named.
+        c.execute_batch("DELETE FROM p WHERE id = 1; ALTER TABLE u ADD COLUMN b DEFAULT 0; CREATE TABLE n(x); INSERT INTO n VALUES (1);").unwrap();
+        let written: std::collections::BTreeSet<String> = ["p".to_string(), "u".to_string()].into();
+        assert_eq!(database_digest_reusing(&c, &known, &written).unwrap(), database_digest(&c).unwrap());
+        // A table written but not said to be is reused as `known` has it.
+        c.execute_batch("DELETE FROM s").unwrap();
+        assert_ne!(database_digest_reusing(&c, &known, &written).unwrap(), database_digest(&c).unwrap());
+        let none = std::collections::BTreeSet::new();
+        let fresh = database_digest(&c).unwrap();
+        assert_eq!(database_digest_reusing(&c, &fresh, &none).unwrap(), fresh);
     }
 
     #[test]
