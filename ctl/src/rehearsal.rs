@@ -171,6 +171,9 @@ pub fn failing_step(error: &str) -> (String, Option<String>) {
         let script = tail.split_whitespace().next().filter(|w| w.ends_with(".sql")).map(String::from);
         return (format!("migration {id}"), script);
     }
+    if error.contains("after-rollback checks failed") {
+        return ("checks after-rollback".into(), None);
+    }
     if error.starts_with("check ") {
         return ("checks after-apply".into(), None);
     }
@@ -497,6 +500,7 @@ mod tests {
         );
         assert_eq!(failing_step("check `orders survive` on notes: got 3, expected unchanged").0, "checks after-apply");
         assert_eq!(failing_step("migration 0003_y: after down.sql the schema digest is b3:..").1, None);
+        assert_eq!(failing_step("notes 2026.11.0: after-rollback checks failed: check `x` on notes: got 1").0, "checks after-rollback");
         assert_eq!(failing_step("something else").0, "apply");
     }
 

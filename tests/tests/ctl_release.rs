@@ -332,6 +332,43 @@ fn rehearse_fails_a_down_sql_that_does_not_restore_the_data() {
 }
 
 #[test]
+fn rehearse_fails_a_down_sql_that_leaves_the_schema_changed() {
+    let sm = samples();
+    let dir = tempfile::tempdir().unwrap();
+    let rel = copy_release("2026.11.0", dir.path());
+    // Forgets to drop the column: the schema proof refuses the rollback.
+    std::fs::write(rel.join("migrations/0001_add_currency/down.sql"), "DROP INDEX orders_by_currency;\n").unwrap();
+    let r = sm.rehearse(&rel, &[]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("FAILED in round 1 (rollback) at rollback 0001_add_currency down.sql"), "{r:?}");
+    assert!(r.stdout.contains("down.sql does not undo up.sql"), "{r:?}");
+}
+
+#[test]
+fn rehearse_fails_a_release_whose_check_fails_after_apply() {
+    let sm = samples();
+    let dir = tempfile::tempdir().unwrap();
+    let rel = copy_release("2026.11.0", dir.path());
+    let check = "[[check]]\nname = \"prices in dollars\"\ntarget = \"notes\"\n\
+                 sql = \"SELECT count(*) FROM orders WHERE currency = 'USD'\"\nexpect = \">= 1\"\nwhen = [\"after-apply\"]\n\n[[trigger]]";
+    edit(&rel.join("release.toml"), "[[trigger]]", check);
+    let r = sm.rehearse(&rel, &["--json"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let j = r.json();
+    assert_eq!(j["failure"]["step"], "checks after-apply", "{j}");
+    assert!(j["failure"]["error"].as_str().unwrap().contains("prices in dollars"), "{j}");
+    assert_eq!(j["failure"]["reverted"]["notes"], "identical", "{j}");
+    assert_eq!(j["failure"]["reverted"]["settings"], "identical", "{j}");
+
+    // A check that also fails after the revert: named as such.
+    let rel = copy_release("2026.11.0", &dir.path().join("b"));
+    edit(&rel.join("release.toml"), "expect = \">= 1\"", "expect = \">= 1000\"");
+    let r = sm.rehearse(&rel, &["--json"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(r.json()["failure"]["step"], "checks after-rollback", "{r:?}");
+}
+
+#[test]
 fn rehearse_says_no_for_a_step_undone_by_snapshot_restore() {
     let sm = samples();
     let dir = tempfile::tempdir().unwrap();
