@@ -77,8 +77,8 @@ impl Table {
         let mut r = match self.shape {
             Shape::RowidAlias | Shape::Strict | Shape::WithoutRowid => vec![Value::Integer(n * 7 - 20)],
             Shape::NotNullKey => vec![Value::Text(format!("k{n}"))],
-            Shape::NullableKey => vec![if i % 3 == 0 { Value::Null } else { Value::Text(format!("k{n}")) }],
-            Shape::IntegerKeyDesc => vec![if i % 3 == 0 { Value::Null } else { Value::Integer(n) }],
+            Shape::NullableKey => vec![if i.is_multiple_of(3) { Value::Null } else { Value::Text(format!("k{n}")) }],
+            Shape::IntegerKeyDesc => vec![if i.is_multiple_of(3) { Value::Null } else { Value::Integer(n) }],
             Shape::Composite => vec![Value::Integer(n % 3), Value::Text(format!("{}", n / 3))],
             Shape::NoKey => vec![],
         };

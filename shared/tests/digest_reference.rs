@@ -195,7 +195,7 @@ fn table_sql() -> impl Strategy<Value = Vec<String>> {
         .prop_map(|(ni, key, types, strict, rows, add_column, extras)| {
             let t = NAMES[ni];
             let q = ident(t);
-            let cols: Vec<String> = (0..types.len()).map(|i| format!("{}", ident(&format!("C{i} {}", NAMES[(ni + i) % NAMES.len()])))).collect();
+            let cols: Vec<String> = (0..types.len()).map(|i| ident(&format!("C{i} {}", NAMES[(ni + i) % NAMES.len()]))).collect();
             // STRICT needs known types: map the affinity names onto STRICT's.
             let ty = |i: usize| -> &str {
                 if strict {

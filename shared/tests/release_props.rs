@@ -290,7 +290,7 @@ impl Layout {
                 _ => {}
             }
             out.push_str(&l);
-            if self.next() % 4 == 0 {
+            if self.next().is_multiple_of(4) {
                 out.push_str("   # trailing comment");
             }
             out.push('\n');
@@ -317,7 +317,7 @@ fn render(s: &Spec) -> String {
     for m in &s.migrations {
         let target = m.target_override.clone().unwrap_or_else(|| s.targets[m.target].clone());
         let mut lines = vec![format!("id = {}", quote(&m.id)), format!("target = {}", quote(&target))];
-        if !m.after.is_empty() || !m.after_extra.is_empty() || l.next() % 2 == 0 {
+        if !m.after.is_empty() || !m.after_extra.is_empty() || l.next().is_multiple_of(2) {
             let after: Vec<String> =
                 m.after.iter().map(|&j| quote(&s.migrations[j].id)).chain(m.after_extra.iter().map(|a| quote(a))).collect();
             lines.push(format!("after = [{}]", after.join(", ")));
