@@ -7,6 +7,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+
+/// `println!` that ignores a closed stdout (`rewind-agent snapshot list |
+/// head`): the command's work is done, only its reader went away, and that
+/// is no reason to panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 use rewind_agent::error::{Error, Result};
 use rewind_agent::plan::Report;
 use rewind_agent::snapshot::{self, Origin};
@@ -203,7 +213,7 @@ fn main() -> ExitCode {
 }
 
 fn print_json(v: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(v).expect("output serializes"));
+    out!("{}", serde_json::to_string_pretty(v).expect("output serializes"));
 }
 
 /// Opens the state directory and finishes interrupted plans first.
@@ -221,7 +231,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Checksum { db, json } => checksum(&db, json),
         Command::Debug(DebugCmd::CrashPoints) => {
             for (p, what) in crash::POINTS {
-                println!("{p}  {what}");
+                out!("{p}  {what}");
             }
             if !cfg!(feature = "fault-injection") {
                 eprintln!("note: this build ignores REWIND_CRASH_AT; build with --features fault-injection");
@@ -262,11 +272,11 @@ fn run(cli: Cli) -> Result<u8> {
             if json {
                 print_json(&all);
             } else if all.is_empty() {
-                println!("no flags set");
+                out!("no flags set");
             } else {
                 for (product, values) in all {
                     for (k, v) in values {
-                        println!("{product}  {k} = {v}");
+                        out!("{product}  {k} = {v}");
                     }
                 }
             }
@@ -278,7 +288,7 @@ fn run(cli: Cli) -> Result<u8> {
             if json {
                 print_json(&json!({"ok": true, "entries": n, "head": head, "key": hex::encode(st.key().verifying_key().as_bytes())}));
             } else {
-                println!("audit chain ok: {n} entries, head {head}");
+                out!("audit chain ok: {n} entries, head {head}");
             }
             Ok(0)
         }
@@ -301,10 +311,10 @@ fn checksum(db: &Path, json: bool) -> Result<u8> {
     if json {
         print_json(&d);
     } else {
-        println!("{}  {}", d.digest, db.display());
-        println!("schema {}", d.schema);
+        out!("{}  {}", d.digest, db.display());
+        out!("schema {}", d.schema);
         for t in &d.tables {
-            println!("table {} rows={} {}", t.name, t.rows, t.digest);
+            out!("table {} rows={} {}", t.name, t.rows, t.digest);
         }
     }
     Ok(0)
@@ -316,9 +326,9 @@ fn print_report(r: &Report, json: bool) -> u8 {
         print_json(r);
         return code;
     }
-    println!("{}", r.message);
+    out!("{}", r.message);
     for t in &r.targets {
-        println!(
+        out!(
             "  {} ({}): {} -> {}{}{}",
             t.name,
             t.db.display(),
@@ -328,14 +338,14 @@ fn print_report(r: &Report, json: bool) -> u8 {
             t.proof.as_deref().map(|p| format!(" data {p}")).unwrap_or_default(),
         );
         if t.lost_writes == Some(true) {
-            println!("    restored from snapshot: writes made after the apply were lost");
+            out!("    restored from snapshot: writes made after the apply were lost");
         }
     }
     for s in &r.steps {
-        println!("  {:<40} {:>7} ms{}", s.step, s.millis, s.reversible.map(|r| format!("  reversible: {}", if r { "yes" } else { "no" })).unwrap_or_default());
+        out!("  {:<40} {:>7} ms{}", s.step, s.millis, s.reversible.map(|r| format!("  reversible: {}", if r { "yes" } else { "no" })).unwrap_or_default());
     }
     for c in &r.checks {
-        println!("  check {:<30} {} (expect {}) {}", c.name, c.value, c.expect, if c.ok { "ok" } else { "FAILED" });
+        out!("  check {:<30} {} (expect {}) {}", c.name, c.value, c.expect, if c.ok { "ok" } else { "FAILED" });
     }
     code
 }
@@ -373,19 +383,19 @@ fn status(st: &State, recovered: &[Report], json: bool) -> Result<u8> {
             "snapshots": snaps.len(), "pinned_snapshots": snaps.iter().filter(|s| s.pinned).count(), "recent_plans": last,
         }));
     } else {
-        println!("state {}", st.root.display());
+        out!("state {}", st.root.display());
         if installed.is_empty() {
-            println!("no release installed");
+            out!("no release installed");
         }
         for i in &installed {
-            println!("installed {} {} (sequence {}, plan {})", i["product"].as_str().unwrap_or(""), i["release"].as_str().unwrap_or(""), i["sequence"], i["plan"].as_str().unwrap_or(""));
+            out!("installed {} {} (sequence {}, plan {})", i["product"].as_str().unwrap_or(""), i["release"].as_str().unwrap_or(""), i["sequence"], i["plan"].as_str().unwrap_or(""));
         }
         for s in &stuck {
-            println!("NEEDS A HUMAN: plan {} ({} {}): {}", s["plan"].as_str().unwrap_or(""), s["kind"].as_str().unwrap_or(""), s["release"].as_str().unwrap_or(""), s["message"].as_str().unwrap_or(""));
+            out!("NEEDS A HUMAN: plan {} ({} {}): {}", s["plan"].as_str().unwrap_or(""), s["kind"].as_str().unwrap_or(""), s["release"].as_str().unwrap_or(""), s["message"].as_str().unwrap_or(""));
         }
-        println!("{} snapshot(s), {} pinned", snaps.len(), snaps.iter().filter(|s| s.pinned).count());
+        out!("{} snapshot(s), {} pinned", snaps.len(), snaps.iter().filter(|s| s.pinned).count());
         for p in &last {
-            println!("plan {} {} {} {} -> {}", p["id"].as_str().unwrap_or(""), p["kind"].as_str().unwrap_or(""), p["product"].as_str().unwrap_or(""), p["release"].as_str().unwrap_or(""), p["state"].as_str().unwrap_or(""));
+            out!("plan {} {} {} {} -> {}", p["id"].as_str().unwrap_or(""), p["kind"].as_str().unwrap_or(""), p["product"].as_str().unwrap_or(""), p["release"].as_str().unwrap_or(""), p["state"].as_str().unwrap_or(""));
         }
     }
     Ok(if stuck.is_empty() { 0 } else { 3 })
@@ -398,7 +408,7 @@ fn snapshot_cmd(st: &State, cmd: SnapshotCmd) -> Result<u8> {
             if json {
                 print_json(&snap);
             } else {
-                println!("snapshot {} of {}: {} ({} bytes)", snap.id, snap.source.display(), snap.digest, snap.size);
+                out!("snapshot {} of {}: {} ({} bytes)", snap.id, snap.source.display(), snap.digest, snap.size);
             }
             Ok(0)
         }
@@ -408,7 +418,7 @@ fn snapshot_cmd(st: &State, cmd: SnapshotCmd) -> Result<u8> {
                 print_json(&all);
             } else {
                 for s in all {
-                    println!(
+                    out!(
                         "{}  {}  {}  {} bytes  {}{}{}",
                         s.id,
                         s.created,
@@ -438,9 +448,9 @@ fn snapshot_cmd(st: &State, cmd: SnapshotCmd) -> Result<u8> {
             } else {
                 for r in &reports {
                     match (&r.problem, r.restore_ms) {
-                        (Some(p), _) => println!("{}  BAD: {p}", r.id),
-                        (None, Some(ms)) => println!("{}  ok, restore window {ms} ms", r.id),
-                        (None, None) => println!("{}  ok", r.id),
+                        (Some(p), _) => out!("{}  BAD: {p}", r.id),
+                        (None, Some(ms)) => out!("{}  ok, restore window {ms} ms", r.id),
+                        (None, None) => out!("{}  ok", r.id),
                     }
                 }
             }
@@ -452,7 +462,7 @@ fn snapshot_cmd(st: &State, cmd: SnapshotCmd) -> Result<u8> {
             if json {
                 print_json(&r);
             } else {
-                println!("restored {} into {} in {} ms; digest {} proven", r.snapshot, r.db.display(), r.millis, r.digest);
+                out!("restored {} into {} in {} ms; digest {} proven", r.snapshot, r.db.display(), r.millis, r.digest);
             }
             Ok(0)
         }
@@ -461,7 +471,7 @@ fn snapshot_cmd(st: &State, cmd: SnapshotCmd) -> Result<u8> {
             if json {
                 print_json(&json!({"removed": removed}));
             } else {
-                println!("removed {} snapshot(s)", removed.len());
+                out!("removed {} snapshot(s)", removed.len());
             }
             Ok(0)
         }
