@@ -102,9 +102,14 @@ fn rollback_proves_identical_and_changed_since_apply() {
         .unwrap()
         .execute_batch("INSERT INTO notes(id, title, body, created_at) VALUES (1000, 'written after apply', '', '2026-11-25')")
         .unwrap();
+    let before_rollback = e.digests();
     let r = e.rollback(&rel);
     assert_eq!(r.code, 0, "{r:?}");
     let j = r.json();
+    // The digests reported are those of the files, app write included.
+    assert_eq!(target(&j, "notes")["before"], before_rollback.0.as_str(), "{j}");
+    assert_eq!(target(&j, "notes")["after"], digest(&e.notes).as_str(), "{j}");
+    assert_ne!(target(&j, "notes")["after"], start.0.as_str());
     assert_eq!(target(&j, "notes")["proof"], "changed since apply", "{j}");
     assert_eq!(target(&j, "settings")["proof"], "identical", "{j}");
     let c = Connection::open(&e.notes).unwrap();

@@ -185,3 +185,50 @@ fn two_agents_on_one_state_directory_take_turns() {
     e.assert_integrity();
     e.assert_consistent();
 }
+
+/// The app writes to a table the release does not touch after the agent
+/// snapshotted the database and before it migrates it: the `after` digest
+/// the apply reports is that of the file, app write included (never the
+/// snapshot's digest of that table reused).
+#[test]
+fn apply_reports_the_digest_of_the_file_when_the_app_wrote_after_the_snapshot() {
+    let rel = release("2026.11.0");
+    let mut proven = 0;
+    for _attempt in 0..5 {
+        let e = Endpoint::new();
+        Connection::open(&e.notes).unwrap().execute_batch("CREATE TABLE app_log(id INTEGER PRIMARY KEY, msg TEXT)").unwrap();
+        let snapshots = e.state.join("snapshots");
+        let notes = e.notes.clone();
+        // The app waits for the agent's first snapshot (notes), then writes
+        // once; it notes whether a migration had already started.
+        let app = std::thread::spawn(move || {
+            let c = Connection::open(&notes).unwrap();
+            c.busy_timeout(Duration::from_secs(10)).unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while std::fs::read_dir(&snapshots).map_or(0, |d| d.flatten().filter(|f| f.path().extension().is_some_and(|x| x == "json")).count()) == 0 {
+                assert!(std::time::Instant::now() < deadline, "no snapshot appeared");
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            c.execute_batch("BEGIN IMMEDIATE; INSERT INTO app_log(msg) VALUES ('written between snapshot and migration');").unwrap();
+            let migrated: bool = c
+                .query_row("SELECT count(*) FROM sqlite_schema WHERE name = '_rewind_ledger'", [], |r| r.get::<_, i64>(0))
+                .unwrap()
+                > 0;
+            c.execute_batch("COMMIT").unwrap();
+            migrated
+        });
+        let r = e.apply(&rel);
+        let raced = app.join().unwrap();
+        assert_eq!(r.code, 0, "{r:?}");
+        if raced {
+            continue; // the agent migrated first: ordering not what this test needs
+        }
+        let j = r.json();
+        let t = j["targets"].as_array().unwrap().iter().find(|t| t["name"] == "notes").unwrap();
+        assert_eq!(t["after"], rewind_tests::digest(&e.notes).as_str(), "the reported digest must be the file's: {t}");
+        let n: i64 = Connection::open(&e.notes).unwrap().query_row("SELECT count(*) FROM app_log", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
+        proven += 1;
+    }
+    assert!(proven >= 1, "the app never managed to write between snapshot and migration");
+}
