@@ -261,3 +261,51 @@ fn an_unprovable_rollback_needs_a_human_and_the_printed_command_settles_it() {
     assert!(s.json()["needs_human"].as_array().unwrap().is_empty());
     e.assert_consistent();
 }
+
+/// Scripts whose writes reach tables they do not name — an app trigger
+/// writing an audit table, a table renamed — still get digests equal to
+/// the files' after apply and after rollback, and an exact rollback proof.
+#[test]
+fn digests_cover_trigger_side_effects_and_renamed_tables() {
+    let e = Endpoint::new();
+    Connection::open(&e.notes)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE note_audit(id INTEGER PRIMARY KEY, note_id INTEGER, what TEXT);
+             CREATE TRIGGER notes_audit AFTER UPDATE ON notes BEGIN
+                 INSERT INTO note_audit(note_id, what) VALUES (new.id, 'update');
+             END;",
+        )
+        .unwrap();
+    let start = digest(&e.notes);
+    let rel = e.dir.path().join("side-effects");
+    for (id, up, down) in [
+        ("0001_touch_bodies", "UPDATE notes SET body = body || '!' WHERE id <= 5;", "UPDATE notes SET body = substr(body, 1, length(body) - 1) WHERE id <= 5;\nDELETE FROM note_audit;"),
+        ("0002_rename_orders", "ALTER TABLE orders RENAME TO purchases;", "ALTER TABLE purchases RENAME TO orders;"),
+    ] {
+        let m = rel.join("migrations").join(id);
+        std::fs::create_dir_all(&m).unwrap();
+        std::fs::write(m.join("up.sql"), format!("{up}\n")).unwrap();
+        std::fs::write(m.join("down.sql"), format!("{down}\n")).unwrap();
+    }
+    std::fs::write(
+        rel.join("release.toml"),
+        "name = \"notes\"\nversion = \"2026.12.0\"\nsequence = 10\napp_version = \"4.4.0\"\nowner = \"storage-team\"\non_call = \"pager:storage\"\n\n\
+         [[target]]\nname = \"notes\"\n\n\
+         [[migration]]\nid = \"0001_touch_bodies\"\ntarget = \"notes\"\n\n\
+         [[migration]]\nid = \"0002_rename_orders\"\ntarget = \"notes\"\nafter = [\"0001_touch_bodies\"]\n",
+    )
+    .unwrap();
+    let a = e.plan_dbs("apply", &rel, &e.notes_arg(), &["--json"], &[]);
+    assert_eq!(a.code, 0, "{a:?}");
+    let audit_rows: i64 = Connection::open(&e.notes).unwrap().query_row("SELECT count(*) FROM note_audit", [], |r| r.get(0)).unwrap();
+    assert_eq!(audit_rows, 5, "the app's trigger ran");
+    let aj = a.json();
+    assert_eq!(target(&aj, "notes")["after"], digest(&e.notes).as_str(), "apply's digest includes the trigger's writes and the rename: {aj}");
+    let r = e.plan_dbs("rollback", &rel, &e.notes_arg(), &["--json"], &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let rj = r.json();
+    assert_eq!(target(&rj, "notes")["after"], digest(&e.notes).as_str(), "{rj}");
+    assert_eq!(target(&rj, "notes")["proof"], "identical", "{rj}");
+    assert_eq!(digest(&e.notes), start);
+}
