@@ -49,16 +49,24 @@ pub fn open_targets(dbs: &BTreeMap<String, PathBuf>) -> Result<BTreeMap<String, 
 /// directory, where a relative path would name a different file (or none).
 ///
 /// # Errors
-/// [`Error::BadInput`] for a path that does not exist.
+/// [`Error::BadInput`] for a path that does not exist, or two targets that
+/// name one file.
 pub fn absolute_targets(dbs: &BTreeMap<String, PathBuf>) -> Result<BTreeMap<String, PathBuf>> {
-    dbs.iter()
-        .map(|(name, path)| {
-            let abs = std::fs::canonicalize(path).map_err(|e| {
-                Error::BadInput(format!("database {} (target {name}): cannot open: {e}; check the --db path", path.display()))
-            })?;
-            Ok((name.clone(), abs))
-        })
-        .collect()
+    let mut out: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for (name, path) in dbs {
+        let abs = std::fs::canonicalize(path).map_err(|e| {
+            Error::BadInput(format!("database {} (target {name}): cannot open: {e}; check the --db path", path.display()))
+        })?;
+        if let Some((other, _)) = out.iter().find(|(_, p)| **p == abs) {
+            return Err(Error::BadInput(format!(
+                "--db {name}={} and --db {other}=...: two targets map to the same file {}; each target is its own database",
+                path.display(),
+                abs.display()
+            )));
+        }
+        out.insert(name.clone(), abs);
+    }
+    Ok(out)
 }
 
 /// Refuses, before anything changes, scripts and checks that the SQL

@@ -96,6 +96,12 @@ fn db_mapping_for_an_unknown_target_and_a_missing_mapping() {
     assert_refused(&e, &r, &before, &["settings", "--db settings="]);
     let r = e.plan_dbs("apply", &rel, &["--db".into(), e.notes.display().to_string()], &[], &[]);
     assert_refused(&e, &r, &before, &["TARGET=FILE"]);
+    // Two targets on one file (through a symlink, even).
+    let link = e.dir.path().join("also-notes.db");
+    std::os::unix::fs::symlink(&e.notes, &link).unwrap();
+    let dbs = ["--db".to_string(), format!("notes={}", e.notes.display()), "--db".into(), format!("settings={}", link.display())];
+    let r = e.plan_dbs("apply", &rel, &dbs, &[], &[]);
+    assert_refused(&e, &r, &before, &["same file", "settings", "notes"]);
 }
 
 #[test]
