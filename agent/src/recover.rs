@@ -119,4 +119,31 @@ fn remove_orphan_snapshots(state: &State) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
+    finish_interrupted_prunes(state);
+}
+
+/// A prune deletes a snapshot's file, then its manifest, then its catalogue
+/// row; after a crash in between, the row names a file that is gone. An
+/// unpinned snapshot in that state was being pruned: finish it, so `list`
+/// never shows a snapshot that cannot be restored. A pinned one is kept
+/// listed (`snapshot verify` reports it): nothing of Rewind deletes those.
+fn finish_interrupted_prunes(state: &State) {
+    let Ok(mut stmt) = state.db.prepare("SELECT id, file FROM snapshots WHERE pinned = 0") else { return };
+    let Ok(rows) = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+    else {
+        return;
+    };
+    drop(stmt);
+    for (id, file) in rows {
+        let file = std::path::PathBuf::from(file);
+        if file.exists() {
+            continue;
+        }
+        let _ = std::fs::remove_file(file.with_extension("json"));
+        if state.db.execute("DELETE FROM snapshots WHERE id = ?1", [&id]).is_ok() {
+            let _ = state.audit("snapshot.prune", &json!({"id": id, "recovered": true}));
+        }
+    }
 }

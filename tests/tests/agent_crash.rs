@@ -366,3 +366,40 @@ fn crash_while_applying_over_an_installed_release() {
     }
     assert!(reached >= 8, "{reached}");
 }
+
+/// `snapshot prune` removes a snapshot's file, its manifest, then its
+/// catalogue row. The state a crash between those leaves (row, no file) is
+/// finished by the next command: no listed snapshot lacks its file — except
+/// a pinned one, which Rewind never deletes, and `verify` reports.
+#[test]
+fn an_interrupted_prune_is_finished_and_never_lists_a_missing_snapshot() {
+    let e = Endpoint::new();
+    let create = |label: &str| {
+        let r = e.agent(&["snapshot", "create", "--db", &e.notes.to_string_lossy(), "--label", label, "--json"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        r.json()
+    };
+    let keep = create("keep");
+    let pruned = create("being pruned");
+    // The crash: the file is gone, manifest and row are still there.
+    std::fs::remove_file(pruned["file"].as_str().unwrap()).unwrap();
+    let l = e.agent(&["snapshot", "list", "--json"]);
+    assert_eq!(l.code, 0, "{l:?}");
+    let ids: Vec<String> = l.json().as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids, vec![keep["id"].as_str().unwrap().to_string()], "the half-pruned snapshot must not be listed");
+    assert!(!std::path::Path::new(pruned["file"].as_str().unwrap()).with_extension("json").exists(), "its manifest goes too");
+    assert_eq!(e.agent(&["snapshot", "verify", "--all"]).code, 0);
+    assert_eq!(e.agent(&["audit", "verify"]).code, 0);
+
+    // A pinned snapshot whose file vanished stays listed and fails verify.
+    let rel = release("2026.11.0");
+    let a = e.apply(&rel);
+    assert_eq!(a.code, 0, "{a:?}");
+    let snap = a.json()["targets"][0]["snapshot"].as_str().unwrap().to_string();
+    let file = e.state.join("snapshots").join(format!("{snap}.db"));
+    std::fs::remove_file(&file).unwrap();
+    let l = e.agent(&["snapshot", "list", "--json"]);
+    assert!(l.json().as_array().unwrap().iter().any(|s| s["id"] == snap.as_str()), "a pinned snapshot stays listed");
+    let v = e.agent(&["snapshot", "verify", &snap]);
+    assert_eq!(v.code, 1, "{v:?}");
+}
