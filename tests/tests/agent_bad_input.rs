@@ -177,16 +177,15 @@ fn a_database_in_a_read_only_directory() {
     assert_eq!(e.rollback(&rel).code, 0);
     let before = snapshot_of(&e);
     // Root ignores directory modes: make it immutable; others get chmod 555.
-    let _guard;
-    if is_root() {
+    let _guard = if is_root() {
         let s = std::process::Command::new("chattr").arg("+i").arg(e.dir.path()).status();
         assert!(s.is_ok_and(|s| s.success()), "running as root, this case needs `chattr +i` on the database directory");
-        _guard = Some(Immutable(e.dir.path()));
+        Some(Immutable(e.dir.path()))
     } else {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(e.dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
-        _guard = None;
-    }
+        None
+    };
     let r = e.apply(&rel);
     assert_refused(&e, &r, &before, &["notes.db", "journal", "writable"]);
     if !is_root() {
