@@ -8,6 +8,7 @@ pub mod digest;
 pub mod duration;
 pub mod fleet;
 pub mod release;
+pub mod report;
 pub mod sqltext;
 pub mod trust;
 pub mod wire;
