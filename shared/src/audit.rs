@@ -1,7 +1,9 @@
 //! The audit chain: every transformation is an entry holding the BLAKE3 of
 //! the previous one and signed with its author's Ed25519 key, so an edited,
 //! removed or reordered entry breaks verification. The same format serves
-//! agents (their local chain) and, later, the coordinator.
+//! agents (their local chain) and the coordinator, whose log also carries
+//! [`Checkpoint`]s signed by its key; [`write_export`] / [`verify_export`]
+//! are the JSONL format auditors check with public keys only.
 //!
 //! Entry hash = BLAKE3("rewind-audit-1\0" ‖ seq u64 BE ‖ len‖time ‖
 //! len‖kind ‖ len‖params ‖ prev 32 bytes), lengths u32 BE; the signature is
@@ -116,6 +118,234 @@ pub fn verify_chain<'a>(
     Ok(prev)
 }
 
+/// Domain of a checkpoint's signed message.
+const CHECKPOINT_DOMAIN: &[u8] = b"rewind-checkpoint-1\0";
+
+/// A signed statement by the coordinator (DESIGN.md §10): "this chain had
+/// `seq` entries with head `head` at `time`". Published or handed to
+/// auditors, checkpoints make a rewrite of the chain before them
+/// detectable even by someone holding the chain's signing key.
+///
+/// Signature: Ed25519 over `"rewind-checkpoint-1\0" ‖ seq u64 BE ‖ head 32
+/// bytes ‖ len‖time` (u32 BE length), hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    pub seq: u64,
+    pub head: Digest,
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// [`crate::trust::key_id`] of the signing key.
+    pub keyid: String,
+    /// Ed25519 signature, hex.
+    pub signature: String,
+}
+
+fn checkpoint_message(seq: u64, head: &Digest, time: &str) -> Vec<u8> {
+    let mut m = CHECKPOINT_DOMAIN.to_vec();
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(head.as_bytes());
+    m.extend_from_slice(&u32::try_from(time.len()).expect("checkpoint time fits u32").to_be_bytes());
+    m.extend_from_slice(time.as_bytes());
+    m
+}
+
+impl Checkpoint {
+    /// Signs the chain position `(seq, head)` at `time`.
+    #[must_use]
+    pub fn sign(seq: u64, head: Digest, time: String, key: &SigningKey) -> Self {
+        let signature = hex::encode(key.sign(&checkpoint_message(seq, &head, &time)).to_bytes());
+        Checkpoint { seq, head, time, keyid: crate::trust::key_id(&key.verifying_key()), signature }
+    }
+
+    /// Signs the head of `entries` (which must not be empty).
+    #[must_use]
+    pub fn of(entries: &[AuditEntry], time: String, key: &SigningKey) -> Option<Self> {
+        entries.last().map(|e| Self::sign(e.seq, e.hash, time, key))
+    }
+
+    /// Whether the signature verifies with `key`.
+    #[must_use]
+    pub fn verifies(&self, key: &VerifyingKey) -> bool {
+        hex::decode(&self.signature)
+            .ok()
+            .and_then(|b| <[u8; 64]>::try_from(b).ok())
+            .is_some_and(|b| key.verify(&checkpoint_message(self.seq, &self.head, &self.time), &Signature::from_bytes(&b)).is_ok())
+    }
+}
+
+/// Why a chain does not agree with its checkpoints, or an export does not
+/// verify.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CheckpointError {
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error("checkpoint at seq {seq}: signature does not verify with the coordinator key: forged or damaged")]
+    BadSignature { seq: u64 },
+    #[error("checkpoint at seq {seq}: the chain has only {len} entries: entries were removed after the checkpoint was signed")]
+    Truncated { seq: u64, len: u64 },
+    #[error("checkpoint at seq {seq}: the chain's entry {seq} is {found}, the checkpoint signed {signed}: the chain was rewritten up to that point")]
+    Mismatch { seq: u64, signed: Digest, found: Digest },
+    #[error("export line {line}: {message}")]
+    Export { line: usize, message: String },
+}
+
+/// [`verify_chain`], then every checkpoint: signed by `checkpoint_key`,
+/// within the chain, and naming the hash the chain has at its seq. Returns
+/// the head.
+///
+/// # Errors
+/// The first broken entry or disagreeing checkpoint.
+pub fn verify_chain_with_checkpoints(
+    entries: &[AuditEntry],
+    key: &VerifyingKey,
+    checkpoints: &[Checkpoint],
+    checkpoint_key: &VerifyingKey,
+) -> Result<Digest, CheckpointError> {
+    let head = verify_chain(entries, key)?;
+    for c in checkpoints {
+        check_checkpoint(entries, c, checkpoint_key)?;
+    }
+    Ok(head)
+}
+
+fn check_checkpoint(entries: &[AuditEntry], c: &Checkpoint, key: &VerifyingKey) -> Result<(), CheckpointError> {
+    if !c.verifies(key) {
+        return Err(CheckpointError::BadSignature { seq: c.seq });
+    }
+    let len = entries.len() as u64;
+    if c.seq == 0 || c.seq > len {
+        return Err(CheckpointError::Truncated { seq: c.seq, len });
+    }
+    let found = entries[usize::try_from(c.seq - 1).expect("seq fits usize")].hash;
+    if found != c.head {
+        return Err(CheckpointError::Mismatch { seq: c.seq, signed: c.head, found });
+    }
+    Ok(())
+}
+
+/// One line of an audit export (JSONL): every entry of a chain in order,
+/// then that chain's checkpoints. `chain` is the key id of the key that
+/// signs the chain's entries (the coordinator's or an agent's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "lowercase")]
+pub enum ExportLine {
+    Entry {
+        chain: String,
+        #[serde(flatten)]
+        entry: AuditEntry,
+    },
+    Checkpoint {
+        chain: String,
+        #[serde(flatten)]
+        checkpoint: Checkpoint,
+    },
+}
+
+/// Appends one chain and its checkpoints to an export.
+///
+/// # Errors
+/// When `out` cannot be written.
+pub fn write_export(
+    out: &mut impl std::io::Write,
+    chain_key: &VerifyingKey,
+    entries: &[AuditEntry],
+    checkpoints: &[Checkpoint],
+) -> std::io::Result<()> {
+    let chain = crate::trust::key_id(chain_key);
+    for entry in entries {
+        let line = ExportLine::Entry { chain: chain.clone(), entry: entry.clone() };
+        writeln!(out, "{}", serde_json::to_string(&line).expect("export lines serialise"))?;
+    }
+    for checkpoint in checkpoints {
+        let line = ExportLine::Checkpoint { chain: chain.clone(), checkpoint: checkpoint.clone() };
+        writeln!(out, "{}", serde_json::to_string(&line).expect("export lines serialise"))?;
+    }
+    Ok(())
+}
+
+/// What [`verify_export`] proved about one chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExportedChain {
+    /// Key id of the chain's signer.
+    pub chain: String,
+    pub entries: u64,
+    pub head: Digest,
+    pub checkpoints: usize,
+    /// Entries after the last checkpoint: protected by the chain's own
+    /// signatures only.
+    pub after_last_checkpoint: u64,
+}
+
+/// Verifies an export with public keys only: each chain from its first
+/// entry with the key its `chain` id names, each checkpoint with the key
+/// its `keyid` names. Both must be among `public_keys`.
+///
+/// # Errors
+/// The first line that does not parse, names an unknown key, or breaks a
+/// chain or a checkpoint.
+pub fn verify_export(reader: impl std::io::BufRead, public_keys: &[VerifyingKey]) -> Result<Vec<ExportedChain>, CheckpointError> {
+    use std::collections::BTreeMap;
+    let keys: BTreeMap<String, &VerifyingKey> = public_keys.iter().map(|k| (crate::trust::key_id(k), k)).collect();
+    let key = |line: usize, id: &str, what: &str| {
+        keys.get(id).copied().ok_or_else(|| CheckpointError::Export {
+            line,
+            message: format!("{what} key {id} is not among the public keys given; add its .pub file"),
+        })
+    };
+    let mut chains: BTreeMap<String, (Vec<AuditEntry>, Vec<Checkpoint>)> = BTreeMap::new();
+    for (i, line) in reader.lines().enumerate() {
+        let n = i + 1;
+        let line = line.map_err(|e| CheckpointError::Export { line: n, message: format!("cannot read: {e}") })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed: ExportLine = serde_json::from_str(&line)
+            .map_err(|e| CheckpointError::Export { line: n, message: format!("not an audit export line: {e}") })?;
+        match parsed {
+            ExportLine::Entry { chain, entry } => {
+                key(n, &chain, "chain")?;
+                let (entries, checkpoints) = chains.entry(chain).or_default();
+                if !checkpoints.is_empty() {
+                    return Err(CheckpointError::Export { line: n, message: "an entry after its chain's checkpoints".into() });
+                }
+                // Order and links are checked as lines come, hashes and
+                // signatures once the chain is complete.
+                let expected = entries.len() as u64 + 1;
+                if entry.seq != expected {
+                    return Err(ChainError::Gap { seq: entry.seq, expected }.into());
+                }
+                let prev = entries.last().map_or(GENESIS, |e| e.hash);
+                if entry.prev != prev {
+                    return Err(ChainError::Broken { seq: entry.seq }.into());
+                }
+                entries.push(entry);
+            }
+            ExportLine::Checkpoint { chain, checkpoint } => {
+                let k = key(n, &checkpoint.keyid, "checkpoint")?;
+                let Some((entries, checkpoints)) = chains.get_mut(&chain) else {
+                    return Err(CheckpointError::Export { line: n, message: format!("checkpoint for chain {chain}, which has no entries before it") });
+                };
+                check_checkpoint(entries, &checkpoint, k)?;
+                checkpoints.push(checkpoint);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (chain, (entries, checkpoints)) in chains {
+        let head = verify_chain(&entries, keys[&chain])?;
+        let last = checkpoints.iter().map(|c| c.seq).max().unwrap_or(0);
+        out.push(ExportedChain {
+            after_last_checkpoint: entries.len() as u64 - last,
+            entries: entries.len() as u64,
+            chain,
+            head,
+            checkpoints: checkpoints.len(),
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +383,68 @@ mod tests {
         let mut forged = v.clone();
         forged[3] = AuditEntry::new_signed(Some(&v[2]), "t".into(), "k", "{}".into(), &other);
         assert_eq!(verify_chain(&forged, &vk), Err(ChainError::BadSignature { seq: 4 }));
+    }
+
+    #[test]
+    fn checkpoints_sign_and_detect_a_rewrite_between_them() {
+        let (key, v) = chain(8);
+        let vk = key.verifying_key();
+        let coord = SigningKey::from_bytes(&[3; 32]);
+        let cvk = coord.verifying_key();
+        let cps = [Checkpoint::of(&v[..3], "c1".into(), &coord).unwrap(), Checkpoint::of(&v[..6], "c2".into(), &coord).unwrap()];
+        assert_eq!(verify_chain_with_checkpoints(&v, &vk, &cps, &cvk).unwrap(), v[7].hash);
+        // Someone holding the chain key rewrites entries 4..=8 and re-signs
+        // them: the chain alone verifies, the checkpoint at 6 does not.
+        let mut rewritten = v[..3].to_vec();
+        for i in 3..8 {
+            rewritten.push(AuditEntry::new_signed(rewritten.last(), format!("t{i}"), "k", format!("{{\"i\":{}}}", i * 10), &key));
+        }
+        assert!(verify_chain(&rewritten, &vk).is_ok());
+        assert!(matches!(
+            verify_chain_with_checkpoints(&rewritten, &vk, &cps, &cvk),
+            Err(CheckpointError::Mismatch { seq: 6, .. })
+        ));
+        // Truncation below a checkpoint.
+        assert_eq!(
+            verify_chain_with_checkpoints(&v[..5], &vk, &cps, &cvk),
+            Err(CheckpointError::Truncated { seq: 6, len: 5 })
+        );
+        // A checkpoint not signed by the coordinator, or with an edited time.
+        let forged = [Checkpoint::of(&v[..3], "c1".into(), &key).unwrap()];
+        assert_eq!(verify_chain_with_checkpoints(&v, &vk, &forged, &cvk), Err(CheckpointError::BadSignature { seq: 3 }));
+        let mut edited = cps.clone();
+        edited[0].time = "c0".into();
+        assert_eq!(verify_chain_with_checkpoints(&v, &vk, &edited, &cvk), Err(CheckpointError::BadSignature { seq: 3 }));
+    }
+
+    #[test]
+    fn export_verifies_with_public_keys_only_and_detects_tampering() {
+        let (agent, av) = chain(4);
+        let coord = SigningKey::from_bytes(&[3; 32]);
+        let mut cv: Vec<AuditEntry> = Vec::new();
+        for i in 0..5 {
+            cv.push(AuditEntry::new_signed(cv.last(), format!("c{i}"), "operator.action", "{}".into(), &coord));
+        }
+        let cps = [Checkpoint::of(&cv[..2], "t".into(), &coord).unwrap(), Checkpoint::of(&cv[..4], "t".into(), &coord).unwrap()];
+        let agent_cp = [Checkpoint::of(&av, "t".into(), &coord).unwrap()];
+        let mut out = Vec::new();
+        write_export(&mut out, &coord.verifying_key(), &cv, &cps).unwrap();
+        write_export(&mut out, &agent.verifying_key(), &av, &agent_cp).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let keys = [coord.verifying_key(), agent.verifying_key()];
+        let summary = verify_export(text.as_bytes(), &keys).unwrap();
+        assert_eq!(summary.len(), 2);
+        let c = summary.iter().find(|s| s.chain == crate::trust::key_id(&coord.verifying_key())).unwrap();
+        assert_eq!((c.entries, c.head, c.checkpoints, c.after_last_checkpoint), (5, cv[4].hash, 2, 1));
+        // Only the coordinator key: the agent chain's key is unknown.
+        assert!(matches!(verify_export(text.as_bytes(), &keys[..1]), Err(CheckpointError::Export { .. })));
+        // Edit the params of entry 3 in the file (between the checkpoints).
+        let tampered = text.replacen("\"kind\":\"operator.action\",\"params\":\"{}\"", "\"kind\":\"operator.action\",\"params\":\"{\\\"x\\\":1}\"", 3);
+        let tampered = tampered.replacen("\"params\":\"{\\\"x\\\":1}\"", "\"params\":\"{}\"", 2);
+        assert_ne!(tampered, text);
+        assert_eq!(verify_export(tampered.as_bytes(), &keys), Err(CheckpointError::Chain(ChainError::Edited { seq: 3 })));
+        // Drop a line.
+        let dropped: String = text.lines().enumerate().filter(|(i, _)| *i != 1).map(|(_, l)| format!("{l}\n")).collect();
+        assert!(matches!(verify_export(dropped.as_bytes(), &keys), Err(CheckpointError::Chain(ChainError::Gap { seq: 3, expected: 2 }))));
     }
 }

@@ -385,7 +385,7 @@ pub fn verify_segment(entries: &[AuditEntry], key: &VerifyingKey) -> Result<(), 
             return Err(ChainError::Edited { seq: e.seq });
         }
         let sig = hex::decode(&e.signature).ok().and_then(|b| <[u8; 64]>::try_from(b).ok()).map(|b| DalekSignature::from_bytes(&b));
-        if !sig.is_some_and(|s| key.verify(e.hash.as_bytes(), &s).is_ok()) {
+        if sig.is_none_or(|s| key.verify(e.hash.as_bytes(), &s).is_err()) {
             return Err(ChainError::BadSignature { seq: e.seq });
         }
         prev = Some(e);
