@@ -12,6 +12,7 @@ pub mod apply;
 pub mod bundle;
 pub mod crash;
 pub mod error;
+pub mod finalize;
 pub mod flags;
 pub mod fsutil;
 pub mod ledger;

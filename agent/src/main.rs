@@ -82,6 +82,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Finalize the installed release of a product: drop its preserved copies and unpin its snapshots.
+    ///
+    /// After this, a down.sql rollback that needs preserved data is refused; snapshots of the
+    /// release may be pruned. Run it once the release is known good (Mender's `commit`).
+    ///
+    /// Example: rewind-agent finalize notes
+    Finalize {
+        /// Product name from release.toml.
+        product: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Current feature-flag values.
     ///
     /// Example: rewind-agent flags --json
@@ -265,6 +277,23 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Status { json } => {
             let (st, recovered) = open_state(cli.state)?;
             status(&st, &recovered, json)
+        }
+        Command::Finalize { product, json } => {
+            let (st, _) = open_state(cli.state)?;
+            let f = rewind_agent::finalize::finalize(&st, &product)?;
+            if json {
+                print_json(&f);
+            } else {
+                println!(
+                    "{} {} (sequence {}) finalized: {} preserved cop(ies) dropped, {} snapshot(s) unpinned",
+                    f.product,
+                    f.release,
+                    f.sequence,
+                    f.dropped.len(),
+                    f.unpinned.len()
+                );
+            }
+            Ok(0)
         }
         Command::Flags { json } => {
             let (st, _) = open_state(cli.state)?;

@@ -111,6 +111,7 @@ fn rollback_plan(state: &State, release: &Release, dbs: &BTreeMap<String, PathBu
             if &m.target != name {
                 return Err(Error::BadInput(format!("migration {} belongs to target {}, not {name}", m.id, m.target)));
             }
+            crate::finalize::check_preserved(t, m)?;
             any_applied = true;
             apply_plan_id = Some(e.plan_id.clone());
         }
