@@ -75,6 +75,7 @@ fn refuse(state: &State, bundle: &Path, plan: Option<&Plan>, r: &Refusal) -> Err
     if let Err(e) = audited {
         tracing::error!("could not audit the refusal: {e}");
     }
+    crate::outbox::report_refusal(state, plan, r);
     Error::BadInput(format!("plan refused ({}): {}; nothing was changed", r.code, r.message))
 }
 
@@ -266,7 +267,7 @@ pub fn apply(state: &State, bundle_path: &Path, trust_path: &Path, db_args: &[St
         check_schemas(&plan, &dbs, false)?.map_err(refused)?;
     }
     accepted(state, bundle_path, &plan, &count)?;
-    let report = apply::apply(state, &release, &dbs)?;
+    let report = crate::outbox::with_origin(state, &plan, || apply::apply(state, &release, &dbs))?;
     record(state, &plan, &report)?;
     Ok(report)
 }
@@ -337,7 +338,7 @@ pub fn rollback(
         }
     }
     accepted(state, bundle_path, &plan, &count)?;
-    let report = rollback::rollback(state, &release, &dbs)?;
+    let report = crate::outbox::with_origin(state, &plan, || rollback::rollback(state, &release, &dbs))?;
     if granularity != Granularity::Release && report.status == "rolled_back" {
         // A partial rollback leaves the release partly applied: still installed.
         set_installed(state, &plan.product, inst.as_ref())?;

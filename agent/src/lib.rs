@@ -16,6 +16,7 @@ pub mod finalize;
 pub mod flags;
 pub mod fsutil;
 pub mod ledger;
+pub mod outbox;
 pub mod plan;
 pub mod recover;
 pub mod rollback;

@@ -157,6 +157,7 @@ impl<'s> Run<'s> {
                 ],
             )
             .ctx("journal: plan start")?;
+        crate::outbox::remember_origin(state, &plan.id)?;
         state.audit(
             "plan.start",
             &serde_json::json!({"plan": plan.id, "kind": plan.kind, "product": plan.product, "release": plan.release,
@@ -217,7 +218,8 @@ impl<'s> Run<'s> {
         step_detail(self.state, &self.plan.id, step, None, false).map(|d| d.is_some())
     }
 
-    /// Finishes the plan with a final state and its report.
+    /// Finishes the plan with a final state and its report, and queues the
+    /// signed report in the outbox.
     ///
     /// # Errors
     /// When `agent.db` cannot be written.
@@ -255,6 +257,9 @@ impl<'s> Run<'s> {
             &serde_json::json!({"plan": self.plan.id, "state": final_state, "message": report.message,
                                  "targets": report.targets.iter().map(|t| (&t.name, &t.after)).collect::<BTreeMap<_, _>>()}),
         )?;
+        // The signed report commits with the plan's end (and carries the
+        // entry above as its chain head).
+        crate::outbox::enqueue_finished(self.state, &self.plan, final_state, report)?;
         tx.commit().ctx("journal: plan finish")?;
         Ok(())
     }

@@ -1,12 +1,13 @@
 //! The agent's state directory: `agent.db` (journal, snapshot catalogue,
-//! flags, installed releases, audit chain), `agent.key`, `snapshots/`,
-//! `flags.json`.
+//! flags, installed releases, audit chain, outbox of signed results),
+//! `agent.key`, `snapshots/`, `flags.json`.
 //!
 //! Guarantees: one agent process works on a state directory at a time (an
 //! exclusive file lock); `agent.db` is written with `synchronous = FULL`, so a
 //! journal row that was written survives a power cut; every audit entry is
 //! chained and signed with the agent key.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -15,8 +16,17 @@ use rewind_shared::audit::{AuditEntry, ChainError, verify_chain};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::{Context, Error, Result};
+use crate::outbox::Origin;
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Schema changes after version 1, in order: entry `i` takes a database
+/// from version `i + 1` to `i + 2`. Each runs in one transaction with the
+/// version bump, so an interrupted upgrade is redone on the next start.
+const MIGRATIONS: &[&str] = &[
+    // 1 -> 2: the outbox of signed results.
+    crate::outbox::SCHEMA,
+];
 
 const SCHEMA: &str = r"
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -86,6 +96,8 @@ pub struct State {
     pub root: PathBuf,
     pub db: Connection,
     key: SigningKey,
+    /// The signed plan being run, for its report ([`crate::outbox`]).
+    origin: RefCell<Option<Origin>>,
     _lock: File,
 }
 
@@ -163,10 +175,23 @@ impl State {
             .map_err(|e| corrupt(&e))?;
         match version.as_deref().map(str::parse::<i64>) {
             None => {
+                for m in MIGRATIONS {
+                    db.execute_batch(m).map_err(|e| corrupt(&e))?;
+                }
                 db.execute("INSERT INTO meta VALUES ('schema_version', ?1)", [SCHEMA_VERSION.to_string()])
                     .map_err(|e| corrupt(&e))?;
             }
             Some(Ok(v)) if v == SCHEMA_VERSION => {}
+            Some(Ok(v)) if (1..SCHEMA_VERSION).contains(&v) => {
+                let tx = db.unchecked_transaction().map_err(|e| corrupt(&e))?;
+                for m in &MIGRATIONS[usize::try_from(v - 1).expect("small")..] {
+                    tx.execute_batch(m).map_err(|e| corrupt(&e))?;
+                }
+                tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION.to_string()])
+                    .map_err(|e| corrupt(&e))?;
+                tx.commit().map_err(|e| corrupt(&e))?;
+                tracing::info!(from = v, to = SCHEMA_VERSION, "agent.db schema upgraded");
+            }
             Some(_) => {
                 return Err(Error::BadInput(format!(
                     "state {}: agent.db has schema version {version:?}, this agent knows {SCHEMA_VERSION}; \
@@ -176,7 +201,7 @@ impl State {
             }
         }
         let key = load_or_create_key(root)?;
-        Ok(State { root: root.to_path_buf(), db, key, _lock: lock })
+        Ok(State { root: root.to_path_buf(), db, key, origin: RefCell::new(None), _lock: lock })
     }
 
     #[must_use]
@@ -213,7 +238,38 @@ impl State {
         Ok(entry)
     }
 
-    fn audit_head(&self) -> Result<Option<AuditEntry>> {
+    /// The signed plan the engine plan about to start runs, if any.
+    #[must_use]
+    pub fn origin(&self) -> Option<Origin> {
+        self.origin.borrow().clone()
+    }
+
+    /// Sets (or clears) the origin of the next engine plan
+    /// ([`crate::outbox::with_origin`]).
+    pub fn set_origin(&self, origin: Option<Origin>) {
+        *self.origin.borrow_mut() = origin;
+    }
+
+    /// Audit entries after `seq`, in order; at most the newest `limit`.
+    ///
+    /// # Errors
+    /// When `agent.db` cannot be read.
+    pub fn audit_since(&self, seq: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+        let mut stmt = self
+            .db
+            .prepare("SELECT seq, time, kind, params, prev, hash, signature FROM audit WHERE seq > ?1 ORDER BY seq DESC LIMIT ?2")
+            .ctx("audit read")?;
+        let mut v: Vec<AuditEntry> =
+            stmt.query_map(params![seq as i64, limit as i64], row_to_entry).ctx("audit read")?.collect::<rusqlite::Result<_>>().ctx("audit read")?;
+        v.reverse();
+        Ok(v)
+    }
+
+    /// The newest audit entry, if any.
+    ///
+    /// # Errors
+    /// When `agent.db` cannot be read.
+    pub fn audit_head(&self) -> Result<Option<AuditEntry>> {
         self.db
             .query_row("SELECT seq, time, kind, params, prev, hash, signature FROM audit ORDER BY seq DESC LIMIT 1", [], row_to_entry)
             .optional()

@@ -94,8 +94,7 @@ pub fn verify_chain<'a>(
     key: &VerifyingKey,
 ) -> Result<Digest, ChainError> {
     let mut prev = GENESIS;
-    let mut expected = 1;
-    for e in entries {
+    for (expected, e) in (1..).zip(entries) {
         if e.seq != expected {
             return Err(ChainError::Gap { seq: e.seq, expected });
         }
@@ -109,11 +108,10 @@ pub fn verify_chain<'a>(
             .ok()
             .and_then(|b| <[u8; 64]>::try_from(b).ok())
             .map(|b| Signature::from_bytes(&b));
-        if !sig.is_some_and(|s| key.verify(e.hash.as_bytes(), &s).is_ok()) {
+        if sig.is_none_or(|s| key.verify(e.hash.as_bytes(), &s).is_err()) {
             return Err(ChainError::BadSignature { seq: e.seq });
         }
         prev = e.hash;
-        expected += 1;
     }
     Ok(prev)
 }
