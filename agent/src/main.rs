@@ -104,6 +104,20 @@ enum Command {
     /// Verify the local audit chain.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Signed results (one per finished or refused plan) and whether the coordinator acknowledged them.
+    ///
+    /// Each line: report id, plan, status, delivered yes/no. --json prints every report with its exact
+    /// signed payload (hex) and signature. --ack ID marks a report delivered by hand (e.g. after carrying
+    /// it to the coordinator offline); acking twice changes nothing.
+    ///
+    /// Example: rewind-agent outbox --json
+    Outbox {
+        #[arg(long)]
+        json: bool,
+        /// Mark report ID delivered.
+        #[arg(long, value_name = "ID")]
+        ack: Option<String>,
+    },
     /// Tools for tests.
     #[command(subcommand)]
     Debug(DebugCmd),
@@ -311,6 +325,10 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
+        Command::Outbox { json, ack } => {
+            let (st, _) = open_state(cli.state)?;
+            outbox_cmd(&st, json, ack.as_deref())
+        }
         Command::Audit(AuditCmd::Verify { json }) => {
             let (st, _) = open_state(cli.state)?;
             let (n, head) = st.verify_audit()?;
@@ -322,6 +340,37 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+fn outbox_cmd(st: &State, json: bool, ack: Option<&str>) -> Result<u8> {
+    if let Some(id) = ack {
+        let a = rewind_agent::outbox::ack_by_hand(st, id)?;
+        let already = a == rewind_agent::outbox::Ack::AlreadyDelivered;
+        if json {
+            print_json(&json!({"id": id, "delivered": true, "already": already}));
+        } else {
+            out!("{id}: {}", if already { "was already delivered" } else { "marked delivered" });
+        }
+        return Ok(0);
+    }
+    let items = rewind_agent::outbox::all(st)?;
+    if json {
+        print_json(&json!({"pending": items.iter().filter(|i| !i.delivered).count(), "reports": items}));
+    } else if items.is_empty() {
+        out!("outbox empty: no plan has finished or been refused here");
+    } else {
+        for i in &items {
+            out!(
+                "{}  {}  {}  chain {}  delivered {}",
+                i.id,
+                if i.plan.is_empty() { "-" } else { &i.plan },
+                i.status,
+                i.chain_seq,
+                i.delivered_at.as_deref().map_or_else(|| format!("no (attempts {})", i.attempts), |t| format!("yes ({t})"))
+            );
+        }
+    }
+    Ok(0)
 }
 
 fn load(args: &PlanArgs) -> Result<(Release, BTreeMap<String, PathBuf>)> {
