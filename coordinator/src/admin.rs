@@ -1,0 +1,123 @@
+//! The `rewind.v1.Admin` service used by rewindctl. Each handler checks the
+//! caller's role, converts, and forwards; calls whose machinery is not built
+//! yet answer UNIMPLEMENTED with what is missing.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use rewind_shared::fleet::Selector;
+use rewind_shared::wire::{self, v1};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::App;
+use crate::auth::{Role, authorize};
+use crate::error::Error;
+use crate::store::token_hash;
+
+/// Default lifetime of an enrollment token.
+pub const DEFAULT_TOKEN_TTL_SECS: u64 = 24 * 3600;
+/// Longest lifetime of an enrollment token.
+pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 3600;
+
+/// `rewind.v1.Admin`.
+pub struct AdminService {
+    pub app: Arc<App>,
+}
+
+impl AdminService {
+    async fn auth<T>(&self, req: &Request<T>, role: Role, call: &str) -> Result<String, Status> {
+        Ok(authorize(self.app.store.as_ref(), req.metadata(), role, call).await?)
+    }
+}
+
+fn not_yet(what: &str) -> Status {
+    Status::from(Error::NotImplemented(format!("{what} (the fleet networking foundation is in place; this call comes with the next part of issue 5)")))
+}
+
+type AuditStream = Pin<Box<dyn Stream<Item = Result<v1::AuditRecord, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::admin_server::Admin for AdminService {
+    async fn create_token(&self, request: Request<v1::CreateTokenRequest>) -> Result<Response<v1::CreateTokenResponse>, Status> {
+        let who = self.auth(&request, Role::Operator, "CreateToken").await?;
+        let r = request.into_inner();
+        let labels = wire::labels_from_wire("labels", r.labels)?;
+        let uses = r.uses.max(1);
+        let ttl = if r.ttl_seconds == 0 { DEFAULT_TOKEN_TTL_SECS } else { r.ttl_seconds };
+        if ttl > MAX_TOKEN_TTL_SECS {
+            return Err(Status::invalid_argument(format!("ttl: at most {MAX_TOKEN_TTL_SECS} seconds (365 days)")));
+        }
+        let token = crate::random_id("rwt", 24);
+        let expires = crate::now_unix() + i64::try_from(ttl).expect("bounded above");
+        self.app.store.create_token(token_hash(&token), labels.clone(), uses, expires).await?;
+        tracing::info!(operator = %who, uses, ttl, ?labels, "enrollment token created");
+        Ok(Response::new(v1::CreateTokenResponse { token, expires_unix: expires, uses }))
+    }
+
+    async fn list_agents(&self, request: Request<v1::ListAgentsRequest>) -> Result<Response<v1::ListAgentsResponse>, Status> {
+        self.auth(&request, Role::Viewer, "ListAgents").await?;
+        let selector = Selector::parse(&request.get_ref().selector).map_err(|e| Status::invalid_argument(format!("selector: {e}")))?;
+        let agents = self.app.store.agents().await?;
+        let agents = agents
+            .into_iter()
+            .filter(|a| selector.matches(&a.labels))
+            .map(|a| v1::AgentInfo {
+                connected: self.app.sessions.is_connected(&a.id),
+                id: a.id.to_string(),
+                labels: wire::labels_to_wire(&a.labels),
+                hostname: a.hostname,
+                products: a
+                    .inventory
+                    .products
+                    .iter()
+                    .map(|p| v1::ProductInfo { name: p.name.clone(), sequence: p.sequence, release: p.release.clone() })
+                    .collect(),
+                last_seen: a.last_seen.unwrap_or_default(),
+                enrolled: a.enrolled,
+                targets: a
+                    .inventory
+                    .targets
+                    .iter()
+                    .map(|t| {
+                        let w = v1::TargetState::from(t);
+                        v1::TargetInfo { product: w.product, name: w.name, schema_digest: w.schema_digest, data_digest: w.data_digest }
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(v1::ListAgentsResponse { agents }))
+    }
+
+    async fn upload_bundle(&self, request: Request<v1::UploadBundleRequest>) -> Result<Response<v1::UploadBundleResponse>, Status> {
+        self.auth(&request, Role::Operator, "UploadBundle").await?;
+        Err(not_yet("UploadBundle: checking bundles against the coordinator's trust root and storing them"))
+    }
+
+    async fn start_rollout(&self, request: Request<v1::StartRolloutRequest>) -> Result<Response<v1::StartRolloutResponse>, Status> {
+        self.auth(&request, Role::Operator, "StartRollout").await?;
+        Err(not_yet("StartRollout: plan delivery to agents"))
+    }
+
+    async fn rollout_status(&self, request: Request<v1::RolloutStatusRequest>) -> Result<Response<v1::RolloutStatusResponse>, Status> {
+        self.auth(&request, Role::Viewer, "RolloutStatus").await?;
+        Err(not_yet("RolloutStatus: per-agent outcomes need result ingestion"))
+    }
+
+    async fn rollback(&self, request: Request<v1::RollbackRequest>) -> Result<Response<v1::RollbackResponse>, Status> {
+        self.auth(&request, Role::Operator, "Rollback").await?;
+        Err(not_yet("Rollback: delivery of pre-signed rollback plans"))
+    }
+
+    async fn fleet_verify(&self, request: Request<v1::FleetVerifyRequest>) -> Result<Response<v1::FleetVerifyResponse>, Status> {
+        self.auth(&request, Role::Viewer, "FleetVerify").await?;
+        Err(not_yet("FleetVerify: grouping endpoints by schema digest against the rehearsal's prediction"))
+    }
+
+    type AuditExportStream = AuditStream;
+
+    async fn audit_export(&self, request: Request<v1::AuditExportRequest>) -> Result<Response<AuditStream>, Status> {
+        self.auth(&request, Role::Viewer, "AuditExport").await?;
+        Err(not_yet("AuditExport: the coordinator's hash-chained audit log"))
+    }
+}

@@ -1,0 +1,179 @@
+//! The coordinator's one typed configuration tree: defaults, then
+//! `coordinator.toml`, then `REWIND_*` environment variables, then command
+//! line flags. Unknown keys are errors (with the key named), so a typo never
+//! silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Which store implementation holds agents, tokens and results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+/// `coordinator.toml`, DESIGN.md §6.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// gRPC over TLS (Fleet, Admin, health, reflection).
+    pub listen: SocketAddr,
+    /// Status page, dashboard and metrics.
+    pub web_listen: SocketAddr,
+    /// State directory: CA, admin token, SQLite store.
+    pub state: PathBuf,
+    /// The coordinator's copy of the plan-signing trust root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<PathBuf>,
+    pub store: StoreKind,
+    /// Connection URL for `store = "postgres"`; for SQLite, an optional
+    /// database file (default `<state>/coordinator.db`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_url: Option<String>,
+    /// Names and addresses the coordinator's TLS certificate is valid for.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub hostnames: Vec<String>,
+    /// Bring your own CA: PEM certificate and key (both or neither). Default:
+    /// a CA created in the state directory on first start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_key: Option<PathBuf>,
+    /// Seconds between agent heartbeats (told to agents in the Welcome).
+    pub heartbeat_seconds: u32,
+}
+
+/// Keys that `REWIND_<KEY>` may set; other `REWIND_*` variables (e.g.
+/// `REWIND_LOG`) belong to other tools and are ignored here.
+const ENV_KEYS: &[&str] = &["listen", "web_listen", "state", "trust", "store", "store_url", "hostnames", "ca_cert", "ca_key", "heartbeat_seconds"];
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7443".parse().expect("valid default"),
+            web_listen: "127.0.0.1:7080".parse().expect("valid default"),
+            state: default_state_dir(),
+            trust: None,
+            store: StoreKind::Sqlite,
+            store_url: None,
+            hostnames: vec!["localhost".into(), "127.0.0.1".into()],
+            ca_cert: None,
+            ca_key: None,
+            heartbeat_seconds: 30,
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(p).join("rewind-coordinator");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/state/rewind-coordinator"),
+        None => PathBuf::from(".rewind-coordinator"),
+    }
+}
+
+fn list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(d)? {
+        ListOrCsv::List(v) => v,
+        ListOrCsv::Csv(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+    })
+}
+
+/// A configuration that cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Loads defaults < `file` < `REWIND_*` env < `state_flag`.
+    ///
+    /// # Errors
+    /// When the file is missing or malformed, a key is unknown or a value has
+    /// the wrong type; the message names the key and where it came from.
+    pub fn load(file: Option<&Path>, state_flag: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.is_file() {
+                return Err(ConfigError(format!("{}: no such file; pass an existing --config or none", f.display())));
+            }
+            fig = fig.merge(Toml::file_exact(f));
+        }
+        fig = fig.merge(Env::prefixed("REWIND_").only(ENV_KEYS));
+        if let Some(s) = state_flag {
+            fig = fig.merge(Serialized::default("state", s));
+        }
+        let cfg: Config = fig.extract().map_err(|e| ConfigError(e.to_string()))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Parses a TOML text alone (no env), as the example configs are tested.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.ca_cert.is_some() != self.ca_key.is_some() {
+            return Err(ConfigError("ca_cert and ca_key go together: give both (your own CA) or neither (a CA is created in the state directory)".into()));
+        }
+        if self.hostnames.is_empty() {
+            return Err(ConfigError("hostnames: give at least one name or address for the coordinator's certificate".into()));
+        }
+        if self.heartbeat_seconds == 0 {
+            return Err(ConfigError("heartbeat_seconds: must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The resolved configuration as TOML, for `--print-config`.
+    #[must_use]
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::from_toml("listen = \"127.0.0.1:9000\"\nhostnames = [\"c.example\"]").unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.hostnames, ["c.example"]);
+        assert_eq!(c.store, StoreKind::Sqlite);
+        let back = Config::from_toml(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn unknown_keys_and_half_a_ca_are_errors() {
+        let e = Config::from_toml("lisen = \"127.0.0.1:9000\"").unwrap_err().to_string();
+        assert!(e.contains("lisen"), "{e}");
+        let e = Config::from_toml("ca_cert = \"ca.pem\"").unwrap_err().to_string();
+        assert!(e.contains("ca_key"), "{e}");
+        assert!(Config::from_toml("store = \"mysql\"").is_err());
+    }
+}

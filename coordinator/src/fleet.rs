@@ -1,0 +1,240 @@
+//! The `rewind.v1.Fleet` service: enrollment and the agents' streams. The
+//! handlers are thin: they authenticate, convert wire messages with
+//! `rewind_shared::wire`, and hand over to [`enroll`] and [`Sessions`].
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rewind_shared::fleet::{self, AgentId};
+use rewind_shared::wire::{self, v1};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::App;
+use crate::ca::{agent_id_of, fingerprint};
+use crate::error::{Error, Result};
+use crate::store::{AgentRecord, Redeem, token_hash};
+
+/// How long a new stream may take to send its hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Outbound = mpsc::Sender<Result<v1::CoordinatorMessage, Status>>;
+
+struct Session {
+    conn: u64,
+    tx: Outbound,
+}
+
+/// The agents connected to this coordinator right now, one stream each (a
+/// new stream for an agent replaces its older one).
+pub struct Sessions {
+    live: Mutex<HashMap<AgentId, Session>>,
+    next_conn: AtomicU64,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions { live: Mutex::new(HashMap::new()), next_conn: AtomicU64::new(1), shutdown: watch::channel(false).0 }
+    }
+}
+
+impl Sessions {
+    fn register(&self, id: &AgentId, tx: Outbound) -> u64 {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let old = self.live.lock().expect("sessions lock").insert(id.clone(), Session { conn, tx });
+        if let Some(old) = old {
+            let _ = old.tx.try_send(Err(Status::aborted(format!("agent {id} opened a newer stream"))));
+        }
+        conn
+    }
+
+    fn unregister(&self, id: &AgentId, conn: u64) {
+        let mut live = self.live.lock().expect("sessions lock");
+        if live.get(id).is_some_and(|s| s.conn == conn) {
+            live.remove(id);
+        }
+    }
+
+    /// Whether `id` has a stream open now.
+    #[must_use]
+    pub fn is_connected(&self, id: &AgentId) -> bool {
+        self.live.lock().expect("sessions lock").contains_key(id)
+    }
+
+    /// How many agents are connected.
+    #[must_use]
+    pub fn count(&self) -> usize {
+        self.live.lock().expect("sessions lock").len()
+    }
+
+    /// Ends every stream with UNAVAILABLE so agents reconnect (to another
+    /// replica, or to this one after a restart), and refuses new ones.
+    pub fn close_all(&self) {
+        let _ = self.shutdown.send(true);
+        let drained: Vec<Session> = self.live.lock().expect("sessions lock").drain().map(|(_, s)| s).collect();
+        for s in drained {
+            let _ = s.tx.try_send(Err(Status::unavailable("coordinator shutting down; reconnect")));
+        }
+    }
+}
+
+/// Enrolls an agent: checks the CSR, consumes one use of the token, signs a
+/// certificate naming a fresh agent id and pins the id to its fingerprint.
+///
+/// # Errors
+/// [`Error::Unauthenticated`] for an unknown, used-up or expired token;
+/// [`Error::BadCsr`] / [`Error::Wire`] for malformed input (the token is not
+/// consumed then).
+pub async fn enroll(app: &App, req: v1::EnrollRequest) -> Result<v1::EnrollResponse> {
+    let requested = wire::labels_from_wire("labels", req.labels)?;
+    if req.hostname.len() > 255 || req.hostname.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument("hostname: at most 255 printable characters".into()));
+    }
+    let id = AgentId::parse(&crate::random_id("agt", 8)).expect("generated ids are valid");
+    let cert_pem = app.ca.sign_agent(&req.csr_pem, &id)?;
+    let der = x509_der(&cert_pem)?;
+    let token_labels = match app.store.redeem_token(token_hash(req.token.trim()), crate::now_unix()).await? {
+        Redeem::Accepted(l) => l,
+        Redeem::Unknown => return Err(Error::Unauthenticated("enrollment token is unknown; create one with rewindctl token create".into())),
+        Redeem::UsedUp => return Err(Error::Unauthenticated("enrollment token was already used; create a new one with rewindctl token create".into())),
+        Redeem::Expired => return Err(Error::Unauthenticated("enrollment token has expired; create a new one with rewindctl token create".into())),
+    };
+    let mut labels = requested;
+    labels.extend(token_labels);
+    let record = AgentRecord {
+        id: id.clone(),
+        hostname: req.hostname,
+        labels: labels.clone(),
+        fingerprint: fingerprint(&der),
+        enrolled: crate::now(),
+        last_seen: None,
+        inventory: fleet::Inventory::default(),
+        revoked: false,
+    };
+    app.store.insert_agent(record).await?;
+    tracing::info!(agent = %id, ?labels, "enrolled");
+    Ok(v1::EnrollResponse { agent_id: id.to_string(), cert_pem, ca_pem: app.ca.cert_pem.clone(), labels: wire::labels_to_wire(&labels) })
+}
+
+fn x509_der(pem: &str) -> Result<Vec<u8>> {
+    x509_parser::pem::parse_x509_pem(pem.as_bytes()).map(|(_, p)| p.contents).map_err(|e| Error::Ca(format!("issued certificate: {e}")))
+}
+
+/// Who is on the other end of a stream: the agent id in the client
+/// certificate, checked against the fingerprint pinned at enrollment.
+async fn identify(app: &App, certs: Option<Arc<Vec<tonic::transport::CertificateDer<'static>>>>) -> Result<AgentId> {
+    let certs = certs.ok_or_else(|| Error::Unauthenticated("Fleet.Connect needs the client certificate from rewind-agent enroll".into()))?;
+    let leaf = certs.first().ok_or_else(|| Error::Unauthenticated("empty client certificate chain".into()))?;
+    let id = agent_id_of(leaf)?;
+    let agent = app.store.agent(id.clone()).await?.ok_or_else(|| Error::Unauthenticated(format!("agent {id} is not enrolled here")))?;
+    if agent.revoked {
+        return Err(Error::Unauthenticated(format!("agent {id} was revoked; re-enroll it with a new token")));
+    }
+    if agent.fingerprint != fingerprint(leaf) {
+        return Err(Error::Unauthenticated(format!("certificate for agent {id} is not the one issued at enrollment")));
+    }
+    Ok(id)
+}
+
+/// `rewind.v1.Fleet`.
+pub struct FleetService {
+    pub app: Arc<App>,
+}
+
+type ConnectStream = Pin<Box<dyn Stream<Item = Result<v1::CoordinatorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::fleet_server::Fleet for FleetService {
+    async fn enroll(&self, request: Request<v1::EnrollRequest>) -> Result<Response<v1::EnrollResponse>, Status> {
+        Ok(Response::new(enroll(&self.app, request.into_inner()).await?))
+    }
+
+    type ConnectStream = ConnectStream;
+
+    async fn connect(&self, request: Request<Streaming<v1::AgentMessage>>) -> Result<Response<ConnectStream>, Status> {
+        if *self.app.sessions.shutdown.borrow() {
+            return Err(Status::unavailable("coordinator shutting down; reconnect"));
+        }
+        let id = identify(&self.app, request.peer_certs()).await?;
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded(format!("agent {id}: no hello within {HELLO_TIMEOUT:?}")))??
+            .ok_or_else(|| Status::invalid_argument(format!("agent {id}: stream ended before hello")))?;
+        let Some(v1::agent_message::Body::Hello(hello)) = first.body else {
+            return Err(Status::invalid_argument(format!("agent {id}: the first message must be a hello")));
+        };
+        let hello = fleet::Hello::try_from(hello)?;
+        if hello.agent_id != id {
+            return Err(Status::permission_denied(format!("hello names agent {} but the certificate is agent {id}", hello.agent_id)));
+        }
+        self.app.store.record_hello(id.clone(), hello.hostname.clone(), hello.inventory.clone(), crate::now()).await?;
+        let (tx, rx) = mpsc::channel(64);
+        let welcome = v1::CoordinatorMessage {
+            body: Some(v1::coordinator_message::Body::Welcome(v1::Welcome {
+                agent_id: id.to_string(),
+                heartbeat_seconds: self.app.config.heartbeat_seconds,
+                server_time_unix_ms: crate::now_unix_ms(),
+            })),
+        };
+        tx.send(Ok(welcome)).await.map_err(|_| Status::cancelled("stream closed"))?;
+        let conn = self.app.sessions.register(&id, tx.clone());
+        tracing::info!(agent = %id, products = hello.inventory.products.len(), targets = hello.inventory.targets.len(), audit_seq = hello.audit.seq, "agent connected");
+        tokio::spawn(session(Arc::clone(&self.app), id, conn, inbound, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Reads one agent's stream until it ends, the agent reconnects elsewhere or
+/// the coordinator shuts down.
+async fn session(app: Arc<App>, id: AgentId, conn: u64, mut inbound: Streaming<v1::AgentMessage>, tx: Outbound) {
+    let mut shutdown = app.sessions.shutdown.subscribe();
+    loop {
+        let msg = tokio::select! {
+            m = inbound.message() => m,
+            _ = shutdown.changed() => break,
+        };
+        let body = match msg {
+            Ok(Some(m)) => m.body,
+            Ok(None) => break,
+            Err(status) => {
+                tracing::debug!(agent = %id, %status, "stream error");
+                break;
+            }
+        };
+        use v1::agent_message::Body;
+        match body {
+            Some(Body::Heartbeat(_)) => {
+                if let Err(e) = app.store.touch(id.clone(), crate::now()).await {
+                    tracing::warn!(agent = %id, "recording heartbeat: {e}");
+                }
+            }
+            Some(Body::Progress(p)) => tracing::info!(agent = %id, plan = %p.plan_id, step = %p.step, done = p.done, total = p.total, "progress"),
+            Some(Body::Ack(a)) => tracing::debug!(agent = %id, delivery = %a.id, "ack"),
+            Some(Body::Result(r)) => {
+                // Not acknowledged, so the agent keeps it in its outbox until
+                // result ingestion exists.
+                tracing::warn!(agent = %id, result = %r.id, "not implemented yet: result ingestion; the result stays in the agent's outbox");
+            }
+            Some(Body::Hello(_)) => {
+                let _ = tx.send(Err(Status::invalid_argument("hello may only be the first message of a stream"))).await;
+                break;
+            }
+            None => {
+                let _ = tx.send(Err(Status::invalid_argument("message without a body"))).await;
+                break;
+            }
+        }
+    }
+    app.sessions.unregister(&id, conn);
+    if let Err(e) = app.store.touch(id.clone(), crate::now()).await {
+        tracing::warn!(agent = %id, "recording last seen: {e}");
+    }
+    tracing::info!(agent = %id, "agent disconnected");
+}

@@ -1,0 +1,111 @@
+//! Where the coordinator keeps enrollment tokens, agents (with the pinned
+//! certificate fingerprint and last inventory) and operator tokens. Behind
+//! the [`Store`] trait so that the PostgreSQL store of a later issue shares
+//! callers and tests with [`sqlite::SqliteStore`]. Secrets (tokens) are only
+//! ever stored as BLAKE3 hashes.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use rewind_shared::fleet::{AgentId, Inventory, Labels};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Role;
+use crate::error::Result;
+
+/// The outcome of redeeming an enrollment token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redeem {
+    /// Accepted; one use consumed. Carries the token's labels.
+    Accepted(Labels),
+    Unknown,
+    UsedUp,
+    Expired,
+}
+
+/// An enrolled agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub id: AgentId,
+    pub hostname: String,
+    pub labels: Labels,
+    /// BLAKE3 of the client certificate DER issued at enrollment.
+    pub fingerprint: String,
+    /// RFC 3339.
+    pub enrolled: String,
+    pub last_seen: Option<String>,
+    pub inventory: Inventory,
+    pub revoked: bool,
+}
+
+/// Persistent coordinator state. Every method may block on I/O inside the
+/// implementation but never blocks the async runtime.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a new enrollment token by hash.
+    async fn create_token(&self, hash: String, labels: Labels, uses: u32, expires_unix: i64) -> Result<()>;
+    /// Consumes one use of a token, atomically.
+    async fn redeem_token(&self, hash: String, now_unix: i64) -> Result<Redeem>;
+    async fn insert_agent(&self, agent: AgentRecord) -> Result<()>;
+    async fn agent(&self, id: AgentId) -> Result<Option<AgentRecord>>;
+    async fn agents(&self) -> Result<Vec<AgentRecord>>;
+    /// Records the hostname and inventory from an agent's hello.
+    async fn record_hello(&self, id: AgentId, hostname: String, inventory: Inventory, seen: String) -> Result<()>;
+    async fn touch(&self, id: AgentId, seen: String) -> Result<()>;
+    /// Stores (or replaces) an operator token by hash.
+    async fn put_operator(&self, hash: String, name: String, role: Role) -> Result<()>;
+    /// The name and role of an operator token, by hash.
+    async fn operator(&self, hash: String) -> Result<Option<(String, Role)>>;
+    /// Makes sure everything written is durable (graceful shutdown).
+    async fn flush(&self) -> Result<()>;
+}
+
+/// The BLAKE3 hash under which a secret token is stored.
+#[must_use]
+pub fn token_hash(token: &str) -> String {
+    blake3::hash(token.as_bytes()).to_hex().to_string()
+}
+
+#[cfg(test)]
+pub(crate) mod suite {
+    //! The behaviour every [`Store`] implementation must have.
+    use super::*;
+
+    pub async fn tokens(s: &dyn Store) {
+        s.create_token("h1".into(), Labels::from([("ring".into(), "canary".into())]), 2, 1000).await.unwrap();
+        assert_eq!(s.redeem_token("nope".into(), 10).await.unwrap(), Redeem::Unknown);
+        assert!(matches!(s.redeem_token("h1".into(), 10).await.unwrap(), Redeem::Accepted(l) if l["ring"] == "canary"));
+        assert!(matches!(s.redeem_token("h1".into(), 10).await.unwrap(), Redeem::Accepted(_)));
+        assert_eq!(s.redeem_token("h1".into(), 10).await.unwrap(), Redeem::UsedUp);
+        s.create_token("h2".into(), Labels::new(), 1, 1000).await.unwrap();
+        assert_eq!(s.redeem_token("h2".into(), 1000).await.unwrap(), Redeem::Expired);
+    }
+
+    pub async fn agents(s: &dyn Store) {
+        let id = AgentId::parse("agt-1").unwrap();
+        assert!(s.agent(id.clone()).await.unwrap().is_none());
+        let rec = AgentRecord {
+            id: id.clone(),
+            hostname: "h".into(),
+            labels: Labels::from([("os".into(), "linux".into())]),
+            fingerprint: "f".into(),
+            enrolled: "2026-01-01T00:00:00Z".into(),
+            last_seen: None,
+            inventory: Inventory::default(),
+            revoked: false,
+        };
+        s.insert_agent(rec.clone()).await.unwrap();
+        assert_eq!(s.agent(id.clone()).await.unwrap().unwrap(), rec);
+        let inv = Inventory {
+            products: vec![rewind_shared::fleet::InstalledProduct { name: "notes".into(), sequence: 7, release: "2026.11.0".into(), plan_id: "p".into() }],
+            targets: vec![],
+        };
+        s.record_hello(id.clone(), "h2".into(), inv.clone(), "2026-01-02T00:00:00Z".into()).await.unwrap();
+        let got = s.agent(id.clone()).await.unwrap().unwrap();
+        assert_eq!((got.inventory, got.hostname, got.last_seen.as_deref()), (inv, "h2".to_string(), Some("2026-01-02T00:00:00Z")));
+        assert_eq!(s.agents().await.unwrap().len(), 1);
+        s.put_operator("oh".into(), "admin".into(), Role::Admin).await.unwrap();
+        assert_eq!(s.operator("oh".into()).await.unwrap(), Some(("admin".into(), Role::Admin)));
+        assert_eq!(s.operator("x".into()).await.unwrap(), None);
+    }
+}

@@ -1,0 +1,250 @@
+//! The SQLite [`Store`]: one connection in WAL mode, used only from blocking
+//! threads (`spawn_blocking`), never from the async runtime; its own schema
+//! version table, migrated forward in one transaction at open.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rewind_shared::fleet::{AgentId, Inventory, Labels};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{AgentRecord, Redeem, Store};
+use crate::auth::Role;
+use crate::error::{Error, Result};
+
+/// Schema migrations, in order; `schema_version` holds how many ran.
+const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE enrollment_tokens(
+    hash TEXT PRIMARY KEY,
+    labels TEXT NOT NULL,          -- JSON object
+    uses_left INTEGER NOT NULL,
+    expires_unix INTEGER NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE TABLE agents(
+    id TEXT PRIMARY KEY,
+    hostname TEXT NOT NULL,
+    labels TEXT NOT NULL,          -- JSON object
+    fingerprint TEXT NOT NULL UNIQUE,
+    enrolled TEXT NOT NULL,
+    last_seen TEXT,
+    inventory TEXT NOT NULL,       -- JSON
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE operators(
+    hash TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL
+);
+"];
+
+/// A SQLite-backed store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn sql(e: rusqlite::Error) -> Error {
+    Error::Store(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating) the database at `path`.
+    ///
+    /// # Errors
+    /// When the file cannot be opened, is not a database, or was written by a
+    /// newer coordinator (its schema version is above ours).
+    pub async fn open(path: &Path) -> Result<Self> {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&path)).await.map_err(|e| Error::Store(e.to_string()))?
+    }
+
+    fn open_blocking(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
+        }
+        let ctx = |e: rusqlite::Error| Error::Store(format!("{}: {e}", path.display()));
+        let mut conn = Connection::open(path).map_err(ctx)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(ctx)?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;").map_err(ctx)?;
+        let tx = conn.transaction().map_err(ctx)?;
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)").map_err(ctx)?;
+        let version: Option<i64> = tx.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).optional().map_err(ctx)?;
+        let version = usize::try_from(version.unwrap_or(0)).unwrap_or(usize::MAX);
+        if version > MIGRATIONS.len() {
+            return Err(Error::Store(format!(
+                "{}: schema version {version} is newer than this coordinator's {}; run a newer rewind-coordinator",
+                path.display(),
+                MIGRATIONS.len()
+            )));
+        }
+        for m in &MIGRATIONS[version..] {
+            tx.execute_batch(m).map_err(ctx)?;
+        }
+        tx.execute("DELETE FROM schema_version", []).map_err(ctx)?;
+        tx.execute("INSERT INTO schema_version VALUES (?1)", [MIGRATIONS.len() as i64]).map_err(ctx)?;
+        tx.commit().map_err(ctx)?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    async fn call<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn.lock().map_err(|_| Error::Store("connection lock poisoned by an earlier panic".into()))?;
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| Error::Store(e.to_string()))?
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("value serializes")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(col: usize, s: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn row_to_agent(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
+    let id: String = r.get(0)?;
+    Ok(AgentRecord {
+        id: AgentId::parse(&id).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?,
+        hostname: r.get(1)?,
+        labels: from_json(2, &r.get::<_, String>(2)?)?,
+        fingerprint: r.get(3)?,
+        enrolled: r.get(4)?,
+        last_seen: r.get(5)?,
+        inventory: from_json(6, &r.get::<_, String>(6)?)?,
+        revoked: r.get(7)?,
+    })
+}
+
+const AGENT_COLS: &str = "id, hostname, labels, fingerprint, enrolled, last_seen, inventory, revoked";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_token(&self, hash: String, labels: Labels, uses: u32, expires_unix: i64) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO enrollment_tokens(hash, labels, uses_left, expires_unix, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![hash, json(&labels), uses, expires_unix, crate::now()],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn redeem_token(&self, hash: String, now_unix: i64) -> Result<Redeem> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
+            let row: Option<(String, i64, i64)> = tx
+                .query_row("SELECT labels, uses_left, expires_unix FROM enrollment_tokens WHERE hash = ?1", [&hash], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
+                .map_err(sql)?;
+            let outcome = match row {
+                None => Redeem::Unknown,
+                Some((_, _, expires)) if expires <= now_unix => Redeem::Expired,
+                Some((_, left, _)) if left <= 0 => Redeem::UsedUp,
+                Some((labels, _, _)) => {
+                    tx.execute("UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE hash = ?1", [&hash]).map_err(sql)?;
+                    Redeem::Accepted(from_json(0, &labels).map_err(sql)?)
+                }
+            };
+            tx.commit().map_err(sql)?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn insert_agent(&self, a: AgentRecord) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                &format!("INSERT INTO agents({AGENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+                params![a.id.as_str(), a.hostname, json(&a.labels), a.fingerprint, a.enrolled, a.last_seen, json(&a.inventory), a.revoked],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn agent(&self, id: AgentId) -> Result<Option<AgentRecord>> {
+        self.call(move |c| {
+            c.query_row(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1"), [id.as_str()], row_to_agent).optional().map_err(sql)
+        })
+        .await
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentRecord>> {
+        self.call(move |c| {
+            let mut st = c.prepare(&format!("SELECT {AGENT_COLS} FROM agents ORDER BY id")).map_err(sql)?;
+            st.query_map([], row_to_agent).map_err(sql)?.collect::<rusqlite::Result<_>>().map_err(sql)
+        })
+        .await
+    }
+
+    async fn record_hello(&self, id: AgentId, hostname: String, inventory: Inventory, seen: String) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE agents SET hostname = ?2, inventory = ?3, last_seen = ?4 WHERE id = ?1",
+                params![id.as_str(), hostname, json(&inventory), seen],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn touch(&self, id: AgentId, seen: String) -> Result<()> {
+        self.call(move |c| {
+            c.execute("UPDATE agents SET last_seen = ?2 WHERE id = ?1", params![id.as_str(), seen]).map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_operator(&self, hash: String, name: String, role: Role) -> Result<()> {
+        self.call(move |c| {
+            c.execute("INSERT OR REPLACE INTO operators(hash, name, role) VALUES (?1, ?2, ?3)", params![hash, name, role.as_str()])
+                .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn operator(&self, hash: String) -> Result<Option<(String, Role)>> {
+        self.call(move |c| {
+            let row: Option<(String, String)> =
+                c.query_row("SELECT name, role FROM operators WHERE hash = ?1", [&hash], |r| Ok((r.get(0)?, r.get(1)?))).optional().map_err(sql)?;
+            row.map(|(n, r)| Role::parse(&r).map(|role| (n, role)).ok_or_else(|| Error::Store(format!("operator {hash}: unknown role {r:?}"))))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.call(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").map_err(sql)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_passes_the_store_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("c.db")).await.unwrap();
+        super::super::suite::tokens(&s).await;
+        super::super::suite::agents(&s).await;
+        drop(s);
+        // Reopening keeps data and does not re-run migrations.
+        let s = SqliteStore::open(&dir.path().join("c.db")).await.unwrap();
+        assert_eq!(s.agents().await.unwrap().len(), 1);
+    }
+}
