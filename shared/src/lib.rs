@@ -3,6 +3,8 @@
 //! Knows nothing of networking; reads SQLite only to digest it.
 
 pub mod audit;
+#[cfg(feature = "client")]
+pub mod channel;
 pub mod bundle;
 pub mod digest;
 pub mod duration;
@@ -10,6 +12,7 @@ pub mod fleet;
 pub mod release;
 pub mod report;
 pub mod sqltext;
+pub mod templates;
 pub mod trust;
 pub mod wire;
 
