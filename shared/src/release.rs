@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::parse_duration;
 use crate::sqltext::script_checksum;
+use crate::templates::Templates;
 
 /// Why a release directory could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -392,6 +393,10 @@ pub struct Release {
     pub checks: Vec<Check>,
     pub triggers: Vec<Trigger>,
     pub rollout: Option<Rollout>,
+    /// `templates/<event>.md` (DESIGN.md §9); events without a file use the
+    /// built-in default ([`Templates::get`]).
+    #[serde(default, skip_serializing_if = "Templates::is_empty")]
+    pub templates: Templates,
 }
 
 /// A non-fatal finding of `lint`.
@@ -625,6 +630,15 @@ impl Validator<'_> {
             })
             .collect();
         let rollout = m.rollout.as_ref().map(|r| self.rollout(r));
+        let templates = Templates::load(dir).unwrap_or_else(|errors| {
+            self.problems.extend(errors.into_iter().map(|e| Problem {
+                file: e.file,
+                line: Some(e.line),
+                column: Some(e.column),
+                message: e.message,
+            }));
+            Templates::default()
+        });
         Release {
             dir: dir.to_path_buf(),
             name: m.name,
@@ -639,6 +653,7 @@ impl Validator<'_> {
             checks,
             triggers,
             rollout,
+            templates,
         }
     }
 

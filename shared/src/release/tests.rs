@@ -280,3 +280,27 @@ fn db_mapping_errors_name_the_target() {
     assert!(map_targets(&r, &["notes".into()]).unwrap_err().contains("expected TARGET=FILE"));
     assert_eq!(map_targets(&r, &["notes=n.db".into()]).unwrap()["notes"], PathBuf::from("n.db"));
 }
+
+#[test]
+fn templates_load_with_the_release_and_their_errors_are_release_problems() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "release.toml", BASE);
+    let r = Release::load(d.path()).unwrap();
+    assert!(r.templates.is_empty());
+    // A release without templates serializes as before (no `templates` key).
+    assert!(!serde_json::to_string(&r).unwrap().contains("templates"));
+
+    write(d.path(), "templates/resolved.md", "---\ntitle: Fixed\n---\n{{release}} is fine again\n");
+    let r = Release::load(d.path()).unwrap();
+    let rendered = r.templates.render(crate::templates::Event::Resolved, &crate::templates::Values::for_release(&r));
+    assert_eq!(rendered.text, "Fixed\n\nnotes 1.0.0 is fine again\n");
+    let back: Release = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(back, r);
+
+    write(d.path(), "templates/rollback_started.md", "ok\nWave {{wave}} by {{oncall}}\n");
+    write(d.path(), "templates/outage.md", "x\n");
+    let p = problems(Release::load(d.path()));
+    assert_eq!(p.len(), 2, "{p:#?}");
+    assert!(p[0].ends_with("templates/outage.md:1:1: unknown template `outage.md`: templates/ holds only incident_started.md, rollback_started.md, rollback_completed.md, resolved.md, scheduled_maintenance.md"), "{p:#?}");
+    assert!(p[1].contains("templates/rollback_started.md:2:18: unknown variable `{{oncall}}`; the variables are: release, product, version, wave, affected_count, restore_window, owner, on_call, started_at, reason"), "{p:#?}");
+}
