@@ -275,7 +275,11 @@ fn apply_plan(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>,
 
     for t in &mut report.targets {
         let target = &run.targets[&t.name];
+        let version = target.data_version().ok();
         let d = target.digest().map_err(|e| classify(&target.path, e))?;
+        if let (Some(v), Some(snap)) = (version, &t.snapshot) {
+            snapshot::remember_after_apply(state, snap, target, v, &d);
+        }
         t.after = Some(d.digest.to_string());
         t.schema_after = Some(d.schema.to_string());
     }

@@ -211,7 +211,12 @@ fn finish_rollback_steps(run: &mut Run<'_>) -> Result<Report> {
             None => None,
         };
         let mut tr = TargetReport { name: name.clone(), db: run.plan.targets[name].clone(), ..TargetReport::default() };
-        tr.before = Some(t.baseline_digest().map_err(|e| classify(&t.path, e))?.digest.to_string());
+        // Untouched since the apply: its digest of the file still holds.
+        let before = match snap.as_ref().and_then(|(id, _, _)| snapshot::after_apply(state, id, t)) {
+            Some(d) => d,
+            None => t.baseline_digest().map_err(|e| classify(&t.path, e))?,
+        };
+        tr.before = Some(before.digest.to_string());
         let n = run.begin("undo", Some(name), &json!({"apply_plan": apply_plan}))?;
         undo_target(run, name, entries, snap.as_ref(), apply_plan.as_deref(), &mut tr, &mut report)?;
         run.done(n, &json!({"apply_plan": apply_plan}))?;

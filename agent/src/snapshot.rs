@@ -435,7 +435,7 @@ pub fn prune(state: &State, keep: usize) -> Result<Vec<String>> {
         let mut unpinned: Vec<&Snapshot> = all.iter().filter(|s| &s.source == source && !s.pinned).collect();
         unpinned.sort_by(|a, b| b.created.cmp(&a.created));
         for s in unpinned.into_iter().skip(keep) {
-            for f in [s.file.clone(), s.file.with_extension("json")] {
+            for f in [s.file.clone(), s.file.with_extension("json"), after_path(&s.file)] {
                 match std::fs::remove_file(&f) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -448,6 +448,81 @@ pub fn prune(state: &State, keep: usize) -> Result<Vec<String>> {
         }
     }
     Ok(removed)
+}
+
+/// The digest of a target as its apply left it, kept next to the snapshot
+/// that apply took, with the file's fingerprint at that moment.
+#[derive(Serialize, Deserialize)]
+struct AfterApply {
+    db: PathBuf,
+    fingerprint: String,
+    digest: DatabaseDigest,
+}
+
+fn after_path(snapshot_file: &Path) -> PathBuf {
+    snapshot_file.with_extension("after.json")
+}
+
+/// Identity of the target file's committed state and the connection's
+/// `data_version`, read in one read transaction (no commit can land in
+/// between). Rollback-journal mode only: every commit there rewrites the
+/// header's change counter (offset 24) and the file's mtime; in WAL mode
+/// commits leave the main file alone, so there is no fingerprint.
+fn fingerprint(t: &Target) -> Option<(String, i64)> {
+    if !t.conn.is_autocommit() {
+        return None;
+    }
+    t.conn.execute_batch("BEGIN DEFERRED; SELECT count(*) FROM sqlite_schema;").ok()?;
+    let read = || -> Option<(String, i64)> {
+        let mode: String = t.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).ok()?;
+        if mode.eq_ignore_ascii_case("wal") {
+            return None;
+        }
+        let version = t.data_version().ok()?;
+        let meta = std::fs::metadata(&t.path).ok()?;
+        let mtime = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+        let mut head = [0u8; 100];
+        std::io::Read::read_exact(&mut std::fs::File::open(&t.path).ok()?, &mut head).ok()?;
+        Some((format!("{}:{mtime}:{}:{}", meta.len(), hex::encode(&head[24..28]), hex::encode(&head[92..96])), version))
+    };
+    let out = read();
+    let _ = t.conn.execute_batch("COMMIT");
+    out
+}
+
+/// Keeps `digest` — computed on `t` when its `data_version` was `version` —
+/// as the state the apply that took snapshot `snap_id` left `t` in, so that
+/// a rollback that finds the file untouched need not read it again. Best
+/// effort: without a fingerprint nothing is kept and the rollback reads all.
+pub fn remember_after_apply(state: &State, snap_id: &str, t: &Target, version: i64, digest: &DatabaseDigest) {
+    let Some((fingerprint, now)) = fingerprint(t) else { return };
+    if now != version {
+        return;
+    }
+    let file = after_path(&state.snapshots_dir().join(format!("{snap_id}.db")));
+    let record = AfterApply { db: t.path.clone(), fingerprint, digest: digest.clone() };
+    let tmp = fsutil::tmp_path(&file);
+    let json = serde_json::to_vec(&record).expect("digest serializes");
+    if std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &file)).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// The digest the apply that took snapshot `snap_id` left `t` in, when the
+/// file has not changed since (same fingerprint); it also becomes `t`'s
+/// baseline for an incremental proof (docs/digest.md "Incremental proofs").
+#[must_use]
+pub fn after_apply(state: &State, snap_id: &str, t: &Target) -> Option<DatabaseDigest> {
+    let file = after_path(&state.snapshots_dir().join(format!("{snap_id}.db")));
+    let record: AfterApply = serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
+    let (fingerprint, version) = fingerprint(t)?;
+    let d = record.digest;
+    let consistent = DatabaseDigest::combine(d.schema, d.tables.clone()).digest == d.digest;
+    if record.db != t.path || record.fingerprint != fingerprint || !consistent {
+        return None;
+    }
+    t.set_baseline(version, d.clone());
+    Some(d)
 }
 
 /// Unpins the snapshots of a release (when it is rolled back or finalized).
