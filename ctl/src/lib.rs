@@ -11,6 +11,7 @@ pub mod coordinator;
 pub mod demo;
 pub mod error;
 pub mod examples;
+pub mod fleet;
 pub mod keys;
 pub mod lint;
 pub mod output;

@@ -38,6 +38,17 @@ enum Command {
     /// The trust root (trust.toml): init, rotate.
     #[command(subcommand)]
     Trust(TrustCmd),
+    /// Enrollment tokens (coordinator): create.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Enrolled agents with labels, connection state and installed releases (coordinator).
+    Agents(rewindctl::fleet::AgentsArgs),
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create an enrollment token for `rewind-agent enroll`; prints the token alone.
+    Create(rewindctl::fleet::TokenCreateArgs),
 }
 
 #[derive(Subcommand)]
@@ -97,5 +108,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Keys(KeysCmd::Generate(a)) => rewindctl::keys::generate(&a),
         Command::Trust(TrustCmd::Init(a)) => rewindctl::trust::init(&a),
         Command::Trust(TrustCmd::Rotate(a)) => rewindctl::trust::rotate(&a),
+        Command::Token(TokenCmd::Create(a)) => rewindctl::fleet::token_create(&cli.coordinator, &a),
+        Command::Agents(a) => rewindctl::fleet::agents(&cli.coordinator, &a),
     }
 }

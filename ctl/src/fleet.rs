@@ -1,0 +1,162 @@
+//! Fleet commands that talk to the coordinator's Admin API: `token create`
+//! and `agents`. Connection flags come from [`CoordinatorArgs`]; the channel
+//! is built by `rewind_shared::channel`, the one place for TLS and timeouts.
+
+use std::time::Duration;
+
+use clap::Args;
+use rewind_shared::channel::{self, ChannelOptions, ClientTls};
+use rewind_shared::fleet::parse_labels;
+use rewind_shared::wire::{labels_to_wire, v1};
+use serde_json::json;
+use tonic::codegen::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::Channel;
+
+use crate::coordinator::CoordinatorArgs;
+use crate::{Error, Result};
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example: rewindctl token create --labels ring=canary,os=linux --uses 10 --ttl 2h")]
+pub struct TokenCreateArgs {
+    /// Labels every agent enrolled with this token gets (K=V,...).
+    #[arg(long, default_value = "")]
+    pub labels: String,
+    /// How many agents may enroll with it.
+    #[arg(long, default_value_t = 1)]
+    pub uses: u32,
+    /// How long it stays valid (e.g. 30m, 24h, 7d).
+    #[arg(long, default_value = "24h")]
+    pub ttl: String,
+    /// Print {"token", "expires", "uses"} instead of the token alone.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example: rewindctl agents --selector ring=canary --json")]
+pub struct AgentsArgs {
+    /// Only agents with every label K=V,...
+    #[arg(long, default_value = "")]
+    pub selector: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone)]
+struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+type Admin = v1::admin_client::AdminClient<InterceptedService<Channel, Bearer>>;
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Failed(format!("starting the runtime: {e}")))
+}
+
+async fn admin(c: &CoordinatorArgs) -> Result<Admin> {
+    let ca = c.ca.as_ref().ok_or_else(|| {
+        Error::BadInput("the coordinator's CA is needed: pass --ca FILE or set REWIND_CA (the coordinator writes <state>/ca.pem)".into())
+    })?;
+    let ca_pem = std::fs::read_to_string(ca).map_err(|e| Error::BadInput(format!("--ca {}: {e}", ca.display())))?;
+    let token = c
+        .token()
+        .map_err(|e| Error::BadInput(format!("--token-file: {e}")))?
+        .ok_or_else(|| Error::BadInput("an operator token is needed: pass --token-file FILE or set REWIND_TOKEN (the coordinator writes <state>/admin.token)".into()))?;
+    let bearer = format!("Bearer {token}").parse().map_err(|_| Error::BadInput("the operator token holds characters not allowed in a header".into()))?;
+    let ch = channel::connect(&c.coordinator, &ClientTls { ca_pem, identity: None }, ChannelOptions::unary())
+        .await
+        .map_err(|e| Error::Failed(e.to_string()))?;
+    Ok(v1::admin_client::AdminClient::with_interceptor(ch, Bearer(bearer)))
+}
+
+/// Maps a call's status to an exit code: the caller's mistakes exit 2, the
+/// rest 1.
+fn status(call: &str, s: &tonic::Status) -> Error {
+    use tonic::Code;
+    let m = format!("{call}: {} ({:?})", s.message(), s.code());
+    match s.code() {
+        Code::InvalidArgument | Code::Unauthenticated | Code::PermissionDenied | Code::NotFound | Code::AlreadyExists => Error::BadInput(m),
+        _ => Error::Failed(m),
+    }
+}
+
+/// `rewindctl token create`: prints the token alone on stdout.
+///
+/// # Errors
+/// Bad labels or TTL (exit 2), an unreachable coordinator or refused call.
+pub fn token_create(c: &CoordinatorArgs, a: &TokenCreateArgs) -> Result<u8> {
+    let labels = parse_labels(&a.labels).map_err(|e| Error::BadInput(format!("--labels: {e}")))?;
+    let ttl: Duration = humantime::parse_duration(&a.ttl).map_err(|e| Error::BadInput(format!("--ttl {}: {e}", a.ttl)))?;
+    if ttl.as_secs() == 0 || a.uses == 0 {
+        return Err(Error::BadInput("--ttl and --uses must be above zero".into()));
+    }
+    runtime()?.block_on(async {
+        let mut client = admin(c).await?;
+        let r = client
+            .create_token(v1::CreateTokenRequest { labels: labels_to_wire(&labels), uses: a.uses, ttl_seconds: ttl.as_secs() })
+            .await
+            .map_err(|s| status("token create", &s))?
+            .into_inner();
+        if a.json {
+            let expires = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(r.expires_unix).unwrap_or(0));
+            println!("{}", json!({"token": r.token, "uses": r.uses, "expires": humantime::format_rfc3339(expires).to_string()}));
+        } else {
+            println!("{}", r.token);
+        }
+        Ok(0)
+    })
+}
+
+/// `rewindctl agents`.
+///
+/// # Errors
+/// A bad selector (exit 2), an unreachable coordinator or refused call.
+pub fn agents(c: &CoordinatorArgs, a: &AgentsArgs) -> Result<u8> {
+    runtime()?.block_on(async {
+        let mut client = admin(c).await?;
+        let r = client
+            .list_agents(v1::ListAgentsRequest { selector: a.selector.clone() })
+            .await
+            .map_err(|s| status("agents", &s))?
+            .into_inner();
+        if a.json {
+            let list: Vec<_> = r
+                .agents
+                .iter()
+                .map(|ag| {
+                    let labels: std::collections::BTreeMap<_, _> = ag.labels.iter().collect();
+                    json!({
+                        "id": ag.id, "labels": labels, "connected": ag.connected, "hostname": ag.hostname,
+                        "last_seen": (!ag.last_seen.is_empty()).then_some(&ag.last_seen), "enrolled": ag.enrolled,
+                        "products": ag.products.iter().map(|p| json!({"name": p.name, "sequence": p.sequence, "release": p.release})).collect::<Vec<_>>(),
+                        "targets": ag.targets.iter().map(|t| json!({"product": t.product, "name": t.name, "schema": t.schema_digest, "digest": t.data_digest})).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&list).expect("JSON"));
+        } else if r.agents.is_empty() {
+            println!("no agents");
+        } else {
+            for ag in &r.agents {
+                let labels: Vec<String> = ag.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+                let products: Vec<String> = ag.products.iter().map(|p| format!("{}@{}", p.name, p.sequence)).collect();
+                println!(
+                    "{}  {}  {}  [{}]  {}  last seen {}",
+                    ag.id,
+                    if ag.connected { "connected" } else { "offline" },
+                    ag.hostname,
+                    labels.join(","),
+                    if products.is_empty() { "-".to_string() } else { products.join(" ") },
+                    if ag.last_seen.is_empty() { "never" } else { &ag.last_seen }
+                );
+            }
+        }
+        Ok(0)
+    })
+}
