@@ -11,6 +11,7 @@
 pub mod apply;
 pub mod bundle;
 pub mod crash;
+pub mod daemon;
 pub mod error;
 pub mod finalize;
 pub mod flags;

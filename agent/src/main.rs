@@ -121,6 +121,25 @@ enum Command {
     /// Tools for tests.
     #[command(subcommand)]
     Debug(DebugCmd),
+    /// Enroll this endpoint with a coordinator, using a token from `rewindctl token create`.
+    ///
+    /// Example: rewind-agent enroll --config agent.toml --token rwt_0123...
+    Enroll {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// One-time enrollment token (or REWIND_ENROLL_TOKEN).
+        #[arg(long, env = "REWIND_ENROLL_TOKEN", hide_env_values = true)]
+        token: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the daemon: one mTLS stream to the coordinator, hello with inventory, heartbeats, reconnects.
+    ///
+    /// Example: rewind-agent run --config agent.toml
+    Run {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -254,6 +273,23 @@ fn open_state(arg: Option<PathBuf>) -> Result<(State, Vec<Report>)> {
 
 fn run(cli: Cli) -> Result<u8> {
     match cli.command {
+        Command::Enroll { config, token, json } => {
+            let cfg = rewind_agent::daemon::config::AgentConfig::load(&config)?;
+            let state = cfg.state_dir(cli.state);
+            let done = rewind_agent::daemon::enroll::enroll(&cfg, &state, &token)?;
+            if json {
+                print_json(&done);
+            } else {
+                println!("enrolled as {} with {}", done.agent_id, done.coordinator);
+            }
+            Ok(0)
+        }
+        Command::Run { config } => {
+            let cfg = rewind_agent::daemon::config::AgentConfig::load(&config)?;
+            let state = cfg.state_dir(cli.state);
+            rewind_agent::daemon::run::run(&cfg, &state)?;
+            Ok(0)
+        }
         Command::Checksum { db, json } => checksum(&db, json),
         Command::Debug(DebugCmd::CrashPoints) => {
             for (p, what) in crash::POINTS {

@@ -1,0 +1,279 @@
+//! `rewind-agent run`: keeps one mTLS bidi stream to a coordinator. On each
+//! connection it sends a hello with the endpoint's inventory (installed
+//! releases, per-target schema and data digests, audit chain head), then
+//! heartbeats at the interval the coordinator's welcome names. Any failure
+//! ends the stream and the daemon reconnects, trying the configured
+//! coordinators in order, with jittered exponential backoff (1 s doubling
+//! to 60 s, reset after a welcomed stream). SIGTERM / SIGINT stop it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rewind_shared::channel::{self, ChannelOptions, ClientTls};
+use rewind_shared::digest::database_digest;
+use rewind_shared::fleet::{AuditHead, Hello, InstalledProduct, Inventory, TargetDigest, TargetState};
+use rewind_shared::wire::v1;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::config::{AgentConfig, TargetConfig};
+use super::identity::Identity;
+use crate::error::{Error, Result};
+use crate::state::State;
+
+/// HTTP/2 keepalive PING interval on the stream's connection.
+pub const KEEPALIVE: Duration = Duration::from_secs(60);
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Exponential backoff with "equal jitter": each delay is uniformly random
+/// in `[d/2, d]` where `d` doubles from `min` up to `max`, so a fleet that
+/// lost its coordinator does not reconnect in lockstep.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    #[must_use]
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Backoff { next: min, min, max }
+    }
+
+    /// The delay before the next attempt.
+    pub fn delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let mut b = [0u8; 4];
+        getrandom::fill(&mut b).expect("the OS random source works");
+        let frac = f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX);
+        d.mul_f64(0.5 + frac / 2.0)
+    }
+
+    /// After a healthy stream: start again from the minimum.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// Runs the daemon until a shutdown signal.
+///
+/// # Errors
+/// [`Error::BadInput`] when the agent is not enrolled or the CA file is
+/// unreadable; never for network failures (those are retried).
+pub fn run(cfg: &AgentConfig, state: &Path) -> Result<()> {
+    let identity = Identity::load(state)?;
+    let ca_pem = std::fs::read_to_string(&cfg.ca).map_err(|e| Error::BadInput(format!("ca {}: {e}", cfg.ca.display())))?;
+    let tls = ClientTls { ca_pem, identity: Some((identity.cert_pem.clone(), identity.key_pem.clone())) };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Failed(format!("runtime: {e}")))?;
+    rt.block_on(async {
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+        let mut attempt = 0usize;
+        let stop = shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            let url = &cfg.coordinator[attempt % cfg.coordinator.len()];
+            let end = tokio::select! {
+                end = session(url, &tls, &identity, cfg, state) => end,
+                () = &mut stop => break,
+            };
+            match end {
+                End::AfterWelcome(why) => {
+                    tracing::warn!(coordinator = %url, "stream ended: {why}; reconnecting");
+                    backoff.reset();
+                }
+                End::BeforeWelcome(why) => {
+                    tracing::warn!(coordinator = %url, "cannot connect: {why}");
+                    attempt += 1;
+                }
+            }
+            let delay = backoff.delay();
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = &mut stop => break,
+            }
+        }
+        eprintln!("rewind-agent: stopped");
+        Ok(())
+    })
+}
+
+enum End {
+    /// The coordinator welcomed us, then the stream ended.
+    AfterWelcome(String),
+    /// Connecting, TLS, authentication or the hello failed.
+    BeforeWelcome(String),
+}
+
+async fn session(url: &str, tls: &ClientTls, identity: &Identity, cfg: &AgentConfig, state: &Path) -> End {
+    let ch = match channel::connect(url, tls, ChannelOptions::stream(KEEPALIVE)).await {
+        Ok(ch) => ch,
+        Err(e) => return End::BeforeWelcome(e.to_string()),
+    };
+    let (state_dir, targets) = (state.to_path_buf(), cfg.targets.clone());
+    let (inventory, audit) = match tokio::task::spawn_blocking(move || inventory(&state_dir, &targets)).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return End::BeforeWelcome(format!("reading the inventory: {e}")),
+        Err(e) => return End::BeforeWelcome(format!("reading the inventory: {e}")),
+    };
+    let hello = Hello {
+        agent_id: identity.agent_id.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        hostname: super::hostname(),
+        inventory,
+        audit,
+    };
+    let (tx, rx) = mpsc::channel::<v1::AgentMessage>(16);
+    let send = |body| v1::AgentMessage { body: Some(body) };
+    if tx.send(send(v1::agent_message::Body::Hello((&hello).into()))).await.is_err() {
+        return End::BeforeWelcome("stream closed".into());
+    }
+    let mut client = v1::fleet_client::FleetClient::new(ch);
+    let mut inbound = match client.connect(ReceiverStream::new(rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(s) => return End::BeforeWelcome(format!("{} ({:?})", s.message(), s.code())),
+    };
+    let heartbeat = match inbound.message().await {
+        Ok(Some(v1::CoordinatorMessage { body: Some(v1::coordinator_message::Body::Welcome(w)) })) => {
+            tracing::info!(coordinator = %url, agent = %w.agent_id, "connected");
+            eprintln!("rewind-agent: connected to {url} as {}", identity.agent_id);
+            Duration::from_secs(u64::from(w.heartbeat_seconds.max(1)))
+        }
+        Ok(Some(_)) => return End::BeforeWelcome("the coordinator's first message was not a welcome".into()),
+        Ok(None) => return End::BeforeWelcome("the coordinator closed the stream".into()),
+        Err(s) => return End::BeforeWelcome(format!("{} ({:?})", s.message(), s.code())),
+    };
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            m = inbound.message() => match m {
+                Ok(Some(msg)) => handle(msg),
+                Ok(None) => return End::AfterWelcome("closed by the coordinator".into()),
+                Err(s) => return End::AfterWelcome(format!("{} ({:?})", s.message(), s.code())),
+            },
+            _ = tick.tick() => {
+                let hb = v1::Heartbeat { sent_unix_ms: now_ms() };
+                if tx.send(send(v1::agent_message::Body::Heartbeat(hb))).await.is_err() {
+                    return End::AfterWelcome("stream closed".into());
+                }
+            }
+        }
+    }
+}
+
+fn handle(msg: v1::CoordinatorMessage) {
+    use v1::coordinator_message::Body;
+    match msg.body {
+        Some(Body::Plan(p)) => {
+            // Not acknowledged: the coordinator keeps it pending.
+            tracing::warn!(plan = %p.plan_id, "not implemented yet: running plans received over the stream; apply the bundle by hand with rewind-agent apply --bundle");
+        }
+        Some(Body::Ack(a)) => tracing::debug!(result = %a.id, "ack"),
+        Some(Body::Heartbeat(_)) => {}
+        Some(Body::Welcome(_)) | None => tracing::warn!("unexpected message from the coordinator"),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The endpoint's inventory: installed releases and the audit head from the
+/// state directory, and each configured target's digests. Takes the state
+/// lock only while reading `agent.db`.
+///
+/// # Errors
+/// When the state directory cannot be opened or read. An unreadable target
+/// is reported in the inventory, not as an error.
+pub fn inventory(state: &Path, targets: &[TargetConfig]) -> Result<(Inventory, AuditHead)> {
+    let (products, audit) = {
+        let st = State::open(state)?;
+        let sql = |e| Error::Sqlite { context: "inventory".into(), source: e };
+        let mut stmt = st.db.prepare("SELECT product, release, sequence, plan_id FROM installed ORDER BY product").map_err(sql)?;
+        let products: Vec<InstalledProduct> = stmt
+            .query_map([], |r| {
+                Ok(InstalledProduct { name: r.get(0)?, release: r.get(1)?, sequence: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0), plan_id: r.get(3)? })
+            })
+            .and_then(Iterator::collect)
+            .map_err(sql)?;
+        let head: Option<(i64, String)> = st
+            .db
+            .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map(Some)
+            .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(None) } else { Err(e) })
+            .map_err(sql)?;
+        let audit = match head {
+            Some((seq, hash)) => AuditHead {
+                seq: u64::try_from(seq).unwrap_or(0),
+                hash: Some(hash.parse().map_err(|e| Error::Failed(format!("audit head in {}: {e}", state.display())))?),
+            },
+            None => AuditHead::default(),
+        };
+        (products, audit)
+    };
+    let targets = targets.iter().map(target_state).collect();
+    Ok((Inventory { products, targets }, audit))
+}
+
+fn target_state(t: &TargetConfig) -> TargetState {
+    let digests = (|| -> std::result::Result<TargetDigest, String> {
+        if !t.path.is_file() {
+            return Err(format!("{}: no such file", t.path.display()));
+        }
+        let conn = rusqlite::Connection::open_with_flags(&t.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(|e| format!("{}: {e}", t.path.display()))?;
+        conn.busy_timeout(crate::target::BUSY_TIMEOUT).map_err(|e| e.to_string())?;
+        let d = database_digest(&conn).map_err(|e| format!("{}: {e}", t.path.display()))?;
+        Ok(TargetDigest::Ok { schema: d.schema, data: d.digest })
+    })()
+    .unwrap_or_else(|error| TargetDigest::Unreadable { error });
+    TargetState { product: t.product.clone(), name: t.name.clone(), digests }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Where `run` keeps its identity, for messages.
+#[must_use]
+pub fn identity_dir(state: &Path) -> PathBuf {
+    super::identity::dir(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
+        let d: Vec<Duration> = (0..6).map(|_| b.delay()).collect();
+        for (i, want) in [1u64, 2, 4, 8, 8, 8].iter().enumerate() {
+            let want = Duration::from_secs(*want);
+            assert!(d[i] >= want / 2 && d[i] <= want, "delay {i} = {:?}, want within [{:?}, {want:?}]", d[i], want / 2);
+        }
+        b.reset();
+        assert!(b.delay() <= Duration::from_secs(1));
+    }
+}
