@@ -17,6 +17,7 @@ pub mod lint;
 pub mod output;
 pub mod rehearsal;
 pub mod release_cmd;
+pub mod runbook;
 pub mod trust;
 
 pub use error::{Error, Result};

@@ -43,6 +43,8 @@ enum Command {
     Token(TokenCmd),
     /// Enrolled agents with labels, connection state and installed releases (coordinator).
     Agents(rewindctl::fleet::AgentsArgs),
+    /// Write a release's incident playbook: owners, rollback commands per granularity, verification, restore window, messages.
+    Runbook(rewindctl::runbook::RunbookArgs),
 }
 
 #[derive(Subcommand)]
@@ -108,6 +110,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Keys(KeysCmd::Generate(a)) => rewindctl::keys::generate(&a),
         Command::Trust(TrustCmd::Init(a)) => rewindctl::trust::init(&a),
         Command::Trust(TrustCmd::Rotate(a)) => rewindctl::trust::rotate(&a),
+        Command::Runbook(a) => rewindctl::runbook::run(&a),
         Command::Token(TokenCmd::Create(a)) => rewindctl::fleet::token_create(&cli.coordinator, &a),
         Command::Agents(a) => rewindctl::fleet::agents(&cli.coordinator, &a),
     }

@@ -485,21 +485,28 @@ impl Template {
 
 /// Escapes a value so that, inside Markdown, it reads as the literal text:
 /// inline markup (`*`, `_`, backticks, links, HTML) is backslash-escaped,
-/// and a leading block marker (`#`, `-`, `+`, `>`, `1.`) too, since the
-/// value may start a line.
+/// and a leading block marker (`# `, `- `, `+ `, `---`, `1. `) too, since
+/// the value may start a line.
 #[must_use]
 pub fn escape_markdown(value: &str) -> String {
+    let mut chars = value.chars();
+    let first = chars.next();
+    let second = chars.next();
+    // `# x`, `- x`, `+ x`, `---`, `===`: a block marker if the value starts
+    // a line; `-x` or `2026.11.0` are not, and stay readable.
+    let block_marker = matches!(first, Some('#' | '-' | '+' | '='))
+        && (second.is_none() || second.is_some_and(char::is_whitespace) || second == first);
     let mut out = String::with_capacity(value.len() + 8);
     for (i, c) in value.chars().enumerate() {
-        let leading = i == 0 && matches!(c, '#' | '-' | '+' | '=' | '>');
-        if leading || matches!(c, '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '&' | '|' | '~' | '!') {
+        if (i == 0 && block_marker) || matches!(c, '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '&' | '|' | '~' | '!') {
             out.push('\\');
         }
         out.push(c);
     }
     // `1. x` / `1) x` at a line start would be a list item.
     let digits = value.chars().take_while(char::is_ascii_digit).count();
-    if digits > 0 && matches!(value[digits..].chars().next(), Some('.' | ')')) {
+    let mut after = value[digits..].chars();
+    if digits > 0 && matches!(after.next(), Some('.' | ')')) && after.next().is_none_or(char::is_whitespace) {
         out.insert(digits, '\\');
     }
     out

@@ -67,7 +67,11 @@ fn values_are_escaped_for_markdown_and_kept_on_one_line() {
     // Plain text carries the value as given, but still on one line.
     assert_eq!(r.text, "Rolling back notes 2026.11.0\n\nReason: # [click](http://evil) <script>x</script> *now* - item\n");
     assert_eq!(escape_markdown("1. first"), "1\\. first");
-    assert_eq!(escape_markdown("-x"), "\\-x");
+    assert_eq!(escape_markdown("- x"), "\\- x");
+    assert_eq!(escape_markdown("---"), "\\---");
+    assert_eq!(escape_markdown("-x"), "-x");
+    assert_eq!(escape_markdown("2026.11.0"), "2026.11.0");
+    assert_eq!(escape_markdown("3) x"), "3\\) x");
     assert_eq!(escape_markdown("storage-team"), "storage-team");
     assert_eq!(escape_markdown("a|b & c"), "a\\|b \\& c");
 }
