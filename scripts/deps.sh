@@ -27,4 +27,12 @@ need_test_deps() {
         python3 -m pip install --quiet blake3 2>/dev/null ||
             python3 -m pip install --quiet --break-system-packages blake3
     }
+    # tests/tests/fleet_grpc_client.py: a third-party gRPC client (health,
+    # reflection) that the fleet tests point at the coordinator.
+    python3 -c "import grpc, grpc_health.v1.health_pb2, grpc_reflection.v1alpha.reflection_pb2" 2>/dev/null || {
+        echo "installing PyPI packages: grpcio grpcio-health-checking grpcio-reflection" >&2
+        python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+        python3 -m pip install --quiet grpcio grpcio-health-checking grpcio-reflection 2>/dev/null ||
+            python3 -m pip install --quiet --break-system-packages grpcio grpcio-health-checking grpcio-reflection
+    }
 }
