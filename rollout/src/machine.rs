@@ -1,0 +1,832 @@
+//! The rollout state machine of one release (DESIGN.md §7, states as §8
+//! names them): events in, [`Action`]s out, no I/O.
+//!
+//! Guarantees, each covered by tests:
+//! - an agent is sent the apply plan at most once, and only once its wave
+//!   has started and while the rollout is running, baking, awaiting an
+//!   approval or done — never while paused, halted or rolling back;
+//! - outcomes are counted honestly: only `applied` is a success; `failed`,
+//!   `refused`, `rolled_back_locally` and no report within
+//!   `report_timeout` are failures; an offline agent is pending;
+//! - a halt happens when a wave's failure ratio exceeds
+//!   `max_failure_ratio` once `min_sample` of its agents reported (or all
+//!   of a smaller wave), at once on any integrity signal, and when a
+//!   `[[trigger]]` crosses; with `auto_rollback` the rollback goes out in
+//!   the same step to every agent that applied, skipping bake and
+//!   approvals, and the rollout is `rolled_back` only when every one of
+//!   them proved its rollback;
+//! - every state change yields an [`Action::Audit`] with reason and actor;
+//! - the whole machine is serde-serializable: store it after each
+//!   [`RolloutMachine::handle`] and load it after a restart to resume with
+//!   the same cohorts, counts and sent sets.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use rewind_shared::fleet::{AgentId, Labels};
+use serde::{Deserialize, Serialize};
+
+use crate::cohort::{CohortError, Cohorts};
+use crate::policy::{RolloutSpec, millis};
+
+/// The actor of transitions the engine makes on its own.
+pub const SYSTEM_ACTOR: &str = "rewind-coordinator";
+
+/// Where a rollout stands. Wave fields index `spec.rollout.waves`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum State {
+    /// Plans of waves up to `wave` go out; waiting for reports.
+    Running { wave: usize },
+    /// `wave` reported; watching it until `until_ms`.
+    Baking { wave: usize, until_ms: u64 },
+    /// `wave` (not yet started) needs `rewindctl rollout approve <name>`.
+    AwaitingApproval { wave: usize },
+    /// No plans go out; signals still halt. `since_ms` extends a bake.
+    Paused { from: Box<State>, since_ms: u64 },
+    /// Stopped: no plans go out. Waits for a manual rollback (or a human,
+    /// when a rollback could not be proven everywhere).
+    Halted { reason: String },
+    /// Rollback plans went out; waiting for every proof.
+    RollingBack { reason: String },
+    /// Every agent that applied proved its rollback by digest.
+    RolledBack,
+    /// Every wave finished.
+    Done,
+    /// A later release of the product replaced this rollout.
+    Superseded { by: String },
+}
+
+impl State {
+    /// The §8 name: `running`, `baking`, `awaiting_approval`, `paused`,
+    /// `halted`, `rolling_back`, `rolled_back`, `done`, `superseded`.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Running { .. } => "running",
+            Self::Baking { .. } => "baking",
+            Self::AwaitingApproval { .. } => "awaiting_approval",
+            Self::Paused { .. } => "paused",
+            Self::Halted { .. } => "halted",
+            Self::RollingBack { .. } => "rolling_back",
+            Self::RolledBack => "rolled_back",
+            Self::Done => "done",
+            Self::Superseded { .. } => "superseded",
+        }
+    }
+
+    /// Running, baking, awaiting approval or paused: the rollout is moving
+    /// through its waves and any bad signal halts it.
+    #[must_use]
+    pub fn is_progressing(&self) -> bool {
+        matches!(self, Self::Running { .. } | Self::Baking { .. } | Self::AwaitingApproval { .. } | Self::Paused { .. })
+    }
+
+    /// Whether this rollout still holds its product: everything but done,
+    /// rolled back and superseded. A halted rollout needs resolving (or
+    /// superseding) before the next release may start.
+    #[must_use]
+    pub fn is_active(&self) -> bool {
+        !matches!(self, Self::RolledBack | Self::Done | Self::Superseded { .. })
+    }
+}
+
+/// What an agent reported for this rollout's plans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The apply plan ran and verified.
+    Applied,
+    /// The apply plan failed (the agent reverted it).
+    Failed,
+    /// The agent refused the plan (signatures, expiry, start state...).
+    Refused,
+    /// The agent reverted the release on its own (`local_revert`).
+    RolledBackLocally,
+    /// The rollback plan ran and its digest proof and `after-rollback`
+    /// checks passed.
+    RollbackProven,
+    /// The rollback could not be proven: the endpoint needs a human.
+    RollbackFailed,
+}
+
+/// A data-integrity signal: each halts a progressing rollout at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntegrityKind {
+    /// A target's digest differs from the rehearsal's prediction.
+    Drift,
+    /// A `verify.sql` failed.
+    FailedVerify,
+    /// A rollback's digest proof failed.
+    FailedRollbackProof,
+    /// The agent's audit chain skipped entries.
+    AuditGap,
+    /// The agent's audit chain forked.
+    AuditFork,
+}
+
+impl fmt::Display for IntegrityKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Drift => "digest drift",
+            Self::FailedVerify => "failed verify",
+            Self::FailedRollbackProof => "failed rollback proof",
+            Self::AuditGap => "audit gap",
+            Self::AuditFork => "audit fork",
+        })
+    }
+}
+
+/// An input to the machine. The time of each comes with
+/// [`RolloutMachine::handle`]; the machine pins every agent's wave itself,
+/// so events carry no wave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A signed report about this rollout's plan (apply or rollback).
+    AgentOutcome { agent: AgentId, outcome: Outcome },
+    /// Time passed: report timeouts and bakes are checked.
+    Tick,
+    /// `rewindctl rollout approve WAVE`.
+    Approve { wave: String, actor: String },
+    Pause { actor: String },
+    Resume { actor: String },
+    /// Halts without rolling back; `rewindctl rollback` takes data back.
+    Abort { actor: String },
+    /// `rewindctl rollback PRODUCT`: every agent that applied gets the
+    /// rollback plan.
+    Rollback { actor: String, reason: String },
+    Integrity { agent: AgentId, kind: IntegrityKind, detail: String },
+    /// A health metric sample an agent reported, timestamped by `at_ms`.
+    Metric { agent: AgentId, name: String, value: f64, at_ms: u64 },
+    /// An agent of the product connected for the first time during the
+    /// rollout (it is online).
+    AgentJoined { agent: AgentId, labels: Labels },
+    AgentOffline { agent: AgentId },
+    AgentOnline { agent: AgentId },
+}
+
+/// A communication event (DESIGN.md §9 templates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    IncidentStarted,
+    RollbackStarted,
+    RollbackCompleted,
+    Resolved,
+}
+
+/// What the coordinator must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Deliver the release's apply plan to this (connected) agent.
+    SendPlan { agent: AgentId },
+    /// Deliver the pre-signed rollback plan to these (connected) agents now.
+    SendRollback { agents: Vec<AgentId> },
+    /// The rollout halted (alert, status page).
+    Halt { reason: String },
+    /// Append to the coordinator's audit log.
+    Audit { from: String, to: String, reason: String, actor: String },
+    /// Render the §9 template for this event.
+    Notify { event: NotifyEvent },
+}
+
+/// Why an event was refused; the machine did not change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RolloutError {
+    #[error("rollout {rollout}: cannot {command} while {state}{hint}")]
+    NotAllowed { rollout: String, command: String, state: String, hint: String },
+    #[error("rollout {rollout}: wave {asked} is not awaiting approval ({waiting}); approve {waiting} instead")]
+    WrongWave { rollout: String, asked: String, waiting: String },
+    #[error("rollout {rollout}: agent {agent} is not part of it; it was not in the fleet at start and never joined")]
+    UnknownAgent { rollout: String, agent: AgentId },
+}
+
+/// How an agent's apply plan went, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyOutcome {
+    Pending,
+    Applied,
+    Failed,
+    Refused,
+    RolledBackLocally,
+    /// No report within `report_timeout` of the plan: a failure.
+    TimedOut,
+}
+
+impl ApplyOutcome {
+    #[must_use]
+    pub fn is_failure(self) -> bool {
+        matches!(self, Self::Failed | Self::Refused | Self::RolledBackLocally | Self::TimedOut)
+    }
+}
+
+/// Where an agent's rollback stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "rollback")]
+pub enum RollbackProgress {
+    NotNeeded,
+    /// Waiting for the agent to come online.
+    Queued,
+    Sent { at_ms: u64 },
+    Proven,
+    Failed,
+    /// No proof within `report_timeout` of sending: needs a human.
+    TimedOut,
+}
+
+/// One metric sample.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub at_ms: u64,
+    pub value: f64,
+}
+
+/// Everything the rollout knows about one agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// Pinned when the agent is first seen; `None`: no wave takes it.
+    pub wave: Option<usize>,
+    pub labels: Labels,
+    pub online: bool,
+    /// When the apply plan was sent; `Some` means never again.
+    pub plan_sent_ms: Option<u64>,
+    pub outcome: ApplyOutcome,
+    pub rollback: RollbackProgress,
+    /// Recent samples of metrics that a trigger watches.
+    pub metrics: BTreeMap<String, Vec<Sample>>,
+}
+
+/// The rollout of one release. Serialize it to persist it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutMachine {
+    pub(crate) spec: RolloutSpec,
+    pub(crate) cohorts: Cohorts,
+    pub(crate) state: State,
+    /// Waves `[0, started)` have been released.
+    pub(crate) started: usize,
+    pub(crate) agents: BTreeMap<AgentId, AgentRecord>,
+    /// Set once a rollback began: agents that apply later are rolled back.
+    pub(crate) rolling_back: bool,
+}
+
+/// An agent known when the rollout starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetAgent {
+    pub id: AgentId,
+    pub labels: Labels,
+    pub online: bool,
+}
+
+impl RolloutMachine {
+    /// Starts a rollout over the product's fleet: assigns every agent its
+    /// wave and releases the first wave (or waits for its approval).
+    ///
+    /// # Errors
+    /// When a wave's selector does not parse.
+    pub fn start(
+        spec: RolloutSpec,
+        fleet: impl IntoIterator<Item = FleetAgent>,
+        actor: &str,
+        now_ms: u64,
+    ) -> Result<(Self, Vec<Action>), CohortError> {
+        let cohorts = Cohorts::new(&spec.product, &spec.rollout.waves)?;
+        let mut m = Self {
+            spec,
+            cohorts,
+            state: State::Running { wave: 0 },
+            started: 0,
+            agents: BTreeMap::new(),
+            rolling_back: false,
+        };
+        for a in fleet {
+            m.admit(a.id, a.labels, a.online);
+        }
+        let mut out = Vec::new();
+        let first = m.spec.rollout.waves.first().map(|w| w.approval).unwrap_or(false);
+        let reason = format!("rollout of {} {} (sequence {}) started", m.spec.product, m.spec.version, m.spec.sequence);
+        if first {
+            m.state = State::AwaitingApproval { wave: 0 };
+            out.push(audit("pending", &m.label(), &reason, actor));
+        } else {
+            m.started = 1;
+            out.push(audit("pending", &m.label(), &reason, actor));
+            m.flush_plans(now_ms, &mut out);
+        }
+        m.settle(now_ms, &mut out);
+        Ok((m, out))
+    }
+
+    #[must_use]
+    pub fn spec(&self) -> &RolloutSpec {
+        &self.spec
+    }
+
+    #[must_use]
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    #[must_use]
+    pub fn cohorts(&self) -> &Cohorts {
+        &self.cohorts
+    }
+
+    #[must_use]
+    pub fn agents(&self) -> &BTreeMap<AgentId, AgentRecord> {
+        &self.agents
+    }
+
+    /// The wave name an agent is pinned to, if it is targeted.
+    #[must_use]
+    pub fn wave_of(&self, agent: &AgentId) -> Option<&str> {
+        let w = self.agents.get(agent)?.wave?;
+        Some(&self.spec.rollout.waves[w].name)
+    }
+
+    /// Feeds one event at time `now_ms` (milliseconds since the Unix epoch).
+    /// On `Err` nothing changed.
+    ///
+    /// # Errors
+    /// An operator command that does not fit the state (approve the wrong
+    /// wave, resume when not paused, ...), or an agent event for an agent
+    /// this rollout does not know.
+    pub fn handle(&mut self, now_ms: u64, event: Event) -> Result<Vec<Action>, RolloutError> {
+        let mut out = Vec::new();
+        match event {
+            Event::Tick => {}
+            Event::AgentJoined { agent, labels } => {
+                if let Some(r) = self.agents.get_mut(&agent) {
+                    r.online = true;
+                } else {
+                    self.admit(agent, labels, true);
+                }
+                self.flush_plans(now_ms, &mut out);
+                self.flush_rollbacks(now_ms, &mut out);
+            }
+            Event::AgentOnline { agent } => {
+                self.known(&agent)?.online = true;
+                self.flush_plans(now_ms, &mut out);
+                self.flush_rollbacks(now_ms, &mut out);
+            }
+            Event::AgentOffline { agent } => self.known(&agent)?.online = false,
+            Event::AgentOutcome { agent, outcome } => self.outcome(now_ms, agent, outcome, &mut out)?,
+            Event::Metric { agent, name, value, at_ms } => self.metric(now_ms, &agent, name, value, at_ms, &mut out)?,
+            Event::Integrity { agent, kind, detail } => self.integrity(now_ms, &agent, kind, &detail, &mut out)?,
+            Event::Approve { wave, actor } => self.approve(now_ms, &wave, &actor, &mut out)?,
+            Event::Pause { actor } => self.pause(now_ms, &actor, &mut out)?,
+            Event::Resume { actor } => self.resume(now_ms, &actor, &mut out)?,
+            Event::Abort { actor } => {
+                if !self.state.is_progressing() {
+                    return Err(self.not_allowed("abort", ""));
+                }
+                self.halt(now_ms, format!("aborted by {actor}; data stays as is until `rewindctl rollback`"), &actor, false, &mut out);
+            }
+            Event::Rollback { actor, reason } => {
+                if self.rolling_back || matches!(self.state, State::Superseded { .. }) {
+                    return Err(self.not_allowed("roll back", "; the rollback was already sent to every agent that applied"));
+                }
+                self.start_rollback(now_ms, format!("manual rollback by {actor}: {reason}"), &actor, &mut out);
+            }
+        }
+        self.settle(now_ms, &mut out);
+        Ok(out)
+    }
+
+    /// Marks this rollout superseded by another one (the registry does this
+    /// when a later release starts with `supersede`). Agents that already
+    /// applied keep the release; pending ones get no plan from it.
+    pub fn supersede(&mut self, by: &str, actor: &str) -> Vec<Action> {
+        let from = self.label();
+        self.state = State::Superseded { by: by.to_string() };
+        vec![audit(&from, &self.label(), &format!("superseded by rollout {by}"), actor)]
+    }
+
+    // ---- agents ----
+
+    fn admit(&mut self, id: AgentId, labels: Labels, online: bool) {
+        let wave = self.cohorts.wave_of(id.as_str(), &labels);
+        self.agents.insert(
+            id,
+            AgentRecord {
+                wave,
+                labels,
+                online,
+                plan_sent_ms: None,
+                outcome: ApplyOutcome::Pending,
+                rollback: RollbackProgress::NotNeeded,
+                metrics: BTreeMap::new(),
+            },
+        );
+    }
+
+    fn known(&mut self, agent: &AgentId) -> Result<&mut AgentRecord, RolloutError> {
+        let rollout = self.spec.id();
+        self.agents.get_mut(agent).ok_or(RolloutError::UnknownAgent { rollout, agent: agent.clone() })
+    }
+
+    fn may_send_plans(&self) -> bool {
+        !self.rolling_back && matches!(self.state, State::Running { .. } | State::Baking { .. } | State::AwaitingApproval { .. } | State::Done)
+    }
+
+    /// Sends the apply plan to every online agent of a released wave that
+    /// has not had it.
+    fn flush_plans(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        if !self.may_send_plans() {
+            return;
+        }
+        let started = self.started;
+        for (id, r) in &mut self.agents {
+            if r.online && r.plan_sent_ms.is_none() && r.wave.is_some_and(|w| w < started) && r.outcome == ApplyOutcome::Pending {
+                r.plan_sent_ms = Some(now_ms);
+                out.push(Action::SendPlan { agent: id.clone() });
+            }
+        }
+    }
+
+    /// Sends the rollback plan to every online agent that applied and has
+    /// not had it; offline ones are queued.
+    fn flush_rollbacks(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        if !self.rolling_back {
+            return;
+        }
+        let mut agents = Vec::new();
+        for (id, r) in &mut self.agents {
+            if r.outcome == ApplyOutcome::Applied && matches!(r.rollback, RollbackProgress::NotNeeded | RollbackProgress::Queued) {
+                if r.online {
+                    r.rollback = RollbackProgress::Sent { at_ms: now_ms };
+                    agents.push(id.clone());
+                } else {
+                    r.rollback = RollbackProgress::Queued;
+                }
+            }
+        }
+        if !agents.is_empty() {
+            out.push(Action::SendRollback { agents });
+        }
+    }
+
+    fn outcome(&mut self, now_ms: u64, agent: AgentId, outcome: Outcome, out: &mut Vec<Action>) -> Result<(), RolloutError> {
+        let r = self.known(&agent)?;
+        match outcome {
+            Outcome::Applied => r.outcome = ApplyOutcome::Applied,
+            Outcome::Failed => r.outcome = ApplyOutcome::Failed,
+            Outcome::Refused => r.outcome = ApplyOutcome::Refused,
+            Outcome::RolledBackLocally => {
+                if r.outcome == ApplyOutcome::Applied && r.rollback != RollbackProgress::NotNeeded {
+                    r.rollback = RollbackProgress::Proven;
+                }
+                r.outcome = ApplyOutcome::RolledBackLocally;
+            }
+            Outcome::RollbackProven => r.rollback = RollbackProgress::Proven,
+            Outcome::RollbackFailed => r.rollback = RollbackProgress::Failed,
+        }
+        if outcome == Outcome::Applied {
+            // An agent that applied after the rollback began gets it too.
+            self.flush_rollbacks(now_ms, out);
+        }
+        Ok(())
+    }
+
+    // ---- signals ----
+
+    fn integrity(&mut self, now_ms: u64, agent: &AgentId, kind: IntegrityKind, detail: &str, out: &mut Vec<Action>) -> Result<(), RolloutError> {
+        let rolling_back = self.rolling_back;
+        let r = self.known(agent)?;
+        if kind == IntegrityKind::FailedRollbackProof && rolling_back && r.outcome == ApplyOutcome::Applied {
+            r.rollback = RollbackProgress::Failed;
+        }
+        let reason = format!("integrity: {kind} on agent {agent}: {detail}");
+        if self.state.is_progressing() {
+            self.halt(now_ms, reason, SYSTEM_ACTOR, self.spec.rollout.auto_rollback, out);
+        } else {
+            let s = self.label();
+            out.push(audit(&s, &s, &format!("{reason} (recorded; the rollout is {} already)", self.state.name()), SYSTEM_ACTOR));
+        }
+        Ok(())
+    }
+
+    fn metric(&mut self, now_ms: u64, agent: &AgentId, name: String, value: f64, at_ms: u64, out: &mut Vec<Action>) -> Result<(), RolloutError> {
+        self.known(agent)?;
+        let started = self.started;
+        let Some(r) = self.agents.get_mut(agent) else { return Ok(()) };
+        let watched: Vec<_> = self.spec.triggers.iter().filter(|t| t.metric == name).collect();
+        // Only samples of a released endpoint that applied speak for the
+        // release; before the apply they are the old version's.
+        if watched.is_empty() || r.outcome != ApplyOutcome::Applied || r.wave.is_none_or(|w| w >= started) {
+            return Ok(());
+        }
+        let longest = watched.iter().map(|t| millis(t.window)).max().unwrap_or(0);
+        let samples = r.metrics.entry(name.clone()).or_default();
+        samples.push(Sample { at_ms, value });
+        samples.retain(|s| s.at_ms.saturating_add(longest) > now_ms);
+        let mut fired = None;
+        for t in watched {
+            let w = millis(t.window);
+            let in_window: Vec<f64> = samples.iter().filter(|s| s.at_ms.saturating_add(w) > now_ms).map(|s| s.value).collect();
+            let sum: f64 = in_window.iter().sum();
+            let crossed = match (t.above, t.below) {
+                (Some(above), _) if sum > above => Some(format!("above {above}: {sum}")),
+                (_, Some(below)) if !in_window.is_empty() && sum < below => Some(format!("below {below}: {sum}")),
+                _ => None,
+            };
+            if let Some(c) = crossed {
+                let wave = r.wave.map_or("-", |w| self.spec.rollout.waves[w].name.as_str());
+                fired = Some(format!("trigger {name} {c} within {} on agent {agent} (wave {wave})", humanize(t.window)));
+                break;
+            }
+        }
+        if let Some(reason) = fired
+            && self.state.is_progressing()
+        {
+            self.halt(now_ms, reason, SYSTEM_ACTOR, self.spec.rollout.auto_rollback, out);
+        }
+        Ok(())
+    }
+
+    // ---- operator commands ----
+
+    fn approve(&mut self, now_ms: u64, wave: &str, actor: &str, out: &mut Vec<Action>) -> Result<(), RolloutError> {
+        let State::AwaitingApproval { wave: w } = self.state else {
+            return Err(self.not_allowed(&format!("approve wave {wave}"), "; no wave is awaiting approval"));
+        };
+        let waiting = self.spec.rollout.waves[w].name.clone();
+        if waiting != wave {
+            return Err(RolloutError::WrongWave { rollout: self.spec.id(), asked: wave.to_string(), waiting });
+        }
+        self.start_wave(now_ms, w, &format!("wave {wave} approved"), actor, out);
+        Ok(())
+    }
+
+    fn pause(&mut self, now_ms: u64, actor: &str, out: &mut Vec<Action>) -> Result<(), RolloutError> {
+        if !matches!(self.state, State::Running { .. } | State::Baking { .. } | State::AwaitingApproval { .. }) {
+            return Err(self.not_allowed("pause", ""));
+        }
+        let from = self.state.clone();
+        self.transition(State::Paused { from: Box::new(from), since_ms: now_ms }, &format!("paused by {actor}"), actor, out);
+        Ok(())
+    }
+
+    fn resume(&mut self, now_ms: u64, actor: &str, out: &mut Vec<Action>) -> Result<(), RolloutError> {
+        let State::Paused { from, since_ms } = &self.state else {
+            return Err(self.not_allowed("resume", "; only a paused rollout resumes"));
+        };
+        let mut back = (**from).clone();
+        // The bake clock stood still while paused.
+        if let State::Baking { until_ms, .. } = &mut back {
+            *until_ms = until_ms.saturating_add(now_ms.saturating_sub(*since_ms));
+        }
+        self.transition(back, &format!("resumed by {actor}"), actor, out);
+        self.flush_plans(now_ms, out);
+        Ok(())
+    }
+
+    // ---- transitions ----
+
+    fn transition(&mut self, to: State, reason: &str, actor: &str, out: &mut Vec<Action>) {
+        let from = self.label();
+        self.state = to;
+        out.push(audit(&from, &self.label(), reason, actor));
+    }
+
+    fn start_wave(&mut self, now_ms: u64, w: usize, reason: &str, actor: &str, out: &mut Vec<Action>) {
+        self.started = self.started.max(w + 1);
+        self.transition(State::Running { wave: w }, reason, actor, out);
+        self.flush_plans(now_ms, out);
+    }
+
+    fn halt(&mut self, now_ms: u64, reason: String, actor: &str, rollback: bool, out: &mut Vec<Action>) {
+        self.transition(State::Halted { reason: reason.clone() }, &reason, actor, out);
+        out.push(Action::Halt { reason: reason.clone() });
+        out.push(Action::Notify { event: NotifyEvent::IncidentStarted });
+        if rollback {
+            self.start_rollback(now_ms, format!("auto_rollback after halt: {reason}"), SYSTEM_ACTOR, out);
+        }
+    }
+
+    fn start_rollback(&mut self, now_ms: u64, reason: String, actor: &str, out: &mut Vec<Action>) {
+        self.rolling_back = true;
+        self.transition(State::RollingBack { reason: reason.clone() }, &reason, actor, out);
+        out.push(Action::Notify { event: NotifyEvent::RollbackStarted });
+        self.flush_rollbacks(now_ms, out);
+    }
+
+    /// Applies timeouts and moves through every transition the current
+    /// counts allow, until nothing changes.
+    fn settle(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        let timeout = millis(self.spec.rollout.report_timeout);
+        for r in self.agents.values_mut() {
+            if r.outcome == ApplyOutcome::Pending
+                && let Some(sent) = r.plan_sent_ms
+                && now_ms >= sent.saturating_add(timeout)
+            {
+                r.outcome = ApplyOutcome::TimedOut;
+            }
+            if let RollbackProgress::Sent { at_ms } = r.rollback
+                && now_ms >= at_ms.saturating_add(timeout)
+            {
+                r.rollback = RollbackProgress::TimedOut;
+            }
+        }
+        loop {
+            let before = self.state.clone();
+            self.step(now_ms, out);
+            if self.state == before {
+                break;
+            }
+        }
+    }
+
+    fn step(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        if self.state.is_progressing()
+            && let Some(reason) = self.failure_ratio_breach()
+        {
+            self.halt(now_ms, reason, SYSTEM_ACTOR, self.spec.rollout.auto_rollback, out);
+            return;
+        }
+        match self.state.clone() {
+            State::Running { wave } if self.wave_reported(wave) => {
+                let bake = self.spec.rollout.waves[wave].bake;
+                if bake.is_zero() || self.tally(wave).assigned == 0 {
+                    self.finish_wave(now_ms, wave, "reported", out);
+                } else {
+                    let until_ms = now_ms.saturating_add(millis(bake));
+                    let reason = format!("wave {} reported; baking for {}", self.spec.rollout.waves[wave].name, humanize(bake));
+                    self.transition(State::Baking { wave, until_ms }, &reason, SYSTEM_ACTOR, out);
+                }
+            }
+            State::Baking { wave, until_ms } if now_ms >= until_ms && self.wave_reported(wave) => {
+                self.finish_wave(now_ms, wave, "baked without a trigger", out);
+            }
+            State::RollingBack { .. } | State::Halted { .. } | State::RolledBack if self.rolling_back => self.check_rollback(out),
+            _ => {}
+        }
+    }
+
+    fn finish_wave(&mut self, now_ms: u64, wave: usize, how: &str, out: &mut Vec<Action>) {
+        let waves = &self.spec.rollout.waves;
+        let name = waves[wave].name.clone();
+        let next = wave + 1;
+        if next == waves.len() {
+            self.transition(State::Done, &format!("wave {name} {how}; every wave finished"), SYSTEM_ACTOR, out);
+        } else if waves[next].approval {
+            let reason = format!("wave {name} {how}; wave {} needs an approval", waves[next].name);
+            self.transition(State::AwaitingApproval { wave: next }, &reason, SYSTEM_ACTOR, out);
+        } else {
+            let reason = format!("wave {name} {how}; starting wave {}", waves[next].name);
+            self.start_wave(now_ms, next, &reason, SYSTEM_ACTOR, out);
+        }
+    }
+
+    /// Moves between rolling back, rolled back and halted as proofs arrive.
+    fn check_rollback(&mut self, out: &mut Vec<Action>) {
+        let mut outstanding = 0;
+        let mut failed = Vec::new();
+        for (id, r) in &self.agents {
+            let in_flight = r.outcome == ApplyOutcome::Pending && r.plan_sent_ms.is_some();
+            match r.rollback {
+                RollbackProgress::Queued | RollbackProgress::Sent { .. } => outstanding += 1,
+                RollbackProgress::Failed | RollbackProgress::TimedOut => failed.push(id.to_string()),
+                RollbackProgress::NotNeeded if in_flight => outstanding += 1,
+                RollbackProgress::NotNeeded if r.outcome == ApplyOutcome::Applied => outstanding += 1,
+                _ => {}
+            }
+        }
+        let proven = self.agents.values().filter(|r| r.rollback == RollbackProgress::Proven).count();
+        match &self.state {
+            State::RolledBack if outstanding > 0 => {
+                let reason = "an agent reported applied after the rollback completed; sending it the rollback".to_string();
+                self.transition(State::RollingBack { reason: reason.clone() }, &reason, SYSTEM_ACTOR, out);
+            }
+            State::RollingBack { .. } if outstanding > 0 => {}
+            State::RollingBack { .. } | State::Halted { .. } if outstanding == 0 && failed.is_empty() => {
+                let reason = format!("every agent that applied proved its rollback by digest ({proven})");
+                self.transition(State::RolledBack, &reason, SYSTEM_ACTOR, out);
+                out.push(Action::Notify { event: NotifyEvent::RollbackCompleted });
+                out.push(Action::Notify { event: NotifyEvent::Resolved });
+            }
+            State::RollingBack { .. } if outstanding == 0 => {
+                let reason = format!(
+                    "rollback incomplete: {} agent(s) need a human: {} ({proven} proven)",
+                    failed.len(),
+                    failed.join(", ")
+                );
+                self.transition(State::Halted { reason: reason.clone() }, &reason, SYSTEM_ACTOR, out);
+                out.push(Action::Halt { reason });
+            }
+            _ => {}
+        }
+    }
+
+    // ---- counting ----
+
+    /// Counts of one wave's agents.
+    #[must_use]
+    pub fn tally(&self, wave: usize) -> Tally {
+        let mut t = Tally::default();
+        for r in self.agents.values().filter(|r| r.wave == Some(wave)) {
+            t.assigned += 1;
+            match r.outcome {
+                ApplyOutcome::Pending => t.pending += 1,
+                ApplyOutcome::Applied => t.succeeded += 1,
+                _ => t.failed += 1,
+            }
+            if r.outcome == ApplyOutcome::Pending && r.plan_sent_ms.is_some() {
+                t.in_flight += 1;
+            }
+            if r.rollback == RollbackProgress::Proven || r.outcome == ApplyOutcome::RolledBackLocally {
+                t.rolled_back += 1;
+            }
+        }
+        t
+    }
+
+    /// Reports needed before the wave's ratio is judged: `min_sample`, or
+    /// every agent of a smaller wave.
+    fn needed(&self, t: &Tally) -> usize {
+        usize::try_from(self.spec.rollout.min_sample).unwrap_or(usize::MAX).min(t.assigned)
+    }
+
+    /// Every plan sent has an answer (or timed out) and the sample is met.
+    fn wave_reported(&self, wave: usize) -> bool {
+        let t = self.tally(wave);
+        t.in_flight == 0 && t.reported() >= self.needed(&t)
+    }
+
+    fn failure_ratio_breach(&self) -> Option<String> {
+        let max = self.spec.rollout.max_failure_ratio;
+        (0..self.started).find_map(|w| {
+            let t = self.tally(w);
+            let reported = t.reported();
+            if reported == 0 || reported < self.needed(&t) {
+                return None;
+            }
+            let ratio = t.failed as f64 / reported as f64;
+            (ratio > max).then(|| {
+                format!(
+                    "wave {}: failure ratio {:.4} ({} failed of {} reported) is above max_failure_ratio {}",
+                    self.spec.rollout.waves[w].name, ratio, t.failed, reported, max
+                )
+            })
+        })
+    }
+
+    pub(crate) fn label(&self) -> String {
+        let name = |w: &usize| self.spec.rollout.waves.get(*w).map_or("?", |x| x.name.as_str());
+        match &self.state {
+            State::Running { wave } | State::Baking { wave, .. } | State::AwaitingApproval { wave } => {
+                format!("{}({})", self.state.name(), name(wave))
+            }
+            State::Paused { from, .. } => format!("paused({})", from.name()),
+            s => s.name().to_string(),
+        }
+    }
+
+    fn not_allowed(&self, command: &str, hint: &str) -> RolloutError {
+        RolloutError::NotAllowed { rollout: self.spec.id(), command: command.to_string(), state: self.label(), hint: hint.to_string() }
+    }
+}
+
+/// Counts of one wave. `succeeded` + `failed` are the reported agents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    pub assigned: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    /// Offline, not yet released, or plan sent without an answer yet.
+    pub pending: usize,
+    /// Plan sent, no answer yet, not timed out.
+    pub in_flight: usize,
+    /// Rolled back by the rollout (proven) or locally.
+    pub rolled_back: usize,
+}
+
+impl Tally {
+    #[must_use]
+    pub fn reported(&self) -> usize {
+        self.succeeded + self.failed
+    }
+}
+
+fn audit(from: &str, to: &str, reason: &str, actor: &str) -> Action {
+    Action::Audit { from: from.to_string(), to: to.to_string(), reason: reason.to_string(), actor: actor.to_string() }
+}
+
+fn humanize(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s == 0 {
+        format!("{}ms", d.as_millis())
+    } else if s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests;
