@@ -189,3 +189,12 @@ fn templates_serialize_as_sources_and_parse_back() {
     let e = serde_json::from_str::<Templates>(bad).unwrap_err().to_string();
     assert!(e.contains("resolved.md:1:1: unknown variable `{{x}}`"), "{e}");
 }
+
+#[test]
+fn docs_quote_the_defaults_as_they_are() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/communication.md")).unwrap();
+    for (event, title, body) in DEFAULTS {
+        let heading = format!("**{event}** — title `{title}`\n\n```markdown\n{body}```");
+        assert!(doc.contains(&heading), "docs/communication.md does not quote the default of {event} as:\n{heading}");
+    }
+}
