@@ -177,3 +177,18 @@ mod tests {
         assert!(Config::from_toml("store = \"mysql\"").is_err());
     }
 }
+
+#[cfg(test)]
+mod deploy_example {
+    use super::*;
+
+    #[test]
+    fn deploy_coordinator_toml_parses() {
+        let text = include_str!("../../deploy/coordinator.toml");
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.listen.port(), 7443);
+        assert_eq!(c.store, StoreKind::Sqlite);
+        assert!(c.trust.is_some());
+        assert!(c.hostnames.contains(&"rewind.example.internal".to_string()));
+    }
+}

@@ -147,3 +147,20 @@ mod tests {
         assert!(e.contains("ring"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod deploy_example {
+    use super::*;
+
+    #[test]
+    fn deploy_agent_toml_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, include_str!("../../../deploy/agent.toml")).unwrap();
+        let c = AgentConfig::load(&path).unwrap();
+        assert_eq!(c.coordinator.len(), 2);
+        assert_eq!(c.labels["ring"], "canary");
+        assert_eq!(c.targets.len(), 2);
+        assert_eq!(c.state_dir(None), PathBuf::from("/var/lib/rewind"));
+    }
+}
