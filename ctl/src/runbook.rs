@@ -337,8 +337,10 @@ pub fn build(release: &Release, dir: &str, samples: &BTreeMap<String, PathBuf>) 
         format!("more than {max_failure_ratio} of a wave's endpoints failed, once {min_sample} reported"),
         "at once, with no minimum: digest drift, a failed verify.sql, a failed rollback proof, an audit fork".to_string(),
         format!("no report within {report_timeout} counts as a failure, never as a success"),
-        "a trigger above fires during a wave's bake".to_string(),
     ];
+    if !release.triggers.is_empty() {
+        halt.push("a trigger above fires during a wave's bake".to_string());
+    }
     halt.push(if auto_rollback {
         "auto_rollback is on: a halt rolls the release back on every endpoint that applied it".to_string()
     } else {
@@ -371,10 +373,17 @@ pub fn build(release: &Release, dir: &str, samples: &BTreeMap<String, PathBuf>) 
     let mut rollback = vec![RollbackCommand {
         granularity: "release".into(),
         subject: release.version.clone(),
-        undoes: format!(
-            "every migration in reverse order ({}) and every flag back to its previous value",
-            release.rollback_order().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", ")
-        ),
+        undoes: {
+            let mut parts = Vec::new();
+            if !release.migrations.is_empty() {
+                let ids: Vec<&str> = release.rollback_order().map(|m| m.id.as_str()).collect();
+                parts.push(format!("every migration in reverse order ({})", ids.join(", ")));
+            }
+            if !release.flags.is_empty() {
+                parts.push("every flag back to its previous value".to_string());
+            }
+            if parts.is_empty() { "nothing: the release has no migrations and no flags".to_string() } else { parts.join(" and ") }
+        },
         fleet: fleet("release", None),
         endpoint: endpoint("release", None, &all_dbs),
         endpoint_release: Some(format!("rewind-agent rollback --release {dir} {}", all_dbs.join(" "))),
@@ -682,10 +691,13 @@ pub fn to_markdown(b: &Runbook) -> String {
         o,
         "**Fleet** (through the coordinator; the rollback plans are pre-signed, no signing key needed). \
          The coordinator's rollback delivery is coming: until `rewindctl rollback` reaches endpoints, use the endpoint commands. \
-         `--scope fleet` is every endpoint that applied; narrow it to a wave ({}), a cohort \
+         `--scope fleet` is every endpoint that applied; narrow it to {}a cohort \
          (`--scope cohort:SELECTOR`, a label selector such as `ring=canary,os=windows`) or one endpoint \
          (`--scope agent:AGENT_ID`).\n",
-        b.scopes.iter().filter(|s| s.starts_with("--scope wave:")).map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+        {
+            let waves: Vec<String> = b.scopes.iter().filter(|s| s.starts_with("--scope wave:")).map(|s| format!("`{s}`")).collect();
+            if waves.is_empty() { String::new() } else { format!("a wave ({}), ", waves.join(", ")) }
+        }
     );
     let _ = writeln!(
         o,
@@ -790,4 +802,37 @@ pub fn to_markdown(b: &Runbook) -> String {
         let _ = writeln!(o, "{e}");
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(name: &str) -> Release {
+        Release::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/notes-app/releases").join(name)).unwrap()
+    }
+
+    #[test]
+    fn a_release_without_rollout_flags_or_triggers_says_only_what_applies() {
+        let r = example("2026.11.1-bad");
+        let md = to_markdown(&build(&r, "rel", &BTreeMap::new()).unwrap());
+        assert!(md.contains("No `[[trigger]]`: only the halt rules below stop a rollout."), "{md}");
+        assert!(!md.contains("a trigger above fires"), "{md}");
+        assert!(md.contains("- one wave: every endpoint of the product (no [rollout] in release.toml)"), "{md}");
+        assert!(md.contains("narrow it to a cohort (`--scope cohort:SELECTOR`"), "{md}");
+        assert!(md.contains("**release `2026.11.1`** — undoes every migration in reverse order (0001_split_title).\n"), "{md}");
+        assert!(!md.contains("()") && !md.contains("Flag `"), "{md}");
+        assert!(md.contains("3. No flags: nothing to escalate to flag owners."), "{md}");
+    }
+
+    #[test]
+    fn samples_must_name_release_targets_once() {
+        let r = example("2026.11.0");
+        let err = |args: &[&str]| parse_samples(&r, &args.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_err().to_string();
+        assert_eq!(err(&["notes"]), "--sample notes: expected TARGET=FILE, e.g. --sample notes=./notes.db");
+        assert_eq!(err(&["notes=a.db", "notes=b.db"]), "--sample notes=...: given twice; give one sample per target");
+        assert!(err(&["x=a.db"]).contains("no target `x` (targets: notes, settings)"));
+        let ok = parse_samples(&r, &["settings=s.db".to_string()]).unwrap();
+        assert_eq!(ok.get("settings"), Some(&PathBuf::from("s.db")));
+    }
 }
