@@ -450,7 +450,7 @@ impl RolloutMachine {
     /// Sends the rollback plan to every online agent that applied and has
     /// not had it; offline ones are queued.
     fn flush_rollbacks(&mut self, now_ms: u64, out: &mut Vec<Action>) {
-        if !self.rolling_back {
+        if !self.rolling_back || matches!(self.state, State::Superseded { .. }) {
             return;
         }
         let mut agents = Vec::new();
@@ -481,6 +481,10 @@ impl RolloutMachine {
                 }
                 r.outcome = ApplyOutcome::RolledBackLocally;
             }
+            // A rollback result counts for an agent that applied or was sent
+            // the rollback; a stray one for any other agent changes nothing.
+            Outcome::RollbackProven | Outcome::RollbackFailed
+                if r.outcome != ApplyOutcome::Applied && r.rollback == RollbackProgress::NotNeeded => {}
             Outcome::RollbackProven => r.rollback = RollbackProgress::Proven,
             Outcome::RollbackFailed => r.rollback = RollbackProgress::Failed,
         }
@@ -696,24 +700,22 @@ impl RolloutMachine {
             }
         }
         let proven = self.agents.values().filter(|r| r.rollback == RollbackProgress::Proven).count();
-        match &self.state {
-            State::RolledBack if outstanding > 0 => {
+        let incomplete = |failed: &[String]| {
+            format!("rollback incomplete: {} agent(s) need a human: {} ({proven} proven)", failed.len(), failed.join(", "))
+        };
+        match (&self.state, outstanding > 0, failed.is_empty()) {
+            (State::RolledBack, true, _) => {
                 let reason = "an agent reported applied after the rollback completed; sending it the rollback".to_string();
                 self.transition(State::RollingBack { reason: reason.clone() }, &reason, SYSTEM_ACTOR, out);
             }
-            State::RollingBack { .. } if outstanding > 0 => {}
-            State::RollingBack { .. } | State::Halted { .. } if outstanding == 0 && failed.is_empty() => {
+            (State::RollingBack { .. } | State::Halted { .. }, false, true) => {
                 let reason = format!("every agent that applied proved its rollback by digest ({proven})");
                 self.transition(State::RolledBack, &reason, SYSTEM_ACTOR, out);
                 out.push(Action::Notify { event: NotifyEvent::RollbackCompleted });
                 out.push(Action::Notify { event: NotifyEvent::Resolved });
             }
-            State::RollingBack { .. } if outstanding == 0 => {
-                let reason = format!(
-                    "rollback incomplete: {} agent(s) need a human: {} ({proven} proven)",
-                    failed.len(),
-                    failed.join(", ")
-                );
+            (State::RollingBack { .. } | State::RolledBack, false, false) => {
+                let reason = incomplete(&failed);
                 self.transition(State::Halted { reason: reason.clone() }, &reason, SYSTEM_ACTOR, out);
                 out.push(Action::Halt { reason });
             }

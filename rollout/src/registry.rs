@@ -18,6 +18,8 @@ pub enum RegistryError {
         "product {product} already has an active rollout {active} ({state}); wait for it to finish, or start {requested} with --supersede to replace it"
     )]
     ActiveRollout { product: String, active: String, state: String, requested: String },
+    #[error("rollout {active} of {product} is rolling back; it cannot be superseded until every rollback is proven or listed for a human")]
+    RollingBack { product: String, active: String },
     #[error("rollout {0} already exists; a release rolls out once — build a new sequence to roll out again")]
     Exists(String),
     #[error("no rollout {0}")]
@@ -67,6 +69,11 @@ impl Registry {
             return Err(RegistryError::Exists(id));
         }
         let active = self.active(&spec.product).map(|m| (m.spec().id(), m.state().name().to_string()));
+        if let Some((active, state)) = &active
+            && state == "rolling_back"
+        {
+            return Err(RegistryError::RollingBack { product: spec.product.clone(), active: active.clone() });
+        }
         if let Some((active, state)) = &active
             && !supersede
         {

@@ -1,1 +1,291 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
+use proptest::prelude::*;
+use rewind_shared::fleet::parse_labels;
+use rewind_shared::release::{Rollout, Trigger, Wave};
+
+use super::*;
+use crate::registry::{Registry, RegistryError};
+
+const MIN: u64 = 60_000;
+
+fn id(s: &str) -> AgentId {
+    AgentId::parse(s).unwrap()
+}
+
+fn spec(sequence: u64) -> RolloutSpec {
+    let w = |name: &str, selector: Option<&str>, percent: Option<f64>, bake: u64, approval: bool| Wave {
+        name: name.into(),
+        selector: selector.map(Into::into),
+        percent,
+        bake: Duration::from_secs(bake * 60),
+        approval,
+    };
+    RolloutSpec {
+        product: "notes".into(),
+        version: format!("2026.{sequence}.0"),
+        sequence,
+        rollout: Rollout {
+            waves: vec![
+                w("canary", Some("ring=canary"), None, 0, false),
+                w("early", None, Some(5.0), 15, false),
+                w("broad", None, Some(50.0), 60, true),
+                w("all", None, Some(100.0), 0, false),
+            ],
+            max_failure_ratio: 0.2,
+            min_sample: 3,
+            report_timeout: Duration::from_secs(30 * 60),
+            auto_rollback: true,
+        },
+        triggers: vec![Trigger { metric: "app.crash_count".into(), above: Some(3.0), below: None, window: Duration::from_secs(600) }],
+    }
+}
+
+fn fleet(n: usize) -> Vec<FleetAgent> {
+    (0..n)
+        .map(|i| FleetAgent {
+            id: id(&format!("agt-{i:02}")),
+            labels: parse_labels(if i % 4 == 0 { "ring=canary" } else { "ring=stable" }).unwrap(),
+            online: i % 5 != 4,
+        })
+        .collect()
+}
+
+#[test]
+fn status_json_has_the_documented_shape() {
+    let (mut m, _) = RolloutMachine::start(spec(7), fleet(8), "alice", 0).unwrap();
+    m.handle(1, Event::AgentOutcome { agent: id("agt-00"), outcome: Outcome::Applied }).unwrap();
+    let v = serde_json::to_value(m.status()).unwrap();
+    assert_eq!(v["version"], "2026.7.0");
+    assert_eq!(v["state"], "running");
+    let w = &v["waves"][0];
+    assert_eq!(w["name"], "canary");
+    assert_eq!(w["state"], "running");
+    assert_eq!((w["succeeded"].as_u64(), w["failed"].as_u64(), w["pending"].as_u64()), (Some(1), Some(0), Some(1)));
+    assert_eq!(v["waves"][3]["state"], "pending");
+    let a = &v["agents"][0];
+    assert_eq!((a["id"].as_str(), a["wave"].as_str(), a["outcome"].as_str()), (Some("agt-00"), Some("canary"), Some("applied")));
+    assert!(v["agents"].as_array().unwrap().iter().all(|a| ["pending", "applied"].contains(&a["outcome"].as_str().unwrap())));
+    assert_eq!(v["needs_human"], serde_json::json!([]));
+}
+
+#[test]
+fn events_and_actions_have_tagged_json_forms() {
+    let e = Event::AgentOutcome { agent: id("agt-01"), outcome: Outcome::RolledBackLocally };
+    assert_eq!(serde_json::to_value(&e).unwrap(), serde_json::json!({"event": "agent_outcome", "agent": "agt-01", "outcome": "rolled_back_locally"}));
+    let a = Action::SendRollback { agents: vec![id("agt-01")] };
+    assert_eq!(serde_json::to_value(&a).unwrap(), serde_json::json!({"action": "send_rollback", "agents": ["agt-01"]}));
+    let n = Action::Notify { event: NotifyEvent::IncidentStarted };
+    assert_eq!(serde_json::to_value(&n).unwrap(), serde_json::json!({"action": "notify", "event": "incident_started"}));
+}
+
+#[test]
+fn first_wave_with_approval_waits_before_any_plan() {
+    let mut s = spec(7);
+    s.rollout.waves[0].approval = true;
+    let (mut m, actions) = RolloutMachine::start(s, fleet(8), "alice", 0).unwrap();
+    assert_eq!(m.state().name(), "awaiting_approval");
+    assert!(!actions.iter().any(|a| matches!(a, Action::SendPlan { .. })));
+    assert!(matches!(&actions[0], Action::Audit { from, to, actor, .. } if from == "pending" && to == "awaiting_approval(canary)" && actor == "alice"));
+    let acts = m.handle(5, Event::Approve { wave: "canary".into(), actor: "bob".into() }).unwrap();
+    // Canaries agt-00 and agt-04; agt-04 is offline.
+    assert_eq!(acts.iter().filter(|a| matches!(a, Action::SendPlan { .. })).collect::<Vec<_>>(), [&Action::SendPlan { agent: id("agt-00") }]);
+}
+
+#[test]
+fn manual_rollback_after_done() {
+    let mut s = spec(7);
+    s.rollout.waves = vec![s.rollout.waves[3].clone()];
+    let (mut m, _) = RolloutMachine::start(s, fleet(3), "alice", 0).unwrap();
+    for i in 0..3 {
+        m.handle(1, Event::AgentOutcome { agent: id(&format!("agt-{i:02}")), outcome: Outcome::Applied }).unwrap();
+    }
+    assert_eq!(m.state(), &State::Done);
+    let acts = m.handle(2, Event::Rollback { actor: "ops".into(), reason: "customer reports".into() }).unwrap();
+    assert!(acts.contains(&Action::SendRollback { agents: vec![id("agt-00"), id("agt-01"), id("agt-02")] }));
+    assert_eq!(m.state().name(), "rolling_back");
+    assert!(m.handle(3, Event::Rollback { actor: "ops".into(), reason: "again".into() }).is_err());
+}
+
+#[test]
+fn registry_keeps_one_active_rollout_per_product() {
+    let mut r = Registry::new();
+    let first = r.start(spec(7), fleet(8), false, "alice", 0).unwrap();
+    assert_eq!(first.id, "notes@7");
+    let e = r.start(spec(8), fleet(8), false, "alice", 1).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "product notes already has an active rollout notes@7 (running); wait for it to finish, or start notes@8 with --supersede to replace it"
+    );
+    assert!(matches!(r.start(spec(7), fleet(8), true, "alice", 1), Err(RegistryError::Exists(_))));
+    // Another product is independent.
+    let mut other = spec(1);
+    other.product = "mail".into();
+    r.start(other, fleet(2), false, "alice", 1).unwrap();
+
+    let second = r.start(spec(8), fleet(8), true, "bob", 2).unwrap();
+    let (old, acts) = second.superseded.unwrap();
+    assert_eq!(old, "notes@7");
+    assert!(matches!(&acts[0], Action::Audit { to, reason, actor, .. } if to == "superseded" && reason.contains("notes@8") && actor == "bob"));
+    assert_eq!(r.get("notes@7").unwrap().state().name(), "superseded");
+    assert_eq!(r.active("notes").unwrap().spec().id(), "notes@8");
+    // A superseded rollout sends nothing more.
+    let acts = r.handle("notes@7", 3, Event::AgentOnline { agent: id("agt-04") }).unwrap();
+    assert!(acts.is_empty(), "{acts:?}");
+
+    // Persisted and loaded, the registry is the same.
+    let back: Registry = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(back, r);
+    assert!(matches!(r.handle("notes@9", 0, Event::Tick), Err(RegistryError::NotFound(_))));
+}
+
+#[test]
+fn a_rolling_back_rollout_cannot_be_superseded() {
+    let mut r = Registry::new();
+    // Canaries: agt-00, agt-04 (offline), agt-08.
+    r.start(spec(7), fleet(10), false, "alice", 0).unwrap();
+    r.handle("notes@7", 1, Event::AgentOutcome { agent: id("agt-00"), outcome: Outcome::Applied }).unwrap();
+    r.handle("notes@7", 1, Event::Integrity { agent: id("agt-00"), kind: IntegrityKind::Drift, detail: "x".into() }).unwrap();
+    assert_eq!(r.get("notes@7").unwrap().state().name(), "rolling_back");
+    assert!(matches!(r.start(spec(8), fleet(8), true, "bob", 2), Err(RegistryError::RollingBack { .. })));
+    r.handle("notes@7", 2, Event::AgentOutcome { agent: id("agt-00"), outcome: Outcome::RollbackProven }).unwrap();
+    assert_eq!(r.get("notes@7").unwrap().state().name(), "rolling_back", "agt-08 still has the plan in flight");
+    r.handle("notes@7", 2, Event::AgentOutcome { agent: id("agt-08"), outcome: Outcome::Failed }).unwrap();
+    assert_eq!(r.get("notes@7").unwrap().state().name(), "rolled_back");
+    assert!(r.active("notes").is_none());
+    r.start(spec(8), fleet(8), false, "bob", 3).unwrap();
+    assert_eq!(r.current("notes").unwrap().spec().id(), "notes@8");
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Outcome(usize, Outcome),
+    Advance(u64),
+    Approve(usize),
+    Pause,
+    Resume,
+    Abort,
+    Rollback,
+    Integrity(usize),
+    Crash(usize, f64),
+    Join(usize, bool),
+    Offline(usize),
+    Online(usize),
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let outcome = prop_oneof![
+        6 => Just(Outcome::Applied),
+        1 => Just(Outcome::Failed),
+        1 => Just(Outcome::Refused),
+        1 => Just(Outcome::RolledBackLocally),
+        2 => Just(Outcome::RollbackProven),
+        1 => Just(Outcome::RollbackFailed),
+    ];
+    prop_oneof![
+        10 => (0..24usize, outcome).prop_map(|(a, o)| Op::Outcome(a, o)),
+        4 => (0..90u64).prop_map(|m| Op::Advance(m * MIN)),
+        2 => (0..4usize).prop_map(Op::Approve),
+        1 => Just(Op::Pause),
+        1 => Just(Op::Resume),
+        1 => Just(Op::Abort),
+        1 => Just(Op::Rollback),
+        1 => (0..24usize).prop_map(Op::Integrity),
+        2 => (0..24usize, 0.0..3.0f64).prop_map(|(a, v)| Op::Crash(a, v)),
+        2 => (0..24usize, any::<bool>()).prop_map(|(a, c)| Op::Join(a, c)),
+        2 => (0..24usize).prop_map(Op::Offline),
+        3 => (0..24usize).prop_map(Op::Online),
+        1 => Just(Op::Restart),
+    ]
+}
+
+fn agent(i: usize) -> AgentId {
+    id(&format!("agt-{i:02}"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Whatever happens, in whatever order, with restarts in between:
+    /// a plan goes to an agent at most once and only when its wave was
+    /// released and the rollout may send; never after a halt; a rollback
+    /// only to agents that applied, at most once; every state change is
+    /// audited; refused events change nothing; `rolled_back` means every
+    /// agent that applied proved its rollback.
+    #[test]
+    fn invariants_hold_for_any_event_sequence(ops in proptest::collection::vec(op(), 1..120)) {
+        let (mut m, first) = RolloutMachine::start(spec(7), fleet(16), "alice", 0).unwrap();
+        let mut now = 0;
+        let mut plans: BTreeMap<AgentId, usize> = BTreeMap::new();
+        let mut rollbacks: BTreeSet<AgentId> = BTreeSet::new();
+        let mut halted = false;
+        let mut check = |m: &RolloutMachine, before: &RolloutMachine, acts: &[Action], halted: &mut bool| -> Result<(), TestCaseError> {
+            if m.state != before.state {
+                prop_assert!(acts.iter().any(|a| matches!(a, Action::Audit { .. })), "unaudited {:?} -> {:?}", before.state, m.state);
+            }
+            for a in acts {
+                match a {
+                    Action::SendPlan { agent } => {
+                        prop_assert!(!*halted, "plan to {agent} after a halt");
+                        let n = plans.entry(agent.clone()).or_default();
+                        *n += 1;
+                        prop_assert_eq!(*n, 1, "plan twice to {}", agent);
+                        let r = &m.agents[agent];
+                        prop_assert!(r.wave.is_some_and(|w| w < m.started), "plan to {agent} of an unreleased wave");
+                        prop_assert!(r.online);
+                    }
+                    Action::SendRollback { agents } => {
+                        for agent in agents {
+                            prop_assert!(rollbacks.insert(agent.clone()), "rollback twice to {agent}");
+                            // (An agent may report applying a bundle carried by hand.)
+                            prop_assert_eq!(m.agents[agent].outcome, ApplyOutcome::Applied, "rollback to {} that did not apply", agent);
+                        }
+                    }
+                    Action::Halt { .. } => *halted = true,
+                    _ => {}
+                }
+            }
+            if m.state == State::RolledBack {
+                for (id, r) in &m.agents {
+                    if r.outcome == ApplyOutcome::Applied {
+                        prop_assert_eq!(r.rollback, RollbackProgress::Proven, "{} not proven in rolled_back", id);
+                    }
+                }
+            }
+            Ok(())
+        };
+        let start = m.clone();
+        check(&m, &start, &first, &mut halted)?;
+        for op in ops {
+            let before = m.clone();
+            let ev = match op {
+                Op::Restart => {
+                    m = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+                    prop_assert_eq!(&m, &before);
+                    continue;
+                }
+                Op::Outcome(a, o) => Event::AgentOutcome { agent: agent(a), outcome: o },
+                Op::Advance(ms) => { now += ms; Event::Tick }
+                Op::Approve(w) => Event::Approve { wave: m.spec.rollout.waves[w].name.clone(), actor: "bob".into() },
+                Op::Pause => Event::Pause { actor: "bob".into() },
+                Op::Resume => Event::Resume { actor: "bob".into() },
+                Op::Abort => Event::Abort { actor: "bob".into() },
+                Op::Rollback => Event::Rollback { actor: "bob".into(), reason: "test".into() },
+                Op::Integrity(a) => Event::Integrity { agent: agent(a), kind: IntegrityKind::Drift, detail: "d".into() },
+                Op::Crash(a, v) => Event::Metric { agent: agent(a), name: "app.crash_count".into(), value: v, at_ms: now },
+                Op::Join(a, canary) => Event::AgentJoined {
+                    agent: agent(a),
+                    labels: parse_labels(if canary { "ring=canary" } else { "ring=stable" }).unwrap(),
+                },
+                Op::Offline(a) => Event::AgentOffline { agent: agent(a) },
+                Op::Online(a) => Event::AgentOnline { agent: agent(a) },
+            };
+            match m.handle(now, ev) {
+                Ok(acts) => check(&m, &before, &acts, &mut halted)?,
+                Err(_) => prop_assert_eq!(&m, &before, "a refused event changed the machine"),
+            }
+        }
+    }
+}
