@@ -75,6 +75,7 @@ impl v1::admin_server::Admin for AdminService {
                     .collect(),
                 last_seen: a.last_seen.unwrap_or_default(),
                 enrolled: a.enrolled,
+                audit_public_key: a.audit_key,
                 targets: a
                     .inventory
                     .targets

@@ -96,6 +96,8 @@ pub async fn enroll(app: &App, req: v1::EnrollRequest) -> Result<v1::EnrollRespo
     if req.hostname.len() > 255 || req.hostname.chars().any(char::is_control) {
         return Err(Error::InvalidArgument("hostname: at most 255 printable characters".into()));
     }
+    rewind_shared::report::public_key_from_hex(&req.audit_public_key)
+        .map_err(|e| Error::InvalidArgument(format!("audit_public_key: {e}; expected the hex Ed25519 key of the agent's agent.key")))?;
     let id = AgentId::parse(&crate::random_id("agt", 8)).expect("generated ids are valid");
     let cert_pem = app.ca.sign_agent(&req.csr_pem, &id)?;
     let der = x509_der(&cert_pem)?;
@@ -116,6 +118,7 @@ pub async fn enroll(app: &App, req: v1::EnrollRequest) -> Result<v1::EnrollRespo
         last_seen: None,
         inventory: fleet::Inventory::default(),
         revoked: false,
+        audit_key: req.audit_public_key.trim().to_ascii_lowercase(),
     };
     app.store.insert_agent(record).await?;
     tracing::info!(agent = %id, ?labels, "enrolled");

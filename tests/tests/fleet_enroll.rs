@@ -216,6 +216,10 @@ fn five_agents_enroll_connect_with_labels_and_reconnect_after_a_graceful_restart
     assert_eq!(two.len(), 1);
     assert_eq!(two[0]["targets"][0]["digest"], expected_digest.as_str(), "hello carries the target's rewind-digest-1");
     assert_eq!(c.agents(&["--selector", "ring=broad"]).len(), 0);
+    // The coordinator learned the key the agent signs its audit chain and results with.
+    let audit = rewind_tests::agent(&dirs[2].dir.join("state"), &["audit", "verify", "--json"]);
+    assert_eq!(audit.code, 0, "{audit:?}");
+    assert_eq!(two[0]["audit_key"], audit.json()["key"], "{audit:?}");
 
     // An agent that stops is shown as not connected.
     drop(procs.remove(4));

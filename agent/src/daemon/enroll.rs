@@ -35,6 +35,9 @@ pub fn enroll(cfg: &AgentConfig, state: &Path, token: &str) -> Result<Enrolled> 
             super::identity::dir(state).display()
         )));
     }
+    // The agent's Ed25519 key (agent.key) signs its audit chain and results;
+    // the coordinator learns it here, bound to the certificate it issues.
+    let audit_public_key = hex::encode(crate::state::State::open(state)?.key().verifying_key().as_bytes());
     let ca_pem = std::fs::read_to_string(&cfg.ca).map_err(|e| Error::BadInput(format!("ca {}: {e}", cfg.ca.display())))?;
     let key = KeyPair::generate().map_err(|e| Error::Failed(format!("generating the agent key: {e}")))?;
     let hostname = super::hostname();
@@ -51,6 +54,7 @@ pub fn enroll(cfg: &AgentConfig, state: &Path, token: &str) -> Result<Enrolled> 
             labels: labels_to_wire(&cfg.labels),
             hostname: hostname.clone(),
             agent_version: env!("CARGO_PKG_VERSION").into(),
+            audit_public_key: audit_public_key.clone(),
         };
         let outcome = rt.block_on(async {
             let ch = channel::connect(url, &tls, ChannelOptions::unary()).await.map_err(|e| e.to_string())?;

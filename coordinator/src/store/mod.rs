@@ -36,6 +36,8 @@ pub struct AgentRecord {
     pub last_seen: Option<String>,
     pub inventory: Inventory,
     pub revoked: bool,
+    /// Hex Ed25519 key the agent signs results and audit entries with.
+    pub audit_key: String,
 }
 
 /// Persistent coordinator state. Every method may block on I/O inside the
@@ -93,6 +95,7 @@ pub(crate) mod suite {
             last_seen: None,
             inventory: Inventory::default(),
             revoked: false,
+            audit_key: "00".repeat(32),
         };
         s.insert_agent(rec.clone()).await.unwrap();
         assert_eq!(s.agent(id.clone()).await.unwrap().unwrap(), rec);

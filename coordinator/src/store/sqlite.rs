@@ -37,6 +37,8 @@ CREATE TABLE operators(
     name TEXT NOT NULL,
     role TEXT NOT NULL
 );
+", r"
+ALTER TABLE agents ADD COLUMN audit_key TEXT NOT NULL DEFAULT '';
 "];
 
 /// A SQLite-backed store.
@@ -118,10 +120,11 @@ fn row_to_agent(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
         last_seen: r.get(5)?,
         inventory: from_json(6, &r.get::<_, String>(6)?)?,
         revoked: r.get(7)?,
+        audit_key: r.get(8)?,
     })
 }
 
-const AGENT_COLS: &str = "id, hostname, labels, fingerprint, enrolled, last_seen, inventory, revoked";
+const AGENT_COLS: &str = "id, hostname, labels, fingerprint, enrolled, last_seen, inventory, revoked, audit_key";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -164,8 +167,8 @@ impl Store for SqliteStore {
     async fn insert_agent(&self, a: AgentRecord) -> Result<()> {
         self.call(move |c| {
             c.execute(
-                &format!("INSERT INTO agents({AGENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
-                params![a.id.as_str(), a.hostname, json(&a.labels), a.fingerprint, a.enrolled, a.last_seen, json(&a.inventory), a.revoked],
+                &format!("INSERT INTO agents({AGENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                params![a.id.as_str(), a.hostname, json(&a.labels), a.fingerprint, a.enrolled, a.last_seen, json(&a.inventory), a.revoked, a.audit_key],
             )
             .map_err(sql)?;
             Ok(())
