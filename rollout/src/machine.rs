@@ -435,7 +435,7 @@ impl RolloutMachine {
     /// Sends the apply plan to every online agent of a released wave that
     /// has not had it.
     fn flush_plans(&mut self, now_ms: u64, out: &mut Vec<Action>) {
-        if !self.may_send_plans() {
+        if !self.may_send_plans() || self.spec.plan_expires_ms.is_some_and(|e| now_ms >= e) {
             return;
         }
         let started = self.started;

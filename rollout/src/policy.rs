@@ -35,6 +35,10 @@ pub struct RolloutSpec {
     pub sequence: u64,
     pub rollout: Rollout,
     pub triggers: Vec<Trigger>,
+    /// When the signed apply plan expires (ms since the Unix epoch): no
+    /// plan goes out from then on; agents that never got it stay pending.
+    #[serde(default)]
+    pub plan_expires_ms: Option<u64>,
 }
 
 impl RolloutSpec {
@@ -48,7 +52,15 @@ impl RolloutSpec {
             sequence: release.sequence,
             rollout: release.rollout.clone().unwrap_or_else(default_rollout),
             triggers: release.triggers.clone(),
+            plan_expires_ms: None,
         }
+    }
+
+    /// The same spec with the apply plan's expiry (from the bundle).
+    #[must_use]
+    pub fn with_plan_expiry(mut self, expires_ms: u64) -> Self {
+        self.plan_expires_ms = Some(expires_ms);
+        self
     }
 
     /// The id the registry and the store know this rollout by:

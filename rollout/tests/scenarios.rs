@@ -387,9 +387,13 @@ fn a_late_joiner_lands_in_its_wave_and_waits_for_it() {
 
 #[test]
 fn a_release_without_rollout_goes_to_everyone_in_one_wave() {
-    let mut sp = example_spec();
-    sp.rollout = rewind_rollout::default_rollout();
-    assert_eq!(sp.rollout.waves.len(), 1);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/notes-app/releases/2026.11.0");
+    let mut release = rewind_shared::Release::load(&dir).unwrap();
+    release.rollout = None;
+    let sp = rewind_rollout::RolloutSpec::from_release(&release);
+    assert_eq!(sp.rollout, rewind_rollout::default_rollout());
+    assert_eq!((sp.rollout.waves[0].name.as_str(), sp.rollout.waves[0].percent), ("all", Some(100.0)));
+    assert_eq!(sp.triggers, release.triggers);
     assert_eq!((sp.rollout.max_failure_ratio, sp.rollout.min_sample, sp.rollout.auto_rollback), (0.02, 20, true));
     assert_eq!(sp.rollout.report_timeout.as_secs(), 1800);
     let mut s = Sim::start(sp, fleet20());
@@ -397,4 +401,19 @@ fn a_release_without_rollout_goes_to_everyone_in_one_wave() {
     s.answer_all(|_| Some(Outcome::Applied));
     assert_eq!(s.state(), "done");
     assert!(matches!(s.m.state(), State::Done));
+}
+
+#[test]
+fn an_agent_back_after_the_plan_expired_stays_pending() {
+    let mut agents = fleet(4);
+    agents[0].online = false;
+    let late = agents[0].id.clone();
+    let sp = spec(vec![wave("all", None, Some(100.0), 0, false)], 0.02, 3).with_plan_expiry(24 * 60 * MIN);
+    let mut s = Sim::start(sp, agents);
+    s.answer_all(|_| Some(Outcome::Applied));
+    assert_eq!(s.state(), "done");
+    s.advance(24 * 60 * MIN);
+    s.send(Event::AgentOnline { agent: late.clone() });
+    assert!(!s.plans.contains_key(&late), "an expired plan is never sent");
+    assert_eq!(s.m.status().agents.iter().find(|a| a.id == late.as_str()).unwrap().outcome, "pending");
 }

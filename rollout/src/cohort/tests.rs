@@ -249,3 +249,25 @@ fn fractions_match_percents_for_10k_ids() {
     assert!((frac(counts[1] + counts[2]) - 0.50).abs() < 0.02, "{counts:?}");
     assert_eq!(counts.iter().sum::<usize>(), 10_000);
 }
+
+/// The vectors docs/rollouts.md lists: first 8 bytes of the BLAKE3 hash
+/// (hex) and the bucket.
+#[test]
+fn documented_bucket_vectors() {
+    for (agent, product, first8, b) in [
+        ("agt-0001", "notes", "1f5f534b01045041", 1759),
+        ("agt-0002", "notes", "dc13931ceadb4a03", 3484),
+        ("agt-0001", "mail", "8827443cc405f228", 4616),
+        ("agt-0123456789abcdef", "notes", "523f84e00b91d784", 9714),
+    ] {
+        let mut input = BUCKET_CONTEXT.to_vec();
+        input.extend_from_slice(product.as_bytes());
+        input.push(0);
+        input.extend_from_slice(agent.as_bytes());
+        let h = blake3::hash(&input);
+        let hex: String = h.as_bytes()[..8].iter().map(|x| format!("{x:02x}")).collect();
+        assert_eq!(hex, first8);
+        assert_eq!(bucket(agent, product), b);
+        assert_eq!(u64::from_str_radix(&hex, 16).unwrap().swap_bytes() % 10_000, u64::from(b));
+    }
+}

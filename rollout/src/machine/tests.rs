@@ -39,6 +39,7 @@ fn spec(sequence: u64) -> RolloutSpec {
             auto_rollback: true,
         },
         triggers: vec![Trigger { metric: "app.crash_count".into(), above: Some(3.0), below: None, window: Duration::from_secs(600) }],
+        plan_expires_ms: None,
     }
 }
 

@@ -47,6 +47,7 @@ pub fn spec(waves: Vec<Wave>, max_failure_ratio: f64, min_sample: u32) -> Rollou
         sequence: 7,
         rollout: Rollout { waves, max_failure_ratio, min_sample, report_timeout: Duration::from_secs(30 * 60), auto_rollback: true },
         triggers: vec![Trigger { metric: "app.crash_count".into(), above: Some(3.0), below: None, window: Duration::from_secs(600) }],
+        plan_expires_ms: None,
     }
 }
 
