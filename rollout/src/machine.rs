@@ -386,10 +386,16 @@ impl RolloutMachine {
                 self.halt(now_ms, format!("aborted by {actor}; data stays as is until `rewindctl rollback`"), &actor, false, &mut out);
             }
             Event::Rollback { actor, reason } => {
-                if self.rolling_back || matches!(self.state, State::Superseded { .. }) {
+                if self.rolling_back {
                     return Err(self.not_allowed("roll back", "; the rollback was already sent to every agent that applied"));
                 }
-                self.start_rollback(now_ms, format!("manual rollback by {actor}: {reason}"), &actor, &mut out);
+                let reason = format!("manual rollback by {actor}: {reason}");
+                // A superseded rollout is rolled back as part of a rollback
+                // to an epoch, after the releases above it.
+                if !matches!(self.state, State::Halted { .. } | State::Superseded { .. }) {
+                    self.halt(now_ms, reason.clone(), &actor, false, &mut out);
+                }
+                self.start_rollback(now_ms, reason, &actor, &mut out);
             }
         }
         self.settle(now_ms, &mut out);

@@ -124,6 +124,22 @@ impl Registry {
         Ok(m.handle(now_ms, event)?)
     }
 
+    /// Rolling back to epoch `to_sequence`: the product's rollouts above it
+    /// that are not rolled back yet, latest first — the order their
+    /// rollbacks must run on each endpoint (DESIGN.md §7). Feed each an
+    /// [`Event::Rollback`]; an endpoint that applied several gets the next
+    /// rollback plan once the previous one is proven.
+    #[must_use]
+    pub fn epoch_rollback_order(&self, product: &str, to_sequence: u64) -> Vec<String> {
+        let mut v: Vec<_> = self
+            .rollouts
+            .values()
+            .filter(|m| m.spec().product == product && m.spec().sequence > to_sequence && m.state().name() != "rolled_back")
+            .collect();
+        v.sort_by_key(|m| std::cmp::Reverse(m.spec().sequence));
+        v.into_iter().map(|m| m.spec().id()).collect()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&String, &RolloutMachine)> {
         self.rollouts.iter()
     }

@@ -159,6 +159,43 @@ fn a_rolling_back_rollout_cannot_be_superseded() {
     assert_eq!(r.current("notes").unwrap().spec().id(), "notes@8");
 }
 
+#[test]
+fn epoch_rollback_reverts_later_releases_latest_first() {
+    let mut r = Registry::new();
+    for seq in [7, 8, 9] {
+        r.start(spec(seq), fleet(4), true, "alice", seq).unwrap();
+    }
+    assert_eq!(r.epoch_rollback_order("notes", 6), ["notes@9", "notes@8", "notes@7"]);
+    assert_eq!(r.epoch_rollback_order("notes", 7), ["notes@9", "notes@8"]);
+    assert!(r.epoch_rollback_order("notes", 9).is_empty());
+    assert!(r.epoch_rollback_order("mail", 0).is_empty());
+    // Each accepts its rollback, superseded or not.
+    for id_ in r.epoch_rollback_order("notes", 6) {
+        r.handle(&id_, 10, Event::Rollback { actor: "ops".into(), reason: "to epoch 6".into() }).unwrap();
+    }
+    // agt-00's apply plans are still in flight: not rolled back yet.
+    assert_eq!(r.epoch_rollback_order("notes", 6).len(), 3);
+    for id_ in ["notes@9", "notes@8", "notes@7"] {
+        assert_eq!(r.get(id_).unwrap().state().name(), "rolling_back");
+        r.handle(id_, 11, Event::AgentOutcome { agent: id("agt-00"), outcome: Outcome::Failed }).unwrap();
+    }
+    assert!(r.epoch_rollback_order("notes", 6).is_empty());
+}
+
+#[test]
+fn a_manual_rollback_halts_first_and_is_audited_with_its_actor() {
+    let (mut m, _) = RolloutMachine::start(spec(7), fleet(8), "alice", 0).unwrap();
+    m.handle(1, Event::AgentOutcome { agent: id("agt-00"), outcome: Outcome::Applied }).unwrap();
+    let acts = m.handle(2, Event::Rollback { actor: "ops".into(), reason: "support tickets".into() }).unwrap();
+    let audits: Vec<_> = acts
+        .iter()
+        .filter_map(|a| if let Action::Audit { from, to, actor, .. } = a { Some((from.as_str(), to.as_str(), actor.as_str())) } else { None })
+        .collect();
+    assert_eq!(audits, [("running(canary)", "halted", "ops"), ("halted", "rolling_back", "ops")]);
+    assert!(acts.contains(&Action::Notify { event: NotifyEvent::IncidentStarted }));
+    assert!(acts.contains(&Action::SendRollback { agents: vec![id("agt-00")] }));
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Outcome(usize, Outcome),
