@@ -59,10 +59,13 @@ impl v1::admin_server::Admin for AdminService {
         self.auth(&request, Role::Viewer, "ListAgents").await?;
         let selector = Selector::parse(&request.get_ref().selector).map_err(|e| Status::invalid_argument(format!("selector: {e}")))?;
         let agents = self.app.store.agents().await?;
-        let agents = agents
-            .into_iter()
-            .filter(|a| selector.matches(&a.labels))
-            .map(|a| v1::AgentInfo {
+        let mut out = Vec::new();
+        for a in agents.into_iter().filter(|a| selector.matches(&a.labels)) {
+            let results = u32::try_from(self.app.store.results(a.id.clone()).await?.len()).unwrap_or(u32::MAX);
+            let alarms = u32::try_from(self.app.store.alarms(a.id.clone()).await?.len()).unwrap_or(u32::MAX);
+            out.push(v1::AgentInfo {
+                results,
+                alarms,
                 connected: self.app.sessions.is_connected(&a.id),
                 id: a.id.to_string(),
                 labels: wire::labels_to_wire(&a.labels),
@@ -85,9 +88,9 @@ impl v1::admin_server::Admin for AdminService {
                         v1::TargetInfo { product: w.product, name: w.name, schema_digest: w.schema_digest, data_digest: w.data_digest }
                     })
                     .collect(),
-            })
-            .collect();
-        Ok(Response::new(v1::ListAgentsResponse { agents }))
+            });
+        }
+        Ok(Response::new(v1::ListAgentsResponse { agents: out }))
     }
 
     async fn upload_bundle(&self, request: Request<v1::UploadBundleRequest>) -> Result<Response<v1::UploadBundleResponse>, Status> {

@@ -119,6 +119,7 @@ pub async fn enroll(app: &App, req: v1::EnrollRequest) -> Result<v1::EnrollRespo
         inventory: fleet::Inventory::default(),
         revoked: false,
         audit_key: req.audit_public_key.trim().to_ascii_lowercase(),
+        chain: None,
     };
     app.store.insert_agent(record).await?;
     tracing::info!(agent = %id, ?labels, "enrolled");
@@ -168,7 +169,8 @@ impl v1::fleet_server::Fleet for FleetService {
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
-            .map_err(|_| Status::deadline_exceeded(format!("agent {id}: no hello within {HELLO_TIMEOUT:?}")))??
+            .map_err(|_| Status::deadline_exceeded(format!("agent {id}: no hello within {HELLO_TIMEOUT:?}")))?
+            .map_err(|s| malformed(&id, s))?
             .ok_or_else(|| Status::invalid_argument(format!("agent {id}: stream ended before hello")))?;
         let Some(v1::agent_message::Body::Hello(hello)) = first.body else {
             return Err(Status::invalid_argument(format!("agent {id}: the first message must be a hello")));
@@ -191,6 +193,15 @@ impl v1::fleet_server::Fleet for FleetService {
         tracing::info!(agent = %id, products = hello.inventory.products.len(), targets = hello.inventory.targets.len(), audit_seq = hello.audit.seq, "agent connected");
         tokio::spawn(session(Arc::clone(&self.app), id, conn, inbound, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// tonic reports undecodable protobuf as INTERNAL; it is the peer's fault.
+fn malformed(id: &AgentId, s: Status) -> Status {
+    if s.code() == tonic::Code::Internal && s.message().starts_with("failed to decode") {
+        Status::invalid_argument(format!("agent {id}: {}", s.message()))
+    } else {
+        s
     }
 }
 
@@ -221,9 +232,19 @@ async fn session(app: Arc<App>, id: AgentId, conn: u64, mut inbound: Streaming<v
             Some(Body::Progress(p)) => tracing::info!(agent = %id, plan = %p.plan_id, step = %p.step, done = p.done, total = p.total, "progress"),
             Some(Body::Ack(a)) => tracing::debug!(agent = %id, delivery = %a.id, "ack"),
             Some(Body::Result(r)) => {
-                // Not acknowledged, so the agent keeps it in its outbox until
-                // result ingestion exists.
-                tracing::warn!(agent = %id, result = %r.id, "not implemented yet: result ingestion; the result stays in the agent's outbox");
+                let rid = r.id.clone();
+                match crate::results::ingest(&app, &id, r).await {
+                    Ok(crate::results::Ingested::Stored { id: rid, new, continuity }) => {
+                        tracing::info!(agent = %id, result = %rid, new, continuity, "result stored");
+                        let ack = v1::CoordinatorMessage { body: Some(v1::coordinator_message::Body::Ack(v1::Ack { id: rid })) };
+                        if tx.send(Ok(ack)).await.is_err() {
+                            break;
+                        }
+                    }
+                    // Not acknowledged: it stays in the agent's outbox.
+                    Ok(crate::results::Ingested::Refused(why)) => tracing::error!(agent = %id, result = %rid, "result refused: {why}"),
+                    Err(e) => tracing::warn!(agent = %id, result = %rid, "storing result: {e}; it will come again"),
+                }
             }
             Some(Body::Hello(_)) => {
                 let _ = tx.send(Err(Status::invalid_argument("hello may only be the first message of a stream"))).await;

@@ -2,7 +2,8 @@
 //! certificates), keeps one mTLS stream per agent, and serves the Admin API
 //! that rewindctl talks to. Data flow: [`server`] builds the gRPC server;
 //! [`fleet`] and [`admin`] are its thin services; [`store`] persists tokens
-//! and agents; [`ca`] issues and checks certificates.
+//! and agents; [`ca`] issues and checks certificates; [`results`] verifies
+//! and stores agent results.
 
 pub mod admin;
 pub mod auth;
@@ -11,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod fleet;
+pub mod results;
 pub mod server;
 pub mod store;
 

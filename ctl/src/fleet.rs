@@ -133,7 +133,7 @@ pub fn agents(c: &CoordinatorArgs, a: &AgentsArgs) -> Result<u8> {
                     let labels: std::collections::BTreeMap<_, _> = ag.labels.iter().collect();
                     json!({
                         "id": ag.id, "labels": labels, "connected": ag.connected, "hostname": ag.hostname,
-                        "last_seen": (!ag.last_seen.is_empty()).then_some(&ag.last_seen), "enrolled": ag.enrolled, "audit_key": ag.audit_public_key,
+                        "last_seen": (!ag.last_seen.is_empty()).then_some(&ag.last_seen), "enrolled": ag.enrolled, "audit_key": ag.audit_public_key, "results": ag.results, "alarms": ag.alarms,
                         "products": ag.products.iter().map(|p| json!({"name": p.name, "sequence": p.sequence, "release": p.release})).collect::<Vec<_>>(),
                         "targets": ag.targets.iter().map(|t| json!({"product": t.product, "name": t.name, "schema": t.schema_digest, "digest": t.data_digest})).collect::<Vec<_>>(),
                     })

@@ -1,11 +1,14 @@
 //! `rewind-agent run`: keeps one mTLS bidi stream to a coordinator. On each
 //! connection it sends a hello with the endpoint's inventory (installed
 //! releases, per-target schema and data digests, audit chain head), then
-//! heartbeats at the interval the coordinator's welcome names. Any failure
+//! heartbeats at the interval the coordinator's welcome names, and delivers
+//! the outbox: every unacknowledged signed result is sent once per stream and
+//! marked delivered on the coordinator's ack. Any failure
 //! ends the stream and the daemon reconnects, trying the configured
 //! coordinators in order, with jittered exponential backoff (1 s doubling
 //! to 60 s, reset after a welcomed stream). SIGTERM / SIGINT stop it.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,6 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::config::{AgentConfig, TargetConfig};
 use super::identity::Identity;
 use crate::error::{Error, Result};
+use crate::outbox;
 use crate::state::State;
 
 /// HTTP/2 keepalive PING interval on the stream's connection.
@@ -147,10 +151,16 @@ async fn session(url: &str, tls: &ClientTls, identity: &Identity, cfg: &AgentCon
     };
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Results already sent on this stream; each stream sends every pending
+    // one once (the coordinator stores them by id, so a resend is harmless).
+    let mut sent = HashSet::new();
+    if let Err(why) = send_outbox(&tx, state, &mut sent).await {
+        return End::AfterWelcome(why);
+    }
     loop {
         tokio::select! {
             m = inbound.message() => match m {
-                Ok(Some(msg)) => handle(msg),
+                Ok(Some(msg)) => handle(msg, state).await,
                 Ok(None) => return End::AfterWelcome("closed by the coordinator".into()),
                 Err(s) => return End::AfterWelcome(format!("{} ({:?})", s.message(), s.code())),
             },
@@ -159,19 +169,78 @@ async fn session(url: &str, tls: &ClientTls, identity: &Identity, cfg: &AgentCon
                 if tx.send(send(v1::agent_message::Body::Heartbeat(hb))).await.is_err() {
                     return End::AfterWelcome("stream closed".into());
                 }
+                if let Err(why) = send_outbox(&tx, state, &mut sent).await {
+                    return End::AfterWelcome(why);
+                }
             }
         }
     }
 }
 
-fn handle(msg: v1::CoordinatorMessage) {
+/// Sends the outbox's unacknowledged results not yet sent on this stream.
+async fn send_outbox(tx: &mpsc::Sender<v1::AgentMessage>, state: &Path, sent: &mut HashSet<String>) -> std::result::Result<(), String> {
+    let dir = state.to_path_buf();
+    let pending = match tokio::task::spawn_blocking(move || State::open(&dir).and_then(|st| outbox::pending(&st))).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            tracing::warn!("reading the outbox: {e}");
+            return Ok(());
+        }
+        Err(e) => return Err(format!("reading the outbox: {e}")),
+    };
+    for item in pending {
+        if sent.contains(&item.id) {
+            continue;
+        }
+        let (Ok(report), Ok(signature)) = (hex::decode(&item.report.payload), hex::decode(&item.report.signature)) else {
+            tracing::error!(result = %item.id, "outbox item is not hex; skipped");
+            continue;
+        };
+        let result = v1::Result {
+            id: item.id.clone(),
+            plan_id: item.plan.clone(),
+            status: wire_status(&item.status) as i32,
+            report,
+            signature,
+            digests: Vec::new(),
+            audit: None,
+            reason: String::new(),
+        };
+        tx.send(v1::AgentMessage { body: Some(v1::agent_message::Body::Result(result)) }).await.map_err(|_| "stream closed".to_string())?;
+        let (dir, id) = (state.to_path_buf(), item.id.clone());
+        let _ = tokio::task::spawn_blocking(move || State::open(&dir).and_then(|st| outbox::mark_attempt(&st, &id))).await;
+        sent.insert(item.id);
+    }
+    Ok(())
+}
+
+fn wire_status(s: &str) -> v1::ResultStatus {
+    match s {
+        "applied" => v1::ResultStatus::Applied,
+        "rolled_back" => v1::ResultStatus::RolledBack,
+        "failed" => v1::ResultStatus::Failed,
+        "refused" => v1::ResultStatus::Refused,
+        "needs_human" => v1::ResultStatus::NeedsHuman,
+        _ => v1::ResultStatus::Unspecified,
+    }
+}
+
+async fn handle(msg: v1::CoordinatorMessage, state: &Path) {
     use v1::coordinator_message::Body;
     match msg.body {
         Some(Body::Plan(p)) => {
             // Not acknowledged: the coordinator keeps it pending.
             tracing::warn!(plan = %p.plan_id, "not implemented yet: running plans received over the stream; apply the bundle by hand with rewind-agent apply --bundle");
         }
-        Some(Body::Ack(a)) => tracing::debug!(result = %a.id, "ack"),
+        Some(Body::Ack(a)) => {
+            let dir = state.to_path_buf();
+            let id = a.id.clone();
+            match tokio::task::spawn_blocking(move || State::open(&dir).and_then(|st| outbox::mark_delivered(&st, &id))).await {
+                Ok(Ok(ack)) => tracing::info!(result = %a.id, ?ack, "result acknowledged"),
+                Ok(Err(e)) => tracing::warn!(result = %a.id, "recording the ack: {e}; the result will be sent again"),
+                Err(e) => tracing::warn!(result = %a.id, "recording the ack: {e}"),
+            }
+        }
         Some(Body::Heartbeat(_)) => {}
         Some(Body::Welcome(_)) | None => tracing::warn!("unexpected message from the coordinator"),
     }

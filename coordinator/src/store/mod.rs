@@ -8,6 +8,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use rewind_shared::fleet::{AgentId, Inventory, Labels};
+use rewind_shared::report::ChainPoint;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Role;
@@ -38,6 +39,26 @@ pub struct AgentRecord {
     pub revoked: bool,
     /// Hex Ed25519 key the agent signs results and audit entries with.
     pub audit_key: String,
+    /// Audit chain point of the newest accepted result.
+    pub chain: Option<ChainPoint>,
+}
+
+/// A verified agent result, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResult {
+    pub id: String,
+    pub agent: AgentId,
+    pub plan: String,
+    pub signed_plan: Option<String>,
+    pub product: String,
+    pub release: String,
+    pub sequence: u64,
+    pub status: String,
+    /// `ok`, `gap` or `fork` (see `rewind_shared::report::ChainContinuity`).
+    pub continuity: String,
+    /// The exact signed payload bytes and the signature.
+    pub payload: Vec<u8>,
+    pub signature: Vec<u8>,
 }
 
 /// Persistent coordinator state. Every method may block on I/O inside the
@@ -58,6 +79,16 @@ pub trait Store: Send + Sync + 'static {
     async fn put_operator(&self, hash: String, name: String, role: Role) -> Result<()>;
     /// The name and role of an operator token, by hash.
     async fn operator(&self, hash: String) -> Result<Option<(String, Role)>>;
+    /// Stores a verified result unless one with its id exists (then
+    /// nothing changes); when new and `advance` is given, records it as the
+    /// agent's chain point. Returns whether it was new.
+    async fn store_result(&self, result: StoredResult, advance: Option<ChainPoint>) -> Result<bool>;
+    /// An agent's results, oldest first.
+    async fn results(&self, agent: AgentId) -> Result<Vec<StoredResult>>;
+    /// Records an integrity alarm (bad signature, audit chain gap or fork).
+    async fn alarm(&self, agent: AgentId, kind: String, detail: String) -> Result<()>;
+    /// An agent's alarms, oldest first, as (kind, detail).
+    async fn alarms(&self, agent: AgentId) -> Result<Vec<(String, String)>>;
     /// Makes sure everything written is durable (graceful shutdown).
     async fn flush(&self) -> Result<()>;
 }
@@ -96,6 +127,7 @@ pub(crate) mod suite {
             inventory: Inventory::default(),
             revoked: false,
             audit_key: "00".repeat(32),
+            chain: None,
         };
         s.insert_agent(rec.clone()).await.unwrap();
         assert_eq!(s.agent(id.clone()).await.unwrap().unwrap(), rec);
@@ -110,5 +142,25 @@ pub(crate) mod suite {
         s.put_operator("oh".into(), "admin".into(), Role::Admin).await.unwrap();
         assert_eq!(s.operator("oh".into()).await.unwrap(), Some(("admin".into(), Role::Admin)));
         assert_eq!(s.operator("x".into()).await.unwrap(), None);
+        let r = StoredResult {
+            id: "res-1".into(),
+            agent: id.clone(),
+            plan: "plan-1".into(),
+            signed_plan: None,
+            product: "notes".into(),
+            release: "1".into(),
+            sequence: 1,
+            status: "applied".into(),
+            continuity: "ok".into(),
+            payload: b"{}".to_vec(),
+            signature: vec![1; 64],
+        };
+        let point = ChainPoint { seq: 3, head: rewind_shared::Digest([7; 32]) };
+        assert!(s.store_result(r.clone(), Some(point)).await.unwrap(), "new");
+        assert!(!s.store_result(r.clone(), None).await.unwrap(), "a second delivery changes nothing");
+        assert_eq!(s.results(id.clone()).await.unwrap(), vec![r]);
+        assert_eq!(s.agent(id.clone()).await.unwrap().unwrap().chain, Some(point));
+        s.alarm(id.clone(), "chain_fork".into(), "went backwards".into()).await.unwrap();
+        assert_eq!(s.alarms(id.clone()).await.unwrap().len(), 1);
     }
 }

@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use rewind_shared::fleet::{AgentId, Inventory, Labels};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{AgentRecord, Redeem, Store};
+use rewind_shared::report::ChainPoint;
+
+use super::{AgentRecord, Redeem, Store, StoredResult};
 use crate::auth::Role;
 use crate::error::{Error, Result};
 
@@ -39,6 +41,30 @@ CREATE TABLE operators(
 );
 ", r"
 ALTER TABLE agents ADD COLUMN audit_key TEXT NOT NULL DEFAULT '';
+", r"
+ALTER TABLE agents ADD COLUMN chain TEXT;     -- JSON ChainPoint of the newest accepted result
+CREATE TABLE results(
+    id TEXT PRIMARY KEY,           -- the agent's report id: delivery is idempotent by it
+    agent TEXT NOT NULL REFERENCES agents(id),
+    plan TEXT NOT NULL,
+    signed_plan TEXT,
+    product TEXT NOT NULL,
+    release TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    continuity TEXT NOT NULL,      -- ok | gap | fork
+    payload BLOB NOT NULL,         -- exact signed bytes
+    signature BLOB NOT NULL,
+    received TEXT NOT NULL
+);
+CREATE INDEX results_agent ON results(agent, received);
+CREATE TABLE integrity_alarms(
+    id INTEGER PRIMARY KEY,
+    agent TEXT NOT NULL,
+    kind TEXT NOT NULL,            -- bad_signature | chain_gap | chain_fork
+    detail TEXT NOT NULL,
+    time TEXT NOT NULL
+);
 "];
 
 /// A SQLite-backed store.
@@ -121,10 +147,11 @@ fn row_to_agent(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
         inventory: from_json(6, &r.get::<_, String>(6)?)?,
         revoked: r.get(7)?,
         audit_key: r.get(8)?,
+        chain: r.get::<_, Option<String>>(9)?.map(|s| from_json(9, &s)).transpose()?,
     })
 }
 
-const AGENT_COLS: &str = "id, hostname, labels, fingerprint, enrolled, last_seen, inventory, revoked, audit_key";
+const AGENT_COLS: &str = "id, hostname, labels, fingerprint, enrolled, last_seen, inventory, revoked, audit_key, chain";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -167,8 +194,19 @@ impl Store for SqliteStore {
     async fn insert_agent(&self, a: AgentRecord) -> Result<()> {
         self.call(move |c| {
             c.execute(
-                &format!("INSERT INTO agents({AGENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
-                params![a.id.as_str(), a.hostname, json(&a.labels), a.fingerprint, a.enrolled, a.last_seen, json(&a.inventory), a.revoked, a.audit_key],
+                &format!("INSERT INTO agents({AGENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                params![
+                    a.id.as_str(),
+                    a.hostname,
+                    json(&a.labels),
+                    a.fingerprint,
+                    a.enrolled,
+                    a.last_seen,
+                    json(&a.inventory),
+                    a.revoked,
+                    a.audit_key,
+                    a.chain.as_ref().map(json)
+                ],
             )
             .map_err(sql)?;
             Ok(())
@@ -226,6 +264,89 @@ impl Store for SqliteStore {
                 c.query_row("SELECT name, role FROM operators WHERE hash = ?1", [&hash], |r| Ok((r.get(0)?, r.get(1)?))).optional().map_err(sql)?;
             row.map(|(n, r)| Role::parse(&r).map(|role| (n, role)).ok_or_else(|| Error::Store(format!("operator {hash}: unknown role {r:?}"))))
                 .transpose()
+        })
+        .await
+    }
+
+    async fn store_result(&self, r: StoredResult, advance: Option<ChainPoint>) -> Result<bool> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
+            let new = tx
+                .execute(
+                    "INSERT OR IGNORE INTO results(id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature, received)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    params![
+                        r.id,
+                        r.agent.as_str(),
+                        r.plan,
+                        r.signed_plan,
+                        r.product,
+                        r.release,
+                        i64::try_from(r.sequence).unwrap_or(i64::MAX),
+                        r.status,
+                        r.continuity,
+                        r.payload,
+                        r.signature,
+                        crate::now()
+                    ],
+                )
+                .map_err(sql)?
+                == 1;
+            if let (true, Some(point)) = (new, advance) {
+                tx.execute("UPDATE agents SET chain = ?2 WHERE id = ?1", params![r.agent.as_str(), json(&point)]).map_err(sql)?;
+            }
+            tx.commit().map_err(sql)?;
+            Ok(new)
+        })
+        .await
+    }
+
+    async fn results(&self, agent: AgentId) -> Result<Vec<StoredResult>> {
+        self.call(move |c| {
+            let mut st = c
+                .prepare(
+                    "SELECT id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature
+                     FROM results WHERE agent = ?1 ORDER BY received, id",
+                )
+                .map_err(sql)?;
+            st.query_map([agent.as_str()], |r| {
+                Ok(StoredResult {
+                    id: r.get(0)?,
+                    agent: agent.clone(),
+                    plan: r.get(2)?,
+                    signed_plan: r.get(3)?,
+                    product: r.get(4)?,
+                    release: r.get(5)?,
+                    sequence: u64::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
+                    status: r.get(7)?,
+                    continuity: r.get(8)?,
+                    payload: r.get(9)?,
+                    signature: r.get(10)?,
+                })
+            })
+            .map_err(sql)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(sql)
+        })
+        .await
+    }
+
+    async fn alarm(&self, agent: AgentId, kind: String, detail: String) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO integrity_alarms(agent, kind, detail, time) VALUES (?1, ?2, ?3, ?4)",
+                params![agent.as_str(), kind, detail, crate::now()],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn alarms(&self, agent: AgentId) -> Result<Vec<(String, String)>> {
+        self.call(move |c| {
+            let mut st = c.prepare("SELECT kind, detail FROM integrity_alarms WHERE agent = ?1 ORDER BY id").map_err(sql)?;
+            st.query_map([agent.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql)?.collect::<rusqlite::Result<_>>().map_err(sql)
         })
         .await
     }
