@@ -138,6 +138,47 @@ impl fmt::Display for IntegrityKind {
     }
 }
 
+/// Which endpoints a manual rollback covers (`rewindctl rollback --scope`).
+/// Only endpoints that applied get a rollback plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "scope", rename_all = "snake_case")]
+pub enum Scope {
+    /// Every endpoint of the rollout.
+    #[default]
+    Fleet,
+    /// The endpoints of one wave.
+    Wave { name: String },
+    /// The endpoints whose labels match a selector.
+    Cohort { selector: crate::cohort::Selector },
+    /// These endpoints.
+    Agents { agents: Vec<AgentId> },
+}
+
+impl Scope {
+    fn covers(&self, id: &AgentId, r: &AgentRecord, waves: &[rewind_shared::release::Wave]) -> bool {
+        match self {
+            Self::Fleet => true,
+            Self::Wave { name } => r.wave.is_some_and(|w| waves[w].name == *name),
+            Self::Cohort { selector } => selector.matches(&r.labels),
+            Self::Agents { agents } => agents.contains(id),
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fleet => f.write_str("fleet"),
+            Self::Wave { name } => write!(f, "wave {name}"),
+            Self::Cohort { selector } => write!(f, "cohort `{selector}`"),
+            Self::Agents { agents } => {
+                let ids: Vec<&str> = agents.iter().map(AgentId::as_str).collect();
+                write!(f, "agent(s) {}", ids.join(", "))
+            }
+        }
+    }
+}
+
 /// An input to the machine. The time of each comes with
 /// [`RolloutMachine::handle`]; the machine pins every agent's wave itself,
 /// so events carry no wave.
@@ -154,9 +195,14 @@ pub enum Event {
     Resume { actor: String },
     /// Halts without rolling back; `rewindctl rollback` takes data back.
     Abort { actor: String },
-    /// `rewindctl rollback PRODUCT`: every agent that applied gets the
-    /// rollback plan.
-    Rollback { actor: String, reason: String },
+    /// `rewindctl rollback PRODUCT [--scope ...]`: every agent in scope
+    /// that applied gets the rollback plan. It stops the rollout.
+    Rollback {
+        actor: String,
+        reason: String,
+        #[serde(default)]
+        scope: Scope,
+    },
     Integrity { agent: AgentId, kind: IntegrityKind, detail: String },
     /// A health metric sample an agent reported, timestamped by `at_ms`.
     Metric { agent: AgentId, name: String, value: f64, at_ms: u64 },
@@ -202,6 +248,8 @@ pub enum RolloutError {
     WrongWave { rollout: String, asked: String, waiting: String },
     #[error("rollout {rollout}: agent {agent} is not part of it; it was not in the fleet at start and never joined")]
     UnknownAgent { rollout: String, agent: AgentId },
+    #[error("rollout {rollout}: no wave {wave}; its waves are {known}")]
+    UnknownWave { rollout: String, wave: String, known: String },
 }
 
 /// How an agent's apply plan went, as counted.
@@ -269,8 +317,9 @@ pub struct RolloutMachine {
     /// Waves `[0, started)` have been released.
     pub(crate) started: usize,
     pub(crate) agents: BTreeMap<AgentId, AgentRecord>,
-    /// Set once a rollback began: agents that apply later are rolled back.
-    pub(crate) rolling_back: bool,
+    /// What rollbacks cover, once one began: agents in scope that apply
+    /// later are rolled back too. Empty: no rollback.
+    pub(crate) rollback_scopes: Vec<Scope>,
 }
 
 /// An agent known when the rollout starts.
@@ -300,7 +349,7 @@ impl RolloutMachine {
             state: State::Running { wave: 0 },
             started: 0,
             agents: BTreeMap::new(),
-            rolling_back: false,
+            rollback_scopes: Vec::new(),
         };
         for a in fleet {
             m.admit(a.id, a.labels, a.online);
@@ -385,17 +434,18 @@ impl RolloutMachine {
                 }
                 self.halt(now_ms, format!("aborted by {actor}; data stays as is until `rewindctl rollback`"), &actor, false, &mut out);
             }
-            Event::Rollback { actor, reason } => {
-                if self.rolling_back {
-                    return Err(self.not_allowed("roll back", "; the rollback was already sent to every agent that applied"));
+            Event::Rollback { actor, reason, scope } => {
+                if self.rollback_scopes.contains(&Scope::Fleet) || self.rollback_scopes.contains(&scope) {
+                    return Err(self.not_allowed(&format!("roll back {scope}"), "; that rollback was already sent to every agent in scope that applied"));
                 }
-                let reason = format!("manual rollback by {actor}: {reason}");
+                self.check_scope(&scope)?;
+                let reason = format!("manual rollback ({scope}) by {actor}: {reason}");
                 // A superseded rollout is rolled back as part of a rollback
                 // to an epoch, after the releases above it.
                 if !matches!(self.state, State::Halted { .. } | State::Superseded { .. }) {
                     self.halt(now_ms, reason.clone(), &actor, false, &mut out);
                 }
-                self.start_rollback(now_ms, reason, &actor, &mut out);
+                self.start_rollback(now_ms, reason, &actor, scope, &mut out);
             }
         }
         self.settle(now_ms, &mut out);
@@ -434,8 +484,31 @@ impl RolloutMachine {
         self.agents.get_mut(agent).ok_or(RolloutError::UnknownAgent { rollout, agent: agent.clone() })
     }
 
+    fn rolling_back(&self) -> bool {
+        !self.rollback_scopes.is_empty()
+    }
+
+    fn in_rollback_scope(&self, id: &AgentId, r: &AgentRecord) -> bool {
+        self.rollback_scopes.iter().any(|s| s.covers(id, r, &self.spec.rollout.waves))
+    }
+
+    fn check_scope(&self, scope: &Scope) -> Result<(), RolloutError> {
+        match scope {
+            Scope::Wave { name } if !self.spec.rollout.waves.iter().any(|w| w.name == *name) => Err(RolloutError::UnknownWave {
+                rollout: self.spec.id(),
+                wave: name.clone(),
+                known: self.spec.rollout.waves.iter().map(|w| w.name.as_str()).collect::<Vec<_>>().join(", "),
+            }),
+            Scope::Agents { agents } => match agents.iter().find(|a| !self.agents.contains_key(*a)) {
+                Some(a) => Err(RolloutError::UnknownAgent { rollout: self.spec.id(), agent: a.clone() }),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
     fn may_send_plans(&self) -> bool {
-        !self.rolling_back && matches!(self.state, State::Running { .. } | State::Baking { .. } | State::AwaitingApproval { .. } | State::Done)
+        !self.rolling_back() && matches!(self.state, State::Running { .. } | State::Baking { .. } | State::AwaitingApproval { .. } | State::Done)
     }
 
     /// Sends the apply plan to every online agent of a released wave that
@@ -456,18 +529,27 @@ impl RolloutMachine {
     /// Sends the rollback plan to every online agent that applied and has
     /// not had it; offline ones are queued.
     fn flush_rollbacks(&mut self, now_ms: u64, out: &mut Vec<Action>) {
-        if !self.rolling_back || matches!(self.state, State::Superseded { .. }) {
+        if !self.rolling_back() || matches!(self.state, State::Superseded { .. }) {
             return;
         }
+        let due: Vec<AgentId> = self
+            .agents
+            .iter()
+            .filter(|(id, r)| {
+                r.outcome == ApplyOutcome::Applied
+                    && matches!(r.rollback, RollbackProgress::NotNeeded | RollbackProgress::Queued)
+                    && self.in_rollback_scope(id, r)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
         let mut agents = Vec::new();
-        for (id, r) in &mut self.agents {
-            if r.outcome == ApplyOutcome::Applied && matches!(r.rollback, RollbackProgress::NotNeeded | RollbackProgress::Queued) {
-                if r.online {
-                    r.rollback = RollbackProgress::Sent { at_ms: now_ms };
-                    agents.push(id.clone());
-                } else {
-                    r.rollback = RollbackProgress::Queued;
-                }
+        for id in due {
+            let Some(r) = self.agents.get_mut(&id) else { continue };
+            if r.online {
+                r.rollback = RollbackProgress::Sent { at_ms: now_ms };
+                agents.push(id);
+            } else {
+                r.rollback = RollbackProgress::Queued;
             }
         }
         if !agents.is_empty() {
@@ -504,7 +586,7 @@ impl RolloutMachine {
     // ---- signals ----
 
     fn integrity(&mut self, now_ms: u64, agent: &AgentId, kind: IntegrityKind, detail: &str, out: &mut Vec<Action>) -> Result<(), RolloutError> {
-        let rolling_back = self.rolling_back;
+        let rolling_back = self.rolling_back();
         let r = self.known(agent)?;
         if kind == IntegrityKind::FailedRollbackProof && rolling_back && r.outcome == ApplyOutcome::Applied {
             r.rollback = RollbackProgress::Failed;
@@ -613,12 +695,12 @@ impl RolloutMachine {
         out.push(Action::Halt { reason: reason.clone() });
         out.push(Action::Notify { event: NotifyEvent::IncidentStarted });
         if rollback {
-            self.start_rollback(now_ms, format!("auto_rollback after halt: {reason}"), SYSTEM_ACTOR, out);
+            self.start_rollback(now_ms, format!("auto_rollback after halt: {reason}"), SYSTEM_ACTOR, Scope::Fleet, out);
         }
     }
 
-    fn start_rollback(&mut self, now_ms: u64, reason: String, actor: &str, out: &mut Vec<Action>) {
-        self.rolling_back = true;
+    fn start_rollback(&mut self, now_ms: u64, reason: String, actor: &str, scope: Scope, out: &mut Vec<Action>) {
+        self.rollback_scopes.push(scope);
         self.transition(State::RollingBack { reason: reason.clone() }, &reason, actor, out);
         out.push(Action::Notify { event: NotifyEvent::RollbackStarted });
         self.flush_rollbacks(now_ms, out);
@@ -671,7 +753,7 @@ impl RolloutMachine {
             State::Baking { wave, until_ms } if now_ms >= until_ms && self.wave_reported(wave) => {
                 self.finish_wave(now_ms, wave, "baked without a trigger", out);
             }
-            State::RollingBack { .. } | State::Halted { .. } | State::RolledBack if self.rolling_back => self.check_rollback(out),
+            State::RollingBack { .. } | State::Halted { .. } | State::RolledBack if self.rolling_back() => self.check_rollback(out),
             _ => {}
         }
     }
@@ -695,37 +777,54 @@ impl RolloutMachine {
     fn check_rollback(&mut self, out: &mut Vec<Action>) {
         let mut outstanding = 0;
         let mut failed = Vec::new();
+        let mut proven = 0;
         for (id, r) in &self.agents {
             let in_flight = r.outcome == ApplyOutcome::Pending && r.plan_sent_ms.is_some();
             match r.rollback {
                 RollbackProgress::Queued | RollbackProgress::Sent { .. } => outstanding += 1,
                 RollbackProgress::Failed | RollbackProgress::TimedOut => failed.push(id.to_string()),
-                RollbackProgress::NotNeeded if in_flight => outstanding += 1,
-                RollbackProgress::NotNeeded if r.outcome == ApplyOutcome::Applied => outstanding += 1,
-                _ => {}
+                RollbackProgress::Proven => proven += 1,
+                RollbackProgress::NotNeeded if (in_flight || r.outcome == ApplyOutcome::Applied) && self.in_rollback_scope(id, r) => {
+                    outstanding += 1;
+                }
+                RollbackProgress::NotNeeded => {}
             }
         }
-        let proven = self.agents.values().filter(|r| r.rollback == RollbackProgress::Proven).count();
-        let incomplete = |failed: &[String]| {
-            format!("rollback incomplete: {} agent(s) need a human: {} ({proven} proven)", failed.len(), failed.join(", "))
-        };
-        match (&self.state, outstanding > 0, failed.is_empty()) {
-            (State::RolledBack, true, _) => {
-                let reason = "an agent reported applied after the rollback completed; sending it the rollback".to_string();
-                self.transition(State::RollingBack { reason: reason.clone() }, &reason, SYSTEM_ACTOR, out);
+        let fleet = self.rollback_scopes.contains(&Scope::Fleet);
+        let target = match (&self.state, outstanding > 0, failed.is_empty()) {
+            (State::RolledBack | State::Halted { .. }, true, _) => {
+                Some(State::RollingBack { reason: "an agent in scope reported applied after the rollback; sending it the rollback".into() })
             }
+            (State::RollingBack { .. } | State::Halted { .. }, false, true) if fleet => Some(State::RolledBack),
             (State::RollingBack { .. } | State::Halted { .. }, false, true) => {
-                let reason = format!("every agent that applied proved its rollback by digest ({proven})");
-                self.transition(State::RolledBack, &reason, SYSTEM_ACTOR, out);
-                out.push(Action::Notify { event: NotifyEvent::RollbackCompleted });
+                let scopes: Vec<String> = self.rollback_scopes.iter().map(ToString::to_string).collect();
+                Some(State::Halted {
+                    reason: format!(
+                        "partial rollback ({}) proven on {proven} agent(s); the other endpoints keep the release: roll back the fleet or supersede it with a fix",
+                        scopes.join("; ")
+                    ),
+                })
+            }
+            (State::RollingBack { .. } | State::RolledBack, false, false) => Some(State::Halted {
+                reason: format!("rollback incomplete: {} agent(s) need a human: {} ({proven} proven)", failed.len(), failed.join(", ")),
+            }),
+            _ => None,
+        };
+        let Some(target) = target.filter(|t| *t != self.state) else { return };
+        let reason = match &target {
+            State::RollingBack { reason } | State::Halted { reason } => reason.clone(),
+            _ => format!("every agent that applied proved its rollback by digest ({proven})"),
+        };
+        let completed = matches!(target, State::RolledBack) || (failed.is_empty() && outstanding == 0);
+        let needs_human = !failed.is_empty() && outstanding == 0;
+        self.transition(target, &reason, SYSTEM_ACTOR, out);
+        if needs_human {
+            out.push(Action::Halt { reason });
+        } else if completed {
+            out.push(Action::Notify { event: NotifyEvent::RollbackCompleted });
+            if fleet {
                 out.push(Action::Notify { event: NotifyEvent::Resolved });
             }
-            (State::RollingBack { .. } | State::RolledBack, false, false) => {
-                let reason = incomplete(&failed);
-                self.transition(State::Halted { reason: reason.clone() }, &reason, SYSTEM_ACTOR, out);
-                out.push(Action::Halt { reason });
-            }
-            _ => {}
         }
     }
 

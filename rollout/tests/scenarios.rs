@@ -4,7 +4,7 @@ mod sim;
 
 use std::collections::BTreeSet;
 
-use rewind_rollout::machine::{Action, Event, IntegrityKind, NotifyEvent, Outcome};
+use rewind_rollout::machine::{Action, Event, IntegrityKind, NotifyEvent, Outcome, Scope};
 use rewind_rollout::{RolloutError, State};
 use sim::*;
 
@@ -243,7 +243,7 @@ fn an_offline_agent_that_applied_gets_the_rollback_when_back() {
     s.send(Event::Abort { actor: "carol".into() });
     assert_eq!(s.state(), "halted");
     assert!(s.rollbacks.is_empty(), "abort alone keeps the data");
-    s.send(Event::Rollback { actor: "carol".into(), reason: "bad release".into() });
+    s.send(Event::Rollback { actor: "carol".into(), reason: "bad release".into(), scope: Scope::Fleet });
     assert_eq!(s.rollbacks.len(), 5, "online ones at once");
     s.answer_all(|_| None);
     assert_eq!(s.state(), "rolling_back", "one endpoint still holds the release");
@@ -290,9 +290,9 @@ fn without_auto_rollback_a_halt_waits_for_an_operator() {
     s.send(Event::Integrity { agent: a, kind: IntegrityKind::AuditFork, detail: "two heads at seq 9".into() });
     assert_eq!(s.state(), "halted");
     assert!(s.rollbacks.is_empty());
-    s.send(Event::Rollback { actor: "dave".into(), reason: "audit fork".into() });
+    s.send(Event::Rollback { actor: "dave".into(), reason: "audit fork".into(), scope: Scope::Fleet });
     assert_eq!(s.rollbacks.len(), 4);
-    assert!(s.audits().iter().any(|(f, t, r, a)| f == "halted" && t == "rolling_back" && r.contains("manual rollback by dave") && a == "dave"));
+    assert!(s.audits().iter().any(|(f, t, r, a)| f == "halted" && t == "rolling_back" && r.contains("manual rollback (fleet) by dave") && a == "dave"));
 }
 
 #[test]
@@ -416,4 +416,49 @@ fn an_agent_back_after_the_plan_expired_stays_pending() {
     s.send(Event::AgentOnline { agent: late.clone() });
     assert!(!s.plans.contains_key(&late), "an expired plan is never sent");
     assert_eq!(s.m.status().agents.iter().find(|a| a.id == late.as_str()).unwrap().outcome, "pending");
+}
+
+#[test]
+fn a_scoped_rollback_reverts_only_its_scope_and_stops_the_rollout() {
+    let waves = vec![wave("canary", Some("ring=canary"), None, 0, false), wave("rest", None, Some(100.0), 60, false)];
+    let mut s = Sim::start(spec(waves, 0.5, 5), fleet20());
+    s.answer_all(|_| Some(Outcome::Applied));
+    assert_eq!(s.state(), "baking");
+    let canaries = s.wave_agents("canary");
+
+    let e = s.try_send(Event::Rollback { actor: "ops".into(), reason: "x".into(), scope: Scope::Wave { name: "beta".into() } }).unwrap_err();
+    assert_eq!(e.to_string(), "rollout notes@7: no wave beta; its waves are canary, rest");
+    let e = s.try_send(Event::Rollback { actor: "ops".into(), reason: "x".into(), scope: Scope::Agents { agents: vec![id("agt-nope")] } }).unwrap_err();
+    assert!(matches!(e, RolloutError::UnknownAgent { .. }));
+
+    s.send(Event::Rollback { actor: "ops".into(), reason: "canary complaints".into(), scope: Scope::Wave { name: "canary".into() } });
+    assert_eq!(s.rollback_inbox.iter().cloned().collect::<BTreeSet<_>>(), canaries, "only the canary wave");
+    s.answer_all(|_| None);
+    assert_eq!(s.state(), "halted");
+    let st = s.m.status();
+    assert!(st.reason.as_deref().unwrap().starts_with("partial rollback (wave canary) proven on 3 agent(s)"), "{st:?}");
+    assert_eq!((st.waves[0].rolled_back, st.waves[1].rolled_back), (3, 0));
+    // The same scope twice is refused; widening to one more agent works.
+    assert!(s.try_send(Event::Rollback { actor: "ops".into(), reason: "again".into(), scope: Scope::Wave { name: "canary".into() } }).is_err());
+    let other = s.wave_agents("rest").into_iter().next().unwrap();
+    s.send(Event::Rollback { actor: "ops".into(), reason: "one more".into(), scope: Scope::Agents { agents: vec![other.clone()] } });
+    assert_eq!(s.rollback_inbox, vec![other]);
+    s.answer_all(|_| None);
+    assert_eq!(s.state(), "halted");
+    // Then the whole fleet: the remaining 16 get it, and only then rolled_back.
+    s.send(Event::Rollback { actor: "ops".into(), reason: "all of it".into(), scope: Scope::Fleet });
+    assert_eq!(s.rollback_inbox.len(), 16);
+    s.answer_all(|_| None);
+    assert_eq!(s.state(), "rolled_back");
+    assert_eq!(s.rollbacks.len(), 20);
+}
+
+#[test]
+fn a_cohort_scope_selects_by_labels() {
+    let mut s = Sim::start(spec(vec![wave("all", None, Some(100.0), 60, false)], 0.5, 5), fleet20());
+    s.answer_all(|_| Some(Outcome::Applied));
+    let selector = rewind_rollout::Selector::parse("os=windows,ring!=canary").unwrap();
+    s.send(Event::Rollback { actor: "ops".into(), reason: "windows only".into(), scope: Scope::Cohort { selector } });
+    let expected: BTreeSet<_> = (0..20).filter(|i| i % 2 == 1 && *i >= 3).map(|i| id(&format!("agt-{i:02}"))).collect();
+    assert_eq!(s.rollback_inbox.iter().cloned().collect::<BTreeSet<_>>(), expected);
 }

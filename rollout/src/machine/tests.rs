@@ -103,10 +103,10 @@ fn manual_rollback_after_done() {
         m.handle(1, Event::AgentOutcome { agent: id(&format!("agt-{i:02}")), outcome: Outcome::Applied }).unwrap();
     }
     assert_eq!(m.state(), &State::Done);
-    let acts = m.handle(2, Event::Rollback { actor: "ops".into(), reason: "customer reports".into() }).unwrap();
+    let acts = m.handle(2, Event::Rollback { actor: "ops".into(), reason: "customer reports".into(), scope: Scope::Fleet }).unwrap();
     assert!(acts.contains(&Action::SendRollback { agents: vec![id("agt-00"), id("agt-01"), id("agt-02")] }));
     assert_eq!(m.state().name(), "rolling_back");
-    assert!(m.handle(3, Event::Rollback { actor: "ops".into(), reason: "again".into() }).is_err());
+    assert!(m.handle(3, Event::Rollback { actor: "ops".into(), reason: "again".into(), scope: Scope::Fleet }).is_err());
 }
 
 #[test]
@@ -171,7 +171,7 @@ fn epoch_rollback_reverts_later_releases_latest_first() {
     assert!(r.epoch_rollback_order("mail", 0).is_empty());
     // Each accepts its rollback, superseded or not.
     for id_ in r.epoch_rollback_order("notes", 6) {
-        r.handle(&id_, 10, Event::Rollback { actor: "ops".into(), reason: "to epoch 6".into() }).unwrap();
+        r.handle(&id_, 10, Event::Rollback { actor: "ops".into(), reason: "to epoch 6".into(), scope: Scope::Fleet }).unwrap();
     }
     // agt-00's apply plans are still in flight: not rolled back yet.
     assert_eq!(r.epoch_rollback_order("notes", 6).len(), 3);
@@ -186,7 +186,7 @@ fn epoch_rollback_reverts_later_releases_latest_first() {
 fn a_manual_rollback_halts_first_and_is_audited_with_its_actor() {
     let (mut m, _) = RolloutMachine::start(spec(7), fleet(8), "alice", 0).unwrap();
     m.handle(1, Event::AgentOutcome { agent: id("agt-00"), outcome: Outcome::Applied }).unwrap();
-    let acts = m.handle(2, Event::Rollback { actor: "ops".into(), reason: "support tickets".into() }).unwrap();
+    let acts = m.handle(2, Event::Rollback { actor: "ops".into(), reason: "support tickets".into(), scope: Scope::Fleet }).unwrap();
     let audits: Vec<_> = acts
         .iter()
         .filter_map(|a| if let Action::Audit { from, to, actor, .. } = a { Some((from.as_str(), to.as_str(), actor.as_str())) } else { None })
@@ -205,6 +205,8 @@ enum Op {
     Resume,
     Abort,
     Rollback,
+    RollbackWave(usize),
+    RollbackAgent(usize),
     Integrity(usize),
     Crash(usize, f64),
     Join(usize, bool),
@@ -230,6 +232,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Resume),
         1 => Just(Op::Abort),
         1 => Just(Op::Rollback),
+        1 => (0..4usize).prop_map(Op::RollbackWave),
+        1 => (0..24usize).prop_map(Op::RollbackAgent),
         1 => (0..24usize).prop_map(Op::Integrity),
         2 => (0..24usize, 0.0..3.0f64).prop_map(|(a, v)| Op::Crash(a, v)),
         2 => (0..24usize, any::<bool>()).prop_map(|(a, c)| Op::Join(a, c)),
@@ -279,6 +283,7 @@ proptest! {
                             prop_assert!(rollbacks.insert(agent.clone()), "rollback twice to {agent}");
                             // (An agent may report applying a bundle carried by hand.)
                             prop_assert_eq!(m.agents[agent].outcome, ApplyOutcome::Applied, "rollback to {} that did not apply", agent);
+                            prop_assert!(m.in_rollback_scope(agent, &m.agents[agent]), "rollback to {} outside every scope", agent);
                         }
                     }
                     Action::Halt { .. } => *halted = true,
@@ -310,7 +315,13 @@ proptest! {
                 Op::Pause => Event::Pause { actor: "bob".into() },
                 Op::Resume => Event::Resume { actor: "bob".into() },
                 Op::Abort => Event::Abort { actor: "bob".into() },
-                Op::Rollback => Event::Rollback { actor: "bob".into(), reason: "test".into() },
+                Op::Rollback => Event::Rollback { actor: "bob".into(), reason: "test".into(), scope: Scope::Fleet },
+                Op::RollbackWave(w) => Event::Rollback {
+                    actor: "bob".into(),
+                    reason: "test".into(),
+                    scope: Scope::Wave { name: m.spec.rollout.waves[w].name.clone() },
+                },
+                Op::RollbackAgent(a) => Event::Rollback { actor: "bob".into(), reason: "test".into(), scope: Scope::Agents { agents: vec![agent(a)] } },
                 Op::Integrity(a) => Event::Integrity { agent: agent(a), kind: IntegrityKind::Drift, detail: "d".into() },
                 Op::Crash(a, v) => Event::Metric { agent: agent(a), name: "app.crash_count".into(), value: v, at_ms: now },
                 Op::Join(a, canary) => Event::AgentJoined {
