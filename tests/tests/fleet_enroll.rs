@@ -200,9 +200,9 @@ fn five_agents_enroll_connect_with_labels_and_reconnect_after_a_graceful_restart
     assert!(r.stderr.contains("already enrolled"), "{r:?}");
 
     let mut procs: Vec<Proc> = dirs.iter().map(AgentDir::run).collect();
-    let agents = eventually("five agents connected", Duration::from_secs(30), || {
+    let agents = eventually("five agents connected, with their inventory", Duration::from_secs(30), || {
         let a = c.agents(&[]);
-        (connected(&a) == 5).then_some(a)
+        (connected(&a) == 5 && a.iter().all(|x| x["targets"].as_array().is_some_and(|t| t.len() == 1))).then_some(a)
     });
     let expected_digest = rewind_tests::digest(&dirs[2].dir.join("notes.db"));
     for a in &agents {
@@ -321,6 +321,12 @@ fn refusals_health_and_reflection() {
     let ok = AgentDir::new(tmp.path(), "ok", &c, &[("ring", "a")]);
     let r = ok.enroll(&c.token(&[]));
     assert_eq!(r.code, 0, "still enrolling while a half-open connection waits: {r:?}");
+    // An enrolled agent's certificate, misbehaving: malformed protobuf, a
+    // message over the 4 MiB limit, a stream that never says hello.
+    for (what, want) in [("garbage", "INVALID_ARGUMENT"), ("big", "OUT_OF_RANGE"), ("silent", "DEADLINE_EXCEEDED")] {
+        let r = c.grpc(&["connect-as", &ok.identity("key.pem"), &ok.identity("cert.pem"), what]);
+        assert_eq!(r["code"], want, "{what}: {r}");
+    }
     let _agent = ok.run();
     eventually("the agent connects after the garbage", Duration::from_secs(30), || (connected(&c.agents(&[])) == 1).then_some(()));
     assert_eq!(c.grpc(&["health"])[""], "SERVING");

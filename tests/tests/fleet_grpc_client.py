@@ -6,6 +6,8 @@ usage: fleet_grpc_client.py ADDR CA_PEM COMMAND [ARGS]
   health                        statuses of "", rewind.v1.Fleet, rewind.v1.Admin
   reflect                       services listed by reflection v1 and v1alpha
   connect [KEY CERT]            open Fleet.Connect (optionally with a client cert), report the status
+  connect-as KEY CERT WHAT      Fleet.Connect with a client cert, sending WHAT first:
+                                silent (nothing), garbage (malformed protobuf), big (a 5 MiB message)
   admin-noauth                  Admin.ListAgents without a bearer token, report the status
 """
 import json
@@ -18,7 +20,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 addr, ca_path, cmd, *rest = sys.argv[1:]
 ca = open(ca_path, "rb").read()
 key = cert = None
-if cmd == "connect" and rest:
+if cmd in ("connect", "connect-as") and rest:
     key, cert = open(rest[0], "rb").read(), open(rest[1], "rb").read()
 creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 channel = grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", "localhost")])
@@ -44,6 +46,32 @@ elif cmd == "connect":
     try:
         # One empty AgentMessage; the certificate is checked before it matters.
         for _ in call(iter([b""]), timeout=10):
+            break
+        out["code"] = "OK"
+    except grpc.RpcError as e:
+        out["code"] = e.code().name
+        out["details"] = e.details()
+elif cmd == "connect-as":
+    what = rest[2]
+    call = channel.stream_stream("/rewind.v1.Fleet/Connect", request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    if what == "silent":
+        import threading
+        never = threading.Event()
+
+        def requests():
+            never.wait(60)
+            return
+            yield
+
+        messages = requests()
+    elif what == "garbage":
+        messages = iter([b"\xff\xff\xff\xff\x0f garbage"])
+    else:
+        # Field 1 (hello), length-delimited, 5 MiB: over the 4 MiB limit.
+        body = b"\x0a" + bytes([0x80, 0x80, 0xc0, 0x02]) + b"x" * (5 << 20)
+        messages = iter([body])
+    try:
+        for _ in call(messages, timeout=30):
             break
         out["code"] = "OK"
     except grpc.RpcError as e:
