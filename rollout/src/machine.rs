@@ -15,6 +15,8 @@
 //!   the same step to every agent that applied, skipping bake and
 //!   approvals, and the rollout is `rolled_back` only when every one of
 //!   them proved its rollback;
+//! - a manual rollback may be scoped (wave, cohort, agents); only a fleet
+//!   rollback ends `rolled_back`;
 //! - every state change yields an [`Action::Audit`] with reason and actor;
 //! - the whole machine is serde-serializable: store it after each
 //!   [`RolloutMachine::handle`] and load it after a restart to resume with
@@ -394,6 +396,28 @@ impl RolloutMachine {
     pub fn wave_of(&self, agent: &AgentId) -> Option<&str> {
         let w = self.agents.get(agent)?.wave?;
         Some(&self.spec.rollout.waves[w].name)
+    }
+
+    /// When the next [`Event::Tick`] can change something: the end of a
+    /// bake or the earliest report timeout of a plan or rollback sent.
+    /// `None`: only other events move this rollout. The coordinator may
+    /// sleep until then instead of ticking on a fixed period.
+    #[must_use]
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        let timeout = millis(self.spec.rollout.report_timeout);
+        let bake = match self.state {
+            State::Baking { until_ms, .. } => Some(until_ms),
+            _ => None,
+        };
+        let reports = self.agents.values().filter_map(|r| {
+            let plan = (r.outcome == ApplyOutcome::Pending).then_some(r.plan_sent_ms).flatten();
+            let rollback = match r.rollback {
+                RollbackProgress::Sent { at_ms } => Some(at_ms),
+                _ => None,
+            };
+            plan.into_iter().chain(rollback).map(|t| t.saturating_add(timeout)).min()
+        });
+        bake.into_iter().chain(reports).min()
     }
 
     /// Feeds one event at time `now_ms` (milliseconds since the Unix epoch).

@@ -95,6 +95,22 @@ fn first_wave_with_approval_waits_before_any_plan() {
 }
 
 #[test]
+fn next_deadline_is_the_earliest_timeout_or_bake_end() {
+    let (mut m, _) = RolloutMachine::start(spec(7), fleet(8), "alice", 1_000).unwrap();
+    // Canary plans went out at 1s: they time out 30 minutes later.
+    assert_eq!(m.next_deadline_ms(), Some(1_000 + 30 * MIN));
+    m.handle(2_000, Event::AgentOutcome { agent: id("agt-00"), outcome: Outcome::Applied }).unwrap();
+    // agt-04 (the other canary) is offline: the wave waits, nothing to time.
+    assert_eq!(m.next_deadline_ms(), None);
+    m.handle(3_000, Event::AgentOnline { agent: id("agt-04") }).unwrap();
+    assert_eq!(m.next_deadline_ms(), Some(3_000 + 30 * MIN));
+    m.handle(4_000, Event::AgentOutcome { agent: id("agt-04"), outcome: Outcome::Applied }).unwrap();
+    // Canary done; early (bake 15m) started: its plans or its bake.
+    let d = m.next_deadline_ms().unwrap();
+    assert!(d == 4_000 + 30 * MIN || d == 4_000 + 15 * MIN, "{d}");
+}
+
+#[test]
 fn manual_rollback_after_done() {
     let mut s = spec(7);
     s.rollout.waves = vec![s.rollout.waves[3].clone()];
