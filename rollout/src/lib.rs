@@ -8,12 +8,14 @@
 //! - [`policy`]: a release's rollout with the defaults filled in.
 //! - [`machine`]: the state machine of one rollout.
 //! - [`registry`]: one active rollout per product.
+//! - [`report`]: what an agent's verified report means for a rollout.
 //! - [`status`]: `rollout status --json`.
 
 pub mod cohort;
 pub mod machine;
 pub mod policy;
 pub mod registry;
+pub mod report;
 pub mod status;
 
 pub use cohort::{Cohorts, Selector, SelectorError, bucket};
