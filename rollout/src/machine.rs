@@ -757,16 +757,17 @@ impl RolloutMachine {
     }
 
     fn step(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        let tallies = self.tallies();
         if self.state.is_progressing()
-            && let Some(reason) = self.failure_ratio_breach()
+            && let Some(reason) = self.failure_ratio_breach(&tallies)
         {
             self.halt(now_ms, reason, SYSTEM_ACTOR, self.spec.rollout.auto_rollback, out);
             return;
         }
         match self.state.clone() {
-            State::Running { wave } if self.wave_reported(wave) => {
+            State::Running { wave } if self.wave_reported(&tallies[wave]) => {
                 let bake = self.spec.rollout.waves[wave].bake;
-                if bake.is_zero() || self.tally(wave).assigned == 0 {
+                if bake.is_zero() || tallies[wave].assigned == 0 {
                     self.finish_wave(now_ms, wave, "reported", out);
                 } else {
                     let until_ms = now_ms.saturating_add(millis(bake));
@@ -774,7 +775,7 @@ impl RolloutMachine {
                     self.transition(State::Baking { wave, until_ms }, &reason, SYSTEM_ACTOR, out);
                 }
             }
-            State::Baking { wave, until_ms } if now_ms >= until_ms && self.wave_reported(wave) => {
+            State::Baking { wave, until_ms } if now_ms >= until_ms && self.wave_reported(&tallies[wave]) => {
                 self.finish_wave(now_ms, wave, "baked without a trigger", out);
             }
             State::RollingBack { .. } | State::Halted { .. } | State::RolledBack if self.rolling_back() => self.check_rollback(out),
@@ -857,8 +858,15 @@ impl RolloutMachine {
     /// Counts of one wave's agents.
     #[must_use]
     pub fn tally(&self, wave: usize) -> Tally {
-        let mut t = Tally::default();
-        for r in self.agents.values().filter(|r| r.wave == Some(wave)) {
+        self.tallies().get(wave).copied().unwrap_or_default()
+    }
+
+    /// Counts of every wave, in one pass over the agents.
+    #[must_use]
+    pub fn tallies(&self) -> Vec<Tally> {
+        let mut all = vec![Tally::default(); self.spec.rollout.waves.len()];
+        for r in self.agents.values() {
+            let Some(t) = r.wave.and_then(|w| all.get_mut(w)) else { continue };
             t.assigned += 1;
             match r.outcome {
                 ApplyOutcome::Pending => t.pending += 1,
@@ -872,7 +880,7 @@ impl RolloutMachine {
                 t.rolled_back += 1;
             }
         }
-        t
+        all
     }
 
     /// Reports needed before the wave's ratio is judged: `min_sample`, or
@@ -882,15 +890,14 @@ impl RolloutMachine {
     }
 
     /// Every plan sent has an answer (or timed out) and the sample is met.
-    fn wave_reported(&self, wave: usize) -> bool {
-        let t = self.tally(wave);
-        t.in_flight == 0 && t.reported() >= self.needed(&t)
+    fn wave_reported(&self, t: &Tally) -> bool {
+        t.in_flight == 0 && t.reported() >= self.needed(t)
     }
 
-    fn failure_ratio_breach(&self) -> Option<String> {
+    fn failure_ratio_breach(&self, tallies: &[Tally]) -> Option<String> {
         let max = self.spec.rollout.max_failure_ratio;
         (0..self.started).find_map(|w| {
-            let t = self.tally(w);
+            let t = tallies[w];
             let reported = t.reported();
             if reported == 0 || reported < self.needed(&t) {
                 return None;

@@ -101,13 +101,14 @@ impl RolloutMachine {
             },
             _ => None,
         };
+        let tallies = self.tallies();
         let waves = spec
             .rollout
             .waves
             .iter()
             .enumerate()
             .map(|(i, w)| {
-                let t = self.tally(i);
+                let t = tallies[i];
                 let released = i < self.started;
                 let wave_state = match state {
                     _ if Some(i) == current => state.name().to_string(),

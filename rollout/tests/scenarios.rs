@@ -462,3 +462,46 @@ fn a_cohort_scope_selects_by_labels() {
     let expected: BTreeSet<_> = (0..20).filter(|i| i % 2 == 1 && *i >= 3).map(|i| id(&format!("agt-{i:02}"))).collect();
     assert_eq!(s.rollback_inbox.iter().cloned().collect::<BTreeSet<_>>(), expected);
 }
+
+/// A fleet of 2,000 through every wave and a halt in the last one: the
+/// counts add up and the rollback reaches exactly the endpoints that
+/// applied.
+#[test]
+fn two_thousand_agents_through_every_wave_then_a_halt() {
+    let mut agents = fleet(2000);
+    for a in agents.iter_mut().take(50) {
+        a.labels = labels("ring=canary");
+    }
+    let mut sp = example_spec();
+    sp.rollout.min_sample = 100;
+    let mut s = Sim::start(sp, agents);
+    s.answer_all(|_| Some(Outcome::Applied));
+    s.advance(15 * MIN);
+    s.send(Event::Approve { wave: "broad".into(), actor: "bob".into() });
+    s.answer_all(|_| Some(Outcome::Applied));
+    s.advance(60 * MIN);
+    assert_eq!(s.state(), "running");
+    let last: Vec<_> = s.inbox.clone();
+    s.inbox.clear();
+    // In the last wave, every 10th endpoint fails: 10 % > 2 % once 100 reported.
+    let mut halted_at = None;
+    for (i, a) in last.iter().enumerate() {
+        s.report(a, if i % 10 == 9 { Outcome::Failed } else { Outcome::Applied });
+        if s.state() != "running" {
+            halted_at = Some(i + 1);
+            break;
+        }
+    }
+    assert_eq!(halted_at, Some(100), "judged exactly at min_sample");
+    let applied = s.m.agents().values().filter(|r| r.outcome == rewind_rollout::machine::ApplyOutcome::Applied).count();
+    assert_eq!(s.rollback_inbox.len(), applied);
+    s.answer_all(|_| None);
+    // The last wave's plans still in flight keep it rolling back: one that
+    // applies now would need the rollback too.
+    assert_eq!(s.state(), "rolling_back");
+    for a in &last[100..] {
+        s.report(a, Outcome::Refused);
+    }
+    assert_eq!(s.state(), "rolled_back");
+    assert_eq!(s.rollbacks.len(), applied);
+}
