@@ -61,8 +61,8 @@ impl v1::admin_server::Admin for AdminService {
         let agents = self.app.store.agents().await?;
         let mut out = Vec::new();
         for a in agents.into_iter().filter(|a| selector.matches(&a.labels)) {
-            let results = u32::try_from(self.app.store.results(a.id.clone()).await?.len()).unwrap_or(u32::MAX);
-            let alarms = u32::try_from(self.app.store.alarms(a.id.clone()).await?.len()).unwrap_or(u32::MAX);
+            let (results, alarms) = self.app.store.counts(a.id.clone()).await?;
+            let (results, alarms) = (u32::try_from(results).unwrap_or(u32::MAX), u32::try_from(alarms).unwrap_or(u32::MAX));
             out.push(v1::AgentInfo {
                 results,
                 alarms,
@@ -116,6 +116,28 @@ impl v1::admin_server::Admin for AdminService {
     async fn fleet_verify(&self, request: Request<v1::FleetVerifyRequest>) -> Result<Response<v1::FleetVerifyResponse>, Status> {
         self.auth(&request, Role::Viewer, "FleetVerify").await?;
         Err(not_yet("FleetVerify: grouping endpoints by schema digest against the rehearsal's prediction"))
+    }
+
+    async fn create_operator(&self, request: Request<v1::CreateOperatorRequest>) -> Result<Response<v1::CreateOperatorResponse>, Status> {
+        let who = self.auth(&request, Role::Admin, "CreateOperator").await?;
+        let r = request.into_inner();
+        let role = Role::parse(&r.role).ok_or_else(|| Status::invalid_argument(format!("role {:?}: expected viewer, operator, approver or admin", r.role)))?;
+        if r.name.is_empty() || r.name.len() > 64 || r.name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(Status::invalid_argument("name: 1-64 characters, no spaces"));
+        }
+        let token = crate::random_id("rwo", 24);
+        self.app.store.put_operator(token_hash(&token), r.name.clone(), role).await?;
+        tracing::info!(operator = %who, name = %r.name, role = role.as_str(), "operator token created");
+        Ok(Response::new(v1::CreateOperatorResponse { token }))
+    }
+
+    async fn revoke_agent(&self, request: Request<v1::RevokeAgentRequest>) -> Result<Response<v1::RevokeAgentResponse>, Status> {
+        let who = self.auth(&request, Role::Operator, "RevokeAgent").await?;
+        let id = rewind_shared::fleet::AgentId::parse(&request.get_ref().agent_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let revoked = self.app.store.revoke(id.clone()).await?;
+        self.app.sessions.kick(&id, Status::unauthenticated(format!("agent {id} was revoked; re-enroll it with a new token")));
+        tracing::warn!(operator = %who, agent = %id, "agent revoked");
+        Ok(Response::new(v1::RevokeAgentResponse { revoked }))
     }
 
     type AuditExportStream = AuditStream;

@@ -61,6 +61,13 @@ impl Sessions {
         }
     }
 
+    /// Ends `id`'s stream, if any, with `status`.
+    pub fn kick(&self, id: &AgentId, status: Status) {
+        if let Some(s) = self.live.lock().expect("sessions lock").remove(id) {
+            let _ = s.tx.try_send(Err(status));
+        }
+    }
+
     /// Whether `id` has a stream open now.
     #[must_use]
     pub fn is_connected(&self, id: &AgentId) -> bool {
@@ -227,6 +234,21 @@ async fn session(app: Arc<App>, id: AgentId, conn: u64, mut inbound: Streaming<v
             Some(Body::Heartbeat(_)) => {
                 if let Err(e) = app.store.touch(id.clone(), crate::now()).await {
                     tracing::warn!(agent = %id, "recording heartbeat: {e}");
+                }
+            }
+            Some(Body::Inventory(update)) => {
+                let inventory = update.inventory.map(fleet::Inventory::try_from).transpose();
+                match inventory {
+                    Ok(inv) => {
+                        let inv = inv.unwrap_or_default();
+                        if let Err(e) = app.store.record_inventory(id.clone(), inv, crate::now()).await {
+                            tracing::warn!(agent = %id, "recording inventory: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        break;
+                    }
                 }
             }
             Some(Body::Progress(p)) => tracing::info!(agent = %id, plan = %p.plan_id, step = %p.step, done = p.done, total = p.total, "progress"),

@@ -101,7 +101,10 @@ fn results_are_delivered_once_across_an_agent_restart_and_a_coordinator_kill_9()
     let r = agent(&state, &["apply", "--release", &rel.to_string_lossy(), "--db", &db("notes", &notes), "--db", &db("settings", &settings), "--json"]);
     assert_eq!(r.code, 0, "{r:?}");
 
-    let a = eventually("the result is stored", Duration::from_secs(30), || only_agent(&cstate, port).filter(|a| a["results"] == 1));
+    let a = eventually("the result is stored and the inventory updated", Duration::from_secs(30), || {
+        only_agent(&cstate, port).filter(|a| a["results"] == 1 && a["products"][0]["name"] == "notes")
+    });
+    assert_eq!(a["products"][0]["sequence"], 7, "{a}");
     assert_eq!(a["alarms"], 0, "a continuous, correctly signed chain: {a}");
     let delivered = eventually("the outbox marks it delivered", Duration::from_secs(30), || {
         let o = agent(&state, &["outbox", "--json"]).json();

@@ -160,7 +160,18 @@ async fn session(url: &str, tls: &ClientTls, identity: &Identity, cfg: &AgentCon
     loop {
         tokio::select! {
             m = inbound.message() => match m {
-                Ok(Some(msg)) => handle(msg, state).await,
+                Ok(Some(msg)) => {
+                    if handle(msg, state).await {
+                        // A plan finished since the hello: tell the coordinator the new state.
+                        let (dir, targets) = (state.to_path_buf(), cfg.targets.clone());
+                        if let Ok(Ok((now, head))) = tokio::task::spawn_blocking(move || self::inventory(&dir, &targets)).await {
+                            let update = v1::InventoryUpdate { inventory: Some((&now).into()), audit: Some((&head).into()) };
+                            if tx.send(send(v1::agent_message::Body::Inventory(update))).await.is_err() {
+                                return End::AfterWelcome("stream closed".into());
+                            }
+                        }
+                    }
+                }
                 Ok(None) => return End::AfterWelcome("closed by the coordinator".into()),
                 Err(s) => return End::AfterWelcome(format!("{} ({:?})", s.message(), s.code())),
             },
@@ -225,7 +236,9 @@ fn wire_status(s: &str) -> v1::ResultStatus {
     }
 }
 
-async fn handle(msg: v1::CoordinatorMessage, state: &Path) {
+/// Handles one coordinator message; true when a result was newly
+/// acknowledged (the endpoint's state changed since the last inventory).
+async fn handle(msg: v1::CoordinatorMessage, state: &Path) -> bool {
     use v1::coordinator_message::Body;
     match msg.body {
         Some(Body::Plan(p)) => {
@@ -236,7 +249,10 @@ async fn handle(msg: v1::CoordinatorMessage, state: &Path) {
             let dir = state.to_path_buf();
             let id = a.id.clone();
             match tokio::task::spawn_blocking(move || State::open(&dir).and_then(|st| outbox::mark_delivered(&st, &id))).await {
-                Ok(Ok(ack)) => tracing::info!(result = %a.id, ?ack, "result acknowledged"),
+                Ok(Ok(ack)) => {
+                    tracing::info!(result = %a.id, ?ack, "result acknowledged");
+                    return ack == outbox::Ack::Delivered;
+                }
                 Ok(Err(e)) => tracing::warn!(result = %a.id, "recording the ack: {e}; the result will be sent again"),
                 Err(e) => tracing::warn!(result = %a.id, "recording the ack: {e}"),
             }
@@ -244,6 +260,7 @@ async fn handle(msg: v1::CoordinatorMessage, state: &Path) {
         Some(Body::Heartbeat(_)) => {}
         Some(Body::Welcome(_)) | None => tracing::warn!("unexpected message from the coordinator"),
     }
+    false
 }
 
 fn now_ms() -> i64 {

@@ -75,6 +75,13 @@ pub trait Store: Send + Sync + 'static {
     /// Records the hostname and inventory from an agent's hello.
     async fn record_hello(&self, id: AgentId, hostname: String, inventory: Inventory, seen: String) -> Result<()>;
     async fn touch(&self, id: AgentId, seen: String) -> Result<()>;
+    /// Records a new inventory sent during a stream.
+    async fn record_inventory(&self, id: AgentId, inventory: Inventory, seen: String) -> Result<()>;
+    /// Marks an agent revoked; returns false when it already was.
+    /// [`crate::error::Error::NotFound`] when there is no such agent.
+    async fn revoke(&self, id: AgentId) -> Result<bool>;
+    /// How many results are stored and alarms raised for an agent.
+    async fn counts(&self, id: AgentId) -> Result<(u64, u64)>;
     /// Stores (or replaces) an operator token by hash.
     async fn put_operator(&self, hash: String, name: String, role: Role) -> Result<()>;
     /// The name and role of an operator token, by hash.
@@ -162,5 +169,12 @@ pub(crate) mod suite {
         assert_eq!(s.agent(id.clone()).await.unwrap().unwrap().chain, Some(point));
         s.alarm(id.clone(), "chain_fork".into(), "went backwards".into()).await.unwrap();
         assert_eq!(s.alarms(id.clone()).await.unwrap().len(), 1);
+        assert_eq!(s.counts(id.clone()).await.unwrap(), (1, 1));
+        assert!(s.revoke(id.clone()).await.unwrap());
+        assert!(!s.revoke(id.clone()).await.unwrap(), "already revoked");
+        assert!(s.agent(id.clone()).await.unwrap().unwrap().revoked);
+        assert!(s.revoke(AgentId::parse("agt-none").unwrap()).await.is_err());
+        s.record_inventory(id.clone(), Inventory::default(), "2026-01-03T00:00:00Z".into()).await.unwrap();
+        assert_eq!(s.agent(id.clone()).await.unwrap().unwrap().inventory, Inventory::default());
     }
 }

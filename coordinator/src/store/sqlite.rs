@@ -249,6 +249,42 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn record_inventory(&self, id: AgentId, inventory: Inventory, seen: String) -> Result<()> {
+        self.call(move |c| {
+            c.execute("UPDATE agents SET inventory = ?2, last_seen = ?3 WHERE id = ?1", params![id.as_str(), json(&inventory), seen])
+                .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke(&self, id: AgentId) -> Result<bool> {
+        self.call(move |c| {
+            let revoked: Option<bool> =
+                c.query_row("SELECT revoked FROM agents WHERE id = ?1", [id.as_str()], |r| r.get(0)).optional().map_err(sql)?;
+            match revoked {
+                None => Err(Error::NotFound(format!("agent {id} is not enrolled here; list agents with rewindctl agents"))),
+                Some(true) => Ok(false),
+                Some(false) => {
+                    c.execute("UPDATE agents SET revoked = 1 WHERE id = ?1", [id.as_str()]).map_err(sql)?;
+                    Ok(true)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn counts(&self, id: AgentId) -> Result<(u64, u64)> {
+        self.call(move |c| {
+            let n = |table: &str| -> Result<u64> {
+                let n: i64 = c.query_row(&format!("SELECT count(*) FROM {table} WHERE agent = ?1"), [id.as_str()], |r| r.get(0)).map_err(sql)?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            };
+            Ok((n("results")?, n("integrity_alarms")?))
+        })
+        .await
+    }
+
     async fn put_operator(&self, hash: String, name: String, role: Role) -> Result<()> {
         self.call(move |c| {
             c.execute("INSERT OR REPLACE INTO operators(hash, name, role) VALUES (?1, ?2, ?3)", params![hash, name, role.as_str()])
