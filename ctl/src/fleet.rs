@@ -160,3 +160,70 @@ pub fn agents(c: &CoordinatorArgs, a: &AgentsArgs) -> Result<u8> {
         Ok(0)
     })
 }
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example: rewindctl operator create alice --role viewer")]
+pub struct OperatorCreateArgs {
+    /// Who the token is for (shown in the coordinator's log).
+    pub name: String,
+    /// viewer | operator | approver | admin
+    #[arg(long)]
+    pub role: String,
+    /// Print {"token"} instead of the token alone.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example: rewindctl revoke agt-0123456789abcdef")]
+pub struct RevokeArgs {
+    /// The agent id (see rewindctl agents).
+    pub agent: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `rewindctl operator create`: prints the new operator token alone.
+///
+/// # Errors
+/// A bad role or name (exit 2), a caller who is not admin (exit 2), an
+/// unreachable coordinator (exit 1).
+pub fn operator_create(c: &CoordinatorArgs, a: &OperatorCreateArgs) -> Result<u8> {
+    runtime()?.block_on(async {
+        let mut client = admin(c).await?;
+        let r = client
+            .create_operator(v1::CreateOperatorRequest { name: a.name.clone(), role: a.role.clone() })
+            .await
+            .map_err(|s| status("operator create", &s))?
+            .into_inner();
+        if a.json {
+            println!("{}", json!({"token": r.token}));
+        } else {
+            println!("{}", r.token);
+        }
+        Ok(0)
+    })
+}
+
+/// `rewindctl revoke AGENT`: the agent's certificate is refused from now on.
+///
+/// # Errors
+/// An unknown agent (exit 2), an unreachable coordinator (exit 1).
+pub fn revoke(c: &CoordinatorArgs, a: &RevokeArgs) -> Result<u8> {
+    runtime()?.block_on(async {
+        let mut client = admin(c).await?;
+        let r = client
+            .revoke_agent(v1::RevokeAgentRequest { agent_id: a.agent.clone() })
+            .await
+            .map_err(|s| status("revoke", &s))?
+            .into_inner();
+        if a.json {
+            println!("{}", json!({"agent": a.agent, "revoked": true, "already": !r.revoked}));
+        } else if r.revoked {
+            println!("revoked {}", a.agent);
+        } else {
+            println!("{} was already revoked", a.agent);
+        }
+        Ok(0)
+    })
+}

@@ -43,8 +43,19 @@ enum Command {
     Token(TokenCmd),
     /// Enrolled agents with labels, connection state and installed releases (coordinator).
     Agents(rewindctl::fleet::AgentsArgs),
+    /// Operator tokens with roles (coordinator): create.
+    #[command(subcommand)]
+    Operator(OperatorCmd),
+    /// Revoke an agent: its certificate is refused from now on (coordinator).
+    Revoke(rewindctl::fleet::RevokeArgs),
     /// Write a release's incident playbook: owners, rollback commands per granularity, verification, restore window, messages.
     Runbook(rewindctl::runbook::RunbookArgs),
+}
+
+#[derive(Subcommand)]
+enum OperatorCmd {
+    /// Create an operator token with a role (viewer, operator, approver, admin); prints the token alone.
+    Create(rewindctl::fleet::OperatorCreateArgs),
 }
 
 #[derive(Subcommand)]
@@ -113,5 +124,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Runbook(a) => rewindctl::runbook::run(&a),
         Command::Token(TokenCmd::Create(a)) => rewindctl::fleet::token_create(&cli.coordinator, &a),
         Command::Agents(a) => rewindctl::fleet::agents(&cli.coordinator, &a),
+        Command::Operator(OperatorCmd::Create(a)) => rewindctl::fleet::operator_create(&cli.coordinator, &a),
+        Command::Revoke(a) => rewindctl::fleet::revoke(&cli.coordinator, &a),
     }
 }

@@ -3,7 +3,8 @@
 //! reused, expired and unknown tokens refused), five agents connected over
 //! mTLS with labels and inventory, graceful shutdown and reconnect, and the
 //! refusals: no client certificate, a certificate from another CA, no
-//! operator token, garbage bytes on the port. A client nobody here wrote
+//! operator token, a role too low, a revoked agent, garbage bytes on the
+//! port. A client nobody here wrote
 //! (Python grpcio with grpcio-health-checking and grpcio-reflection) checks
 //! health and reflection.
 
@@ -331,4 +332,56 @@ fn refusals_health_and_reflection() {
     eventually("the agent connects after the garbage", Duration::from_secs(30), || (connected(&c.agents(&[])) == 1).then_some(()));
     assert_eq!(c.grpc(&["health"])[""], "SERVING");
     drop(idle);
+
+    // Roles: a viewer may list but not create tokens; an operator may create
+    // enrollment tokens but not operators.
+    let as_token = |token: &str, args: &[&str]| {
+        run("rewindctl", args, &[("REWIND_COORDINATOR", &c.url()), ("REWIND_CA", &c.ca().to_string_lossy()), ("REWIND_TOKEN", token)])
+    };
+    let viewer = c.ctl(&["operator", "create", "vera", "--role", "viewer"]);
+    assert_eq!(viewer.code, 0, "{viewer:?}");
+    let viewer = viewer.stdout.trim().to_string();
+    let operator = c.ctl(&["operator", "create", "otto", "--role", "operator"]).stdout.trim().to_string();
+    assert_eq!(as_token(&viewer, &["agents", "--json"]).code, 0);
+    let r = as_token(&viewer, &["token", "create"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("PermissionDenied") && r.stderr.contains("needs operator"), "{r:?}");
+    assert_eq!(as_token(&operator, &["token", "create"]).code, 0);
+    let r = as_token(&operator, &["operator", "create", "mallory", "--role", "admin"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("needs admin"), "{r:?}");
+    assert_eq!(c.ctl(&["operator", "create", "x", "--role", "root"]).code, 2);
+
+    // Revocation: the stream ends at once and the certificate is refused.
+    let id = c.agents(&[])[0]["id"].as_str().unwrap().to_string();
+    let r = as_token(&operator, &["revoke", &id]);
+    assert_eq!(r.code, 0, "{r:?}");
+    eventually("the revoked agent is disconnected", Duration::from_secs(30), || (connected(&c.agents(&[])) == 0).then_some(()));
+    let r = c.grpc(&["connect", &ok.identity("key.pem"), &ok.identity("cert.pem")]);
+    assert_eq!(r["code"], "UNAUTHENTICATED", "{r}");
+    assert!(r["details"].as_str().unwrap().contains("revoked"), "{r}");
+    assert_eq!(c.ctl(&["revoke", "agt-0000000000000000"]).code, 2, "unknown agent");
+}
+
+#[test]
+fn coordinator_config_file_env_and_print_config() {
+    let example = root().join("deploy/coordinator.toml");
+    let example = example.to_string_lossy();
+    let r = run("rewind-coordinator", &["--config", &example, "--print-config"], &[("REWIND_LISTEN", "127.0.0.1:9443"), ("REWIND_LOG", "warn")]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("listen = \"127.0.0.1:9443\""), "env overrides the file: {}", r.stdout);
+    assert!(r.stdout.contains("rewind.example.internal"), "the file's hostnames: {}", r.stdout);
+    let r = run("rewind-coordinator", &["--print-config", "--state", "/tmp/x"], &[("REWIND_HOSTNAMES", "a.example, 10.0.0.1")]);
+    assert!(r.stdout.contains("state = \"/tmp/x\"") && r.stdout.contains("hostnames = [\"a.example\", \"10.0.0.1\"]"), "{}", r.stdout);
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("c.toml");
+    std::fs::write(&bad, "listen = \"127.0.0.1:1\"\nlisten_web = \"x\"\n").unwrap();
+    let r = run("rewind-coordinator", &["--config", &bad.to_string_lossy(), "--print-config"], &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("listen_web"), "the unknown key is named: {r:?}");
+    let r = run("rewind-coordinator", &["--print-config"], &[("REWIND_STORE", "postgres")]);
+    assert_eq!(r.code, 0, "postgres is a valid setting: {r:?}");
+    let r = run("rewind-coordinator", &["--state", &tmp.path().join("s").to_string_lossy()], &[("REWIND_STORE", "postgres"), ("REWIND_LISTEN", "127.0.0.1:0")]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("not implemented yet: store = \"postgres\""), "{r:?}");
 }
