@@ -209,7 +209,8 @@ pub enum Event {
     /// A health metric sample an agent reported, timestamped by `at_ms`.
     Metric { agent: AgentId, name: String, value: f64, at_ms: u64 },
     /// An agent of the product connected for the first time during the
-    /// rollout (it is online).
+    /// rollout (it is online). For an agent already known this is
+    /// `AgentOnline`: its wave stays pinned, new labels are not re-read.
     AgentJoined { agent: AgentId, labels: Labels },
     AgentOffline { agent: AgentId },
     AgentOnline { agent: AgentId },
@@ -667,7 +668,12 @@ impl RolloutMachine {
 
     fn approve(&mut self, now_ms: u64, wave: &str, actor: &str, out: &mut Vec<Action>) -> Result<(), RolloutError> {
         let State::AwaitingApproval { wave: w } = self.state else {
-            return Err(self.not_allowed(&format!("approve wave {wave}"), "; no wave is awaiting approval"));
+            let hint = if matches!(&self.state, State::Paused { from, .. } if matches!(**from, State::AwaitingApproval { .. })) {
+                "; resume the rollout first"
+            } else {
+                "; no wave is awaiting approval"
+            };
+            return Err(self.not_allowed(&format!("approve wave {wave}"), hint));
         };
         let waiting = self.spec.rollout.waves[w].name.clone();
         if waiting != wave {

@@ -89,6 +89,10 @@ fn first_wave_with_approval_waits_before_any_plan() {
     assert_eq!(m.state().name(), "awaiting_approval");
     assert!(!actions.iter().any(|a| matches!(a, Action::SendPlan { .. })));
     assert!(matches!(&actions[0], Action::Audit { from, to, actor, .. } if from == "pending" && to == "awaiting_approval(canary)" && actor == "alice"));
+    m.handle(1, Event::Pause { actor: "bob".into() }).unwrap();
+    let e = m.handle(2, Event::Approve { wave: "canary".into(), actor: "bob".into() }).unwrap_err();
+    assert_eq!(e.to_string(), "rollout notes@7: cannot approve wave canary while paused(awaiting_approval); resume the rollout first");
+    m.handle(3, Event::Resume { actor: "bob".into() }).unwrap();
     let acts = m.handle(5, Event::Approve { wave: "canary".into(), actor: "bob".into() }).unwrap();
     // Canaries agt-00 and agt-04; agt-04 is offline.
     assert_eq!(acts.iter().filter(|a| matches!(a, Action::SendPlan { .. })).collect::<Vec<_>>(), [&Action::SendPlan { agent: id("agt-00") }]);
