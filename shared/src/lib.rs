@@ -1,6 +1,8 @@
 //! Formats every Rewind component agrees on: the release directory, the
 //! content digest "rewind-digest-1", script checksums and the audit chain.
-//! Knows nothing of networking; reads SQLite only to digest it.
+//! Owns the wire contract ([`wire`]: generated proto code and conversions)
+//! and, behind feature `client`, the one client channel builder; otherwise
+//! knows nothing of networking; reads SQLite only to digest it.
 
 pub mod audit;
 #[cfg(feature = "client")]
