@@ -94,28 +94,43 @@ impl v1::admin_server::Admin for AdminService {
     }
 
     async fn upload_bundle(&self, request: Request<v1::UploadBundleRequest>) -> Result<Response<v1::UploadBundleResponse>, Status> {
-        self.auth(&request, Role::Operator, "UploadBundle").await?;
-        Err(not_yet("UploadBundle: checking bundles against the coordinator's trust root and storing them"))
+        let who = self.auth(&request, Role::Operator, "UploadBundle").await?;
+        let b = crate::rollouts::upload(&self.app, request.into_inner().bundle).await?;
+        tracing::info!(operator = %who, product = %b.product, release = %b.release, "bundle uploaded");
+        Ok(Response::new(v1::UploadBundleResponse { product: b.product, version: b.release, sequence: b.sequence }))
     }
 
     async fn start_rollout(&self, request: Request<v1::StartRolloutRequest>) -> Result<Response<v1::StartRolloutResponse>, Status> {
         self.auth(&request, Role::Operator, "StartRollout").await?;
-        Err(not_yet("StartRollout: plan delivery to agents"))
+        let r = request.into_inner();
+        let (rollout_id, agents) = crate::rollouts::start(&self.app, &r.product, &r.version).await?;
+        Ok(Response::new(v1::StartRolloutResponse { rollout_id, agents }))
     }
 
     async fn rollout_status(&self, request: Request<v1::RolloutStatusRequest>) -> Result<Response<v1::RolloutStatusResponse>, Status> {
         self.auth(&request, Role::Viewer, "RolloutStatus").await?;
-        Err(not_yet("RolloutStatus: per-agent outcomes need result ingestion"))
+        let json = crate::rollouts::status(&self.app, &request.get_ref().product).await?;
+        Ok(Response::new(v1::RolloutStatusResponse { json: json.to_string() }))
     }
 
     async fn rollback(&self, request: Request<v1::RollbackRequest>) -> Result<Response<v1::RollbackResponse>, Status> {
         self.auth(&request, Role::Operator, "Rollback").await?;
-        Err(not_yet("Rollback: delivery of pre-signed rollback plans"))
+        let r = request.into_inner();
+        if r.to_sequence != 0 || !(r.granularity.is_empty() || r.granularity == "release") || !(r.scope.is_empty() || r.scope == "fleet") {
+            return Err(not_yet("Rollback with --to-sequence, a granularity other than release or a scope other than fleet"));
+        }
+        let agents = crate::rollouts::rollback(&self.app, &r.product).await?;
+        Ok(Response::new(v1::RollbackResponse { agents }))
     }
 
     async fn fleet_verify(&self, request: Request<v1::FleetVerifyRequest>) -> Result<Response<v1::FleetVerifyResponse>, Status> {
         self.auth(&request, Role::Viewer, "FleetVerify").await?;
-        Err(not_yet("FleetVerify: grouping endpoints by schema digest against the rehearsal's prediction"))
+        let r = request.into_inner();
+        let (ok, json) = crate::rollouts::verify(&self.app, &r.product, &r.version).await?;
+        if !ok {
+            tracing::error!(product = %r.product, version = %r.version, "fleet verify: digest drift");
+        }
+        Ok(Response::new(v1::FleetVerifyResponse { json: json.to_string(), ok }))
     }
 
     async fn create_operator(&self, request: Request<v1::CreateOperatorRequest>) -> Result<Response<v1::CreateOperatorResponse>, Status> {

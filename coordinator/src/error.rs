@@ -21,6 +21,8 @@ pub enum Error {
     InvalidArgument(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("store: {0}")]
     Store(String),
     #[error("not implemented yet: {0}")]
@@ -39,6 +41,7 @@ impl From<Error> for tonic::Status {
             Error::PermissionDenied(m) => Status::permission_denied(m),
             Error::InvalidArgument(_) | Error::BadCsr(_) | Error::Wire(_) => Status::invalid_argument(e.to_string()),
             Error::NotFound(m) => Status::not_found(m),
+            Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::NotImplemented(_) => Status::unimplemented(e.to_string()),
             Error::Store(_) => Status::unavailable(e.to_string()),
             Error::Config(_) | Error::Io { .. } | Error::Ca(_) => Status::internal(e.to_string()),

@@ -61,6 +61,16 @@ impl Sessions {
         }
     }
 
+    /// Sends a message on `id`'s stream, if it is connected (else the
+    /// message waits in the store for the agent's next stream).
+    pub fn send(&self, id: &AgentId, msg: v1::CoordinatorMessage) {
+        if let Some(s) = self.live.lock().expect("sessions lock").get(id)
+            && s.tx.try_send(Ok(msg)).is_err()
+        {
+            tracing::warn!(agent = %id, "stream full or closed; the plan is sent again on the next stream");
+        }
+    }
+
     /// Ends `id`'s stream, if any, with `status`.
     pub fn kick(&self, id: &AgentId, status: Status) {
         if let Some(s) = self.live.lock().expect("sessions lock").remove(id) {
@@ -198,6 +208,9 @@ impl v1::fleet_server::Fleet for FleetService {
         tx.send(Ok(welcome)).await.map_err(|_| Status::cancelled("stream closed"))?;
         let conn = self.app.sessions.register(&id, tx.clone());
         tracing::info!(agent = %id, products = hello.inventory.products.len(), targets = hello.inventory.targets.len(), audit_seq = hello.audit.seq, "agent connected");
+        if let Err(e) = crate::rollouts::send_pending(&self.app, &id).await {
+            tracing::warn!(agent = %id, "pending plans: {e}");
+        }
         tokio::spawn(session(Arc::clone(&self.app), id, conn, inbound, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -252,7 +265,12 @@ async fn session(app: Arc<App>, id: AgentId, conn: u64, mut inbound: Streaming<v
                 }
             }
             Some(Body::Progress(p)) => tracing::info!(agent = %id, plan = %p.plan_id, step = %p.step, done = p.done, total = p.total, "progress"),
-            Some(Body::Ack(a)) => tracing::debug!(agent = %id, delivery = %a.id, "ack"),
+            Some(Body::Ack(a)) => {
+                tracing::info!(agent = %id, delivery = %a.id, "plan acknowledged");
+                if let Err(e) = app.store.ack_delivery(id.clone(), a.id).await {
+                    tracing::warn!(agent = %id, "recording a plan ack: {e}");
+                }
+            }
             Some(Body::Result(r)) => {
                 let rid = r.id.clone();
                 match crate::results::ingest(&app, &id, r).await {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod files;
 pub mod fleet;
 pub mod results;
+pub mod rollouts;
 pub mod server;
 pub mod store;
 

@@ -227,3 +227,137 @@ pub fn revoke(c: &CoordinatorArgs, a: &RevokeArgs) -> Result<u8> {
         Ok(0)
     })
 }
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example: rewindctl release upload notes-2026.11.0.bundle.json")]
+pub struct UploadArgs {
+    /// A bundle from `release build`, signed with `release sign`.
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: std::path::PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example: rewindctl rollout start notes 2026.11.0")]
+pub struct RolloutStartArgs {
+    pub product: String,
+    pub version: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example: rewindctl rollout status notes --json")]
+pub struct RolloutStatusArgs {
+    pub product: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example: rewindctl rollback notes")]
+pub struct RollbackArgs {
+    pub product: String,
+    /// Roll back to this epoch (not implemented yet).
+    #[arg(long)]
+    pub to_sequence: Option<u64>,
+    /// release | target | migration | flag (only release so far).
+    #[arg(long, default_value = "release")]
+    pub granularity: String,
+    /// fleet (only fleet so far).
+    #[arg(long, default_value = "fleet")]
+    pub scope: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `rewindctl release upload`.
+///
+/// # Errors
+/// An unreadable or refused bundle (exit 2), an unreachable coordinator.
+pub fn upload(c: &CoordinatorArgs, a: &UploadArgs) -> Result<u8> {
+    let bytes = std::fs::read(&a.bundle).map_err(|e| Error::BadInput(format!("{}: {e}", a.bundle.display())))?;
+    runtime()?.block_on(async {
+        let mut client = admin(c).await?;
+        let r = client.upload_bundle(v1::UploadBundleRequest { bundle: bytes }).await.map_err(|s| status("release upload", &s))?.into_inner();
+        if a.json {
+            println!("{}", json!({"product": r.product, "version": r.version, "sequence": r.sequence}));
+        } else {
+            println!("uploaded {} {} (sequence {})", r.product, r.version, r.sequence);
+        }
+        Ok(0)
+    })
+}
+
+/// `rewindctl rollout start PRODUCT VERSION`.
+///
+/// # Errors
+/// No such bundle (exit 2), an unreachable coordinator.
+pub fn rollout_start(c: &CoordinatorArgs, a: &RolloutStartArgs) -> Result<u8> {
+    runtime()?.block_on(async {
+        let mut client = admin(c).await?;
+        let r = client
+            .start_rollout(v1::StartRolloutRequest { product: a.product.clone(), version: a.version.clone() })
+            .await
+            .map_err(|s| status("rollout start", &s))?
+            .into_inner();
+        if a.json {
+            println!("{}", json!({"rollout": r.rollout_id, "agents": r.agents}));
+        } else {
+            println!("rollout of {} {} started: plan sent to {} agent(s)", a.product, a.version, r.agents);
+        }
+        Ok(0)
+    })
+}
+
+/// `rewindctl rollout status PRODUCT`.
+///
+/// # Errors
+/// No rollout (exit 2), an unreachable coordinator.
+pub fn rollout_status(c: &CoordinatorArgs, a: &RolloutStatusArgs) -> Result<u8> {
+    runtime()?.block_on(async {
+        let mut client = admin(c).await?;
+        let r = client
+            .rollout_status(v1::RolloutStatusRequest { product: a.product.clone() })
+            .await
+            .map_err(|s| status("rollout status", &s))?
+            .into_inner();
+        let v: serde_json::Value = serde_json::from_str(&r.json).map_err(|e| Error::Failed(format!("rollout status: bad JSON from the coordinator: {e}")))?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
+        } else {
+            println!("{} {}: {}", v["product"].as_str().unwrap_or(""), v["version"].as_str().unwrap_or(""), v["state"].as_str().unwrap_or(""));
+            for ag in v["agents"].as_array().into_iter().flatten() {
+                println!("  {}  {}", ag["id"].as_str().unwrap_or(""), ag["outcome"].as_str().unwrap_or(""));
+            }
+        }
+        Ok(0)
+    })
+}
+
+/// `rewindctl rollback PRODUCT`: sends the pre-signed release rollback plan.
+///
+/// # Errors
+/// No rollout (exit 2), options not built yet, an unreachable coordinator.
+pub fn rollback(c: &CoordinatorArgs, a: &RollbackArgs) -> Result<u8> {
+    runtime()?.block_on(async {
+        let mut client = admin(c).await?;
+        let r = client
+            .rollback(v1::RollbackRequest {
+                product: a.product.clone(),
+                to_sequence: a.to_sequence.unwrap_or(0),
+                granularity: a.granularity.clone(),
+                scope: a.scope.clone(),
+            })
+            .await
+            .map_err(|s| status("rollback", &s))?
+            .into_inner();
+        if a.json {
+            println!("{}", json!({"agents": r.agents}));
+        } else {
+            println!("rollback of {} sent to {} agent(s)", a.product, r.agents);
+        }
+        Ok(0)
+    })
+}

@@ -43,6 +43,11 @@ enum Command {
     Token(TokenCmd),
     /// Enrolled agents with labels, connection state and installed releases (coordinator).
     Agents(rewindctl::fleet::AgentsArgs),
+    /// Interim rollouts (coordinator): start sends the apply plan to every agent of the product; status.
+    #[command(subcommand)]
+    Rollout(RolloutCmd),
+    /// Send the pre-signed release rollback plan to every agent that got the apply (coordinator).
+    Rollback(rewindctl::fleet::RollbackArgs),
     /// Operator tokens with roles (coordinator): create.
     #[command(subcommand)]
     Operator(OperatorCmd),
@@ -56,6 +61,14 @@ enum Command {
 enum OperatorCmd {
     /// Create an operator token with a role (viewer, operator, approver, admin); prints the token alone.
     Create(rewindctl::fleet::OperatorCreateArgs),
+}
+
+#[derive(Subcommand)]
+enum RolloutCmd {
+    /// Send a release's apply plan to every enrolled agent of the product (now, or when it returns).
+    Start(rewindctl::fleet::RolloutStartArgs),
+    /// Per-agent outcome of the product's newest rollout.
+    Status(rewindctl::fleet::RolloutStatusArgs),
 }
 
 #[derive(Subcommand)]
@@ -90,6 +103,8 @@ enum ReleaseCmd {
     Sign(rewindctl::bundle_cmd::SignArgs),
     /// Check a bundle's signatures and expiry against a trust root (exit 0 accepted, 2 not).
     Verify(rewindctl::bundle_cmd::VerifyArgs),
+    /// Upload a signed bundle to the coordinator (refused unless its trust root accepts it).
+    Upload(rewindctl::fleet::UploadArgs),
 }
 
 fn main() -> ExitCode {
@@ -124,6 +139,10 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Runbook(a) => rewindctl::runbook::run(&a),
         Command::Token(TokenCmd::Create(a)) => rewindctl::fleet::token_create(&cli.coordinator, &a),
         Command::Agents(a) => rewindctl::fleet::agents(&cli.coordinator, &a),
+        Command::Rollout(RolloutCmd::Start(a)) => rewindctl::fleet::rollout_start(&cli.coordinator, &a),
+        Command::Rollout(RolloutCmd::Status(a)) => rewindctl::fleet::rollout_status(&cli.coordinator, &a),
+        Command::Rollback(a) => rewindctl::fleet::rollback(&cli.coordinator, &a),
+        Command::Release(ReleaseCmd::Upload(a)) => rewindctl::fleet::upload(&cli.coordinator, &a),
         Command::Operator(OperatorCmd::Create(a)) => rewindctl::fleet::operator_create(&cli.coordinator, &a),
         Command::Revoke(a) => rewindctl::fleet::revoke(&cli.coordinator, &a),
     }

@@ -161,7 +161,7 @@ async fn session(url: &str, tls: &ClientTls, identity: &Identity, cfg: &AgentCon
         tokio::select! {
             m = inbound.message() => match m {
                 Ok(Some(msg)) => {
-                    if handle(msg, state).await {
+                    if handle(msg, state, cfg, &tx).await {
                         // A plan finished since the hello: tell the coordinator the new state.
                         let (dir, targets) = (state.to_path_buf(), cfg.targets.clone());
                         if let Ok(Ok((now, head))) = tokio::task::spawn_blocking(move || self::inventory(&dir, &targets)).await {
@@ -225,6 +225,32 @@ async fn send_outbox(tx: &mpsc::Sender<v1::AgentMessage>, state: &Path, sent: &m
     Ok(())
 }
 
+/// Runs a plan delivered by the coordinator through the same path as
+/// `rewind-agent apply|rollback --bundle FILE --trust FILE`: the agent checks
+/// it against its own trust root, and the result (or refusal) goes to the
+/// outbox.
+fn run_delivery(cfg: &AgentConfig, state: &Path, p: &v1::PlanDelivery) -> Result<&'static str> {
+    let trust = cfg.trust.as_ref().ok_or_else(|| {
+        Error::BadInput("agent.toml has no `trust`: plans from the coordinator are checked against the agent's own trust root".into())
+    })?;
+    if !p.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') || p.id.is_empty() || p.id.len() > 64 {
+        return Err(Error::BadInput(format!("delivery id {:?} is not a plain name", p.id)));
+    }
+    let inbox = state.join("inbox");
+    std::fs::create_dir_all(&inbox).map_err(Error::io(&inbox))?;
+    let path = inbox.join(format!("{}.bundle.json", p.id));
+    std::fs::write(&path, &p.envelope).map_err(Error::io(&path))?;
+    let dbs: Vec<String> = cfg.targets.iter().filter(|t| t.product == p.product).map(|t| format!("{}={}", t.name, t.path.display())).collect();
+    let st = State::open(state)?;
+    crate::recover::recover(&st)?;
+    let report = match p.kind.as_str() {
+        "apply" => crate::bundle::apply(&st, &path, trust, &dbs)?,
+        "rollback" => crate::bundle::rollback(&st, &path, trust, &dbs, rewind_shared::bundle::Granularity::Release, None)?,
+        other => return Err(Error::BadInput(format!("plan kind {other:?}: expected apply or rollback"))),
+    };
+    Ok(if report.status == "failed" { "failed" } else { "done" })
+}
+
 fn wire_status(s: &str) -> v1::ResultStatus {
     match s {
         "applied" => v1::ResultStatus::Applied,
@@ -238,12 +264,24 @@ fn wire_status(s: &str) -> v1::ResultStatus {
 
 /// Handles one coordinator message; true when a result was newly
 /// acknowledged (the endpoint's state changed since the last inventory).
-async fn handle(msg: v1::CoordinatorMessage, state: &Path) -> bool {
+async fn handle(msg: v1::CoordinatorMessage, state: &Path, cfg: &AgentConfig, tx: &mpsc::Sender<v1::AgentMessage>) -> bool {
     use v1::coordinator_message::Body;
     match msg.body {
         Some(Body::Plan(p)) => {
-            // Not acknowledged: the coordinator keeps it pending.
-            tracing::warn!(plan = %p.plan_id, "not implemented yet: running plans received over the stream; apply the bundle by hand with rewind-agent apply --bundle");
+            let id = p.id.clone();
+            let (dir, cfg2) = (state.to_path_buf(), cfg.clone());
+            match tokio::task::spawn_blocking(move || run_delivery(&cfg2, &dir, &p)).await {
+                Ok(Ok(status)) => tracing::info!(delivery = %id, status, "plan ran"),
+                Ok(Err(e)) => tracing::warn!(delivery = %id, "plan not run: {e}"),
+                Err(e) => {
+                    tracing::error!(delivery = %id, "plan task failed: {e}; not acknowledged");
+                    return false;
+                }
+            }
+            // Acknowledged once processed: its result (or refusal) is in the outbox.
+            let ack = v1::AgentMessage { body: Some(v1::agent_message::Body::Ack(v1::Ack { id })) };
+            let _ = tx.send(ack).await;
+            return true;
         }
         Some(Body::Ack(a)) => {
             let dir = state.to_path_buf();

@@ -43,6 +43,26 @@ pub struct AgentRecord {
     pub chain: Option<ChainPoint>,
 }
 
+/// An uploaded bundle (checked against the trust root at upload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleRecord {
+    pub id: String,
+    pub product: String,
+    pub release: String,
+    pub sequence: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// A plan to deliver to one agent: the bundle and which of its plans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: String,
+    pub agent: AgentId,
+    pub bundle: String,
+    /// `apply` or `rollback` (the release-granularity rollback plan).
+    pub kind: String,
+}
+
 /// A verified agent result, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResult {
@@ -96,6 +116,17 @@ pub trait Store: Send + Sync + 'static {
     async fn alarm(&self, agent: AgentId, kind: String, detail: String) -> Result<()>;
     /// An agent's alarms, oldest first, as (kind, detail).
     async fn alarms(&self, agent: AgentId) -> Result<Vec<(String, String)>>;
+    /// Stores a bundle (replacing one of the same product and release).
+    async fn put_bundle(&self, bundle: BundleRecord) -> Result<()>;
+    /// The bundle of `product` `release`; with no release, the bundle of
+    /// the product's newest apply delivery.
+    async fn bundle(&self, product: String, release: Option<String>) -> Result<Option<BundleRecord>>;
+    async fn add_delivery(&self, delivery: Delivery) -> Result<()>;
+    /// Deliveries the agent has not acknowledged, oldest first.
+    async fn pending_deliveries(&self, agent: AgentId) -> Result<Vec<(Delivery, BundleRecord)>>;
+    async fn ack_delivery(&self, agent: AgentId, id: String) -> Result<()>;
+    /// Every delivery of a bundle, with whether it was acknowledged.
+    async fn deliveries_of(&self, bundle: String) -> Result<Vec<(Delivery, bool)>>;
     /// Makes sure everything written is durable (graceful shutdown).
     async fn flush(&self) -> Result<()>;
 }

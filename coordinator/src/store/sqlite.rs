@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use rewind_shared::report::ChainPoint;
 
-use super::{AgentRecord, Redeem, Store, StoredResult};
+use super::{AgentRecord, BundleRecord, Delivery, Redeem, Store, StoredResult};
 use crate::auth::Role;
 use crate::error::{Error, Result};
 
@@ -65,6 +65,25 @@ CREATE TABLE integrity_alarms(
     detail TEXT NOT NULL,
     time TEXT NOT NULL
 );
+", r"
+CREATE TABLE bundles(
+    id TEXT PRIMARY KEY,
+    product TEXT NOT NULL,
+    release TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    bytes BLOB NOT NULL,           -- the bundle file as uploaded
+    uploaded TEXT NOT NULL,
+    UNIQUE(product, release)
+);
+CREATE TABLE deliveries(
+    id TEXT PRIMARY KEY,
+    agent TEXT NOT NULL REFERENCES agents(id),
+    bundle TEXT NOT NULL REFERENCES bundles(id),
+    kind TEXT NOT NULL,            -- apply | rollback
+    created TEXT NOT NULL,
+    acked TEXT                     -- set when the agent ran it and acknowledged
+);
+CREATE INDEX deliveries_pending ON deliveries(agent, created) WHERE acked IS NULL;
 "];
 
 /// A SQLite-backed store.
@@ -383,6 +402,118 @@ impl Store for SqliteStore {
         self.call(move |c| {
             let mut st = c.prepare("SELECT kind, detail FROM integrity_alarms WHERE agent = ?1 ORDER BY id").map_err(sql)?;
             st.query_map([agent.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql)?.collect::<rusqlite::Result<_>>().map_err(sql)
+        })
+        .await
+    }
+
+    async fn put_bundle(&self, b: BundleRecord) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO bundles(id, product, release, sequence, bytes, uploaded) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(product, release) DO UPDATE SET id = excluded.id, sequence = excluded.sequence, bytes = excluded.bytes, uploaded = excluded.uploaded",
+                params![b.id, b.product, b.release, i64::try_from(b.sequence).unwrap_or(i64::MAX), b.bytes, crate::now()],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn bundle(&self, product: String, release: Option<String>) -> Result<Option<BundleRecord>> {
+        self.call(move |c| {
+            let row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<BundleRecord> {
+                Ok(BundleRecord {
+                    id: r.get(0)?,
+                    product: r.get(1)?,
+                    release: r.get(2)?,
+                    sequence: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                    bytes: r.get(4)?,
+                })
+            };
+            match release {
+                Some(rel) => c
+                    .query_row("SELECT id, product, release, sequence, bytes FROM bundles WHERE product = ?1 AND release = ?2", [&product, &rel], row)
+                    .optional(),
+                None => c
+                    .query_row(
+                        "SELECT b.id, b.product, b.release, b.sequence, b.bytes FROM deliveries d JOIN bundles b ON b.id = d.bundle
+                         WHERE b.product = ?1 AND d.kind = 'apply' ORDER BY d.created DESC, d.rowid DESC LIMIT 1",
+                        [&product],
+                        row,
+                    )
+                    .optional(),
+            }
+            .map_err(sql)
+        })
+        .await
+    }
+
+    async fn add_delivery(&self, d: Delivery) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO deliveries(id, agent, bundle, kind, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![d.id, d.agent.as_str(), d.bundle, d.kind, crate::now()],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn pending_deliveries(&self, agent: AgentId) -> Result<Vec<(Delivery, BundleRecord)>> {
+        self.call(move |c| {
+            let mut st = c
+                .prepare(
+                    "SELECT d.id, d.kind, b.id, b.product, b.release, b.sequence, b.bytes FROM deliveries d JOIN bundles b ON b.id = d.bundle
+                     WHERE d.agent = ?1 AND d.acked IS NULL ORDER BY d.created, d.rowid",
+                )
+                .map_err(sql)?;
+            st.query_map([agent.as_str()], |r| {
+                Ok((
+                    Delivery { id: r.get(0)?, agent: agent.clone(), bundle: r.get(2)?, kind: r.get(1)? },
+                    BundleRecord {
+                        id: r.get(2)?,
+                        product: r.get(3)?,
+                        release: r.get(4)?,
+                        sequence: u64::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
+                        bytes: r.get(6)?,
+                    },
+                ))
+            })
+            .map_err(sql)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(sql)
+        })
+        .await
+    }
+
+    async fn ack_delivery(&self, agent: AgentId, id: String) -> Result<()> {
+        self.call(move |c| {
+            c.execute("UPDATE deliveries SET acked = ?3 WHERE id = ?1 AND agent = ?2 AND acked IS NULL", params![id, agent.as_str(), crate::now()])
+                .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn deliveries_of(&self, bundle: String) -> Result<Vec<(Delivery, bool)>> {
+        self.call(move |c| {
+            let mut st = c.prepare("SELECT id, agent, kind, acked IS NOT NULL FROM deliveries WHERE bundle = ?1 ORDER BY created, rowid").map_err(sql)?;
+            st.query_map([&bundle], |r| {
+                let agent: String = r.get(1)?;
+                Ok((
+                    Delivery {
+                        id: r.get(0)?,
+                        agent: AgentId::parse(&agent).map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e)))?,
+                        bundle: bundle.clone(),
+                        kind: r.get(2)?,
+                    },
+                    r.get(3)?,
+                ))
+            })
+            .map_err(sql)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(sql)
         })
         .await
     }

@@ -1,0 +1,164 @@
+//! End-to-end interim rollout: a 2-of-3 trust root, a release bundle built
+//! and signed by two people, refused by the coordinator while under-signed,
+//! uploaded, started for five real agents over mTLS, applied everywhere
+//! (each agent re-checks the signatures against its own trust root),
+//! reported back as signed results, then rolled back fleet-wide with the
+//! pre-signed rollback plan — every database proven back to its digest.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rewind_tests::{Run, bin, digest, eventually, release, run, seed_db};
+use serde_json::Value;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Fleet {
+    state: PathBuf,
+    port: u16,
+}
+
+impl Fleet {
+    fn ctl(&self, args: &[&str]) -> Run {
+        let url = format!("https://127.0.0.1:{}", self.port);
+        let ca = self.state.join("ca.pem").to_string_lossy().into_owned();
+        let token = self.state.join("admin.token").to_string_lossy().into_owned();
+        run("rewindctl", args, &[("REWIND_COORDINATOR", &url), ("REWIND_CA", &ca), ("REWIND_TOKEN_FILE", &token)])
+    }
+
+    fn status(&self) -> Option<Value> {
+        let r = self.ctl(&["rollout", "status", "notes", "--json"]);
+        (r.code == 0).then(|| r.json())
+    }
+}
+
+fn ok(r: &Run) {
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+fn outcomes(status: &Value) -> Vec<String> {
+    status["agents"].as_array().unwrap().iter().map(|a| a["outcome"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn a_signed_release_reaches_five_agents_and_rolls_back_with_proofs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let p = |name: &str| t.join(name).to_string_lossy().into_owned();
+    for k in ["alice", "bob", "carol"] {
+        ok(&run("rewindctl", &["keys", "generate", "--out", &p(k)], &[]));
+    }
+    ok(&run(
+        "rewindctl",
+        &["trust", "init", "--threshold", "2", "--key", &p("alice.pub"), "--key", &p("bob.pub"), "--key", &p("carol.pub"), "--out", &p("trust.toml")],
+        &[],
+    ));
+    let bundle = p("notes.bundle.json");
+    ok(&run("rewindctl", &["release", "build", &release("2026.11.0").to_string_lossy(), "--out", &bundle], &[]));
+    ok(&run("rewindctl", &["release", "sign", &bundle, "--key", &p("alice.key")], &[]));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let fleet = Fleet { state: t.join("coordinator"), port };
+    let _coordinator = Proc(
+        Command::new(bin("rewind-coordinator"))
+            .args(["--state", &fleet.state.to_string_lossy()])
+            .env("REWIND_LISTEN", format!("127.0.0.1:{port}"))
+            .env("REWIND_TRUST", p("trust.toml"))
+            .env("REWIND_HEARTBEAT_SECONDS", "1")
+            .env("REWIND_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    eventually("coordinator ready", Duration::from_secs(30), || (fleet.ctl(&["agents", "--json"]).code == 0).then_some(()));
+
+    // One signature of two: the coordinator refuses the upload.
+    let r = fleet.ctl(&["release", "upload", &bundle]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("refused") && r.stderr.contains("signatures"), "{r:?}");
+    ok(&run("rewindctl", &["release", "sign", &bundle, "--key", &p("bob.key")], &[]));
+    ok(&fleet.ctl(&["release", "upload", &bundle]));
+
+    // Five endpoints.
+    let token = fleet.ctl(&["token", "create", "--uses", "5"]);
+    ok(&token);
+    let mut endpoints: Vec<(PathBuf, PathBuf, PathBuf, String, String)> = Vec::new();
+    let mut daemons = Vec::new();
+    for i in 0..5 {
+        let dir = t.join(format!("endpoint{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let notes = seed_db(&dir, "notes");
+        let settings = seed_db(&dir, "settings");
+        let config = dir.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "coordinator = \"https://127.0.0.1:{port}\"\nca = \"{}\"\ntrust = \"{}\"\nstate = \"state\"\n\n\
+                 [[target]]\nproduct = \"notes\"\nname = \"notes\"\npath = \"notes.db\"\n\n\
+                 [[target]]\nproduct = \"notes\"\nname = \"settings\"\npath = \"settings.db\"\n",
+                fleet.state.join("ca.pem").display(),
+                p("trust.toml")
+            ),
+        )
+        .unwrap();
+        ok(&run("rewind-agent", &["enroll", "--config", &config.to_string_lossy(), "--token", token.stdout.trim()], &[]));
+        daemons.push(Proc(
+            Command::new(bin("rewind-agent"))
+                .args(["run", "--config", &config.to_string_lossy()])
+                .env("REWIND_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        ));
+        let (dn, ds) = (digest(&notes), digest(&settings));
+        endpoints.push((dir, notes, settings, dn, ds));
+    }
+    eventually("five agents connected with inventory", Duration::from_secs(30), || {
+        let r = fleet.ctl(&["agents", "--json"]);
+        let a = r.json();
+        let a = a.as_array()?;
+        (a.len() == 5 && a.iter().all(|x| x["connected"] == true && x["targets"].as_array().is_some_and(|t| t.len() == 2))).then_some(())
+    });
+
+    let r = fleet.ctl(&["rollout", "start", "notes", "2026.11.0", "--json"]);
+    ok(&r);
+    assert_eq!(r.json()["agents"], 5, "{r:?}");
+    let s = eventually("applied on all five", Duration::from_secs(60), || fleet.status().filter(|s| s["state"] == "done"));
+    assert_eq!(outcomes(&s), vec!["applied"; 5], "{s}");
+    assert_eq!(s["waves"][0]["succeeded"], 5, "{s}");
+    for (_, notes, _, before, _) in &endpoints {
+        assert_ne!(&digest(notes), before, "the migration changed {}", notes.display());
+    }
+    let agents = eventually("inventories show sequence 7", Duration::from_secs(30), || {
+        let a = fleet.ctl(&["agents", "--json"]).json();
+        a.as_array()?.iter().all(|x| x["products"][0]["sequence"] == 7 && x["results"] == 1).then_some(a)
+    });
+    assert!(agents.as_array().unwrap().iter().all(|x| x["alarms"] == 0), "{agents}");
+
+    // Fleet-wide rollback with the pre-signed plan: no signing key needed.
+    let r = fleet.ctl(&["rollback", "notes", "--json"]);
+    ok(&r);
+    assert_eq!(r.json()["agents"], 5);
+    let s = eventually("rolled back on all five", Duration::from_secs(60), || {
+        fleet.status().filter(|s| s["state"] == "done" && outcomes(s).iter().all(|o| o == "rolled_back"))
+    });
+    assert_eq!(s["waves"][0]["succeeded"], 5, "{s}");
+    for (dir, notes, settings, dn, ds) in &endpoints {
+        assert_eq!(&digest(notes), dn, "notes.db in {} is back to its digest", dir.display());
+        assert_eq!(&digest(settings), ds, "settings.db in {} is back to its digest", dir.display());
+    }
+    let r = fleet.ctl(&["rollback", "notes", "--to-sequence", "3"]);
+    assert_eq!(r.code, 1, "not built yet, said so: {r:?}");
+    assert!(r.stderr.contains("not implemented yet"), "{r:?}");
+    drop(daemons);
+}
