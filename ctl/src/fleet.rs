@@ -361,3 +361,41 @@ pub fn rollback(c: &CoordinatorArgs, a: &RollbackArgs) -> Result<u8> {
         Ok(0)
     })
 }
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example: rewindctl fleet verify notes 2026.11.0 --json\n\nExit 0 when every endpoint has the predicted schema digest per target; 1 listing the drifted endpoints.")]
+pub struct FleetVerifyArgs {
+    pub product: String,
+    pub version: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `rewindctl fleet verify PRODUCT VERSION`: exit 0 when no endpoint
+/// drifted, 1 otherwise.
+///
+/// # Errors
+/// No such bundle (exit 2), an unreachable coordinator.
+pub fn fleet_verify(c: &CoordinatorArgs, a: &FleetVerifyArgs) -> Result<u8> {
+    runtime()?.block_on(async {
+        let mut client = admin(c).await?;
+        let r = client
+            .fleet_verify(v1::FleetVerifyRequest { product: a.product.clone(), version: a.version.clone() })
+            .await
+            .map_err(|s| status("fleet verify", &s))?
+            .into_inner();
+        let v: serde_json::Value = serde_json::from_str(&r.json).map_err(|e| Error::Failed(format!("fleet verify: bad JSON from the coordinator: {e}")))?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
+        } else {
+            for g in v["groups"].as_array().into_iter().flatten() {
+                println!("{}  {}  {} endpoint(s){}", g["target"].as_str().unwrap_or(""), g["digest"].as_str().unwrap_or(""), g["agents"].as_array().map_or(0, Vec::len), if g["expected"] == true { "" } else { "  DRIFT" });
+            }
+            for d in v["drift"].as_array().into_iter().flatten() {
+                println!("drift: {} {} has {}, expected {}", d["agent"].as_str().unwrap_or(""), d["target"].as_str().unwrap_or(""), d["digest"].as_str().unwrap_or(""), d["expected"].as_str().unwrap_or("?"));
+            }
+            println!("{}", if r.ok { "fleet verified: every endpoint matches" } else { "fleet verify FAILED: digest drift" });
+        }
+        Ok(if r.ok { 0 } else { 1 })
+    })
+}

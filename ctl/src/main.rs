@@ -43,6 +43,9 @@ enum Command {
     Token(TokenCmd),
     /// Enrolled agents with labels, connection state and installed releases (coordinator).
     Agents(rewindctl::fleet::AgentsArgs),
+    /// Fleet-wide verification (coordinator): verify.
+    #[command(subcommand)]
+    Fleet(FleetCmd),
     /// Interim rollouts (coordinator): start sends the apply plan to every agent of the product; status.
     #[command(subcommand)]
     Rollout(RolloutCmd),
@@ -69,6 +72,12 @@ enum RolloutCmd {
     Start(rewindctl::fleet::RolloutStartArgs),
     /// Per-agent outcome of the product's newest rollout.
     Status(rewindctl::fleet::RolloutStatusArgs),
+}
+
+#[derive(Subcommand)]
+enum FleetCmd {
+    /// Group endpoints by schema digest per target against the rehearsal's prediction (exit 1 on drift).
+    Verify(rewindctl::fleet::FleetVerifyArgs),
 }
 
 #[derive(Subcommand)]
@@ -139,6 +148,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Runbook(a) => rewindctl::runbook::run(&a),
         Command::Token(TokenCmd::Create(a)) => rewindctl::fleet::token_create(&cli.coordinator, &a),
         Command::Agents(a) => rewindctl::fleet::agents(&cli.coordinator, &a),
+        Command::Fleet(FleetCmd::Verify(a)) => rewindctl::fleet::fleet_verify(&cli.coordinator, &a),
         Command::Rollout(RolloutCmd::Start(a)) => rewindctl::fleet::rollout_start(&cli.coordinator, &a),
         Command::Rollout(RolloutCmd::Status(a)) => rewindctl::fleet::rollout_status(&cli.coordinator, &a),
         Command::Rollback(a) => rewindctl::fleet::rollback(&cli.coordinator, &a),

@@ -62,7 +62,25 @@ fn a_signed_release_reaches_five_agents_and_rolls_back_with_proofs() {
         &[],
     ));
     let bundle = p("notes.bundle.json");
-    ok(&run("rewindctl", &["release", "build", &release("2026.11.0").to_string_lossy(), "--out", &bundle], &[]));
+    // Rehearsed on sample databases: the bundle predicts each target's schema digest.
+    let samples = t.join("samples");
+    std::fs::create_dir_all(&samples).unwrap();
+    let (sn, ss) = (seed_db(&samples, "notes"), seed_db(&samples, "settings"));
+    ok(&run(
+        "rewindctl",
+        &[
+            "release",
+            "build",
+            &release("2026.11.0").to_string_lossy(),
+            "--sample",
+            &format!("notes={}", sn.display()),
+            "--sample",
+            &format!("settings={}", ss.display()),
+            "--out",
+            &bundle,
+        ],
+        &[],
+    ));
     ok(&run("rewindctl", &["release", "sign", &bundle, "--key", &p("alice.key")], &[]));
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -144,6 +162,33 @@ fn a_signed_release_reaches_five_agents_and_rolls_back_with_proofs() {
         a.as_array()?.iter().all(|x| x["products"][0]["sequence"] == 7 && x["results"] == 1).then_some(a)
     });
     assert!(agents.as_array().unwrap().iter().all(|x| x["alarms"] == 0), "{agents}");
+
+    // Fleet verification: every endpoint has the predicted schema digests.
+    let r = fleet.ctl(&["fleet", "verify", "notes", "2026.11.0", "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let v = r.json();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["groups"].as_array().unwrap().len(), 2, "one group per target: {v}");
+    assert!(v["groups"].as_array().unwrap().iter().all(|g| g["agents"].as_array().unwrap().len() == 5), "{v}");
+    // One endpoint's database changed out of band: exit 1 naming it.
+    let (dir3, notes3) = (&endpoints[3].0, &endpoints[3].1);
+    let id3: Value = serde_json::from_str(&std::fs::read_to_string(dir3.join("state/identity/agent.json")).unwrap()).unwrap();
+    let id3 = id3["agent_id"].as_str().unwrap().to_string();
+    rusqlite::Connection::open(notes3).unwrap().execute_batch("ALTER TABLE notes ADD COLUMN sneaky TEXT").unwrap();
+    let v = eventually("fleet verify sees the drift", Duration::from_secs(30), || {
+        let r = fleet.ctl(&["fleet", "verify", "notes", "2026.11.0", "--json"]);
+        (r.code == 1).then(|| r.json())
+    });
+    let drift = v["drift"].as_array().unwrap();
+    assert_eq!(drift.len(), 1, "{v}");
+    assert_eq!((drift[0]["agent"].as_str().unwrap(), drift[0]["target"].as_str().unwrap()), (id3.as_str(), "notes"), "{v}");
+    assert_eq!(drift[0]["predicted"], true, "{v}");
+    let r = fleet.ctl(&["fleet", "verify", "notes", "2026.11.0"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains(&id3) && r.stdout.contains("DRIFT"), "{r:?}");
+    // Undone out of band: the logical schema is the same again.
+    rusqlite::Connection::open(notes3).unwrap().execute_batch("ALTER TABLE notes DROP COLUMN sneaky").unwrap();
+    eventually("fleet verify passes again", Duration::from_secs(30), || (fleet.ctl(&["fleet", "verify", "notes", "2026.11.0"]).code == 0).then_some(()));
 
     // Fleet-wide rollback with the pre-signed plan: no signing key needed.
     let r = fleet.ctl(&["rollback", "notes", "--json"]);

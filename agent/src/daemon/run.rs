@@ -116,6 +116,7 @@ async fn session(url: &str, tls: &ClientTls, identity: &Identity, cfg: &AgentCon
         Ok(ch) => ch,
         Err(e) => return End::BeforeWelcome(e.to_string()),
     };
+    let mut stamp = stamps(&cfg.targets);
     let (state_dir, targets) = (state.to_path_buf(), cfg.targets.clone());
     let (inventory, audit) = match tokio::task::spawn_blocking(move || inventory(&state_dir, &targets)).await {
         Ok(Ok(v)) => v,
@@ -183,9 +184,37 @@ async fn session(url: &str, tls: &ClientTls, identity: &Identity, cfg: &AgentCon
                 if let Err(why) = send_outbox(&tx, state, &mut sent).await {
                     return End::AfterWelcome(why);
                 }
+                // A target changed on disk (out of band, or by a local
+                // command): report the new digests. Only a stat per file
+                // when nothing changed.
+                let now = stamps(&cfg.targets);
+                if now != stamp {
+                    stamp = now;
+                    let (dir, targets) = (state.to_path_buf(), cfg.targets.clone());
+                    if let Ok(Ok((inv, head))) = tokio::task::spawn_blocking(move || self::inventory(&dir, &targets)).await {
+                        let update = v1::InventoryUpdate { inventory: Some((&inv).into()), audit: Some((&head).into()) };
+                        if tx.send(send(v1::agent_message::Body::Inventory(update))).await.is_err() {
+                            return End::AfterWelcome("stream closed".into());
+                        }
+                    }
+                }
             }
         }
     }
+}
+
+/// Size and modification time of each target and its WAL file: a cheap
+/// signal that its digest may have changed.
+fn stamps(targets: &[TargetConfig]) -> Vec<Option<(u64, std::time::SystemTime)>> {
+    let stat = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH)));
+    targets
+        .iter()
+        .flat_map(|t| {
+            let mut wal = t.path.clone().into_os_string();
+            wal.push("-wal");
+            [stat(&t.path), stat(Path::new(&wal))]
+        })
+        .collect()
 }
 
 /// Sends the outbox's unacknowledged results not yet sent on this stream.
