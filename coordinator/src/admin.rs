@@ -8,6 +8,7 @@ use std::sync::Arc;
 use rewind_shared::fleet::Selector;
 use rewind_shared::wire::{self, v1};
 use tokio_stream::Stream;
+use serde_json::json;
 use tonic::{Request, Response, Status};
 
 use crate::App;
@@ -52,6 +53,7 @@ impl v1::admin_server::Admin for AdminService {
         let expires = crate::now_unix() + i64::try_from(ttl).expect("bounded above");
         self.app.store.create_token(token_hash(&token), labels.clone(), uses, expires).await?;
         tracing::info!(operator = %who, uses, ttl, ?labels, "enrollment token created");
+        crate::audit::record(&self.app, "token.create", json!({"by": who, "uses": uses, "ttl_seconds": ttl, "labels": labels, "expires_unix": expires})).await;
         Ok(Response::new(v1::CreateTokenResponse { token, expires_unix: expires, uses }))
     }
 
@@ -97,13 +99,15 @@ impl v1::admin_server::Admin for AdminService {
         let who = self.auth(&request, Role::Operator, "UploadBundle").await?;
         let b = crate::rollouts::upload(&self.app, request.into_inner().bundle).await?;
         tracing::info!(operator = %who, product = %b.product, release = %b.release, "bundle uploaded");
+        crate::audit::record(&self.app, "bundle.upload", json!({"by": who, "bundle": b.id, "product": b.product, "release": b.release, "sequence": b.sequence})).await;
         Ok(Response::new(v1::UploadBundleResponse { product: b.product, version: b.release, sequence: b.sequence }))
     }
 
     async fn start_rollout(&self, request: Request<v1::StartRolloutRequest>) -> Result<Response<v1::StartRolloutResponse>, Status> {
-        self.auth(&request, Role::Operator, "StartRollout").await?;
+        let who = self.auth(&request, Role::Operator, "StartRollout").await?;
         let r = request.into_inner();
         let (rollout_id, agents) = crate::rollouts::start(&self.app, &r.product, &r.version).await?;
+        crate::audit::record(&self.app, "rollout.start", json!({"by": who, "product": r.product, "version": r.version, "bundle": rollout_id, "agents": agents})).await;
         Ok(Response::new(v1::StartRolloutResponse { rollout_id, agents }))
     }
 
@@ -114,12 +118,13 @@ impl v1::admin_server::Admin for AdminService {
     }
 
     async fn rollback(&self, request: Request<v1::RollbackRequest>) -> Result<Response<v1::RollbackResponse>, Status> {
-        self.auth(&request, Role::Operator, "Rollback").await?;
+        let who = self.auth(&request, Role::Operator, "Rollback").await?;
         let r = request.into_inner();
         if r.to_sequence != 0 || !(r.granularity.is_empty() || r.granularity == "release") || !(r.scope.is_empty() || r.scope == "fleet") {
             return Err(not_yet("Rollback with --to-sequence, a granularity other than release or a scope other than fleet"));
         }
         let agents = crate::rollouts::rollback(&self.app, &r.product).await?;
+        crate::audit::record(&self.app, "rollback.start", json!({"by": who, "product": r.product, "granularity": "release", "scope": "fleet", "agents": agents})).await;
         Ok(Response::new(v1::RollbackResponse { agents }))
     }
 
@@ -143,6 +148,7 @@ impl v1::admin_server::Admin for AdminService {
         let token = crate::random_id("rwo", 24);
         self.app.store.put_operator(token_hash(&token), r.name.clone(), role).await?;
         tracing::info!(operator = %who, name = %r.name, role = role.as_str(), "operator token created");
+        crate::audit::record(&self.app, "operator.create", json!({"by": who, "name": r.name, "role": role.as_str()})).await;
         Ok(Response::new(v1::CreateOperatorResponse { token }))
     }
 
@@ -152,6 +158,7 @@ impl v1::admin_server::Admin for AdminService {
         let revoked = self.app.store.revoke(id.clone()).await?;
         self.app.sessions.kick(&id, Status::unauthenticated(format!("agent {id} was revoked; re-enroll it with a new token")));
         tracing::warn!(operator = %who, agent = %id, "agent revoked");
+        crate::audit::record(&self.app, "agent.revoke", json!({"by": who, "agent": id, "was_active": revoked})).await;
         Ok(Response::new(v1::RevokeAgentResponse { revoked }))
     }
 
@@ -159,6 +166,12 @@ impl v1::admin_server::Admin for AdminService {
 
     async fn audit_export(&self, request: Request<v1::AuditExportRequest>) -> Result<Response<AuditStream>, Status> {
         self.auth(&request, Role::Viewer, "AuditExport").await?;
-        Err(not_yet("AuditExport: the coordinator's hash-chained audit log"))
+        let entries = self.app.store.audit_entries().await?;
+        let header = json!({"format": crate::audit::EXPORT_FORMAT, "key": hex::encode(self.app.key.verifying_key().as_bytes()), "entries": entries.len()});
+        let lines: Vec<Result<v1::AuditRecord, Status>> = std::iter::once(header.to_string())
+            .chain(entries.iter().map(|e| serde_json::to_string(e).expect("entries serialize")))
+            .map(|json| Ok(v1::AuditRecord { json }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(lines))))
     }
 }

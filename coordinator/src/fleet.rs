@@ -140,6 +140,7 @@ pub async fn enroll(app: &App, req: v1::EnrollRequest) -> Result<v1::EnrollRespo
     };
     app.store.insert_agent(record).await?;
     tracing::info!(agent = %id, ?labels, "enrolled");
+    crate::audit::record(app, "agent.enroll", serde_json::json!({"agent": id, "labels": labels, "fingerprint": fingerprint(&der)})).await;
     Ok(v1::EnrollResponse { agent_id: id.to_string(), cert_pem, ca_pem: app.ca.cert_pem.clone(), labels: wire::labels_to_wire(&labels) })
 }
 

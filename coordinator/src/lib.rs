@@ -6,6 +6,7 @@
 //! and stores agent results.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod ca;
 pub mod config;
@@ -28,6 +29,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub ca: ca::Ca,
     pub sessions: fleet::Sessions,
+    /// Signs the coordinator's audit log.
+    pub key: ed25519_dalek::SigningKey,
 }
 
 /// Current time, RFC 3339 UTC with milliseconds.
@@ -81,6 +84,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         StoreKind::Postgres => anyhow::bail!("not implemented yet: store = \"postgres\" (comes with coordinator replicas); use store = \"sqlite\""),
     };
+    eprintln!(
+        "rewind-coordinator: web_listen {}: not implemented yet (status page, dashboard, /metrics); nothing listens there",
+        config.web_listen
+    );
     let own_ca = config.ca_cert.as_deref().zip(config.ca_key.as_deref());
     let ca = ca::Ca::load_or_create(&state, own_ca)?;
     let identity = ca.server_identity(&config.hostnames)?;
@@ -94,6 +101,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         t
     };
     store.put_operator(store::token_hash(&admin_token), "admin".into(), auth::Role::Admin).await?;
-    let app = Arc::new(App { config, store, ca, sessions: fleet::Sessions::default() });
+    let key = audit::load_or_create_key(&state)?;
+    let app = Arc::new(App { config, store, ca, sessions: fleet::Sessions::default(), key });
+    audit::record(&app, "coordinator.start", serde_json::json!({"listen": app.config.listen.to_string(), "version": env!("CARGO_PKG_VERSION")})).await;
     server::serve(app, &identity).await
 }

@@ -44,6 +44,7 @@ pub async fn ingest(app: &App, agent: &AgentId, r: v1::Result) -> Result<Ingeste
         Err(e) => {
             let detail = format!("result {}: {e}", r.id);
             app.store.alarm(agent.clone(), "bad_signature".into(), detail.clone()).await?;
+            crate::audit::record(app, "alarm", serde_json::json!({"agent": agent, "kind": "bad_signature", "detail": detail})).await;
             return Ok(Ingested::Refused(detail));
         }
     };
@@ -56,11 +57,14 @@ pub async fn ingest(app: &App, agent: &AgentId, r: v1::Result) -> Result<Ingeste
         Continuity::Ok { head, .. } => ("ok", Some(head)),
         Continuity::Gap { known, head, missing } => {
             let detail = format!("result {}: audit entries {}..={} missing between seq {} and {}", payload.id, missing.0, missing.1, known.seq, head.seq);
-            app.store.alarm(agent.clone(), "chain_gap".into(), detail).await?;
+            app.store.alarm(agent.clone(), "chain_gap".into(), detail.clone()).await?;
+            crate::audit::record(app, "alarm", serde_json::json!({"agent": agent, "kind": "chain_gap", "detail": detail})).await;
             ("gap", None)
         }
         Continuity::Fork { reason, .. } => {
-            app.store.alarm(agent.clone(), "chain_fork".into(), format!("result {}: {reason}", payload.id)).await?;
+            let detail = format!("result {}: {reason}", payload.id);
+            app.store.alarm(agent.clone(), "chain_fork".into(), detail.clone()).await?;
+            crate::audit::record(app, "alarm", serde_json::json!({"agent": agent, "kind": "chain_fork", "detail": detail})).await;
             ("fork", None)
         }
     };
@@ -78,6 +82,10 @@ pub async fn ingest(app: &App, agent: &AgentId, r: v1::Result) -> Result<Ingeste
         signature: r.signature,
     };
     let new = app.store.store_result(stored, advance).await?;
+    if new {
+        crate::audit::record(app, "result", serde_json::json!({"agent": agent, "result": payload.id, "plan": payload.plan, "product": payload.product,
+            "release": payload.release, "sequence": payload.sequence, "status": payload.status.as_str(), "continuity": continuity})).await;
+    }
     if new && continuity != "ok" {
         tracing::error!(%agent, result = %payload.id, continuity, "integrity alarm: audit chain discontinuity");
     }
@@ -120,6 +128,7 @@ mod tests {
             store: store.clone(),
             ca: crate::ca::Ca::load_or_create(dir.path(), None).unwrap(),
             sessions: Default::default(),
+            key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
         };
         let forged = v1::Result { id: "res-1".into(), report: br#"{"format":"rewind-report-1"}"#.to_vec(), signature: vec![0; 64], ..Default::default() };
         let out = ingest(&app, &id, forged).await.unwrap();

@@ -43,6 +43,9 @@ enum Command {
     Token(TokenCmd),
     /// Enrolled agents with labels, connection state and installed releases (coordinator).
     Agents(rewindctl::fleet::AgentsArgs),
+    /// The coordinator's hash-chained, signed audit log: export, verify.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Fleet-wide verification (coordinator): verify.
     #[command(subcommand)]
     Fleet(FleetCmd),
@@ -78,6 +81,14 @@ enum RolloutCmd {
 enum FleetCmd {
     /// Group endpoints by schema digest per target against the rehearsal's prediction (exit 1 on drift).
     Verify(rewindctl::fleet::FleetVerifyArgs),
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Re-check the coordinator's audit chain: hashes, links, signatures (exit 1 when broken).
+    Verify(rewindctl::fleet::AuditVerifyArgs),
+    /// The audit log as JSON lines for auditors.
+    Export(rewindctl::fleet::AuditExportArgs),
 }
 
 #[derive(Subcommand)]
@@ -148,6 +159,8 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Runbook(a) => rewindctl::runbook::run(&a),
         Command::Token(TokenCmd::Create(a)) => rewindctl::fleet::token_create(&cli.coordinator, &a),
         Command::Agents(a) => rewindctl::fleet::agents(&cli.coordinator, &a),
+        Command::Audit(AuditCmd::Verify(a)) => rewindctl::fleet::audit_verify(&cli.coordinator, &a),
+        Command::Audit(AuditCmd::Export(a)) => rewindctl::fleet::audit_export(&cli.coordinator, &a),
         Command::Fleet(FleetCmd::Verify(a)) => rewindctl::fleet::fleet_verify(&cli.coordinator, &a),
         Command::Rollout(RolloutCmd::Start(a)) => rewindctl::fleet::rollout_start(&cli.coordinator, &a),
         Command::Rollout(RolloutCmd::Status(a)) => rewindctl::fleet::rollout_status(&cli.coordinator, &a),

@@ -4,6 +4,8 @@
 //! (each agent re-checks the signatures against its own trust root),
 //! reported back as signed results, then rolled back fleet-wide with the
 //! pre-signed rollback plan — every database proven back to its digest.
+//! Fleet verification names an endpoint changed out of band, and the
+//! coordinator's audit log holds every step, chained and signed.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -205,5 +207,27 @@ fn a_signed_release_reaches_five_agents_and_rolls_back_with_proofs() {
     let r = fleet.ctl(&["rollback", "notes", "--to-sequence", "3"]);
     assert_eq!(r.code, 1, "not built yet, said so: {r:?}");
     assert!(r.stderr.contains("not implemented yet"), "{r:?}");
+
+    // The coordinator's audit log recorded every step, chained and signed.
+    let r = fleet.ctl(&["audit", "verify", "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json()["ok"], true);
+    let export = fleet.ctl(&["audit", "export", "--format", "jsonl"]);
+    ok(&export);
+    let kinds: Vec<String> = export.stdout.lines().skip(1).map(|l| serde_json::from_str::<Value>(l).unwrap()["kind"].as_str().unwrap().to_string()).collect();
+    let count = |k: &str| kinds.iter().filter(|x| *x == k).count();
+    assert_eq!(count("agent.enroll"), 5, "{kinds:?}");
+    assert_eq!(count("bundle.upload"), 1, "{kinds:?}");
+    assert_eq!((count("rollout.start"), count("rollback.start")), (1, 1), "{kinds:?}");
+    assert_eq!(count("result"), 10, "an apply and a rollback result per agent, once each: {kinds:?}");
+    assert!(count("token.create") >= 1 && count("coordinator.start") == 1, "{kinds:?}");
+    // An edited entry is detected.
+    rusqlite::Connection::open(fleet.state.join("coordinator.db"))
+        .unwrap()
+        .execute("UPDATE audit SET params = '{\"by\":\"nobody\"}' WHERE kind = 'bundle.upload'", [])
+        .unwrap();
+    let r = fleet.ctl(&["audit", "verify"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("BROKEN"), "{r:?}");
     drop(daemons);
 }

@@ -127,6 +127,11 @@ pub trait Store: Send + Sync + 'static {
     async fn ack_delivery(&self, agent: AgentId, id: String) -> Result<()>;
     /// Every delivery of a bundle, with whether it was acknowledged.
     async fn deliveries_of(&self, bundle: String) -> Result<Vec<(Delivery, bool)>>;
+    /// Appends a signed entry to the coordinator's audit chain, atomically
+    /// after the current head.
+    async fn append_audit(&self, kind: String, params: String, key: ed25519_dalek::SigningKey) -> Result<rewind_shared::audit::AuditEntry>;
+    /// The whole audit chain, oldest first.
+    async fn audit_entries(&self) -> Result<Vec<rewind_shared::audit::AuditEntry>>;
     /// Makes sure everything written is durable (graceful shutdown).
     async fn flush(&self) -> Result<()>;
 }
@@ -207,5 +212,11 @@ pub(crate) mod suite {
         assert!(s.revoke(AgentId::parse("agt-none").unwrap()).await.is_err());
         s.record_inventory(id.clone(), Inventory::default(), "2026-01-03T00:00:00Z".into()).await.unwrap();
         assert_eq!(s.agent(id.clone()).await.unwrap().unwrap().inventory, Inventory::default());
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        s.append_audit("a".into(), "{}".into(), key.clone()).await.unwrap();
+        s.append_audit("b".into(), "{}".into(), key.clone()).await.unwrap();
+        let chain = s.audit_entries().await.unwrap();
+        assert_eq!(chain.len(), 2);
+        rewind_shared::audit::verify_chain(&chain, &key.verifying_key()).unwrap();
     }
 }

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use rewind_shared::fleet::{AgentId, Inventory, Labels};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use rewind_shared::audit::AuditEntry;
 use rewind_shared::report::ChainPoint;
 
 use super::{AgentRecord, BundleRecord, Delivery, Redeem, Store, StoredResult};
@@ -84,6 +85,16 @@ CREATE TABLE deliveries(
     acked TEXT                     -- set when the agent ran it and acknowledged
 );
 CREATE INDEX deliveries_pending ON deliveries(agent, created) WHERE acked IS NULL;
+", r"
+CREATE TABLE audit(
+    seq INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    params TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    signature TEXT NOT NULL
+);
 "];
 
 /// A SQLite-backed store.
@@ -167,6 +178,22 @@ fn row_to_agent(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
         revoked: r.get(7)?,
         audit_key: r.get(8)?,
         chain: r.get::<_, Option<String>>(9)?.map(|s| from_json(9, &s)).transpose()?,
+    })
+}
+
+fn row_to_audit(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    let digest = |i: usize| -> rusqlite::Result<rewind_shared::Digest> {
+        let s: String = r.get(i)?;
+        s.parse().map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+    };
+    Ok(AuditEntry {
+        seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+        time: r.get(1)?,
+        kind: r.get(2)?,
+        params: r.get(3)?,
+        prev: digest(4)?,
+        hash: digest(5)?,
+        signature: r.get(6)?,
     })
 }
 
@@ -514,6 +541,33 @@ impl Store for SqliteStore {
             .map_err(sql)?
             .collect::<rusqlite::Result<_>>()
             .map_err(sql)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, kind: String, params: String, key: ed25519_dalek::SigningKey) -> Result<AuditEntry> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
+            let head = tx
+                .query_row("SELECT seq, time, kind, params, prev, hash, signature FROM audit ORDER BY seq DESC LIMIT 1", [], row_to_audit)
+                .optional()
+                .map_err(sql)?;
+            let e = AuditEntry::new_signed(head.as_ref(), crate::now(), &kind, params, &key);
+            tx.execute(
+                "INSERT INTO audit(seq, time, kind, params, prev, hash, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![i64::try_from(e.seq).unwrap_or(i64::MAX), e.time, e.kind, e.params, e.prev.to_string(), e.hash.to_string(), e.signature],
+            )
+            .map_err(sql)?;
+            tx.commit().map_err(sql)?;
+            Ok(e)
+        })
+        .await
+    }
+
+    async fn audit_entries(&self) -> Result<Vec<AuditEntry>> {
+        self.call(|c| {
+            let mut st = c.prepare("SELECT seq, time, kind, params, prev, hash, signature FROM audit ORDER BY seq").map_err(sql)?;
+            st.query_map([], row_to_audit).map_err(sql)?.collect::<rusqlite::Result<_>>().map_err(sql)
         })
         .await
     }
