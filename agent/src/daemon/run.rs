@@ -69,6 +69,9 @@ impl Backoff {
 /// unreadable; never for network failures (those are retried).
 pub fn run(cfg: &AgentConfig, state: &Path) -> Result<()> {
     let identity = Identity::load(state)?;
+    if cfg.local_revert {
+        eprintln!("rewind-agent: local_revert = true: not implemented yet (health triggers); the agent only reverts when the coordinator sends a rollback");
+    }
     let ca_pem = std::fs::read_to_string(&cfg.ca).map_err(|e| Error::BadInput(format!("ca {}: {e}", cfg.ca.display())))?;
     let tls = ClientTls { ca_pem, identity: Some((identity.cert_pem.clone(), identity.key_pem.clone())) };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Failed(format!("runtime: {e}")))?;
