@@ -197,6 +197,9 @@ impl v1::fleet_server::Fleet for FleetService {
         if hello.agent_id != id {
             return Err(Status::permission_denied(format!("hello names agent {} but the certificate is agent {id}", hello.agent_id)));
         }
+        if let Some(alarm) = crate::results::check_hello_head(&self.app, &id, &hello.audit).await? {
+            tracing::error!(agent = %id, "integrity alarm: {alarm}");
+        }
         self.app.store.record_hello(id.clone(), hello.hostname.clone(), hello.inventory.clone(), crate::now()).await?;
         let (tx, rx) = mpsc::channel(64);
         let welcome = v1::CoordinatorMessage {

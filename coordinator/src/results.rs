@@ -92,6 +92,29 @@ pub async fn ingest(app: &App, agent: &AgentId, r: v1::Result) -> Result<Ingeste
     Ok(Ingested::Stored { id: payload.id, new, continuity })
 }
 
+/// Checks the audit head an agent announces in its hello against the point
+/// of its newest verified result: a head below it, or the same sequence
+/// with another hash, means the agent's state was restored from an older
+/// copy or rewritten — a `chain_fork` alarm. Returns the alarm's text.
+///
+/// # Errors
+/// When the store fails.
+pub async fn check_hello_head(app: &App, agent: &AgentId, head: &rewind_shared::fleet::AuditHead) -> Result<Option<String>> {
+    let Some(known) = app.store.agent(agent.clone()).await?.and_then(|a| a.chain) else {
+        return Ok(None);
+    };
+    let detail = if head.seq < known.seq {
+        format!("hello announces audit seq {} but a verified result already reached seq {} (state restored from an older copy?)", head.seq, known.seq)
+    } else if head.seq == known.seq && head.hash != Some(known.head) {
+        format!("hello announces another audit head at seq {} than the verified result ({})", head.seq, known.head)
+    } else {
+        return Ok(None);
+    };
+    app.store.alarm(agent.clone(), "chain_fork".into(), detail.clone()).await?;
+    crate::audit::record(app, "alarm", serde_json::json!({"agent": agent, "kind": "chain_fork", "detail": detail})).await;
+    Ok(Some(detail))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -137,3 +160,4 @@ mod tests {
         assert_eq!(store.alarms(id).await.unwrap()[0].0, "bad_signature");
     }
 }
+

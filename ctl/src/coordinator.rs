@@ -1,12 +1,12 @@
 //! How rewindctl reaches the coordinator (DESIGN.md §8). Declared for every
-//! command now; the fleet commands that use it come with the coordinator.
+//! command; the fleet commands (ctl/src/fleet.rs) use it.
 
 use std::path::PathBuf;
 
 use clap::Args;
 
 #[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Coordinator (fleet commands; no coordinator yet)")]
+#[command(next_help_heading = "Coordinator (fleet commands)")]
 pub struct CoordinatorArgs {
     /// Coordinator Admin API URL (fleet commands only).
     #[arg(long, global = true, env = "REWIND_COORDINATOR", default_value = "https://127.0.0.1:7443", value_name = "URL")]

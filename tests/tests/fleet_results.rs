@@ -4,7 +4,8 @@
 //! verified with the key bound at enrollment, stored, acknowledged and
 //! marked delivered in the agent's outbox; restarting the agent, or
 //! kill -9 of the coordinator while another result is produced, neither
-//! loses nor double-counts one.
+//! loses nor double-counts one; an endpoint whose state is restored from an
+//! older copy is flagged.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -91,6 +92,8 @@ fn results_are_delivered_once_across_an_agent_restart_and_a_coordinator_kill_9()
     assert_eq!(token.code, 0, "{token:?}");
     let r = run("rewind-agent", &["enroll", "--config", &config.to_string_lossy(), "--token", token.stdout.trim()], &[]);
     assert_eq!(r.code, 0, "{r:?}");
+    // A copy of the fresh state, restored at the end.
+    assert!(Command::new("cp").args(["-a"]).arg(dir.join("state")).arg(dir.join("state.orig")).status().unwrap().success());
     let mut daemon = start_agent(&config);
     eventually("agent connected", Duration::from_secs(30), || only_agent(&cstate, port).filter(|a| a["connected"] == true));
 
@@ -136,6 +139,15 @@ fn results_are_delivered_once_across_an_agent_restart_and_a_coordinator_kill_9()
     assert_eq!(a["alarms"], 0, "{a}");
     eventually("nothing pending", Duration::from_secs(30), || (agent(&state, &["outbox", "--json"]).json()["pending"] == 0).then_some(()));
     assert_eq!(only_agent(&cstate, port).unwrap()["results"], 2, "still counted once each");
+
+    // The endpoint's state restored from an older copy: its hello announces
+    // an audit head behind its verified results — an integrity alarm.
+    drop(daemon);
+    std::fs::remove_dir_all(&state).unwrap();
+    std::fs::rename(dir.join("state.orig"), &state).unwrap();
+    daemon = start_agent(&config);
+    let a = eventually("the fork is flagged", Duration::from_secs(30), || only_agent(&cstate, port).filter(|a| a["alarms"] == 1));
+    assert_eq!(a["results"], 2, "{a}");
     drop(daemon);
     drop(coord);
 }
