@@ -61,4 +61,4 @@ export REWIND_BENCH_DIR="$dir"
 
 export CARGO_TERM_COLOR=never
 cargo build --release --locked -p rewind-agent -p rewind-bench
-exec target/release/rewind-bench "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/rewind-bench" "$@"
