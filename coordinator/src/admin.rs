@@ -33,7 +33,7 @@ impl AdminService {
 }
 
 fn not_yet(what: &str) -> Status {
-    Status::from(Error::NotImplemented(format!("{what} (the fleet networking foundation is in place; this call comes with the next part of issue 5)")))
+    Status::from(Error::NotImplemented(format!("{what} (comes with the phased-rollout engine); roll back the whole release fleet-wide with rewindctl rollback PRODUCT")))
 }
 
 type AuditStream = Pin<Box<dyn Stream<Item = Result<v1::AuditRecord, Status>> + Send>>;
