@@ -166,12 +166,12 @@ impl v1::admin_server::Admin for AdminService {
 
     async fn audit_export(&self, request: Request<v1::AuditExportRequest>) -> Result<Response<AuditStream>, Status> {
         self.auth(&request, Role::Viewer, "AuditExport").await?;
-        let entries = self.app.store.audit_entries().await?;
-        let header = json!({"format": crate::audit::EXPORT_FORMAT, "key": hex::encode(self.app.key.verifying_key().as_bytes()), "entries": entries.len()});
-        let lines: Vec<Result<v1::AuditRecord, Status>> = std::iter::once(header.to_string())
-            .chain(entries.iter().map(|e| serde_json::to_string(e).expect("entries serialize")))
-            .map(|json| Ok(v1::AuditRecord { json }))
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(lines))))
+        let lines: Vec<Result<v1::AuditRecord, Status>> =
+            crate::audit::export(&self.app).await?.into_iter().map(|json| Ok(v1::AuditRecord { json })).collect();
+        let mut response = Response::new(Box::pin(tokio_stream::iter(lines)) as AuditStream);
+        if let Ok(v) = hex::encode(self.app.key.verifying_key().as_bytes()).parse() {
+            response.metadata_mut().insert(crate::audit::KEY_METADATA, v);
+        }
+        Ok(response)
     }
 }

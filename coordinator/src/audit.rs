@@ -2,9 +2,10 @@
 //! result and integrity alarm as an append-only, hash-chained entry (the
 //! same chain format as the agents', `rewind_shared::audit`), each entry
 //! signed with the coordinator's Ed25519 key (`<state>/coordinator.key`,
-//! 0600), so every entry is its own signed checkpoint. `rewindctl audit
-//! export` streams it as JSON lines; `rewindctl audit verify` re-checks the
-//! chain and signatures with the key in the export's header.
+//! 0600; the public half in `<state>/coordinator.pub`), plus signed
+//! checkpoints of the head at start, shutdown and export. `rewindctl audit
+//! export` gives the auditors' JSONL (docs/reports.md §5); `rewindctl audit
+//! verify` re-checks it with `rewind_shared::audit::verify_export`.
 
 use std::path::Path;
 
@@ -14,8 +15,9 @@ use crate::App;
 use crate::error::{Error, Result};
 use crate::files::{read_text, write_private};
 
-/// Format name in the export's first line.
-pub const EXPORT_FORMAT: &str = "rewind-coordinator-audit-1";
+/// Response metadata naming the coordinator's audit key (hex), for a
+/// verifier that has no `coordinator.pub` at hand.
+pub const KEY_METADATA: &str = "x-rewind-audit-key";
 
 /// Loads `<state>/coordinator.key`, creating it on first start.
 ///
@@ -29,9 +31,43 @@ pub fn load_or_create_key(state: &Path) -> Result<SigningKey> {
         write_private(&path, &format!("{}\n", hex::encode(seed)))?;
     }
     let text = read_text(&path)?;
+    let bytes_for_pub = hex::decode(text.trim()).ok();
+    if let Some(seed) = bytes_for_pub.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+        // Auditors verify exports with this public key only.
+        crate::files::write_public(&state.join("coordinator.pub"), &rewind_shared::trust::public_key_text(&SigningKey::from_bytes(&seed).verifying_key()))?;
+    }
     let bytes = hex::decode(text.trim()).map_err(|e| Error::Ca(format!("{}: not a hex key: {e}", path.display())))?;
     let seed: [u8; 32] = bytes.try_into().map_err(|_| Error::Ca(format!("{}: not a 32-byte key", path.display())))?;
     Ok(SigningKey::from_bytes(&seed))
+}
+
+/// Signs and stores a checkpoint of the chain's current head (nothing for
+/// an empty chain): written at start, at shutdown and before every export,
+/// so a later rewrite or truncation disagrees with a published checkpoint.
+///
+/// # Errors
+/// When the store fails.
+pub async fn checkpoint(app: &App) -> Result<()> {
+    let entries = app.store.audit_entries().await?;
+    if let Some(c) = rewind_shared::audit::Checkpoint::of(&entries, crate::now(), &app.key) {
+        app.store.put_checkpoint(c).await?;
+    }
+    Ok(())
+}
+
+/// The auditors' export (docs/reports.md §5): every entry, then every
+/// checkpoint, one JSON object per line, verifiable with
+/// `rewind_shared::audit::verify_export` and `<state>/coordinator.pub`.
+///
+/// # Errors
+/// When the store fails.
+pub async fn export(app: &App) -> Result<Vec<String>> {
+    checkpoint(app).await?;
+    let entries = app.store.audit_entries().await?;
+    let checkpoints = app.store.checkpoints().await?;
+    let mut out = Vec::new();
+    rewind_shared::audit::write_export(&mut out, &app.key.verifying_key(), &entries, &checkpoints).expect("writing to memory");
+    Ok(String::from_utf8(out).expect("JSON is UTF-8").lines().map(String::from).collect())
 }
 
 /// Appends an entry. A failure is logged loudly: the action it records has

@@ -104,5 +104,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let key = audit::load_or_create_key(&state)?;
     let app = Arc::new(App { config, store, ca, sessions: fleet::Sessions::default(), key });
     audit::record(&app, "coordinator.start", serde_json::json!({"listen": app.config.listen.to_string(), "version": env!("CARGO_PKG_VERSION")})).await;
+    audit::checkpoint(&app).await?;
     server::serve(app, &identity).await
 }

@@ -87,6 +87,9 @@ pub async fn serve(app: Arc<App>, identity: &ca::Identity) -> anyhow::Result<()>
             }
         }
     }
+    if let Err(e) = crate::audit::checkpoint(&app).await {
+        tracing::error!("audit checkpoint at shutdown: {e}");
+    }
     app.store.flush().await?;
     eprintln!("rewind-coordinator: stopped");
     Ok(())

@@ -403,26 +403,33 @@ pub fn fleet_verify(c: &CoordinatorArgs, a: &FleetVerifyArgs) -> Result<u8> {
 #[derive(Debug, Args)]
 #[command(after_help = "Example: rewindctl audit export --format jsonl > audit.jsonl")]
 pub struct AuditExportArgs {
-    /// Only jsonl: a header line {"format", "key", "entries"}, then one entry per line.
+    /// Only jsonl: every entry, then every checkpoint, one JSON object per line (docs/reports.md).
     #[arg(long, default_value = "jsonl")]
     pub format: String,
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Example: rewindctl audit verify\n\nExit 0 when the coordinator's chain and every signature verify, 1 naming the first broken entry.")]
+#[command(after_help = "Example: rewindctl audit verify --key /var/lib/rewind-coordinator/coordinator.pub\n\nExit 0 when the coordinator's chain, its signatures and checkpoints verify, 1 naming the first broken line.")]
 pub struct AuditVerifyArgs {
+    /// The coordinator's public key (its <state>/coordinator.pub). Without
+    /// it, the key the coordinator names in its answer is used (which only
+    /// proves the log is consistent with the key the coordinator claims).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<std::path::PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
 
-async fn audit_lines(c: &CoordinatorArgs) -> Result<Vec<String>> {
+async fn audit_lines(c: &CoordinatorArgs) -> Result<(Vec<String>, Option<String>)> {
     let mut client = admin(c).await?;
-    let mut stream = client.audit_export(v1::AuditExportRequest {}).await.map_err(|s| status("audit export", &s))?.into_inner();
+    let response = client.audit_export(v1::AuditExportRequest {}).await.map_err(|s| status("audit export", &s))?;
+    let key = response.metadata().get("x-rewind-audit-key").and_then(|v| v.to_str().ok()).map(String::from);
+    let mut stream = response.into_inner();
     let mut lines = Vec::new();
     while let Some(r) = stream.message().await.map_err(|s| status("audit export", &s))? {
         lines.push(r.json);
     }
-    Ok(lines)
+    Ok((lines, key))
 }
 
 /// `rewindctl audit export`: the coordinator's audit log as JSON lines.
@@ -434,46 +441,53 @@ pub fn audit_export(c: &CoordinatorArgs, a: &AuditExportArgs) -> Result<u8> {
         return Err(Error::BadInput(format!("--format {}: only jsonl", a.format)));
     }
     runtime()?.block_on(async {
-        for line in audit_lines(c).await? {
+        for line in audit_lines(c).await?.0 {
             println!("{line}");
         }
         Ok(0)
     })
 }
 
-/// `rewindctl audit verify`: re-checks the coordinator's chain: every hash,
-/// link and signature, with the key named in the export's header.
+/// `rewindctl audit verify`: re-checks the coordinator's chain — every hash,
+/// link, signature and checkpoint — with public keys only.
 ///
 /// # Errors
-/// An unreachable coordinator; a broken chain is exit 1, not an error.
+/// An unreadable key file (exit 2), an unreachable coordinator; a broken
+/// chain is exit 1, not an error.
 pub fn audit_verify(c: &CoordinatorArgs, a: &AuditVerifyArgs) -> Result<u8> {
+    let given = a
+        .key
+        .as_ref()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).map_err(|e| Error::BadInput(format!("--key {}: {e}", f.display())))?;
+            rewind_shared::trust::parse_public_key(&text).map_err(|e| Error::BadInput(format!("--key {}: {e}", f.display())))
+        })
+        .transpose()?;
     runtime()?.block_on(async {
-        let lines = audit_lines(c).await?;
-        let header: serde_json::Value = lines
-            .first()
-            .and_then(|l| serde_json::from_str(l).ok())
-            .ok_or_else(|| Error::Failed("audit export: no header line".into()))?;
-        let key = rewind_shared::report::public_key_from_hex(header["key"].as_str().unwrap_or(""))
-            .map_err(|e| Error::Failed(format!("audit export header: {e}")))?;
-        let entries: Vec<rewind_shared::audit::AuditEntry> = lines[1..]
-            .iter()
-            .enumerate()
-            .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::Failed(format!("audit export line {}: {e}", i + 2))))
-            .collect::<Result<_>>()?;
-        let verdict = rewind_shared::audit::verify_chain(&entries, &key);
-        let keyhex = hex::encode(key.as_bytes());
-        match verdict {
-            Ok(head) => {
+        let (lines, named) = audit_lines(c).await?;
+        let key = match given {
+            Some(k) => k,
+            None => rewind_shared::report::public_key_from_hex(named.as_deref().unwrap_or(""))
+                .map_err(|e| Error::Failed(format!("the coordinator named no usable audit key ({e}); pass --key coordinator.pub")))?,
+        };
+        let text = lines.join("\n");
+        match rewind_shared::audit::verify_export(text.as_bytes(), &[key]) {
+            Ok(chains) => {
                 if a.json {
-                    println!("{}", json!({"ok": true, "entries": entries.len(), "head": head.to_string(), "key": keyhex}));
+                    println!("{}", json!({"ok": true, "chains": chains}));
                 } else {
-                    println!("coordinator audit chain ok: {} entries, head {head}, key {keyhex}", entries.len());
+                    for ch in &chains {
+                        println!(
+                            "coordinator audit chain ok: {} entries, head {}, {} checkpoint(s), {} entries after the last one",
+                            ch.entries, ch.head, ch.checkpoints, ch.after_last_checkpoint
+                        );
+                    }
                 }
                 Ok(0)
             }
             Err(e) => {
                 if a.json {
-                    println!("{}", json!({"ok": false, "entries": entries.len(), "error": e.to_string(), "key": keyhex}));
+                    println!("{}", json!({"ok": false, "error": e.to_string()}));
                 } else {
                     println!("coordinator audit chain BROKEN: {e}");
                 }

@@ -209,12 +209,17 @@ fn a_signed_release_reaches_five_agents_and_rolls_back_with_proofs() {
     assert!(r.stderr.contains("not implemented yet"), "{r:?}");
 
     // The coordinator's audit log recorded every step, chained and signed.
-    let r = fleet.ctl(&["audit", "verify", "--json"]);
+    let public = fleet.state.join("coordinator.pub").to_string_lossy().into_owned();
+    let r = fleet.ctl(&["audit", "verify", "--key", &public, "--json"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r.json()["ok"], true);
+    assert!(r.json()["chains"][0]["checkpoints"].as_u64().unwrap() >= 2, "checkpoints at start and export: {r:?}");
     let export = fleet.ctl(&["audit", "export", "--format", "jsonl"]);
     ok(&export);
-    let kinds: Vec<String> = export.stdout.lines().skip(1).map(|l| serde_json::from_str::<Value>(l).unwrap()["kind"].as_str().unwrap().to_string()).collect();
+    let records: Vec<Value> = export.stdout.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).collect();
+    let kinds: Vec<String> =
+        records.iter().filter(|r| r["record"] == "entry").map(|r| r["kind"].as_str().unwrap().to_string()).collect();
+    assert!(records.iter().any(|r| r["record"] == "checkpoint"), "{records:?}");
     let count = |k: &str| kinds.iter().filter(|x| *x == k).count();
     assert_eq!(count("agent.enroll"), 5, "{kinds:?}");
     assert_eq!(count("bundle.upload"), 1, "{kinds:?}");
@@ -226,7 +231,7 @@ fn a_signed_release_reaches_five_agents_and_rolls_back_with_proofs() {
         .unwrap()
         .execute("UPDATE audit SET params = '{\"by\":\"nobody\"}' WHERE kind = 'bundle.upload'", [])
         .unwrap();
-    let r = fleet.ctl(&["audit", "verify"]);
+    let r = fleet.ctl(&["audit", "verify", "--key", &public]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stdout.contains("BROKEN"), "{r:?}");
     drop(daemons);

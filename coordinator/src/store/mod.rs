@@ -132,6 +132,10 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, kind: String, params: String, key: ed25519_dalek::SigningKey) -> Result<rewind_shared::audit::AuditEntry>;
     /// The whole audit chain, oldest first.
     async fn audit_entries(&self) -> Result<Vec<rewind_shared::audit::AuditEntry>>;
+    /// Stores a signed checkpoint of the audit chain.
+    async fn put_checkpoint(&self, checkpoint: rewind_shared::audit::Checkpoint) -> Result<()>;
+    /// Every checkpoint, oldest first.
+    async fn checkpoints(&self) -> Result<Vec<rewind_shared::audit::Checkpoint>>;
     /// Makes sure everything written is durable (graceful shutdown).
     async fn flush(&self) -> Result<()>;
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use rewind_shared::fleet::{AgentId, Inventory, Labels};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use rewind_shared::audit::AuditEntry;
+use rewind_shared::audit::{AuditEntry, Checkpoint};
 use rewind_shared::report::ChainPoint;
 
 use super::{AgentRecord, BundleRecord, Delivery, Redeem, Store, StoredResult};
@@ -94,6 +94,11 @@ CREATE TABLE audit(
     prev TEXT NOT NULL,
     hash TEXT NOT NULL,
     signature TEXT NOT NULL
+);
+", r"
+CREATE TABLE audit_checkpoints(
+    seq INTEGER NOT NULL,
+    body TEXT NOT NULL             -- rewind_shared::audit::Checkpoint as JSON
 );
 "];
 
@@ -568,6 +573,26 @@ impl Store for SqliteStore {
         self.call(|c| {
             let mut st = c.prepare("SELECT seq, time, kind, params, prev, hash, signature FROM audit ORDER BY seq").map_err(sql)?;
             st.query_map([], row_to_audit).map_err(sql)?.collect::<rusqlite::Result<_>>().map_err(sql)
+        })
+        .await
+    }
+
+    async fn put_checkpoint(&self, checkpoint: Checkpoint) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO audit_checkpoints(seq, body) VALUES (?1, ?2)",
+                params![i64::try_from(checkpoint.seq).unwrap_or(i64::MAX), json(&checkpoint)],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        self.call(|c| {
+            let mut st = c.prepare("SELECT body FROM audit_checkpoints ORDER BY rowid").map_err(sql)?;
+            st.query_map([], |r| from_json(0, &r.get::<_, String>(0)?)).map_err(sql)?.collect::<rusqlite::Result<_>>().map_err(sql)
         })
         .await
     }
