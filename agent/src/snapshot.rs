@@ -116,15 +116,28 @@ fn backup_to_file(src: &Connection, dest: &Path) -> rusqlite::Result<()> {
 /// to disk, compared byte for byte with the source, and digested (tables in
 /// parallel: the copy never changes). Identical bytes hold identical content,
 /// so the copy's digest is the source's digest in that read transaction.
-fn copy_file_verified(source: &Path, tmp: &Path) -> Result<(DatabaseDigest, Option<String>)> {
+///
+/// `src` must be a handle the caller opened before its read transaction and
+/// closes only after it: POSIX drops every fcntl lock a process holds on a
+/// file when *any* of its descriptors for that file is closed, so opening and
+/// closing the source here would silently release SQLite's SHARED lock and
+/// let a writer commit mid-snapshot.
+fn copy_file_verified(source: &Path, src: &std::fs::File, tmp: &Path) -> Result<(DatabaseDigest, Option<String>)> {
     let not_taken = |what: &str, e: std::io::Error| {
         Error::BadInput(format!("snapshot of {} not taken, nothing changed: {what} {}: {e}", source.display(), tmp.display()))
     };
-    std::fs::copy(source, tmp).map_err(|e| not_taken("writing", e))?;
+    (|| {
+        let mut out = std::fs::File::create(tmp)?;
+        // `&File` keeps std's copy_file_range fast path (a kernel copy, as
+        // `cp` does); the handle is fresh, so its cursor is at 0.
+        let mut from: &std::fs::File = src;
+        std::io::copy(&mut from, &mut out)
+    })()
+    .map_err(|e| not_taken("writing", e))?;
     crash::point("snapshot.during_copy");
     let (synced, same, digest) = std::thread::scope(|s| {
         let synced = s.spawn(|| std::fs::File::open(tmp).and_then(|f| f.sync_all()));
-        let same = s.spawn(|| same_bytes_hashed(source, tmp));
+        let same = s.spawn(|| same_bytes_hashed(src, tmp));
         let digest = snapshot_digest(tmp);
         (synced.join().expect("sync thread does not panic"), same.join().expect("compare thread does not panic"), digest)
     });
@@ -140,10 +153,28 @@ fn copy_file_verified(source: &Path, tmp: &Path) -> Result<(DatabaseDigest, Opti
 
 const CHUNK: usize = 1 << 20;
 
+/// Reads a file by position, leaving its shared cursor alone, so one handle
+/// can serve the copy and the comparison.
+struct ReadAt<'a> {
+    file: &'a std::fs::File,
+    pos: u64,
+}
+
+impl std::io::Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        #[cfg(unix)]
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.pos)?;
+        #[cfg(not(unix))]
+        let n = std::os::windows::fs::FileExt::seek_read(self.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 /// The BLAKE3 of `b`'s bytes when they are the same as `a`'s, else `None`.
-fn same_bytes_hashed(a: &Path, b: &Path) -> std::io::Result<Option<blake3::Hash>> {
-    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
-    if fa.metadata()?.len() != fb.metadata()?.len() {
+fn same_bytes_hashed(a: &std::fs::File, b: &Path) -> std::io::Result<Option<blake3::Hash>> {
+    let (mut fa, mut fb) = (ReadAt { file: a, pos: 0 }, std::fs::File::open(b)?);
+    if a.metadata()?.len() != fb.metadata()?.len() {
         return Ok(None);
     }
     let (mut ba, mut bb) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
@@ -228,6 +259,9 @@ pub fn create(state: &State, source: &Path, origin: &Origin) -> Result<(Snapshot
     let id = new_id("snap");
     let file = state.snapshots_dir().join(format!("{id}.db"));
     let tmp = fsutil::tmp_path(&file);
+    // Opened before and closed after the read transaction (see
+    // `copy_file_verified`: closing a descriptor drops SQLite's locks).
+    let src_file = std::fs::File::open(source).map_err(Error::io(source))?;
     // One read transaction: the copy and the source digest see one state.
     src.conn.execute_batch("BEGIN DEFERRED; SELECT count(*) FROM sqlite_schema;").ctx("snapshot: begin read")?;
     let result = (|| {
@@ -236,7 +270,7 @@ pub fn create(state: &State, source: &Path, origin: &Origin) -> Result<(Snapshot
             .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
             .map_or(true, |m| m.eq_ignore_ascii_case("wal"));
         if !wal {
-            return copy_file_verified(source, &tmp);
+            return copy_file_verified(source, &src_file, &tmp);
         }
         let file_b3 = None;
         backup_to_file(&src.conn, &tmp).map_err(|e| match classify(&tmp, e) {
@@ -261,6 +295,7 @@ pub fn create(state: &State, source: &Path, origin: &Origin) -> Result<(Snapshot
         Ok((source_digest, file_b3))
     })();
     let _ = src.conn.execute_batch("COMMIT");
+    drop(src_file);
     let (digest, file_b3) = match result {
         Ok(d) => d,
         Err(e) => {
