@@ -25,7 +25,9 @@ fn main() {
     println!("cargo:rerun-if-changed={}", root.display());
     let mut files = Vec::new();
     walk(&root, &mut files);
-    let mut src = String::from("/// Files of examples/notes-app: (path relative to it, content).\npub const FILES: &[(&str, &str)] = &[\n");
+    let mut src = String::from(
+        "/// Files of examples/notes-app: (path relative to it, content).\npub const FILES: &[(&str, &str)] = &[\n",
+    );
     for f in &files {
         let rel = f.strip_prefix(&root).expect("under root").to_string_lossy().replace('\\', "/");
         let abs = f.canonicalize().expect("file exists");

@@ -21,7 +21,9 @@ use crate::crash;
 use crate::error::{Error, Result};
 use crate::flags::{self, FlagValues};
 use crate::ledger;
-use crate::plan::{CheckResult, Installed, Plan, PlanKind, Report, Run, StepTime, TargetReport, installed, set_installed};
+use crate::plan::{
+    CheckResult, Installed, Plan, PlanKind, Report, Run, StepTime, TargetReport, installed, set_installed,
+};
 use crate::recover;
 use crate::rollback;
 use crate::snapshot::{self, Origin};
@@ -55,7 +57,10 @@ pub fn absolute_targets(dbs: &BTreeMap<String, PathBuf>) -> Result<BTreeMap<Stri
     let mut out: BTreeMap<String, PathBuf> = BTreeMap::new();
     for (name, path) in dbs {
         let abs = std::fs::canonicalize(path).map_err(|e| {
-            Error::BadInput(format!("database {} (target {name}): cannot open: {e}; check the --db path", path.display()))
+            Error::BadInput(format!(
+                "database {} (target {name}): cannot open: {e}; check the --db path",
+                path.display()
+            ))
         })?;
         if let Some((other, _)) = out.iter().find(|(_, p)| **p == abs) {
             return Err(Error::BadInput(format!(
@@ -76,10 +81,16 @@ pub fn absolute_targets(dbs: &BTreeMap<String, PathBuf>) -> Result<BTreeMap<Stri
 /// [`Error::BadInput`] naming the migration and script, or the check.
 pub fn check_scripts(migrations: &[Migration], checks: &[Check]) -> Result<()> {
     for m in migrations {
-        for (file, script) in [("up.sql", Some(&m.up)), ("down.sql", m.down.as_ref()), ("verify.sql", m.verify.as_ref())] {
+        for (file, script) in
+            [("up.sql", Some(&m.up)), ("down.sql", m.down.as_ref()), ("verify.sql", m.verify.as_ref())]
+        {
             if let Some(s) = script {
                 check_script(&s.sql).map_err(|e| {
-                    Error::BadInput(format!("migration {}: {file} ({}) {e}; nothing was changed", m.id, s.path.display()))
+                    Error::BadInput(format!(
+                        "migration {}: {file} ({}) {e}; nothing was changed",
+                        m.id,
+                        s.path.display()
+                    ))
                 })?;
             }
         }
@@ -113,7 +124,12 @@ pub fn apply(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>) 
 /// [`apply`] itself; sets `started` once the plan is journaled, so that an
 /// error after that point is settled by recovery, never reported as
 /// "nothing changed".
-fn apply_plan(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>, started: &mut Option<String>) -> Result<Report> {
+fn apply_plan(
+    state: &State,
+    release: &Release,
+    dbs: &BTreeMap<String, PathBuf>,
+    started: &mut Option<String>,
+) -> Result<Report> {
     check_scripts(&release.migrations, &release.checks)?;
     let dbs = &absolute_targets(dbs)?;
     let targets = open_targets(dbs)?;
@@ -127,7 +143,8 @@ fn apply_plan(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>,
             release.name, release.version, release.sequence, i.release, i.sequence, i.release
         )));
     }
-    let migrations: Vec<Migration> = release.migrations.iter().filter(|m| dbs.contains_key(&m.target)).cloned().collect();
+    let migrations: Vec<Migration> =
+        release.migrations.iter().filter(|m| dbs.contains_key(&m.target)).cloned().collect();
     let mut pending = Vec::new();
     for (name, t) in &targets {
         let applied = ledger::applied(&t.conn, &release.name).map_err(|e| classify(&t.path, e))?;
@@ -173,7 +190,10 @@ fn apply_plan(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>,
         targets: dbs.clone(),
         migrations,
         flags: release.flags.clone(),
-        flags_before: all_flags.keys().map(|k| (k.clone(), current_flags.get(k).cloned().unwrap_or(Value::Null))).collect(),
+        flags_before: all_flags
+            .keys()
+            .map(|k| (k.clone(), current_flags.get(k).cloned().unwrap_or(Value::Null)))
+            .collect(),
         checks: release.checks.iter().filter(|c| dbs.contains_key(&c.target)).cloned().collect(),
         baseline,
         apply_plan: None,
@@ -230,7 +250,11 @@ fn apply_plan(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>,
             run.target(name).set_baseline(v, digest.clone());
         }
         run.done(n, &json!({"snapshot": snap.id, "digest": snap.digest, "schema": snap.schema}))?;
-        report.steps.push(StepTime { step: format!("snapshot {name}"), millis: started.elapsed().as_millis(), reversible: None });
+        report.steps.push(StepTime {
+            step: format!("snapshot {name}"),
+            millis: started.elapsed().as_millis(),
+            reversible: None,
+        });
         report.targets.push(TargetReport {
             name: name.clone(),
             db: path,
@@ -255,7 +279,9 @@ fn apply_plan(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>,
         report.steps.push(StepTime {
             step: format!("migration {}", m.id),
             millis: started.elapsed().as_millis(),
-            reversible: Some(m.reversible || !m.preserve.is_empty() || m.rollback == rewind_shared::release::RollbackMode::Restore),
+            reversible: Some(
+                m.reversible || !m.preserve.is_empty() || m.rollback == rewind_shared::release::RollbackMode::Restore,
+            ),
         });
         if let Some(t) = report.targets.iter_mut().find(|t| t.name == m.target) {
             t.migrations.push(m.id.clone());
@@ -283,7 +309,8 @@ fn apply_plan(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>,
         t.after = Some(d.digest.to_string());
         t.schema_after = Some(d.schema.to_string());
     }
-    let inst = Installed { release: run.plan.release.clone(), sequence: run.plan.sequence, plan_id: run.plan.id.clone() };
+    let inst =
+        Installed { release: run.plan.release.clone(), sequence: run.plan.sequence, plan_id: run.plan.id.clone() };
     set_installed(state, &run.plan.product, Some(&inst))?;
     flags::write_file(state, &run.plan.product, "apply.flags.during_write")?;
     report.flags = flags::current(state, &run.plan.product)?;
@@ -299,7 +326,12 @@ fn apply_plan(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>,
     Ok(report)
 }
 
-fn noop_report(state: &State, release: &Release, targets: &BTreeMap<String, Target>, from: Option<&Installed>) -> Result<Report> {
+fn noop_report(
+    state: &State,
+    release: &Release,
+    targets: &BTreeMap<String, Target>,
+    from: Option<&Installed>,
+) -> Result<Report> {
     // The snapshots that protect each target are those the installing
     // apply took; a no-op reports them rather than none.
     let installing = match from {
@@ -309,7 +341,10 @@ fn noop_report(state: &State, release: &Release, targets: &BTreeMap<String, Targ
     let mut out = Vec::new();
     for (name, t) in targets {
         let d = database_digest(&t.conn).map_err(|e| classify(&t.path, e))?;
-        let snapshot = installing.as_ref().and_then(|r| r.targets.iter().find(|x| &x.name == name)).and_then(|x| x.snapshot.clone());
+        let snapshot = installing
+            .as_ref()
+            .and_then(|r| r.targets.iter().find(|x| &x.name == name))
+            .and_then(|x| x.snapshot.clone());
         out.push(TargetReport {
             snapshot,
             name: name.clone(),
@@ -375,7 +410,14 @@ fn preserve(t: &Target, m: &Migration) -> std::result::Result<(), String> {
                 "DROP TABLE IF EXISTS \"{side}\"; CREATE TABLE \"{side}\" AS SELECT {select} FROM \"{}\";",
                 p.table
             ))
-            .map_err(|e| format!("migration {}: preserve {}{}: {e}", m.id, p.table, p.column.as_ref().map(|c| format!(".{c}")).unwrap_or_default()))?;
+            .map_err(|e| {
+                format!(
+                    "migration {}: preserve {}{}: {e}",
+                    m.id,
+                    p.table,
+                    p.column.as_ref().map(|c| format!(".{c}")).unwrap_or_default()
+                )
+            })?;
     }
     Ok(())
 }
@@ -385,9 +427,7 @@ fn apply_migration(run: &mut Run<'_>, m: &Migration) -> std::result::Result<(), 
     let n = run.begin("migration", Some(&m.target), &json!({"migration": m.id})).map_err(|e| e.to_string())?;
     let started = Instant::now();
     let t = run.target(&m.target);
-    t.conn
-        .execute_batch("BEGIN IMMEDIATE")
-        .map_err(|e| format!("migration {}: {}", m.id, classify(&t.path, e)))?;
+    t.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| format!("migration {}: {}", m.id, classify(&t.path, e)))?;
     let body = || -> std::result::Result<(String, String), String> {
         let sqlerr = |e: rusqlite::Error| format!("migration {}: {}", m.id, classify(&t.path, e));
         let before = schema_digest(&t.conn).map_err(sqlerr)?.to_string();
@@ -428,8 +468,13 @@ fn apply_migration(run: &mut Run<'_>, m: &Migration) -> std::result::Result<(), 
     crash::point("apply.migration.after_commit");
     let detail = json!({"migration": m.id, "schema_before": before, "schema_after": after});
     run.done(n, &detail).map_err(|e| e.to_string())?;
-    run.state.audit("migration.apply", &json!({"plan": run.plan.id, "target": m.target, "migration": m.id,
-        "checksum": m.up.checksum, "schema_before": before, "schema_after": after})).map_err(|e| e.to_string())?;
+    run.state
+        .audit(
+            "migration.apply",
+            &json!({"plan": run.plan.id, "target": m.target, "migration": m.id,
+        "checksum": m.up.checksum, "schema_before": before, "schema_after": after}),
+        )
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -448,7 +493,14 @@ pub fn run_checks(run: &Run<'_>, when: CheckWhen) -> Vec<CheckResult> {
                 }
                 Err(e) => (Value::String(format!("error: {e}")), false),
             };
-            Some(CheckResult { name: c.name.clone(), target: c.target.clone(), when, value, expect: c.expect.to_string(), ok })
+            Some(CheckResult {
+                name: c.name.clone(),
+                target: c.target.clone(),
+                when,
+                value,
+                expect: c.expect.to_string(),
+                ok,
+            })
         })
         .collect()
 }

@@ -89,7 +89,8 @@ fn trusted_root(state: &State, path: &Path) -> std::result::Result<TrustFile, Re
     let pinned_text = match std::fs::read_to_string(&pinned_path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fsutil::write_atomic(&pinned_path, text.as_bytes(), 0o644).map_err(|e| bad(format!("cannot pin the trust root: {e}")))?;
+            fsutil::write_atomic(&pinned_path, text.as_bytes(), 0o644)
+                .map_err(|e| bad(format!("cannot pin the trust root: {e}")))?;
             let _ = state.audit(
                 "trust.pinned",
                 &json!({"version": offered.root.version, "threshold": offered.root.threshold,
@@ -117,10 +118,14 @@ fn trusted_root(state: &State, path: &Path) -> std::result::Result<TrustFile, Re
         )));
     }
     if got < have {
-        return Err(bad(format!("{} is version {got}, older than the pinned version {have}; use the current trust.toml", path.display())));
+        return Err(bad(format!(
+            "{} is version {got}, older than the pinned version {have}; use the current trust.toml",
+            path.display()
+        )));
     }
     let count = offered.verify_rotation(&pinned).map_err(|e| bad(format!("{}: {e}", path.display())))?;
-    fsutil::write_atomic(&pinned_path, text.as_bytes(), 0o644).map_err(|e| bad(format!("cannot pin the rotated root: {e}")))?;
+    fsutil::write_atomic(&pinned_path, text.as_bytes(), 0o644)
+        .map_err(|e| bad(format!("cannot pin the rotated root: {e}")))?;
     let _ = state.audit(
         "trust.rotated",
         &json!({"from": have, "to": got, "signers": count.valid.values().collect::<Vec<_>>(), "file": path}),
@@ -189,7 +194,11 @@ fn record(state: &State, plan: &Plan, report: &Report) -> Result<()> {
 
 /// Per target in the plan's `from`: the current schema must be `from` (or,
 /// when `also` gives one, that one too — a rollback already done there).
-fn check_schemas(plan: &Plan, dbs: &BTreeMap<String, PathBuf>, rollback: bool) -> Result<std::result::Result<(), Refusal>> {
+fn check_schemas(
+    plan: &Plan,
+    dbs: &BTreeMap<String, PathBuf>,
+    rollback: bool,
+) -> Result<std::result::Result<(), Refusal>> {
     for (t, want) in &plan.from.targets {
         let (Some(want), Some(path)) = (&want.schema, dbs.get(t)) else { continue };
         let have = current_schema(path)?;
@@ -294,23 +303,40 @@ pub fn rollback(
     })?;
     let refused = |r: Refusal| refuse(state, bundle_path, Some(&plan), &r);
     // The bundle's index is unsigned: the signed payload must agree with it.
-    if plan.kind != PlanKind::Rollback || plan.granularity != granularity || subject.is_some_and(|s| s != plan.subject) {
+    if plan.kind != PlanKind::Rollback || plan.granularity != granularity || subject.is_some_and(|s| s != plan.subject)
+    {
         return Err(refused(Refusal::new(
             "kind",
-            format!("asked for rollback {granularity} {}, the signed plan is {:?} {} {}", subject.unwrap_or(""), plan.kind, plan.granularity, plan.subject),
+            format!(
+                "asked for rollback {granularity} {}, the signed plan is {:?} {} {}",
+                subject.unwrap_or(""),
+                plan.kind,
+                plan.granularity,
+                plan.subject
+            ),
         )));
     }
     let release = plan.steps.clone();
     let mut dbs = map_targets(&release, db_args).map_err(Error::BadInput)?;
     // Partial plans touch only their target(s); the engine must not see others.
-    dbs.retain(|t, _| release.migrations.iter().any(|m| &m.target == t) || release.checks.iter().any(|c| &c.target == t));
+    dbs.retain(|t, _| {
+        release.migrations.iter().any(|m| &m.target == t) || release.checks.iter().any(|c| &c.target == t)
+    });
     let inst = installed(state, &plan.product)?;
     let inst_seq = inst.as_ref().map_or(0, |i| i.sequence);
     if inst_seq != plan.sequence {
         let why = if inst_seq > plan.sequence {
-            format!("a newer release, {}, is installed; roll that back first with its own bundle", describe(inst.as_ref()))
+            format!(
+                "a newer release, {}, is installed; roll that back first with its own bundle",
+                describe(inst.as_ref())
+            )
         } else {
-            format!("{} {} is not installed here ({}); there is nothing for this plan to roll back", plan.product, plan.release, describe(inst.as_ref()))
+            format!(
+                "{} {} is not installed here ({}); there is nothing for this plan to roll back",
+                plan.product,
+                plan.release,
+                describe(inst.as_ref())
+            )
         };
         return Err(refused(Refusal::new("start-state", format!("rollback plan {}: {why}", plan.id))));
     }

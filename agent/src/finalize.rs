@@ -77,7 +77,9 @@ pub fn finalize(state: &State, product: &str) -> Result<Finalized> {
     }
     let unpinned: Vec<String> = snapshot::list(state)?
         .into_iter()
-        .filter(|s| s.pinned && s.product.as_deref() == Some(product) && s.release.as_deref() == Some(inst.release.as_str()))
+        .filter(|s| {
+            s.pinned && s.product.as_deref() == Some(product) && s.release.as_deref() == Some(inst.release.as_str())
+        })
         .map(|s| s.id)
         .collect();
     snapshot::unpin_release(state, product, &inst.release)?;

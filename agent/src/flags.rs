@@ -22,7 +22,8 @@ pub type FlagValues = BTreeMap<String, Value>;
 /// # Errors
 /// When `agent.db` cannot be read.
 pub fn current(state: &State, product: &str) -> Result<FlagValues> {
-    let mut stmt = state.db.prepare("SELECT name, value FROM flags WHERE product = ?1 ORDER BY name").ctx("flags read")?;
+    let mut stmt =
+        state.db.prepare("SELECT name, value FROM flags WHERE product = ?1 ORDER BY name").ctx("flags read")?;
     let rows = stmt
         .query_map([product], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
         .ctx("flags read")?
@@ -56,7 +57,8 @@ pub fn set(state: &State, product: &str, values: &FlagValues, plan: Option<&str>
     let tx = state.db.unchecked_transaction().ctx("flags write")?;
     for (name, value) in values {
         if value.is_null() {
-            tx.execute("DELETE FROM flags WHERE product = ?1 AND name = ?2", params![product, name]).ctx("flags write")?;
+            tx.execute("DELETE FROM flags WHERE product = ?1 AND name = ?2", params![product, name])
+                .ctx("flags write")?;
         } else {
             tx.execute(
                 "INSERT INTO flags(product, name, value, updated) VALUES (?1, ?2, ?3, ?4)
@@ -70,7 +72,10 @@ pub fn set(state: &State, product: &str, values: &FlagValues, plan: Option<&str>
     for (name, value) in values {
         let old = before.get(name).cloned().unwrap_or(Value::Null);
         if &old != value {
-            state.audit("flag.set", &serde_json::json!({"product": product, "flag": name, "from": old, "to": value, "plan": plan}))?;
+            state.audit(
+                "flag.set",
+                &serde_json::json!({"product": product, "flag": name, "from": old, "to": value, "plan": plan}),
+            )?;
         }
     }
     write_file(state, product, crash_at)

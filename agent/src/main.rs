@@ -317,7 +317,8 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Rollback(args) => {
             let (st, _) = open_state(cli.state)?;
             if let (Some(b), Some(t)) = (&args.bundle, &args.trust) {
-                let report = rewind_agent::bundle::rollback(&st, b, t, &args.dbs, args.granularity, args.subject.as_deref())?;
+                let report =
+                    rewind_agent::bundle::rollback(&st, b, t, &args.dbs, args.granularity, args.subject.as_deref())?;
                 return Ok(print_report(&report, args.json));
             }
             let (release, dbs) = load(&args)?;
@@ -369,7 +370,9 @@ fn run(cli: Cli) -> Result<u8> {
             let (st, _) = open_state(cli.state)?;
             let (n, head) = st.verify_audit()?;
             if json {
-                print_json(&json!({"ok": true, "entries": n, "head": head, "key": hex::encode(st.key().verifying_key().as_bytes())}));
+                print_json(
+                    &json!({"ok": true, "entries": n, "head": head, "key": hex::encode(st.key().verifying_key().as_bytes())}),
+                );
             } else {
                 out!("audit chain ok: {n} entries, head {head}");
             }
@@ -402,7 +405,9 @@ fn outbox_cmd(st: &State, json: bool, ack: Option<&str>) -> Result<u8> {
                 if i.plan.is_empty() { "-" } else { &i.plan },
                 i.status,
                 i.chain_seq,
-                i.delivered_at.as_deref().map_or_else(|| format!("no (attempts {})", i.attempts), |t| format!("yes ({t})"))
+                i.delivered_at
+                    .as_deref()
+                    .map_or_else(|| format!("no (attempts {})", i.attempts), |t| format!("yes ({t})"))
             );
         }
     }
@@ -410,7 +415,10 @@ fn outbox_cmd(st: &State, json: bool, ack: Option<&str>) -> Result<u8> {
 }
 
 fn load(args: &PlanArgs) -> Result<(Release, BTreeMap<String, PathBuf>)> {
-    let dir = args.release.as_ref().ok_or_else(|| Error::BadInput("give --release DIR or --bundle FILE --trust FILE".into()))?;
+    let dir = args
+        .release
+        .as_ref()
+        .ok_or_else(|| Error::BadInput("give --release DIR or --bundle FILE --trust FILE".into()))?;
     let release = Release::load(dir)?;
     let dbs = rewind_shared::release::map_targets(&release, &args.dbs).map_err(Error::BadInput)?;
     Ok((release, dbs))
@@ -418,8 +426,11 @@ fn load(args: &PlanArgs) -> Result<(Release, BTreeMap<String, PathBuf>)> {
 
 fn checksum(db: &Path, json: bool) -> Result<u8> {
     target::check_is_sqlite(db)?;
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(|e| target::classify(db, e))?;
+    let conn = rusqlite::Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| target::classify(db, e))?;
     conn.busy_timeout(target::busy_timeout()).map_err(|e| target::classify(db, e))?;
     let d = database_digest(&conn).map_err(|e| target::classify(db, e))?;
     if json {
@@ -456,7 +467,12 @@ fn print_report(r: &Report, json: bool) -> u8 {
         }
     }
     for s in &r.steps {
-        out!("  {:<40} {:>7} ms{}", s.step, s.millis, s.reversible.map(|r| format!("  reversible: {}", if r { "yes" } else { "no" })).unwrap_or_default());
+        out!(
+            "  {:<40} {:>7} ms{}",
+            s.step,
+            s.millis,
+            s.reversible.map(|r| format!("  reversible: {}", if r { "yes" } else { "no" })).unwrap_or_default()
+        );
     }
     for c in &r.checks {
         out!("  check {:<30} {} (expect {}) {}", c.name, c.value, c.expect, if c.ok { "ok" } else { "FAILED" });
@@ -502,14 +518,33 @@ fn status(st: &State, recovered: &[Report], json: bool) -> Result<u8> {
             out!("no release installed");
         }
         for i in &installed {
-            out!("installed {} {} (sequence {}, plan {})", i["product"].as_str().unwrap_or(""), i["release"].as_str().unwrap_or(""), i["sequence"], i["plan"].as_str().unwrap_or(""));
+            out!(
+                "installed {} {} (sequence {}, plan {})",
+                i["product"].as_str().unwrap_or(""),
+                i["release"].as_str().unwrap_or(""),
+                i["sequence"],
+                i["plan"].as_str().unwrap_or("")
+            );
         }
         for s in &stuck {
-            out!("NEEDS A HUMAN: plan {} ({} {}): {}", s["plan"].as_str().unwrap_or(""), s["kind"].as_str().unwrap_or(""), s["release"].as_str().unwrap_or(""), s["message"].as_str().unwrap_or(""));
+            out!(
+                "NEEDS A HUMAN: plan {} ({} {}): {}",
+                s["plan"].as_str().unwrap_or(""),
+                s["kind"].as_str().unwrap_or(""),
+                s["release"].as_str().unwrap_or(""),
+                s["message"].as_str().unwrap_or("")
+            );
         }
         out!("{} snapshot(s), {} pinned", snaps.len(), snaps.iter().filter(|s| s.pinned).count());
         for p in &last {
-            out!("plan {} {} {} {} -> {}", p["id"].as_str().unwrap_or(""), p["kind"].as_str().unwrap_or(""), p["product"].as_str().unwrap_or(""), p["release"].as_str().unwrap_or(""), p["state"].as_str().unwrap_or(""));
+            out!(
+                "plan {} {} {} {} -> {}",
+                p["id"].as_str().unwrap_or(""),
+                p["kind"].as_str().unwrap_or(""),
+                p["product"].as_str().unwrap_or(""),
+                p["release"].as_str().unwrap_or(""),
+                p["state"].as_str().unwrap_or("")
+            );
         }
     }
     Ok(if stuck.is_empty() { 0 } else { 3 })

@@ -137,8 +137,11 @@ pub fn report_id(state: &State, plan_id: &str) -> String {
 }
 
 fn acked_seq(state: &State) -> Result<u64> {
-    let v: Option<String> =
-        state.db.query_row("SELECT value FROM meta WHERE key = ?1", [ACKED_SEQ], |r| r.get(0)).optional().ctx("outbox: acked head")?;
+    let v: Option<String> = state
+        .db
+        .query_row("SELECT value FROM meta WHERE key = ?1", [ACKED_SEQ], |r| r.get(0))
+        .optional()
+        .ctx("outbox: acked head")?;
     Ok(v.and_then(|s| s.parse().ok()).unwrap_or(0))
 }
 
@@ -151,9 +154,8 @@ fn enqueue(state: &State, mut payload: ReportPayload) -> Result<String> {
     let since = state.audit_since(acked_seq(state)?, MAX_AUDIT_SINCE)?;
     payload.chain = match since.last() {
         Some(e) => ChainPoint { seq: e.seq, head: e.hash },
-        None => state.audit_head()?.map_or(ChainPoint { seq: 0, head: rewind_shared::audit::GENESIS }, |e| ChainPoint {
-            seq: e.seq,
-            head: e.hash,
+        None => state.audit_head()?.map_or(ChainPoint { seq: 0, head: rewind_shared::audit::GENESIS }, |e| {
+            ChainPoint { seq: e.seq, head: e.hash }
         }),
     };
     payload.audit_since = since;
@@ -291,7 +293,8 @@ fn list(state: &State, pending_only: bool) -> Result<Vec<OutboxItem>> {
     );
     let mut stmt = state.db.prepare(&sql).ctx("outbox read")?;
     let keyid = key_id(&state.key().verifying_key());
-    let mut items: Vec<OutboxItem> = stmt.query_map([], row_to_item).ctx("outbox read")?.collect::<rusqlite::Result<_>>().ctx("outbox read")?;
+    let mut items: Vec<OutboxItem> =
+        stmt.query_map([], row_to_item).ctx("outbox read")?.collect::<rusqlite::Result<_>>().ctx("outbox read")?;
     for i in &mut items {
         i.report.keyid.clone_from(&keyid);
     }
@@ -397,7 +400,11 @@ mod tests {
             release: "1.0".into(),
             sequence: 1,
             plan: "p".into(),
-            targets: vec![crate::plan::TargetReport { name: "notes".into(), before: Some("b3:aa".into()), ..Default::default() }],
+            targets: vec![crate::plan::TargetReport {
+                name: "notes".into(),
+                before: Some("b3:aa".into()),
+                ..Default::default()
+            }],
             flags: BTreeMap::new(),
             checks: vec![],
             steps: vec![],
@@ -451,11 +458,14 @@ mod tests {
         st.audit("before-upgrade", &serde_json::json!({})).unwrap();
         // What an agent of schema version 1 left behind.
         st.db
-            .execute_batch("DROP TABLE outbox; DROP TABLE plan_origin; UPDATE meta SET value = '1' WHERE key = 'schema_version';")
+            .execute_batch(
+                "DROP TABLE outbox; DROP TABLE plan_origin; UPDATE meta SET value = '1' WHERE key = 'schema_version';",
+            )
             .unwrap();
         drop(st);
         let st = State::open(dir.path()).unwrap();
-        let v: String = st.db.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
+        let v: String =
+            st.db.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
         assert_eq!(v, "2");
         assert_eq!(st.verify_audit().unwrap().0, 1, "the audit chain is kept");
         enqueue_finished(&st, &plan("plan-c"), "applied", &report("applied")).unwrap();

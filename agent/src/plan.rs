@@ -146,15 +146,7 @@ impl<'s> Run<'s> {
             .execute(
                 "INSERT INTO plans(id, kind, product, release, sequence, body, state, started)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7)",
-                params![
-                    plan.id,
-                    kind_str(plan.kind),
-                    plan.product,
-                    plan.release,
-                    plan.sequence as i64,
-                    body,
-                    now()
-                ],
+                params![plan.id, kind_str(plan.kind), plan.product, plan.release, plan.sequence as i64, body, now()],
             )
             .ctx("journal: plan start")?;
         crate::outbox::remember_origin(state, &plan.id)?;
@@ -228,12 +220,11 @@ impl<'s> Run<'s> {
         // never finished without its audit entry, nor audited as finished
         // while the journal still says running.
         let tx = self.state.db.unchecked_transaction().ctx("journal: plan finish")?;
-        tx
-            .execute(
-                "UPDATE plans SET state = ?1, finished = ?2, result = ?3 WHERE id = ?4",
-                params![final_state, now(), serde_json::to_string(report).expect("report serializes"), self.plan.id],
-            )
-            .ctx("journal: plan finish")?;
+        tx.execute(
+            "UPDATE plans SET state = ?1, finished = ?2, result = ?3 WHERE id = ?4",
+            params![final_state, now(), serde_json::to_string(report).expect("report serializes"), self.plan.id],
+        )
+        .ctx("journal: plan finish")?;
         if matches!(final_state, "applied" | "rolled_back") {
             // A proven apply or rollback of a release settles earlier plans
             // of that release that stopped for a human: the person acted
@@ -287,16 +278,19 @@ fn kind_str(k: PlanKind) -> &'static str {
 ///
 /// # Errors
 /// When `agent.db` cannot be read.
-pub fn step_detail(state: &State, plan_id: &str, step: &str, target: Option<&str>, done_only: bool) -> Result<Option<Value>> {
+pub fn step_detail(
+    state: &State,
+    plan_id: &str,
+    step: &str,
+    target: Option<&str>,
+    done_only: bool,
+) -> Result<Option<Value>> {
     let sql = format!(
         "SELECT detail FROM journal WHERE plan_id = ?1 AND step = ?2 AND (?3 IS NULL OR target = ?3) {} ORDER BY n DESC LIMIT 1",
         if done_only { "AND state = 'done'" } else { "" }
     );
-    let detail: Option<String> = state
-        .db
-        .query_row(&sql, params![plan_id, step, target], |r| r.get(0))
-        .optional()
-        .ctx("journal read")?;
+    let detail: Option<String> =
+        state.db.query_row(&sql, params![plan_id, step, target], |r| r.get(0)).optional().ctx("journal read")?;
     Ok(detail.map(|d| serde_json::from_str(&d).unwrap_or(Value::Null)))
 }
 
@@ -305,7 +299,8 @@ pub fn step_detail(state: &State, plan_id: &str, step: &str, target: Option<&str
 /// # Errors
 /// When `agent.db` cannot be read or a plan body is unreadable.
 pub fn unfinished(state: &State) -> Result<Vec<Plan>> {
-    let mut stmt = state.db.prepare("SELECT body FROM plans WHERE state = 'running' ORDER BY started").ctx("journal read")?;
+    let mut stmt =
+        state.db.prepare("SELECT body FROM plans WHERE state = 'running' ORDER BY started").ctx("journal read")?;
     let bodies = stmt
         .query_map([], |r| r.get::<_, String>(0))
         .ctx("journal read")?

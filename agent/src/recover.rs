@@ -30,7 +30,11 @@ pub fn recover(state: &State) -> Result<Vec<Report>> {
         for (name, path) in &plan.targets {
             let t = Target::open(name, path).map_err(|e| Error::NeedsHuman {
                 message: format!("interrupted plan {} cannot reopen target {name} ({}): {e}", plan.id, path.display()),
-                next: format!("make {} available again, then run: rewind-agent --state {} status", path.display(), state.root.display()),
+                next: format!(
+                    "make {} available again, then run: rewind-agent --state {} status",
+                    path.display(),
+                    state.root.display()
+                ),
             })?;
             targets.insert(name.clone(), t);
         }
@@ -50,7 +54,9 @@ pub fn recover(state: &State) -> Result<Vec<Report>> {
         };
         let run = Run::resume(state, plan, targets)?;
         let report = match kind {
-            PlanKind::Apply => revert(run, report, "the agent stopped while applying (crash, kill or power loss)".into())?,
+            PlanKind::Apply => {
+                revert(run, report, "the agent stopped while applying (crash, kill or power loss)".into())?
+            }
             PlanKind::Rollback => finish_rollback(run)?,
         };
         done.push(report);
@@ -71,10 +77,8 @@ pub fn recover(state: &State) -> Result<Vec<Report>> {
 /// `err` itself for a finished plan; [`Error::NeedsHuman`] when the plan
 /// cannot be finished now.
 pub fn settle(state: &State, plan_id: &str, err: Error) -> Result<Report> {
-    let plan_state: Option<String> = state
-        .db
-        .query_row("SELECT state FROM plans WHERE id = ?1", [plan_id], |r| r.get(0))
-        .ok();
+    let plan_state: Option<String> =
+        state.db.query_row("SELECT state FROM plans WHERE id = ?1", [plan_id], |r| r.get(0)).ok();
     if plan_state.as_deref() != Some("running") {
         return Err(err);
     }
@@ -92,11 +96,14 @@ pub fn settle(state: &State, plan_id: &str, err: Error) -> Result<Report> {
             }
             None => Err(Error::NeedsHuman { message: format!("plan {plan_id} stopped: {err}"), next }),
         },
-        Err(Error::NeedsHuman { message, next }) => {
-            Err(Error::NeedsHuman { message: format!("plan {plan_id} stopped: {err}; finishing it failed: {message}"), next })
-        }
+        Err(Error::NeedsHuman { message, next }) => Err(Error::NeedsHuman {
+            message: format!("plan {plan_id} stopped: {err}; finishing it failed: {message}"),
+            next,
+        }),
         Err(again) => Err(Error::NeedsHuman {
-            message: format!("plan {plan_id} stopped: {err}; it could not be finished now ({again}), so targets may be part-way"),
+            message: format!(
+                "plan {plan_id} stopped: {err}; it could not be finished now ({again}), so targets may be part-way"
+            ),
             next,
         }),
     }
@@ -111,10 +118,7 @@ fn remove_orphan_snapshots(state: &State) {
             continue;
         }
         let id = name.split('.').next().unwrap_or_default().to_string();
-        let known = state
-            .db
-            .query_row("SELECT 1 FROM snapshots WHERE id = ?1", [&id], |_| Ok(()))
-            .is_ok();
+        let known = state.db.query_row("SELECT 1 FROM snapshots WHERE id = ?1", [&id], |_| Ok(())).is_ok();
         if !known {
             let _ = std::fs::remove_file(entry.path());
         }

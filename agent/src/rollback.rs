@@ -48,13 +48,19 @@ pub fn load_plan(state: &State, id: &str) -> Result<Option<(Plan, Option<Report>
 /// The snapshot an apply plan took of a target: (id, digest, schema).
 fn plan_snapshot(state: &State, plan_id: &str, target: &str) -> Result<Option<(String, String, String)>> {
     Ok(step_detail(state, plan_id, "snapshot", Some(target), true)?.and_then(|d| {
-        Some((d["snapshot"].as_str()?.to_string(), d["digest"].as_str()?.to_string(), d["schema"].as_str()?.to_string()))
+        Some((
+            d["snapshot"].as_str()?.to_string(),
+            d["digest"].as_str()?.to_string(),
+            d["schema"].as_str()?.to_string(),
+        ))
     }))
 }
 
 fn needs_restore(state: &State, snapshot_id: Option<&str>, db: &Path, why: String) -> Error {
     let next = match snapshot_id {
-        Some(id) => format!("rewind-agent --state {} snapshot restore {id} --db {}", state.root.display(), db.display()),
+        Some(id) => {
+            format!("rewind-agent --state {} snapshot restore {id} --db {}", state.root.display(), db.display())
+        }
         None => format!("rewind-agent --state {} snapshot list", state.root.display()),
     };
     let why = format!(
@@ -78,7 +84,12 @@ pub fn rollback(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf
 }
 
 /// [`rollback`] itself; sets `started` once the plan is journaled.
-fn rollback_plan(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>, started: &mut Option<String>) -> Result<Report> {
+fn rollback_plan(
+    state: &State,
+    release: &Release,
+    dbs: &BTreeMap<String, PathBuf>,
+    started: &mut Option<String>,
+) -> Result<Report> {
     check_scripts(&release.migrations, &release.checks)?;
     let dbs = &absolute_targets(dbs)?;
     let targets = open_targets(dbs)?;
@@ -90,7 +101,10 @@ fn rollback_plan(state: &State, release: &Release, dbs: &BTreeMap<String, PathBu
                 if e.sequence as u64 > release.sequence {
                     return Err(Error::BadInput(format!(
                         "{} has release {} (sequence {}) applied on top of {}; roll that back first",
-                        t.path.display(), e.release, e.sequence, release.version
+                        t.path.display(),
+                        e.release,
+                        e.sequence,
+                        release.version
                     )));
                 }
                 continue;
@@ -105,7 +119,10 @@ fn rollback_plan(state: &State, release: &Release, dbs: &BTreeMap<String, PathBu
                 return Err(Error::BadInput(format!(
                     "migration {}: up.sql changed since it was applied to {} ({} then, {} now); \
                      roll back with the release as it was applied",
-                    m.id, t.path.display(), e.checksum, m.up.checksum
+                    m.id,
+                    t.path.display(),
+                    e.checksum,
+                    m.up.checksum
                 )));
             }
             if &m.target != name {
@@ -233,7 +250,12 @@ fn finish_rollback_steps(run: &mut Run<'_>) -> Result<Report> {
         "{} {} rolled back and proven: {}",
         run.plan.product,
         run.plan.release,
-        report.targets.iter().map(|t| format!("{} {}", t.name, t.proof.as_deref().unwrap_or("untouched"))).collect::<Vec<_>>().join(", ")
+        report
+            .targets
+            .iter()
+            .map(|t| format!("{} {}", t.name, t.proof.as_deref().unwrap_or("untouched")))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     crash::point("rollback.before_done");
     run.finish("rolled_back", &report)?;
@@ -255,8 +277,11 @@ pub fn revert(mut run: Run<'_>, report: Report, reason: String) -> Result<Report
 /// it on every start; `status` lists it with the next command.
 fn mark_if_stuck(run: &Run<'_>, result: Result<Report>) -> Result<Report> {
     if let Err(Error::NeedsHuman { message, next }) = &result {
-        let report = Report { error: Some(message.clone()), message: format!("needs a human: {message}; next: {next}"),
-                              ..empty_report(&run.plan, "failed") };
+        let report = Report {
+            error: Some(message.clone()),
+            message: format!("needs a human: {message}; next: {next}"),
+            ..empty_report(&run.plan, "failed")
+        };
         run.finish("needs_human", &report)?;
     }
     result
@@ -276,12 +301,11 @@ fn revert_steps(run: &mut Run<'_>, mut report: Report, reason: String) -> Result
             .into_iter()
             .filter(|e| e.plan_id == run.plan.id)
             .collect();
-        let mut tr = report
-            .targets
-            .iter()
-            .find(|t| &t.name == name)
-            .cloned()
-            .unwrap_or_else(|| TargetReport { name: name.clone(), db: run.plan.targets[name].clone(), ..TargetReport::default() });
+        let mut tr = report.targets.iter().find(|t| &t.name == name).cloned().unwrap_or_else(|| TargetReport {
+            name: name.clone(),
+            db: run.plan.targets[name].clone(),
+            ..TargetReport::default()
+        });
         tr.migrations.clear();
         if let Some((id, digest, schema)) = &snap {
             tr.snapshot.get_or_insert_with(|| id.clone());
@@ -353,16 +377,24 @@ fn undo_target(
         .into_iter()
         .map(|e| {
             let m = run.plan.migration(&e.migration).cloned().ok_or_else(|| {
-                needs_restore(state, snap.map(|s| s.0.as_str()), &path, format!(
-                    "{}: migration {} is applied but the plan does not know it", path.display(), e.migration))
+                needs_restore(
+                    state,
+                    snap.map(|s| s.0.as_str()),
+                    &path,
+                    format!("{}: migration {} is applied but the plan does not know it", path.display(), e.migration),
+                )
             })?;
             Ok((e, m))
         })
         .collect::<Result<_>>()?;
     if migrations.iter().any(|(_, m)| m.rollback == RollbackMode::Restore) {
         let Some((snap_id, _, _)) = snap else {
-            return Err(needs_restore(state, None, &path, format!(
-                "{}: a migration must be undone from its snapshot, and none is recorded", path.display())));
+            return Err(needs_restore(
+                state,
+                None,
+                &path,
+                format!("{}: a migration must be undone from its snapshot, and none is recorded", path.display()),
+            ));
         };
         let started = Instant::now();
         let t = run.target(name);
@@ -385,7 +417,11 @@ fn undo_target(
         // dropped those writes, and the report says so.
         tr.lost_writes = Some(applied_digest.is_none_or(|d| d != current));
         tr.migrations.extend(migrations.iter().rev().map(|(_, m)| m.id.clone()));
-        report.steps.push(StepTime { step: format!("restore {name}"), millis: started.elapsed().as_millis(), reversible: None });
+        report.steps.push(StepTime {
+            step: format!("restore {name}"),
+            millis: started.elapsed().as_millis(),
+            reversible: None,
+        });
         // Reopen: the restore replaced the file's content.
         let reopened = crate::target::Target::open(name, &path)?;
         run.targets.insert(name.to_string(), reopened);
@@ -395,7 +431,11 @@ fn undo_target(
         let started = Instant::now();
         undo_migration(run, e, m).map_err(|why| needs_restore(state, snap.map(|s| s.0.as_str()), &path, why))?;
         tr.migrations.push(m.id.clone());
-        report.steps.push(StepTime { step: format!("rollback {}", m.id), millis: started.elapsed().as_millis(), reversible: Some(true) });
+        report.steps.push(StepTime {
+            step: format!("rollback {}", m.id),
+            millis: started.elapsed().as_millis(),
+            reversible: Some(true),
+        });
     }
     Ok(())
 }
@@ -439,7 +479,10 @@ fn undo_migration(run: &mut Run<'_>, e: &Entry, m: &Migration) -> std::result::R
     crash::point("rollback.migration.after_commit");
     run.done(n, &json!({"migration": m.id, "schema": schema})).map_err(|e| e.to_string())?;
     run.state
-        .audit("migration.revert", &json!({"plan": run.plan.id, "target": m.target, "migration": m.id, "schema": schema}))
+        .audit(
+            "migration.revert",
+            &json!({"plan": run.plan.id, "target": m.target, "migration": m.id, "schema": schema}),
+        )
         .map_err(|e| e.to_string())?;
     Ok(())
 }
@@ -457,8 +500,16 @@ fn prove(run: &Run<'_>, name: &str, snap: Option<&(String, String, String)>, tr:
     };
     tr.snapshot = Some(snap_id.clone());
     if &d.schema.to_string() != schema {
-        return Err(needs_restore(run.state, Some(snap_id), &t.path, format!(
-            "{}: after rollback the schema digest is {}, the snapshot's is {schema}", t.path.display(), d.schema)));
+        return Err(needs_restore(
+            run.state,
+            Some(snap_id),
+            &t.path,
+            format!(
+                "{}: after rollback the schema digest is {}, the snapshot's is {schema}",
+                t.path.display(),
+                d.schema
+            ),
+        ));
     }
     tr.proof = Some(if &d.digest.to_string() == digest { "identical" } else { "changed since apply" }.into());
     Ok(())
@@ -493,6 +544,10 @@ fn finish_checks(run: &Run<'_>, report: &mut Report) -> Result<()> {
     }
     let snap = report.targets.iter().find_map(|t| t.snapshot.clone());
     let db = report.targets.first().map(|t| t.db.clone()).unwrap_or_default();
-    Err(needs_restore(run.state, snap.as_deref(), &db, format!(
-        "{} {}: after-rollback checks failed: {}", run.plan.product, run.plan.release, failed.join("; "))))
+    Err(needs_restore(
+        run.state,
+        snap.as_deref(),
+        &db,
+        format!("{} {}: after-rollback checks failed: {}", run.plan.product, run.plan.release, failed.join("; ")),
+    ))
 }

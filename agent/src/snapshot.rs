@@ -124,7 +124,11 @@ fn backup_to_file(src: &Connection, dest: &Path) -> rusqlite::Result<()> {
 /// let a writer commit mid-snapshot.
 fn copy_file_verified(source: &Path, src: &std::fs::File, tmp: &Path) -> Result<(DatabaseDigest, Option<String>)> {
     let not_taken = |what: &str, e: std::io::Error| {
-        Error::BadInput(format!("snapshot of {} not taken, nothing changed: {what} {}: {e}", source.display(), tmp.display()))
+        Error::BadInput(format!(
+            "snapshot of {} not taken, nothing changed: {what} {}: {e}",
+            source.display(),
+            tmp.display()
+        ))
     };
     (|| {
         let mut out = std::fs::File::create(tmp)?;
@@ -139,7 +143,11 @@ fn copy_file_verified(source: &Path, src: &std::fs::File, tmp: &Path) -> Result<
         let synced = s.spawn(|| std::fs::File::open(tmp).and_then(|f| f.sync_all()));
         let same = s.spawn(|| same_bytes_hashed(src, tmp));
         let digest = snapshot_digest(tmp);
-        (synced.join().expect("sync thread does not panic"), same.join().expect("compare thread does not panic"), digest)
+        (
+            synced.join().expect("sync thread does not panic"),
+            same.join().expect("compare thread does not panic"),
+            digest,
+        )
     });
     synced.map_err(|e| not_taken("flushing", e))?;
     let Some(file_hash) = same.map_err(|e| not_taken("reading back", e))? else {
@@ -274,7 +282,9 @@ pub fn create(state: &State, source: &Path, origin: &Origin) -> Result<(Snapshot
         }
         let file_b3 = None;
         backup_to_file(&src.conn, &tmp).map_err(|e| match classify(&tmp, e) {
-            Error::Failed(m) => Error::BadInput(format!("snapshot of {} not taken, nothing changed: {m}", source.display())),
+            Error::Failed(m) => {
+                Error::BadInput(format!("snapshot of {} not taken, nothing changed: {m}", source.display()))
+            }
             other => other,
         })?;
         crash::point("snapshot.during_copy");
@@ -393,10 +403,8 @@ pub fn verify(state: &State, snap: &Snapshot, restore_test: bool) -> Result<Veri
     let problem = check_snapshot(snap).err();
     let mut restore_ms = None;
     if problem.is_none() && restore_test {
-        let scratch = tempfile::Builder::new()
-            .prefix("restore-test-")
-            .tempdir_in(&state.root)
-            .map_err(Error::io(&state.root))?;
+        let scratch =
+            tempfile::Builder::new().prefix("restore-test-").tempdir_in(&state.root).map_err(Error::io(&state.root))?;
         let dest = scratch.path().join("restored.db");
         let started = Instant::now();
         let src = open_snapshot_file(&snap.file)?;
@@ -454,7 +462,9 @@ pub fn restore(state: &State, snap: &Snapshot, db: &Path) -> Result<RestoreRepor
     let checked = match manifest_file_hash(snap) {
         Some(expected) => match file_hash(&snap.file) {
             Ok(h) if h.to_hex().as_str() == expected => Ok(()),
-            Ok(h) => Err(format!("its bytes changed since it was taken (BLAKE3 {}, manifest says {expected})", h.to_hex())),
+            Ok(h) => {
+                Err(format!("its bytes changed since it was taken (BLAKE3 {}, manifest says {expected})", h.to_hex()))
+            }
             Err(e) => Err(format!("cannot read {}: {e}", snap.file.display())),
         },
         None => check_snapshot(snap),
@@ -466,9 +476,7 @@ pub fn restore(state: &State, snap: &Snapshot, db: &Path) -> Result<RestoreRepor
     let src = open_snapshot_file(&snap.file)?;
     if db.exists() {
         let mut target = Target::open("db", db)?;
-        Backup::new(&src, &mut target.conn)
-            .and_then(|b| b.step(-1))
-            .map_err(|e| classify(db, e))?;
+        Backup::new(&src, &mut target.conn).and_then(|b| b.step(-1)).map_err(|e| classify(db, e))?;
     } else {
         let tmp = fsutil::tmp_path(db);
         backup_to_file(&src, &tmp).map_err(|e| classify(db, e))?;
@@ -487,14 +495,21 @@ pub fn restore(state: &State, snap: &Snapshot, db: &Path) -> Result<RestoreRepor
                 after.digest,
                 snap.digest
             ),
-            next: format!("rewind-agent --state {} snapshot restore {} --db {}", state.root.display(), snap.id, db.display()),
+            next: format!(
+                "rewind-agent --state {} snapshot restore {} --db {}",
+                state.root.display(),
+                snap.id,
+                db.display()
+            ),
         });
     }
-    state.audit(
-        "snapshot.restore",
-        &serde_json::json!({"id": snap.id, "db": db, "digest": snap.digest}),
-    )?;
-    Ok(RestoreReport { snapshot: snap.id.clone(), db: db.to_path_buf(), digest: snap.digest.clone(), millis: started.elapsed().as_millis() })
+    state.audit("snapshot.restore", &serde_json::json!({"id": snap.id, "db": db, "digest": snap.digest}))?;
+    Ok(RestoreReport {
+        snapshot: snap.id.clone(),
+        db: db.to_path_buf(),
+        digest: snap.digest.clone(),
+        millis: started.elapsed().as_millis(),
+    })
 }
 
 /// Deletes all but the `keep` newest unpinned snapshots of each source;

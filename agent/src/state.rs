@@ -259,8 +259,11 @@ impl State {
             .db
             .prepare("SELECT seq, time, kind, params, prev, hash, signature FROM audit WHERE seq > ?1 ORDER BY seq DESC LIMIT ?2")
             .ctx("audit read")?;
-        let mut v: Vec<AuditEntry> =
-            stmt.query_map(params![seq as i64, limit as i64], row_to_entry).ctx("audit read")?.collect::<rusqlite::Result<_>>().ctx("audit read")?;
+        let mut v: Vec<AuditEntry> = stmt
+            .query_map(params![seq as i64, limit as i64], row_to_entry)
+            .ctx("audit read")?
+            .collect::<rusqlite::Result<_>>()
+            .ctx("audit read")?;
         v.reverse();
         Ok(v)
     }
@@ -271,7 +274,11 @@ impl State {
     /// When `agent.db` cannot be read.
     pub fn audit_head(&self) -> Result<Option<AuditEntry>> {
         self.db
-            .query_row("SELECT seq, time, kind, params, prev, hash, signature FROM audit ORDER BY seq DESC LIMIT 1", [], row_to_entry)
+            .query_row(
+                "SELECT seq, time, kind, params, prev, hash, signature FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                row_to_entry,
+            )
             .optional()
             .ctx("audit head")
     }

@@ -10,15 +10,15 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rewind_shared::digest::{DatabaseDigest, database_digest, database_digest_reusing};
 use rusqlite::config::DbConfig;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
-use rewind_shared::digest::{DatabaseDigest, database_digest, database_digest_reusing};
 
 use crate::error::{Context, Error, Result};
 
@@ -45,10 +45,26 @@ fn busy_timeout_text() -> String {
 
 /// Pragmas a release script may use; every other one is denied.
 const ALLOWED_PRAGMAS: &[&str] = &[
-    "foreign_keys", "foreign_key_check", "foreign_key_list", "defer_foreign_keys",
-    "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
-    "integrity_check", "quick_check", "user_version", "application_id", "legacy_alter_table",
-    "recursive_triggers", "optimize", "collation_list", "function_list", "compile_options",
+    "foreign_keys",
+    "foreign_key_check",
+    "foreign_key_list",
+    "defer_foreign_keys",
+    "table_info",
+    "table_xinfo",
+    "table_list",
+    "index_list",
+    "index_info",
+    "index_xinfo",
+    "integrity_check",
+    "quick_check",
+    "user_version",
+    "application_id",
+    "legacy_alter_table",
+    "recursive_triggers",
+    "optimize",
+    "collation_list",
+    "function_list",
+    "compile_options",
 ];
 
 const SQLITE_HEADER: &[u8] = b"SQLite format 3\0";
@@ -74,9 +90,8 @@ pub struct Target {
 /// [`Error::BadInput`] naming the file and what is wrong with it.
 pub fn check_is_sqlite(path: &Path) -> Result<()> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| {
-        Error::BadInput(format!("database {}: cannot open: {e}; check the --db path", path.display()))
-    })?;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| Error::BadInput(format!("database {}: cannot open: {e}; check the --db path", path.display())))?;
     let mut head = [0u8; 16];
     let n = f.read(&mut head).map_err(Error::io(path))?;
     // An empty file is a valid, empty SQLite database.
@@ -111,27 +126,23 @@ pub fn classify(path: &Path, e: rusqlite::Error) -> Error {
             path.display(),
             busy_timeout_text()
         )),
-        Some(ErrorCode::NotADatabase) => Error::BadInput(format!(
-            "database {}: not a SQLite database; check the --db path",
-            path.display()
-        )),
-        Some(ErrorCode::DatabaseCorrupt) => Error::BadInput(format!(
-            "database {}: corrupt ({e}); restore it from a snapshot",
-            path.display()
-        )),
-        Some(ErrorCode::ReadOnly) => Error::BadInput(format!(
-            "database {}: read-only; make it writable by the agent's user",
-            path.display()
-        )),
+        Some(ErrorCode::NotADatabase) => {
+            Error::BadInput(format!("database {}: not a SQLite database; check the --db path", path.display()))
+        }
+        Some(ErrorCode::DatabaseCorrupt) => {
+            Error::BadInput(format!("database {}: corrupt ({e}); restore it from a snapshot", path.display()))
+        }
+        Some(ErrorCode::ReadOnly) => {
+            Error::BadInput(format!("database {}: read-only; make it writable by the agent's user", path.display()))
+        }
         Some(ErrorCode::CannotOpen) => Error::BadInput(format!(
             "database {}: cannot open it or create its journal ({e}); make the file and its directory writable by the \
              agent's user",
             path.display()
         )),
-        Some(ErrorCode::SystemIoFailure) => Error::BadInput(format!(
-            "database {}: I/O error ({e}); the disk may be full or failing",
-            path.display()
-        )),
+        Some(ErrorCode::SystemIoFailure) => {
+            Error::BadInput(format!("database {}: I/O error ({e}); the disk may be full or failing", path.display()))
+        }
         Some(ErrorCode::DiskFull) => Error::Failed(format!("database {}: disk full: {e}", path.display())),
         _ => Error::Sqlite { context: format!("database {}", path.display()), source: e },
     }
@@ -172,7 +183,14 @@ impl Target {
             }
             verdict
         }));
-        Ok(Target { name: name.to_string(), path: path.to_path_buf(), conn, script_mode, written, baseline: RefCell::new(None) })
+        Ok(Target {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            conn,
+            script_mode,
+            written,
+            baseline: RefCell::new(None),
+        })
     }
 
     /// Fails at once (after the busy timeout) when another connection holds
@@ -291,11 +309,7 @@ impl Target {
                     let v = row.get_ref(0).map_err(|e| statement_error(n, &e))?;
                     let ok = matches!(v, ValueRef::Integer(1)) || matches!(v, ValueRef::Real(f) if f == 1.0);
                     if !ok {
-                        return Err(format!(
-                            "returned {} for row {row_no} ({})",
-                            render_value(v),
-                            text.trim()
-                        ));
+                        return Err(format!("returned {} for row {row_no} ({})", render_value(v), text.trim()));
                     }
                 }
                 Ok(())
@@ -365,7 +379,10 @@ pub fn check_script(sql: &str) -> std::result::Result<(), String> {
             first = false;
             match w.as_deref() {
                 Some(k @ ("attach" | "detach")) => {
-                    return Err(format!("statement {statement}: {} is not allowed in release scripts ({DENIED})", k.to_ascii_uppercase()));
+                    return Err(format!(
+                        "statement {statement}: {} is not allowed in release scripts ({DENIED})",
+                        k.to_ascii_uppercase()
+                    ));
                 }
                 Some("pragma") => {
                     // PRAGMA [schema.]name ...
@@ -375,14 +392,20 @@ pub fn check_script(sql: &str) -> std::result::Result<(), String> {
                     }
                     let name = name.map(|n| n.text.to_ascii_lowercase()).unwrap_or_default();
                     if !ALLOWED_PRAGMAS.contains(&name.as_str()) {
-                        return Err(format!("statement {statement}: PRAGMA {name} is not allowed in release scripts ({DENIED})"));
+                        return Err(format!(
+                            "statement {statement}: PRAGMA {name} is not allowed in release scripts ({DENIED})"
+                        ));
                     }
                 }
                 _ => {}
             }
         }
-        if w.as_deref() == Some("load_extension") && toks.get(i + 1).is_some_and(|p| p.kind == TokenKind::Punct && p.text == "(") {
-            return Err(format!("statement {statement}: load_extension() is not allowed in release scripts ({DENIED})"));
+        if w.as_deref() == Some("load_extension")
+            && toks.get(i + 1).is_some_and(|p| p.kind == TokenKind::Punct && p.text == "(")
+        {
+            return Err(format!(
+                "statement {statement}: load_extension() is not allowed in release scripts ({DENIED})"
+            ));
         }
     }
     Ok(())
@@ -402,13 +425,8 @@ fn for_each_statement(
             Ok(Some(mut stmt)) => {
                 n += 1;
                 let text = stmt.expanded_sql().unwrap_or_default();
-                f(n, &mut stmt).map_err(|e| {
-                    if e.contains('(') {
-                        e
-                    } else {
-                        format!("{e} (`{}`)", shorten(text.trim()))
-                    }
-                })?;
+                f(n, &mut stmt)
+                    .map_err(|e| if e.contains('(') { e } else { format!("{e} (`{}`)", shorten(text.trim())) })?;
             }
             Ok(None) => return Ok(()),
             Err(e) => return Err(format!("statement {} failed: {e}", n + 1)),

@@ -33,10 +33,10 @@ pub const TABLES: &[(&str, &[&str])] = &[
 pub const CREATED_BASE: f64 = 1_700_000_000.0;
 
 const WORDS: &[&str] = &[
-    "invoice", "meeting", "garden", "river", "budget", "draft", "review", "kernel", "coffee", "orbit",
-    "ledger", "window", "signal", "harbor", "pixel", "quartz", "velvet", "summit", "lantern", "meadow",
-    "archive", "compass", "fabric", "glacier", "horizon", "jigsaw", "kettle", "lattice", "marble", "nectar",
-    "the", "a", "of", "and", "to", "in", "for", "with", "on", "at",
+    "invoice", "meeting", "garden", "river", "budget", "draft", "review", "kernel", "coffee", "orbit", "ledger",
+    "window", "signal", "harbor", "pixel", "quartz", "velvet", "summit", "lantern", "meadow", "archive", "compass",
+    "fabric", "glacier", "horizon", "jigsaw", "kettle", "lattice", "marble", "nectar", "the", "a", "of", "and", "to",
+    "in", "for", "with", "on", "at",
 ];
 
 /// xorshift64*: fast, deterministic, good enough for filler data.

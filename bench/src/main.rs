@@ -64,7 +64,10 @@ fn main() -> Result<()> {
         None => std::env::current_exe()?.with_file_name("rewind-agent"),
     };
     if !agent.exists() {
-        bail!("{} not found: build it first (cargo build --release --locked -p rewind-agent) or pass --agent", agent.display());
+        bail!(
+            "{} not found: build it first (cargo build --release --locked -p rewind-agent) or pass --agent",
+            agent.display()
+        );
     }
     std::fs::create_dir_all(&o.dir).with_context(|| format!("create {}", o.dir.display()))?;
     let work = o.dir.join(format!("run-{}", std::process::id()));
@@ -83,13 +86,23 @@ fn wanted(o: &Opts, case: &str) -> bool {
 }
 
 fn run(o: &Opts, tools: &Tools, work: &Path) -> Result<()> {
-    println!("rewind-bench: {} MiB database, {} counted runs each after 1 warm-up, work dir {}", o.size_mb, o.reps, work.display());
+    println!(
+        "rewind-bench: {} MiB database, {} counted runs each after 1 warm-up, work dir {}",
+        o.size_mb,
+        o.reps,
+        work.display()
+    );
     tools.describe();
     let db = work.join("app.db");
     let started = std::time::Instant::now();
     generate::database(&db, o.size_mb)?;
     let size = std::fs::metadata(&db)?.len();
-    println!("generated {} ({:.1} MiB) in {:.1}s", db.display(), size as f64 / 1048576.0, started.elapsed().as_secs_f64());
+    println!(
+        "generated {} ({:.1} MiB) in {:.1}s",
+        db.display(),
+        size as f64 / 1048576.0,
+        started.elapsed().as_secs_f64()
+    );
     println!();
     let mut rows: Vec<Row> = Vec::new();
     let m = measure::Bench { tools, work, db: &db, reps: o.reps };

@@ -32,7 +32,8 @@ impl Tools {
     /// # Errors
     /// When sqlite3 is missing.
     pub fn find(agent: PathBuf, dbhash: Option<PathBuf>, _work: &Path) -> Result<Self> {
-        let sqlite3 = on_path("sqlite3").context("sqlite3 not found on PATH: apt-get install sqlite3 (scripts/bench.sh does)")?;
+        let sqlite3 =
+            on_path("sqlite3").context("sqlite3 not found on PATH: apt-get install sqlite3 (scripts/bench.sh does)")?;
         Ok(Tools {
             agent,
             sqlite3,
@@ -51,7 +52,9 @@ impl Tools {
         }
         match &self.sqitch {
             Some(p) => println!("sqitch:       {} ({})", p.display(), version(p, &["--version"])),
-            None => println!("sqitch:       NOT FOUND: Sqitch cases are skipped (apt-get install sqitch libdbd-sqlite3-perl)"),
+            None => println!(
+                "sqitch:       NOT FOUND: Sqitch cases are skipped (apt-get install sqitch libdbd-sqlite3-perl)"
+            ),
         }
     }
 }
@@ -153,7 +156,12 @@ fn timed_output(cmd: &mut Command) -> Result<(f64, String)> {
     let out = cmd.output().with_context(|| format!("start {cmd:?}"))?;
     let secs = started.elapsed().as_secs_f64();
     if !out.status.success() {
-        bail!("{cmd:?} failed ({}): {}{}", out.status, String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+        bail!(
+            "{cmd:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     Ok((secs, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
@@ -250,7 +258,9 @@ impl Bench<'_> {
                 Ok(t)
             }),
             Box::new(|| {
-                let t = timed(Command::new(&self.tools.sqlite3).arg(self.db).arg(format!(".backup '{}'", backup_to.display())))?;
+                let t = timed(
+                    Command::new(&self.tools.sqlite3).arg(self.db).arg(format!(".backup '{}'", backup_to.display())),
+                )?;
                 remove(&backup_to);
                 Ok(t)
             }),
@@ -297,7 +307,8 @@ impl Bench<'_> {
         let snap: serde_json::Value = serde_json::from_str(&out).context("snapshot create --json")?;
         let id = snap["id"].as_str().context("snapshot id")?.to_string();
         let file = PathBuf::from(snap["file"].as_str().context("snapshot file")?);
-        let (ours_to, cp_to, sqlite_to) = (self.work.join("r-ours.db"), self.work.join("r-cp.db"), self.work.join("r-sqlite.db"));
+        let (ours_to, cp_to, sqlite_to) =
+            (self.work.join("r-ours.db"), self.work.join("r-cp.db"), self.work.join("r-sqlite.db"));
         let mut steps: Vec<Step<'_>> = vec![
             Box::new(|| {
                 fresh_copy(self.db, &ours_to)?;
@@ -330,7 +341,9 @@ impl Bench<'_> {
     /// # Errors
     /// When a command fails.
     pub fn fixed_overhead(&self) -> Result<Vec<Row>> {
-        println!("fixed overhead: tiny database, apply + rollback | sqitch deploy --verify + revert -y | the same SQL by sqlite3");
+        println!(
+            "fixed overhead: tiny database, apply + rollback | sqitch deploy --verify + revert -y | the same SQL by sqlite3"
+        );
         let dir = self.work.join("tiny");
         std::fs::create_dir_all(&dir)?;
         let tiny = dir.join("tiny.db");
@@ -355,7 +368,8 @@ impl Bench<'_> {
             }),
             Box::new(|| {
                 fresh_copy(&tiny, &raw_target)?;
-                Ok(sqlite3_script(&self.tools.sqlite3, &raw_target, &up)? + sqlite3_script(&self.tools.sqlite3, &raw_target, &down)?)
+                Ok(sqlite3_script(&self.tools.sqlite3, &raw_target, &up)?
+                    + sqlite3_script(&self.tools.sqlite3, &raw_target, &down)?)
             }),
         ];
         if let Some(sqitch) = &self.tools.sqitch {
@@ -374,7 +388,13 @@ impl Bench<'_> {
         let over = |v: &[f64]| v.iter().map(|x| (x - raw).max(0.0)).collect::<Vec<_>>();
         let mut rows = vec![Row::timed("apply+rollback, tiny db (total)", &t[0], "sqlite3, the same SQL", &t[1], None)];
         if t.len() > 2 {
-            rows.push(Row::timed("apply+rollback fixed overhead (beyond SQL)", &over(&t[0]), "sqitch overhead (beyond SQL)", &over(&t[2]), Some(0.1)));
+            rows.push(Row::timed(
+                "apply+rollback fixed overhead (beyond SQL)",
+                &over(&t[0]),
+                "sqitch overhead (beyond SQL)",
+                &over(&t[2]),
+                Some(0.1),
+            ));
         }
         Ok(rows)
     }
@@ -386,8 +406,11 @@ impl Bench<'_> {
     /// # Errors
     /// When a command fails.
     pub fn apply_rollback(&self) -> Result<Vec<Row>> {
-        println!("apply: apply + rollback (snapshot, proofs) | sqitch deploy --verify + revert -y | the same SQL by sqlite3");
-        let rows: i64 = rusqlite::Connection::open(self.db)?.query_row("SELECT max(id) FROM notes", [], |r| r.get(0))?;
+        println!(
+            "apply: apply + rollback (snapshot, proofs) | sqitch deploy --verify + revert -y | the same SQL by sqlite3"
+        );
+        let rows: i64 =
+            rusqlite::Connection::open(self.db)?.query_row("SELECT max(id) FROM notes", [], |r| r.get(0))?;
         let dir = self.work.join("big");
         std::fs::create_dir_all(&dir)?;
         let rel = dir.join("release");
@@ -405,8 +428,12 @@ impl Bench<'_> {
             Box::new(|| {
                 fresh_copy(self.db, &target)?;
                 let map = format!("notes={}", target.display());
-                let (a, out) = timed_output(self.agent(&state).args(["apply", "--json", "--release"]).arg(&rel).args(["--db", &map]))?;
-                let (r, back) = timed_output(self.agent(&state).args(["rollback", "--json", "--release"]).arg(&rel).args(["--db", &map]))?;
+                let (a, out) = timed_output(
+                    self.agent(&state).args(["apply", "--json", "--release"]).arg(&rel).args(["--db", &map]),
+                )?;
+                let (r, back) = timed_output(
+                    self.agent(&state).args(["rollback", "--json", "--release"]).arg(&rel).args(["--db", &map]),
+                )?;
                 let report: serde_json::Value = serde_json::from_str(&out).context("apply --json")?;
                 let back: serde_json::Value = serde_json::from_str(&back).context("rollback --json")?;
                 if report["status"] != "applied" || back["status"] != "rolled_back" {
@@ -416,7 +443,8 @@ impl Bench<'_> {
                     .as_array()
                     .and_then(|s| s.iter().find(|s| s["step"].as_str().is_some_and(|n| n.starts_with("migration"))))
                     .context("apply report has no migration step")?;
-                let secs = step["micros"].as_f64().map(|u| u / 1e6).or_else(|| step["millis"].as_f64().map(|m| m / 1e3));
+                let secs =
+                    step["micros"].as_f64().map(|u| u / 1e6).or_else(|| step["millis"].as_f64().map(|m| m / 1e3));
                 migration_ms.push(secs.context("migration step time")?);
                 self.prune(&state)?;
                 Ok(a + r)
@@ -444,9 +472,21 @@ impl Bench<'_> {
         // The warm-up round's step times are the first entries.
         let migration = &migration_ms[migration_ms.len() - self.reps..];
         let raw_up = &raw_up[raw_up.len() - self.reps..];
-        let mut out = vec![Row::timed("migration work (excl. snapshot, proofs)", migration, "sqlite3, the same SQL", raw_up, Some(1.1))];
+        let mut out = vec![Row::timed(
+            "migration work (excl. snapshot, proofs)",
+            migration,
+            "sqlite3, the same SQL",
+            raw_up,
+            Some(1.1),
+        )];
         if t.len() > 2 {
-            out.push(Row::timed("safe apply + rollback, end to end", &t[0], "sqitch deploy --verify + revert -y", &t[2], Some(1.0)));
+            out.push(Row::timed(
+                "safe apply + rollback, end to end",
+                &t[0],
+                "sqitch deploy --verify + revert -y",
+                &t[2],
+                Some(1.0),
+            ));
             out.push(Row::timed("(peer check) sqitch deploy+revert", &t[2], "sqlite3 up + down", &t[1], None));
         }
         out.push(Row::timed("safe apply + rollback, end to end", &t[0], "sqlite3 up + down (no safety)", &t[1], None));
@@ -479,11 +519,20 @@ impl Bench<'_> {
                 bail!("{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
             }
             let err = String::from_utf8_lossy(&out.stderr);
-            let kib: f64 = err.lines().rev().find_map(|l| l.strip_prefix("RSS ")).context("no RSS from GNU time")?.trim().parse()?;
+            let kib: f64 = err
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("RSS "))
+                .context("no RSS from GNU time")?
+                .trim()
+                .parse()?;
             Ok(kib / 1024.0)
         };
         let mut rows = Vec::new();
-        for (name, args) in [("peak RSS, checksum", &["checksum", "--db"][..]), ("peak RSS, snapshot create", &["snapshot", "create", "--db"][..])] {
+        for (name, args) in [
+            ("peak RSS, checksum", &["checksum", "--db"][..]),
+            ("peak RSS, snapshot create", &["snapshot", "create", "--db"][..]),
+        ] {
             let (mut big, mut little) = (Vec::new(), Vec::new());
             for _ in 0..self.reps.min(3) {
                 little.push(rss(args, small)?);

@@ -62,13 +62,12 @@ pub fn sqitch_project(dir: &Path, rows: i64) -> Result<()> {
     std::fs::write(dir.join("sqitch.conf"), "[core]\n\tengine = sqlite\n")?;
     std::fs::write(
         dir.join("sqitch.plan"),
-        format!("%syntax-version=1.0.0\n%project=notes\n\n{ID} 2026-11-25T00:00:00Z Bench <bench@example.com> # archive flag\n"),
+        format!(
+            "%syntax-version=1.0.0\n%project=notes\n\n{ID} 2026-11-25T00:00:00Z Bench <bench@example.com> # archive flag\n"
+        ),
     )?;
     std::fs::write(dir.join("deploy").join(format!("{ID}.sql")), format!("BEGIN;\n{}COMMIT;\n", up(rows)))?;
     std::fs::write(dir.join("revert").join(format!("{ID}.sql")), format!("BEGIN;\n{DOWN}COMMIT;\n"))?;
-    std::fs::write(
-        dir.join("verify").join(format!("{ID}.sql")),
-        "SELECT archived FROM notes WHERE 0;\n",
-    )?;
+    std::fs::write(dir.join("verify").join(format!("{ID}.sql")), "SELECT archived FROM notes WHERE 0;\n")?;
     Ok(())
 }

@@ -34,7 +34,10 @@ pub fn load_or_create_key(state: &Path) -> Result<SigningKey> {
     let bytes_for_pub = hex::decode(text.trim()).ok();
     if let Some(seed) = bytes_for_pub.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
         // Auditors verify exports with this public key only.
-        crate::files::write_public(&state.join("coordinator.pub"), &rewind_shared::trust::public_key_text(&SigningKey::from_bytes(&seed).verifying_key()))?;
+        crate::files::write_public(
+            &state.join("coordinator.pub"),
+            &rewind_shared::trust::public_key_text(&SigningKey::from_bytes(&seed).verifying_key()),
+        )?;
     }
     let bytes = hex::decode(text.trim()).map_err(|e| Error::Ca(format!("{}: not a hex key: {e}", path.display())))?;
     let seed: [u8; 32] = bytes.try_into().map_err(|_| Error::Ca(format!("{}: not a 32-byte key", path.display())))?;
@@ -66,7 +69,8 @@ pub async fn export(app: &App) -> Result<Vec<String>> {
     let entries = app.store.audit_entries().await?;
     let checkpoints = app.store.checkpoints().await?;
     let mut out = Vec::new();
-    rewind_shared::audit::write_export(&mut out, &app.key.verifying_key(), &entries, &checkpoints).expect("writing to memory");
+    rewind_shared::audit::write_export(&mut out, &app.key.verifying_key(), &entries, &checkpoints)
+        .expect("writing to memory");
     Ok(String::from_utf8(out).expect("JSON is UTF-8").lines().map(String::from).collect())
 }
 

@@ -56,13 +56,19 @@ pub async fn authorize(store: &dyn Store, metadata: &MetadataMap, needed: Role, 
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| Error::Unauthenticated(format!("{call}: authorization metadata must be \"Bearer <token>\"")))?;
+        .ok_or_else(|| {
+        Error::Unauthenticated(format!("{call}: authorization metadata must be \"Bearer <token>\""))
+    })?;
     let (name, role) = store
         .operator(token_hash(token))
         .await?
         .ok_or_else(|| Error::Unauthenticated(format!("{call}: unknown operator token")))?;
     if role < needed {
-        return Err(Error::PermissionDenied(format!("{call}: operator {name} has role {}, needs {}", role.as_str(), needed.as_str())));
+        return Err(Error::PermissionDenied(format!(
+            "{call}: operator {name} has role {}, needs {}",
+            role.as_str(),
+            needed.as_str()
+        )));
     }
     Ok(name)
 }

@@ -8,8 +8,8 @@
 use std::path::Path;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rewind_shared::fleet::AgentId;
 use time::{Duration, OffsetDateTime};
@@ -51,7 +51,8 @@ impl Ca {
             dn.push(DnType::CommonName, "Rewind coordinator CA");
             params.distinguished_name = dn;
             params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+            params.key_usages =
+                vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
             params.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
             params.not_after = OffsetDateTime::now_utc() + Duration::days(3650);
             let cert = params.self_signed(&key).map_err(|e| Error::Ca(format!("self-signing the CA: {e}")))?;
@@ -61,9 +62,11 @@ impl Ca {
         }
         let cert_pem = read_text(&cert_path)?;
         let key_pem = read_text(&key_path)?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| Error::Ca(format!("{}: not a PEM private key: {e}", key_path.display())))?;
-        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)
-            .map_err(|e| Error::Ca(format!("{}: not a PEM CA certificate matching {}: {e}", cert_path.display(), key_path.display())))?;
+        let key = KeyPair::from_pem(&key_pem)
+            .map_err(|e| Error::Ca(format!("{}: not a PEM private key: {e}", key_path.display())))?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| {
+            Error::Ca(format!("{}: not a PEM CA certificate matching {}: {e}", cert_path.display(), key_path.display()))
+        })?;
         if own.is_some() {
             // Agents and tools always find the CA at <state>/ca.pem.
             write_public(&state.join("ca.pem"), &cert_pem)?;
@@ -78,12 +81,15 @@ impl Ca {
     /// When a hostname is not a valid DNS name or address.
     pub fn server_identity(&self, hostnames: &[String]) -> Result<Identity> {
         let key = KeyPair::generate().map_err(|e| Error::Ca(format!("generating the server key: {e}")))?;
-        let mut params = CertificateParams::new(hostnames.to_vec()).map_err(|e| Error::Ca(format!("hostnames {hostnames:?}: {e}")))?;
+        let mut params = CertificateParams::new(hostnames.to_vec())
+            .map_err(|e| Error::Ca(format!("hostnames {hostnames:?}: {e}")))?;
         params.distinguished_name.push(DnType::CommonName, "Rewind coordinator");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
         params.not_after = OffsetDateTime::now_utc() + Duration::days(AGENT_CERT_DAYS);
-        let cert = params.signed_by(&key, &self.issuer).map_err(|e| Error::Ca(format!("signing the server certificate: {e}")))?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| Error::Ca(format!("signing the server certificate: {e}")))?;
         Ok(Identity { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 
@@ -101,12 +107,15 @@ impl Ca {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| Error::BadCsr(e.to_string()))?;
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, agent.as_str());
-        params.subject_alt_names = vec![SanType::URI(agent.uri().try_into().map_err(|e| Error::Ca(format!("agent URI: {e}")))?)];
+        params.subject_alt_names =
+            vec![SanType::URI(agent.uri().try_into().map_err(|e| Error::Ca(format!("agent URI: {e}")))?)];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
         params.not_after = OffsetDateTime::now_utc() + Duration::days(AGENT_CERT_DAYS);
-        let cert = params.signed_by(&csr.public_key, &self.issuer).map_err(|e| Error::Ca(format!("signing for {agent}: {e}")))?;
+        let cert = params
+            .signed_by(&csr.public_key, &self.issuer)
+            .map_err(|e| Error::Ca(format!("signing for {agent}: {e}")))?;
         Ok(cert.pem())
     }
 }
@@ -124,11 +133,16 @@ pub fn fingerprint(der: &[u8]) -> String {
 /// SAN.
 pub fn agent_id_of(der: &[u8]) -> Result<AgentId> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| Error::Unauthenticated(format!("client certificate does not parse: {e}")))?;
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| Error::Unauthenticated(format!("client certificate does not parse: {e}")))?;
     let san = cert
         .subject_alternative_name()
         .map_err(|e| Error::Unauthenticated(format!("client certificate SAN: {e}")))?
-        .ok_or_else(|| Error::Unauthenticated("client certificate has no subject alternative name; enroll with rewind-agent enroll".into()))?;
+        .ok_or_else(|| {
+            Error::Unauthenticated(
+                "client certificate has no subject alternative name; enroll with rewind-agent enroll".into(),
+            )
+        })?;
     san.value
         .general_names
         .iter()
@@ -136,7 +150,11 @@ pub fn agent_id_of(der: &[u8]) -> Result<AgentId> {
             GeneralName::URI(u) => AgentId::from_uri(u).ok(),
             _ => None,
         })
-        .ok_or_else(|| Error::Unauthenticated("client certificate names no rewind://agent/<id>; enroll with rewind-agent enroll".into()))
+        .ok_or_else(|| {
+            Error::Unauthenticated(
+                "client certificate names no rewind://agent/<id>; enroll with rewind-agent enroll".into(),
+            )
+        })
 }
 
 #[cfg(test)]
@@ -150,7 +168,12 @@ mod tests {
         let again = Ca::load_or_create(dir.path(), None).unwrap();
         assert_eq!(ca.cert_pem, again.cert_pem, "the CA is created once");
         let key = KeyPair::generate().unwrap();
-        let csr = CertificateParams::new(vec!["evil.example".to_string()]).unwrap().serialize_request(&key).unwrap().pem().unwrap();
+        let csr = CertificateParams::new(vec!["evil.example".to_string()])
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
         let id = AgentId::parse("agt-0011").unwrap();
         let pem = ca.sign_agent(&csr, &id).unwrap();
         let der = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap().1.contents;

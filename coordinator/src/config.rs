@@ -51,7 +51,18 @@ pub struct Config {
 
 /// Keys that `REWIND_<KEY>` may set; other `REWIND_*` variables (e.g.
 /// `REWIND_LOG`) belong to other tools and are ignored here.
-const ENV_KEYS: &[&str] = &["listen", "web_listen", "state", "trust", "store", "store_url", "hostnames", "ca_cert", "ca_key", "heartbeat_seconds"];
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "web_listen",
+    "state",
+    "trust",
+    "store",
+    "store_url",
+    "hostnames",
+    "ca_cert",
+    "ca_key",
+    "heartbeat_seconds",
+];
 
 impl Default for Config {
     fn default() -> Self {
@@ -139,7 +150,9 @@ impl Config {
             return Err(ConfigError("ca_cert and ca_key go together: give both (your own CA) or neither (a CA is created in the state directory)".into()));
         }
         if self.hostnames.is_empty() {
-            return Err(ConfigError("hostnames: give at least one name or address for the coordinator's certificate".into()));
+            return Err(ConfigError(
+                "hostnames: give at least one name or address for the coordinator's certificate".into(),
+            ));
         }
         if self.heartbeat_seconds == 0 {
             return Err(ConfigError("heartbeat_seconds: must be at least 1".into()));

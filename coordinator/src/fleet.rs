@@ -113,16 +113,29 @@ pub async fn enroll(app: &App, req: v1::EnrollRequest) -> Result<v1::EnrollRespo
     if req.hostname.len() > 255 || req.hostname.chars().any(char::is_control) {
         return Err(Error::InvalidArgument("hostname: at most 255 printable characters".into()));
     }
-    rewind_shared::report::public_key_from_hex(&req.audit_public_key)
-        .map_err(|e| Error::InvalidArgument(format!("audit_public_key: {e}; expected the hex Ed25519 key of the agent's agent.key")))?;
+    rewind_shared::report::public_key_from_hex(&req.audit_public_key).map_err(|e| {
+        Error::InvalidArgument(format!("audit_public_key: {e}; expected the hex Ed25519 key of the agent's agent.key"))
+    })?;
     let id = AgentId::parse(&crate::random_id("agt", 8)).expect("generated ids are valid");
     let cert_pem = app.ca.sign_agent(&req.csr_pem, &id)?;
     let der = x509_der(&cert_pem)?;
     let token_labels = match app.store.redeem_token(token_hash(req.token.trim()), crate::now_unix()).await? {
         Redeem::Accepted(l) => l,
-        Redeem::Unknown => return Err(Error::Unauthenticated("enrollment token is unknown; create one with rewindctl token create".into())),
-        Redeem::UsedUp => return Err(Error::Unauthenticated("enrollment token was already used; create a new one with rewindctl token create".into())),
-        Redeem::Expired => return Err(Error::Unauthenticated("enrollment token has expired; create a new one with rewindctl token create".into())),
+        Redeem::Unknown => {
+            return Err(Error::Unauthenticated(
+                "enrollment token is unknown; create one with rewindctl token create".into(),
+            ));
+        }
+        Redeem::UsedUp => {
+            return Err(Error::Unauthenticated(
+                "enrollment token was already used; create a new one with rewindctl token create".into(),
+            ));
+        }
+        Redeem::Expired => {
+            return Err(Error::Unauthenticated(
+                "enrollment token has expired; create a new one with rewindctl token create".into(),
+            ));
+        }
     };
     let mut labels = requested;
     labels.extend(token_labels);
@@ -140,21 +153,39 @@ pub async fn enroll(app: &App, req: v1::EnrollRequest) -> Result<v1::EnrollRespo
     };
     app.store.insert_agent(record).await?;
     tracing::info!(agent = %id, ?labels, "enrolled");
-    crate::audit::record(app, "agent.enroll", serde_json::json!({"agent": id, "labels": labels, "fingerprint": fingerprint(&der)})).await;
-    Ok(v1::EnrollResponse { agent_id: id.to_string(), cert_pem, ca_pem: app.ca.cert_pem.clone(), labels: wire::labels_to_wire(&labels) })
+    crate::audit::record(
+        app,
+        "agent.enroll",
+        serde_json::json!({"agent": id, "labels": labels, "fingerprint": fingerprint(&der)}),
+    )
+    .await;
+    Ok(v1::EnrollResponse {
+        agent_id: id.to_string(),
+        cert_pem,
+        ca_pem: app.ca.cert_pem.clone(),
+        labels: wire::labels_to_wire(&labels),
+    })
 }
 
 fn x509_der(pem: &str) -> Result<Vec<u8>> {
-    x509_parser::pem::parse_x509_pem(pem.as_bytes()).map(|(_, p)| p.contents).map_err(|e| Error::Ca(format!("issued certificate: {e}")))
+    x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map(|(_, p)| p.contents)
+        .map_err(|e| Error::Ca(format!("issued certificate: {e}")))
 }
 
 /// Who is on the other end of a stream: the agent id in the client
 /// certificate, checked against the fingerprint pinned at enrollment.
 async fn identify(app: &App, certs: Option<Arc<Vec<tonic::transport::CertificateDer<'static>>>>) -> Result<AgentId> {
-    let certs = certs.ok_or_else(|| Error::Unauthenticated("Fleet.Connect needs the client certificate from rewind-agent enroll".into()))?;
+    let certs = certs.ok_or_else(|| {
+        Error::Unauthenticated("Fleet.Connect needs the client certificate from rewind-agent enroll".into())
+    })?;
     let leaf = certs.first().ok_or_else(|| Error::Unauthenticated("empty client certificate chain".into()))?;
     let id = agent_id_of(leaf)?;
-    let agent = app.store.agent(id.clone()).await?.ok_or_else(|| Error::Unauthenticated(format!("agent {id} is not enrolled here")))?;
+    let agent = app
+        .store
+        .agent(id.clone())
+        .await?
+        .ok_or_else(|| Error::Unauthenticated(format!("agent {id} is not enrolled here")))?;
     if agent.revoked {
         return Err(Error::Unauthenticated(format!("agent {id} was revoked; re-enroll it with a new token")));
     }
@@ -195,7 +226,10 @@ impl v1::fleet_server::Fleet for FleetService {
         };
         let hello = fleet::Hello::try_from(hello)?;
         if hello.agent_id != id {
-            return Err(Status::permission_denied(format!("hello names agent {} but the certificate is agent {id}", hello.agent_id)));
+            return Err(Status::permission_denied(format!(
+                "hello names agent {} but the certificate is agent {id}",
+                hello.agent_id
+            )));
         }
         if let Some(alarm) = crate::results::check_hello_head(&self.app, &id, &hello.audit).await? {
             tracing::error!(agent = %id, "integrity alarm: {alarm}");
@@ -268,7 +302,9 @@ async fn session(app: Arc<App>, id: AgentId, conn: u64, mut inbound: Streaming<v
                     }
                 }
             }
-            Some(Body::Progress(p)) => tracing::info!(agent = %id, plan = %p.plan_id, step = %p.step, done = p.done, total = p.total, "progress"),
+            Some(Body::Progress(p)) => {
+                tracing::info!(agent = %id, plan = %p.plan_id, step = %p.step, done = p.done, total = p.total, "progress")
+            }
             Some(Body::Ack(a)) => {
                 tracing::info!(agent = %id, delivery = %a.id, "plan acknowledged");
                 if let Err(e) = app.store.ack_delivery(id.clone(), a.id).await {
@@ -280,13 +316,17 @@ async fn session(app: Arc<App>, id: AgentId, conn: u64, mut inbound: Streaming<v
                 match crate::results::ingest(&app, &id, r).await {
                     Ok(crate::results::Ingested::Stored { id: rid, new, continuity }) => {
                         tracing::info!(agent = %id, result = %rid, new, continuity, "result stored");
-                        let ack = v1::CoordinatorMessage { body: Some(v1::coordinator_message::Body::Ack(v1::Ack { id: rid })) };
+                        let ack = v1::CoordinatorMessage {
+                            body: Some(v1::coordinator_message::Body::Ack(v1::Ack { id: rid })),
+                        };
                         if tx.send(Ok(ack)).await.is_err() {
                             break;
                         }
                     }
                     // Not acknowledged: it stays in the agent's outbox.
-                    Ok(crate::results::Ingested::Refused(why)) => tracing::error!(agent = %id, result = %rid, "result refused: {why}"),
+                    Ok(crate::results::Ingested::Refused(why)) => {
+                        tracing::error!(agent = %id, result = %rid, "result refused: {why}")
+                    }
                     Err(e) => tracing::warn!(agent = %id, result = %rid, "storing result: {e}; it will come again"),
                 }
             }

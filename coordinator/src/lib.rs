@@ -42,13 +42,17 @@ pub fn now() -> String {
 /// Seconds since the Unix epoch.
 #[must_use]
 pub fn now_unix() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Milliseconds since the Unix epoch.
 #[must_use]
 pub fn now_unix_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// `<prefix>_<hex of n random bytes>` (`-` for agent ids, which are names).
@@ -79,10 +83,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let store: Arc<dyn Store> = match config.store {
         StoreKind::Sqlite => {
-            let path = config.store_url.as_deref().map_or_else(|| state.join("coordinator.db"), std::path::PathBuf::from);
+            let path =
+                config.store_url.as_deref().map_or_else(|| state.join("coordinator.db"), std::path::PathBuf::from);
             Arc::new(store::sqlite::SqliteStore::open(&path).await?)
         }
-        StoreKind::Postgres => anyhow::bail!("not implemented yet: store = \"postgres\" (comes with coordinator replicas); use store = \"sqlite\""),
+        StoreKind::Postgres => anyhow::bail!(
+            "not implemented yet: store = \"postgres\" (comes with coordinator replicas); use store = \"sqlite\""
+        ),
     };
     eprintln!(
         "rewind-coordinator: web_listen {}: not implemented yet (status page, dashboard, /metrics); nothing listens there",
@@ -97,13 +104,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         let t = random_id("rwa", 24);
         files::write_private(&token_path, &format!("{t}\n"))?;
-        eprintln!("rewind-coordinator: wrote the admin token to {} and the CA to {}", token_path.display(), state.join("ca.pem").display());
+        eprintln!(
+            "rewind-coordinator: wrote the admin token to {} and the CA to {}",
+            token_path.display(),
+            state.join("ca.pem").display()
+        );
         t
     };
     store.put_operator(store::token_hash(&admin_token), "admin".into(), auth::Role::Admin).await?;
     let key = audit::load_or_create_key(&state)?;
     let app = Arc::new(App { config, store, ca, sessions: fleet::Sessions::default(), key });
-    audit::record(&app, "coordinator.start", serde_json::json!({"listen": app.config.listen.to_string(), "version": env!("CARGO_PKG_VERSION")})).await;
+    audit::record(
+        &app,
+        "coordinator.start",
+        serde_json::json!({"listen": app.config.listen.to_string(), "version": env!("CARGO_PKG_VERSION")}),
+    )
+    .await;
     audit::checkpoint(&app).await?;
     server::serve(app, &identity).await
 }

@@ -34,7 +34,11 @@ pub enum Ingested {
 /// When the store fails (the result is then not acknowledged and comes
 /// again).
 pub async fn ingest(app: &App, agent: &AgentId, r: v1::Result) -> Result<Ingested> {
-    let record = app.store.agent(agent.clone()).await?.ok_or_else(|| Error::NotFound(format!("agent {agent} is not enrolled")))?;
+    let record = app
+        .store
+        .agent(agent.clone())
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("agent {agent} is not enrolled")))?;
     let key = match public_key_from_hex(&record.audit_key) {
         Ok(k) => k,
         Err(e) => return Ok(Ingested::Refused(format!("agent {agent} has no usable audit key ({e}); re-enroll it"))),
@@ -44,7 +48,12 @@ pub async fn ingest(app: &App, agent: &AgentId, r: v1::Result) -> Result<Ingeste
         Err(e) => {
             let detail = format!("result {}: {e}", r.id);
             app.store.alarm(agent.clone(), "bad_signature".into(), detail.clone()).await?;
-            crate::audit::record(app, "alarm", serde_json::json!({"agent": agent, "kind": "bad_signature", "detail": detail})).await;
+            crate::audit::record(
+                app,
+                "alarm",
+                serde_json::json!({"agent": agent, "kind": "bad_signature", "detail": detail}),
+            )
+            .await;
             return Ok(Ingested::Refused(detail));
         }
     };
@@ -56,15 +65,28 @@ pub async fn ingest(app: &App, agent: &AgentId, r: v1::Result) -> Result<Ingeste
     let (continuity, advance) = match ChainContinuity::check(record.chain, &payload, &key) {
         Continuity::Ok { head, .. } => ("ok", Some(head)),
         Continuity::Gap { known, head, missing } => {
-            let detail = format!("result {}: audit entries {}..={} missing between seq {} and {}", payload.id, missing.0, missing.1, known.seq, head.seq);
+            let detail = format!(
+                "result {}: audit entries {}..={} missing between seq {} and {}",
+                payload.id, missing.0, missing.1, known.seq, head.seq
+            );
             app.store.alarm(agent.clone(), "chain_gap".into(), detail.clone()).await?;
-            crate::audit::record(app, "alarm", serde_json::json!({"agent": agent, "kind": "chain_gap", "detail": detail})).await;
+            crate::audit::record(
+                app,
+                "alarm",
+                serde_json::json!({"agent": agent, "kind": "chain_gap", "detail": detail}),
+            )
+            .await;
             ("gap", None)
         }
         Continuity::Fork { reason, .. } => {
             let detail = format!("result {}: {reason}", payload.id);
             app.store.alarm(agent.clone(), "chain_fork".into(), detail.clone()).await?;
-            crate::audit::record(app, "alarm", serde_json::json!({"agent": agent, "kind": "chain_fork", "detail": detail})).await;
+            crate::audit::record(
+                app,
+                "alarm",
+                serde_json::json!({"agent": agent, "kind": "chain_fork", "detail": detail}),
+            )
+            .await;
             ("fork", None)
         }
     };
@@ -99,19 +121,27 @@ pub async fn ingest(app: &App, agent: &AgentId, r: v1::Result) -> Result<Ingeste
 ///
 /// # Errors
 /// When the store fails.
-pub async fn check_hello_head(app: &App, agent: &AgentId, head: &rewind_shared::fleet::AuditHead) -> Result<Option<String>> {
+pub async fn check_hello_head(
+    app: &App,
+    agent: &AgentId,
+    head: &rewind_shared::fleet::AuditHead,
+) -> Result<Option<String>> {
     let Some(known) = app.store.agent(agent.clone()).await?.and_then(|a| a.chain) else {
         return Ok(None);
     };
     let detail = if head.seq < known.seq {
-        format!("hello announces audit seq {} but a verified result already reached seq {} (state restored from an older copy?)", head.seq, known.seq)
+        format!(
+            "hello announces audit seq {} but a verified result already reached seq {} (state restored from an older copy?)",
+            head.seq, known.seq
+        )
     } else if head.seq == known.seq && head.hash != Some(known.head) {
         format!("hello announces another audit head at seq {} than the verified result ({})", head.seq, known.head)
     } else {
         return Ok(None);
     };
     app.store.alarm(agent.clone(), "chain_fork".into(), detail.clone()).await?;
-    crate::audit::record(app, "alarm", serde_json::json!({"agent": agent, "kind": "chain_fork", "detail": detail})).await;
+    crate::audit::record(app, "alarm", serde_json::json!({"agent": agent, "kind": "chain_fork", "detail": detail}))
+        .await;
     Ok(Some(detail))
 }
 
@@ -153,11 +183,15 @@ mod tests {
             sessions: Default::default(),
             key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
         };
-        let forged = v1::Result { id: "res-1".into(), report: br#"{"format":"rewind-report-1"}"#.to_vec(), signature: vec![0; 64], ..Default::default() };
+        let forged = v1::Result {
+            id: "res-1".into(),
+            report: br#"{"format":"rewind-report-1"}"#.to_vec(),
+            signature: vec![0; 64],
+            ..Default::default()
+        };
         let out = ingest(&app, &id, forged).await.unwrap();
         assert!(matches!(out, Ingested::Refused(ref m) if m.contains("res-1")), "{out:?}");
         assert!(store.results(id.clone()).await.unwrap().is_empty());
         assert_eq!(store.alarms(id).await.unwrap()[0].0, "bad_signature");
     }
 }
-

@@ -21,7 +21,9 @@ use crate::store::{BundleRecord, Delivery};
 
 fn trust(app: &App) -> Result<TrustFile> {
     let path = app.config.trust.as_ref().ok_or_else(|| {
-        Error::FailedPrecondition("the coordinator has no trust root: set `trust` in coordinator.toml (or REWIND_TRUST) and restart".into())
+        Error::FailedPrecondition(
+            "the coordinator has no trust root: set `trust` in coordinator.toml (or REWIND_TRUST) and restart".into(),
+        )
     })?;
     let text = crate::files::read_text(path)?;
     TrustFile::parse(&text).map_err(|e| Error::FailedPrecondition(format!("trust {}: {e}", path.display())))
@@ -35,18 +37,29 @@ fn trust(app: &App) -> Result<TrustFile> {
 /// no trust root is configured.
 pub async fn upload(app: &App, bytes: Vec<u8>) -> Result<BundleRecord> {
     if bytes.len() as u64 > MAX_BUNDLE_BYTES {
-        return Err(Error::InvalidArgument(format!("bundle is {} bytes, over the {MAX_BUNDLE_BYTES}-byte limit", bytes.len())));
+        return Err(Error::InvalidArgument(format!(
+            "bundle is {} bytes, over the {MAX_BUNDLE_BYTES}-byte limit",
+            bytes.len()
+        )));
     }
-    let b: Bundle = serde_json::from_slice(&bytes).map_err(|e| Error::InvalidArgument(format!("not a {BUNDLE_FORMAT} bundle: {e}")))?;
+    let b: Bundle = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::InvalidArgument(format!("not a {BUNDLE_FORMAT} bundle: {e}")))?;
     if b.format != BUNDLE_FORMAT {
         return Err(Error::InvalidArgument(format!("bundle format `{}` is not {BUNDLE_FORMAT}", b.format)));
     }
     let trust = trust(app)?;
     let now = u64::try_from(crate::now_unix()).unwrap_or(0);
     for (label, env) in b.envelopes() {
-        env.open(&trust, now).map_err(|r| Error::InvalidArgument(format!("bundle {} refused: {label}: {r} ({})", b.id, r.code)))?;
+        env.open(&trust, now)
+            .map_err(|r| Error::InvalidArgument(format!("bundle {} refused: {label}: {r} ({})", b.id, r.code)))?;
     }
-    let rec = BundleRecord { id: b.id.clone(), product: b.product.clone(), release: b.release.clone(), sequence: b.sequence, bytes };
+    let rec = BundleRecord {
+        id: b.id.clone(),
+        product: b.product.clone(),
+        release: b.release.clone(),
+        sequence: b.sequence,
+        bytes,
+    };
     app.store.put_bundle(rec.clone()).await?;
     Ok(rec)
 }
@@ -80,7 +93,12 @@ pub async fn send_pending(app: &App, agent: &AgentId) -> Result<usize> {
 async fn queue(app: &App, agents: Vec<AgentId>, bundle: &BundleRecord, kind: &str) -> Result<u32> {
     let mut n = 0;
     for agent in agents {
-        let d = Delivery { id: crate::random_id("dlv", 8), agent: agent.clone(), bundle: bundle.id.clone(), kind: kind.to_string() };
+        let d = Delivery {
+            id: crate::random_id("dlv", 8),
+            agent: agent.clone(),
+            bundle: bundle.id.clone(),
+            kind: kind.to_string(),
+        };
         app.store.add_delivery(d.clone()).await?;
         app.sessions.send(&agent, plan_message(&d, bundle));
         n += 1;
@@ -94,17 +112,19 @@ async fn queue(app: &App, agents: Vec<AgentId>, bundle: &BundleRecord, kind: &st
 /// # Errors
 /// [`Error::NotFound`] when no such bundle was uploaded.
 pub async fn start(app: &App, product: &str, version: &str) -> Result<(String, u32)> {
-    let bundle = app
-        .store
-        .bundle(product.to_string(), Some(version.to_string()))
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("no bundle for {product} {version}; upload it with rewindctl release upload BUNDLE")))?;
+    let bundle = app.store.bundle(product.to_string(), Some(version.to_string())).await?.ok_or_else(|| {
+        Error::NotFound(format!("no bundle for {product} {version}; upload it with rewindctl release upload BUNDLE"))
+    })?;
     let agents: Vec<AgentId> = app
         .store
         .agents()
         .await?
         .into_iter()
-        .filter(|a| !a.revoked && (a.inventory.targets.iter().any(|t| t.product == product) || a.inventory.products.iter().any(|p| p.name == product)))
+        .filter(|a| {
+            !a.revoked
+                && (a.inventory.targets.iter().any(|t| t.product == product)
+                    || a.inventory.products.iter().any(|p| p.name == product))
+        })
         .map(|a| a.id)
         .collect();
     let n = queue(app, agents, &bundle, "apply").await?;
@@ -123,8 +143,14 @@ pub async fn rollback(app: &App, product: &str) -> Result<u32> {
         .bundle(product.to_string(), None)
         .await?
         .ok_or_else(|| Error::NotFound(format!("{product} has no rollout to roll back")))?;
-    let mut agents: Vec<AgentId> =
-        app.store.deliveries_of(bundle.id.clone()).await?.into_iter().filter(|(d, _)| d.kind == "apply").map(|(d, _)| d.agent).collect();
+    let mut agents: Vec<AgentId> = app
+        .store
+        .deliveries_of(bundle.id.clone())
+        .await?
+        .into_iter()
+        .filter(|(d, _)| d.kind == "apply")
+        .map(|(d, _)| d.agent)
+        .collect();
     agents.sort();
     agents.dedup();
     let n = queue(app, agents, &bundle, "rollback").await?;
@@ -187,14 +213,14 @@ pub async fn status(app: &App, product: &str) -> Result<serde_json::Value> {
 /// # Errors
 /// [`Error::NotFound`] when no such bundle was uploaded.
 pub async fn verify(app: &App, product: &str, version: &str) -> Result<(bool, serde_json::Value)> {
-    let bundle = app
-        .store
-        .bundle(product.to_string(), Some(version.to_string()))
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("no bundle for {product} {version}; upload it with rewindctl release upload BUNDLE")))?;
-    let b: Bundle = serde_json::from_slice(&bundle.bytes).map_err(|e| Error::Store(format!("stored bundle {}: {e}", bundle.id)))?;
+    let bundle = app.store.bundle(product.to_string(), Some(version.to_string())).await?.ok_or_else(|| {
+        Error::NotFound(format!("no bundle for {product} {version}; upload it with rewindctl release upload BUNDLE"))
+    })?;
+    let b: Bundle =
+        serde_json::from_slice(&bundle.bytes).map_err(|e| Error::Store(format!("stored bundle {}: {e}", bundle.id)))?;
     let payload = b.apply.payload_bytes().map_err(|e| Error::Store(format!("stored bundle {}: {e}", bundle.id)))?;
-    let plan: rewind_shared::bundle::Plan = serde_json::from_slice(&payload).map_err(|e| Error::Store(format!("stored bundle {}: {e}", bundle.id)))?;
+    let plan: rewind_shared::bundle::Plan =
+        serde_json::from_slice(&payload).map_err(|e| Error::Store(format!("stored bundle {}: {e}", bundle.id)))?;
     // target -> digest -> agents
     let mut groups: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
     for a in app.store.agents().await? {
@@ -213,7 +239,9 @@ pub async fn verify(app: &App, product: &str, version: &str) -> Result<(bool, se
     let mut drift = Vec::new();
     for (target, by_digest) in &groups {
         let predicted = plan.to.targets.get(target).and_then(|s| s.schema.clone());
-        let expected = predicted.clone().or_else(|| by_digest.iter().max_by_key(|(_, agents)| agents.len()).map(|(d, _)| d.clone()));
+        let expected = predicted
+            .clone()
+            .or_else(|| by_digest.iter().max_by_key(|(_, agents)| agents.len()).map(|(d, _)| d.clone()));
         for (digest, agents) in by_digest {
             out_groups.push(json!({"target": target, "digest": digest, "agents": agents, "expected": Some(digest) == expected.as_ref()}));
             if Some(digest) != expected.as_ref() {

@@ -30,9 +30,9 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// When the listener cannot be bound, TLS cannot be set up, or the store
 /// cannot be flushed.
 pub async fn serve(app: Arc<App>, identity: &ca::Identity) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(app.config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("listen {}: {e}; pick another address with --config / REWIND_LISTEN", app.config.listen))?;
+    let listener = tokio::net::TcpListener::bind(app.config.listen).await.map_err(|e| {
+        anyhow::anyhow!("listen {}: {e}; pick another address with --config / REWIND_LISTEN", app.config.listen)
+    })?;
     let local = listener.local_addr()?;
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem))
@@ -48,8 +48,10 @@ pub async fn serve(app: Arc<App>, identity: &ca::Identity) -> anyhow::Result<()>
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let fleet = v1::fleet_server::FleetServer::new(FleetService { app: Arc::clone(&app) }).max_decoding_message_size(FLEET_MAX_MESSAGE);
-    let admin = v1::admin_server::AdminServer::new(AdminService { app: Arc::clone(&app) }).max_decoding_message_size(ADMIN_MAX_MESSAGE);
+    let fleet = v1::fleet_server::FleetServer::new(FleetService { app: Arc::clone(&app) })
+        .max_decoding_message_size(FLEET_MAX_MESSAGE);
+    let admin = v1::admin_server::AdminServer::new(AdminService { app: Arc::clone(&app) })
+        .max_decoding_message_size(ADMIN_MAX_MESSAGE);
     let router = Server::builder()
         .tls_config(tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -16,7 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use rewind_shared::Release;
-use rewind_shared::bundle::{BuildInput, Bundle, MAX_PAYLOAD_BYTES, PLAN_TYPE, Plan, TargetState, build_plans, bundle_of};
+use rewind_shared::bundle::{
+    BuildInput, Bundle, MAX_PAYLOAD_BYTES, PLAN_TYPE, Plan, TargetState, build_plans, bundle_of,
+};
 use rewind_shared::duration::parse_duration;
 use rewind_shared::trust::key_id;
 use serde_json::{Value, json};
@@ -99,7 +101,8 @@ fn load_bundle(path: &Path) -> Result<Bundle> {
 }
 
 fn write_bundle(path: &Path, b: &Bundle) -> Result<()> {
-    let text = serde_json::to_string_pretty(b).map_err(|e| Error::BadInput(format!("bundle does not serialise: {e}")))?;
+    let text =
+        serde_json::to_string_pretty(b).map_err(|e| Error::BadInput(format!("bundle does not serialise: {e}")))?;
     rewind_agent::fsutil::write_atomic(path, text.as_bytes(), 0o644)?;
     Ok(())
 }
@@ -120,7 +123,11 @@ pub fn build(args: &BuildArgs) -> Result<u8> {
     for a in &args.samples {
         let (t, f) = a.split_once('=').ok_or_else(|| Error::BadInput(format!("--sample {a}: expected TARGET=FILE")))?;
         if !release.targets.iter().any(|x| x == t) {
-            return Err(Error::BadInput(format!("--sample {a}: release {} has no target `{t}` (targets: {})", release.version, release.targets.join(", "))));
+            return Err(Error::BadInput(format!(
+                "--sample {a}: release {} has no target `{t}` (targets: {})",
+                release.version,
+                release.targets.join(", ")
+            )));
         }
         if sample_map.insert(t.to_string(), PathBuf::from(f)).is_some() {
             return Err(Error::BadInput(format!("--sample {t}=...: given twice")));
@@ -136,7 +143,10 @@ pub fn build(args: &BuildArgs) -> Result<u8> {
             return Ok(1);
         }
         for s in &r.samples {
-            before.insert(s.target.clone(), TargetState { schema: Some(s.schema.clone()), digest: Some(s.digest.clone()) });
+            before.insert(
+                s.target.clone(),
+                TargetState { schema: Some(s.schema.clone()), digest: Some(s.digest.clone()) },
+            );
         }
         for (t, p) in &r.predicted {
             after.insert(t.clone(), TargetState { schema: Some(p.schema.clone()), digest: Some(p.digest.clone()) });
@@ -180,7 +190,9 @@ pub fn build(args: &BuildArgs) -> Result<u8> {
             rfc3339(bundle.expires)
         );
         match &rehearsed {
-            Some(t) => println!("bound to the samples' schema digests and the rehearsal's predictions for: {}", t.join(", ")),
+            Some(t) => {
+                println!("bound to the samples' schema digests and the rehearsal's predictions for: {}", t.join(", "))
+            }
             None => println!("no samples: schema digests unknown; agents will check sequences only"),
         }
         println!("unsigned: sign with `rewindctl release sign {} --key NAME.key`", args.out.display());
@@ -208,7 +220,11 @@ pub fn sign(args: &SignArgs) -> Result<u8> {
     if args.json {
         output::print_json(&json!({"bundle": args.bundle, "keyid": id, "added": added, "already_signed": already}));
     } else {
-        println!("{}: signed {added} plan(s) with key {id}{}", args.bundle.display(), if already > 0 { format!(" ({already} already signed by it)") } else { String::new() });
+        println!(
+            "{}: signed {added} plan(s) with key {id}{}",
+            args.bundle.display(),
+            if already > 0 { format!(" ({already} already signed by it)") } else { String::new() }
+        );
     }
     Ok(0)
 }

@@ -9,7 +9,13 @@ use clap::Args;
 #[command(next_help_heading = "Coordinator (fleet commands)")]
 pub struct CoordinatorArgs {
     /// Coordinator Admin API URL (fleet commands only).
-    #[arg(long, global = true, env = "REWIND_COORDINATOR", default_value = "https://127.0.0.1:7443", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "REWIND_COORDINATOR",
+        default_value = "https://127.0.0.1:7443",
+        value_name = "URL"
+    )]
     pub coordinator: String,
     /// CA certificate the coordinator's TLS certificate chains to (its <state>/ca.pem).
     #[arg(long, global = true, env = "REWIND_CA", value_name = "FILE")]

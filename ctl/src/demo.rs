@@ -43,7 +43,16 @@ pub struct DemoArgs {
 /// Marks a directory as the demo's, so a rerun may reset it.
 const MARKER: &str = ".rewind-demo";
 /// What the demo creates in its directory (removed on a rerun).
-const OWNED: &[&str] = &["notes-app", "notes.db", "notes.db-wal", "notes.db-shm", "settings.db", "settings.db-wal", "settings.db-shm", "state"];
+const OWNED: &[&str] = &[
+    "notes-app",
+    "notes.db",
+    "notes.db-wal",
+    "notes.db-shm",
+    "settings.db",
+    "settings.db-wal",
+    "settings.db-shm",
+    "state",
+];
 
 struct Walk {
     json: bool,
@@ -86,8 +95,11 @@ fn prepare_dir(arg: Option<&Path>) -> Result<PathBuf> {
     };
     let bad = |e: std::io::Error| Error::BadInput(format!("--dir {}: {e}; give a writable directory", dir.display()));
     std::fs::create_dir_all(dir).map_err(bad)?;
-    let entries: Vec<String> =
-        std::fs::read_dir(dir).map_err(bad)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let entries: Vec<String> = std::fs::read_dir(dir)
+        .map_err(bad)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     if !entries.is_empty() && !entries.iter().any(|e| e == MARKER) {
         return Err(Error::BadInput(format!(
             "--dir {}: not empty and not a previous demo's directory; give an empty or new directory",
@@ -163,7 +175,8 @@ pub fn run(args: &DemoArgs) -> Result<u8> {
     std::fs::write(dir.join(MARKER), "made by rewindctl demo; a rerun resets this directory\n")
         .map_err(|e| Error::BadInput(format!("--dir {}: {e}", dir.display())))?;
     let app = dir.join("notes-app");
-    examples::write_to(&app).map_err(|e| Error::BadInput(format!("{}: cannot write the example: {e}", app.display())))?;
+    examples::write_to(&app)
+        .map_err(|e| Error::BadInput(format!("{}: cannot write the example: {e}", app.display())))?;
     let good_dir = app.join("releases/2026.11.0");
     let bad_dir = app.join("releases/2026.11.1-bad");
     let state_dir = dir.join("state");
@@ -178,7 +191,12 @@ pub fn run(args: &DemoArgs) -> Result<u8> {
         original.insert(t.to_string(), d);
         dbs.insert(t.to_string(), p);
     }
-    w.outcome("sample data", true, "sample databases created from seed-notes.sql and seed-settings.sql", json!({"digests": original}));
+    w.outcome(
+        "sample data",
+        true,
+        "sample databases created from seed-notes.sql and seed-settings.sql",
+        json!({"digests": original}),
+    );
 
     w.heading("Lint release 2026.11.0");
     w.say(&format!("$ rewindctl release lint {}", good_dir.display()));
@@ -187,7 +205,12 @@ pub fn run(args: &DemoArgs) -> Result<u8> {
         for (i, m) in r.migrations.iter().enumerate() {
             w.say(&format!("{}. {:<24} {:<9} reversible: {}", i + 1, m.id, m.target, lint::Undo::of(m).text));
         }
-        w.say(&format!("{} flag(s), {} check(s), {} wave(s)", r.flags.len(), r.checks.len(), r.rollout.as_ref().map_or(0, |ro| ro.waves.len())));
+        w.say(&format!(
+            "{} flag(s), {} check(s), {} wave(s)",
+            r.flags.len(),
+            r.checks.len(),
+            r.rollout.as_ref().map_or(0, |ro| ro.waves.len())
+        ));
     }
     for e in l.errors.iter().chain(&l.warnings) {
         w.say(&format!("note: {e}"));
@@ -209,7 +232,12 @@ pub fn run(args: &DemoArgs) -> Result<u8> {
             w.say(&format!("{:<34} {:>4} ms{rev}", s.step, s.millis));
         }
         if let Some(b) = &round.rollback {
-            let proofs: Vec<String> = b.report.targets.iter().map(|t| format!("{} {}", t.name, t.proof.as_deref().unwrap_or("unproven"))).collect();
+            let proofs: Vec<String> = b
+                .report
+                .targets
+                .iter()
+                .map(|t| format!("{} {}", t.name, t.proof.as_deref().unwrap_or("unproven")))
+                .collect();
             w.say(&format!("rollback proven: {}", proofs.join(", ")));
         }
     }
@@ -238,9 +266,14 @@ pub fn run(args: &DemoArgs) -> Result<u8> {
     }
     w.say(&format!("flags: {}", serde_json::to_string(&applied.flags).unwrap_or_default()));
     let as_predicted = applied.targets.iter().all(|t| {
-        reh.predicted.get(&t.name).is_some_and(|p| Some(&p.digest) == t.after.as_ref() && Some(&p.schema) == t.schema_after.as_ref())
+        reh.predicted
+            .get(&t.name)
+            .is_some_and(|p| Some(&p.digest) == t.after.as_ref() && Some(&p.schema) == t.schema_after.as_ref())
     });
-    w.say(&format!("after-apply digests {} the rehearsal's prediction", if as_predicted { "match" } else { "DIFFER FROM" }));
+    w.say(&format!(
+        "after-apply digests {} the rehearsal's prediction",
+        if as_predicted { "match" } else { "DIFFER FROM" }
+    ));
     let after_good: BTreeMap<String, String> =
         applied.targets.iter().map(|t| (t.name.clone(), t.after.clone().unwrap_or_default())).collect();
     w.outcome(
@@ -252,7 +285,8 @@ pub fn run(args: &DemoArgs) -> Result<u8> {
 
     w.heading("Apply 2026.11.1-bad: its verify.sql fails, the agent reverts it");
     let bad = Release::load(&bad_dir)?;
-    let bad_dbs: BTreeMap<String, PathBuf> = dbs.iter().filter(|(t, _)| bad.targets.contains(t)).map(|(t, p)| (t.clone(), p.clone())).collect();
+    let bad_dbs: BTreeMap<String, PathBuf> =
+        dbs.iter().filter(|(t, _)| bad.targets.contains(t)).map(|(t, p)| (t.clone(), p.clone())).collect();
     w.say(&agent_cmd(&state_dir, "apply", &bad_dir, &bad_dbs));
     let failed = apply::apply(&state, &bad, &bad_dbs)?;
     let error = failed.error.as_deref().unwrap_or("-").split_whitespace().collect::<Vec<_>>().join(" ");
@@ -260,7 +294,10 @@ pub fn run(args: &DemoArgs) -> Result<u8> {
     w.say(&targets_text(&failed));
     let reverted = failed.status == "failed"
         && failed.error.as_deref().is_some_and(|e| e.contains("verify.sql"))
-        && failed.targets.iter().all(|t| t.proof.as_deref() == Some("identical") && after_good.get(&t.name) == t.after.as_ref());
+        && failed
+            .targets
+            .iter()
+            .all(|t| t.proof.as_deref() == Some("identical") && after_good.get(&t.name) == t.after.as_ref());
     w.outcome(
         "bad release",
         reverted,
@@ -277,7 +314,10 @@ pub fn run(args: &DemoArgs) -> Result<u8> {
     }
     let proven = back.status == "rolled_back"
         && back.targets.len() == dbs.len()
-        && back.targets.iter().all(|t| t.proof.as_deref() == Some("identical") && original.get(&t.name) == t.after.as_ref());
+        && back
+            .targets
+            .iter()
+            .all(|t| t.proof.as_deref() == Some("identical") && original.get(&t.name) == t.after.as_ref());
     w.outcome(
         "rollback",
         proven,
@@ -288,7 +328,12 @@ pub fn run(args: &DemoArgs) -> Result<u8> {
     w.heading("Verify the agent's audit chain");
     w.say(&format!("$ rewind-agent --state {} audit verify", state_dir.display()));
     match state.verify_audit() {
-        Ok((n, head)) => w.outcome("audit", n > 0, &format!("audit chain ok: {n} signed, hash-chained entries, head {head}"), json!({"entries": n, "head": head.to_string()})),
+        Ok((n, head)) => w.outcome(
+            "audit",
+            n > 0,
+            &format!("audit chain ok: {n} signed, hash-chained entries, head {head}"),
+            json!({"entries": n, "head": head.to_string()}),
+        ),
         Err(e) => w.outcome("audit", false, &e.to_string(), Value::Null),
     }
     drop(state);
@@ -298,7 +343,10 @@ pub fn run(args: &DemoArgs) -> Result<u8> {
     } else if w.ok {
         crate::outln!("\ndemo ok: every step behaved as expected. Files are in {}; explore with", dir.display());
         crate::outln!("  rewind-agent --state {} status", state_dir.display());
-        crate::outln!("(local demo: no coordinator yet, so it ends here{})", if args.exit { "" } else { "; --exit is implied" });
+        crate::outln!(
+            "(local demo: no coordinator yet, so it ends here{})",
+            if args.exit { "" } else { "; --exit is implied" }
+        );
     } else {
         crate::outln!("\ndemo FAILED: a step above did not behave as expected (files kept in {})", dir.display());
     }

@@ -56,19 +56,27 @@ impl Interceptor for Bearer {
 type Admin = v1::admin_client::AdminClient<InterceptedService<Channel, Bearer>>;
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Failed(format!("starting the runtime: {e}")))
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Failed(format!("starting the runtime: {e}")))
 }
 
 async fn admin(c: &CoordinatorArgs) -> Result<Admin> {
     let ca = c.ca.as_ref().ok_or_else(|| {
-        Error::BadInput("the coordinator's CA is needed: pass --ca FILE or set REWIND_CA (the coordinator writes <state>/ca.pem)".into())
+        Error::BadInput(
+            "the coordinator's CA is needed: pass --ca FILE or set REWIND_CA (the coordinator writes <state>/ca.pem)"
+                .into(),
+        )
     })?;
     let ca_pem = std::fs::read_to_string(ca).map_err(|e| Error::BadInput(format!("--ca {}: {e}", ca.display())))?;
     let token = c
         .token()
         .map_err(|e| Error::BadInput(format!("--token-file: {e}")))?
         .ok_or_else(|| Error::BadInput("an operator token is needed: pass --token-file FILE or set REWIND_TOKEN (the coordinator writes <state>/admin.token)".into()))?;
-    let bearer = format!("Bearer {token}").parse().map_err(|_| Error::BadInput("the operator token holds characters not allowed in a header".into()))?;
+    let bearer = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| Error::BadInput("the operator token holds characters not allowed in a header".into()))?;
     let ch = channel::connect(&c.coordinator, &ClientTls { ca_pem, identity: None }, ChannelOptions::unary())
         .await
         .map_err(|e| Error::Failed(e.to_string()))?;
@@ -81,7 +89,11 @@ fn status(call: &str, s: &tonic::Status) -> Error {
     use tonic::Code;
     let m = format!("{call}: {} ({:?})", s.message(), s.code());
     match s.code() {
-        Code::InvalidArgument | Code::Unauthenticated | Code::PermissionDenied | Code::NotFound | Code::AlreadyExists => Error::BadInput(m),
+        Code::InvalidArgument
+        | Code::Unauthenticated
+        | Code::PermissionDenied
+        | Code::NotFound
+        | Code::AlreadyExists => Error::BadInput(m),
         _ => Error::Failed(m),
     }
 }
@@ -92,20 +104,28 @@ fn status(call: &str, s: &tonic::Status) -> Error {
 /// Bad labels or TTL (exit 2), an unreachable coordinator or refused call.
 pub fn token_create(c: &CoordinatorArgs, a: &TokenCreateArgs) -> Result<u8> {
     let labels = parse_labels(&a.labels).map_err(|e| Error::BadInput(format!("--labels: {e}")))?;
-    let ttl: Duration = humantime::parse_duration(&a.ttl).map_err(|e| Error::BadInput(format!("--ttl {}: {e}", a.ttl)))?;
+    let ttl: Duration =
+        humantime::parse_duration(&a.ttl).map_err(|e| Error::BadInput(format!("--ttl {}: {e}", a.ttl)))?;
     if ttl.as_secs() == 0 || a.uses == 0 {
         return Err(Error::BadInput("--ttl and --uses must be above zero".into()));
     }
     runtime()?.block_on(async {
         let mut client = admin(c).await?;
         let r = client
-            .create_token(v1::CreateTokenRequest { labels: labels_to_wire(&labels), uses: a.uses, ttl_seconds: ttl.as_secs() })
+            .create_token(v1::CreateTokenRequest {
+                labels: labels_to_wire(&labels),
+                uses: a.uses,
+                ttl_seconds: ttl.as_secs(),
+            })
             .await
             .map_err(|s| status("token create", &s))?
             .into_inner();
         if a.json {
             let expires = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(r.expires_unix).unwrap_or(0));
-            println!("{}", json!({"token": r.token, "uses": r.uses, "expires": humantime::format_rfc3339(expires).to_string()}));
+            println!(
+                "{}",
+                json!({"token": r.token, "uses": r.uses, "expires": humantime::format_rfc3339(expires).to_string()})
+            );
         } else {
             println!("{}", r.token);
         }
@@ -280,7 +300,11 @@ pub fn upload(c: &CoordinatorArgs, a: &UploadArgs) -> Result<u8> {
     let bytes = std::fs::read(&a.bundle).map_err(|e| Error::BadInput(format!("{}: {e}", a.bundle.display())))?;
     runtime()?.block_on(async {
         let mut client = admin(c).await?;
-        let r = client.upload_bundle(v1::UploadBundleRequest { bundle: bytes }).await.map_err(|s| status("release upload", &s))?.into_inner();
+        let r = client
+            .upload_bundle(v1::UploadBundleRequest { bundle: bytes })
+            .await
+            .map_err(|s| status("release upload", &s))?
+            .into_inner();
         if a.json {
             println!("{}", json!({"product": r.product, "version": r.version, "sequence": r.sequence}));
         } else {
@@ -323,11 +347,17 @@ pub fn rollout_status(c: &CoordinatorArgs, a: &RolloutStatusArgs) -> Result<u8> 
             .await
             .map_err(|s| status("rollout status", &s))?
             .into_inner();
-        let v: serde_json::Value = serde_json::from_str(&r.json).map_err(|e| Error::Failed(format!("rollout status: bad JSON from the coordinator: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(&r.json)
+            .map_err(|e| Error::Failed(format!("rollout status: bad JSON from the coordinator: {e}")))?;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
         } else {
-            println!("{} {}: {}", v["product"].as_str().unwrap_or(""), v["version"].as_str().unwrap_or(""), v["state"].as_str().unwrap_or(""));
+            println!(
+                "{} {}: {}",
+                v["product"].as_str().unwrap_or(""),
+                v["version"].as_str().unwrap_or(""),
+                v["state"].as_str().unwrap_or("")
+            );
             for ag in v["agents"].as_array().into_iter().flatten() {
                 println!("  {}  {}", ag["id"].as_str().unwrap_or(""), ag["outcome"].as_str().unwrap_or(""));
             }
@@ -363,7 +393,9 @@ pub fn rollback(c: &CoordinatorArgs, a: &RollbackArgs) -> Result<u8> {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Example: rewindctl fleet verify notes 2026.11.0 --json\n\nExit 0 when every endpoint has the predicted schema digest per target; 1 listing the drifted endpoints.")]
+#[command(
+    after_help = "Example: rewindctl fleet verify notes 2026.11.0 --json\n\nExit 0 when every endpoint has the predicted schema digest per target; 1 listing the drifted endpoints."
+)]
 pub struct FleetVerifyArgs {
     pub product: String,
     pub version: String,
@@ -384,17 +416,33 @@ pub fn fleet_verify(c: &CoordinatorArgs, a: &FleetVerifyArgs) -> Result<u8> {
             .await
             .map_err(|s| status("fleet verify", &s))?
             .into_inner();
-        let v: serde_json::Value = serde_json::from_str(&r.json).map_err(|e| Error::Failed(format!("fleet verify: bad JSON from the coordinator: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(&r.json)
+            .map_err(|e| Error::Failed(format!("fleet verify: bad JSON from the coordinator: {e}")))?;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
         } else {
             for g in v["groups"].as_array().into_iter().flatten() {
-                println!("{}  {}  {} endpoint(s){}", g["target"].as_str().unwrap_or(""), g["digest"].as_str().unwrap_or(""), g["agents"].as_array().map_or(0, Vec::len), if g["expected"] == true { "" } else { "  DRIFT" });
+                println!(
+                    "{}  {}  {} endpoint(s){}",
+                    g["target"].as_str().unwrap_or(""),
+                    g["digest"].as_str().unwrap_or(""),
+                    g["agents"].as_array().map_or(0, Vec::len),
+                    if g["expected"] == true { "" } else { "  DRIFT" }
+                );
             }
             for d in v["drift"].as_array().into_iter().flatten() {
-                println!("drift: {} {} has {}, expected {}", d["agent"].as_str().unwrap_or(""), d["target"].as_str().unwrap_or(""), d["digest"].as_str().unwrap_or(""), d["expected"].as_str().unwrap_or("?"));
+                println!(
+                    "drift: {} {} has {}, expected {}",
+                    d["agent"].as_str().unwrap_or(""),
+                    d["target"].as_str().unwrap_or(""),
+                    d["digest"].as_str().unwrap_or(""),
+                    d["expected"].as_str().unwrap_or("?")
+                );
             }
-            println!("{}", if r.ok { "fleet verified: every endpoint matches" } else { "fleet verify FAILED: digest drift" });
+            println!(
+                "{}",
+                if r.ok { "fleet verified: every endpoint matches" } else { "fleet verify FAILED: digest drift" }
+            );
         }
         Ok(if r.ok { 0 } else { 1 })
     })
@@ -409,7 +457,9 @@ pub struct AuditExportArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Example: rewindctl audit verify --key /var/lib/rewind-coordinator/coordinator.pub\n\nExit 0 when the coordinator's chain, its signatures and checkpoints verify, 1 naming the first broken line.")]
+#[command(
+    after_help = "Example: rewindctl audit verify --key /var/lib/rewind-coordinator/coordinator.pub\n\nExit 0 when the coordinator's chain, its signatures and checkpoints verify, 1 naming the first broken line."
+)]
 pub struct AuditVerifyArgs {
     /// The coordinator's public key (its <state>/coordinator.pub). Without
     /// it, the key the coordinator names in its answer is used (which only
@@ -459,8 +509,10 @@ pub fn audit_verify(c: &CoordinatorArgs, a: &AuditVerifyArgs) -> Result<u8> {
         .key
         .as_ref()
         .map(|f| {
-            let text = std::fs::read_to_string(f).map_err(|e| Error::BadInput(format!("--key {}: {e}", f.display())))?;
-            rewind_shared::trust::parse_public_key(&text).map_err(|e| Error::BadInput(format!("--key {}: {e}", f.display())))
+            let text =
+                std::fs::read_to_string(f).map_err(|e| Error::BadInput(format!("--key {}: {e}", f.display())))?;
+            rewind_shared::trust::parse_public_key(&text)
+                .map_err(|e| Error::BadInput(format!("--key {}: {e}", f.display())))
         })
         .transpose()?;
     runtime()?.block_on(async {

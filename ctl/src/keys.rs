@@ -43,12 +43,17 @@ fn create_new(path: &Path, mode: u32, bytes: &[u8]) -> Result<()> {
     let _ = mode;
     let mut f = o.open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::BadInput(format!("{} exists; refusing to overwrite a key (choose another --out NAME)", path.display()))
+            Error::BadInput(format!(
+                "{} exists; refusing to overwrite a key (choose another --out NAME)",
+                path.display()
+            ))
         } else {
             Error::BadInput(format!("cannot create {}: {e}", path.display()))
         }
     })?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| Error::BadInput(format!("cannot write {}: {e}", path.display())))
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::BadInput(format!("cannot write {}: {e}", path.display())))
 }
 
 /// Runs `keys generate`.
@@ -59,7 +64,10 @@ pub fn generate(args: &GenerateArgs) -> Result<u8> {
     let (key_path, pub_path) = (with_ext(&args.out, "key"), with_ext(&args.out, "pub"));
     for p in [&key_path, &pub_path] {
         if p.exists() {
-            return Err(Error::BadInput(format!("{} exists; refusing to overwrite a key (choose another --out NAME)", p.display())));
+            return Err(Error::BadInput(format!(
+                "{} exists; refusing to overwrite a key (choose another --out NAME)",
+                p.display()
+            )));
         }
     }
     let mut seed = [0u8; 32];
@@ -81,6 +89,7 @@ pub fn generate(args: &GenerateArgs) -> Result<u8> {
 /// # Errors
 /// [`Error::BadInput`] when it cannot be read or is not a secret key.
 pub fn read_secret(path: &Path) -> Result<SigningKey> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::BadInput(format!("{}: cannot read: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::BadInput(format!("{}: cannot read: {e}", path.display())))?;
     parse_secret_key(&text).map_err(|e| Error::BadInput(format!("{}: {e}", path.display())))
 }

@@ -337,10 +337,14 @@ mod tests {
     #[test]
     fn reversibility_of_the_example_steps() {
         let r = Release::load(&example("2026.11.0")).unwrap();
-        let undo: Vec<(bool, &str)> = r.migrations.iter().map(|m| {
-            let u = Undo::of(m);
-            (u.reversible, u.via)
-        }).collect();
+        let undo: Vec<(bool, &str)> = r
+            .migrations
+            .iter()
+            .map(|m| {
+                let u = Undo::of(m);
+                (u.reversible, u.via)
+            })
+            .collect();
         assert_eq!(undo, [(true, "down"), (true, "preserve"), (true, "down")]);
         let mut m = r.migrations[0].clone();
         m.rollback = RollbackMode::Restore;

@@ -120,7 +120,11 @@ fn copy_sample(src: &Path, dest: &Path) -> Result<()> {
     target::check_is_sqlite(src)?;
     let copy = |from: &Path, to: &Path| -> Result<()> {
         let bad = |e: std::io::Error| {
-            Error::BadInput(format!("cannot copy sample {} to {}: {e}; check the --db path and free space", from.display(), to.display()))
+            Error::BadInput(format!(
+                "cannot copy sample {} to {}: {e}; check the --db path and free space",
+                from.display(),
+                to.display()
+            ))
         };
         std::fs::copy(from, to).map_err(bad)?;
         // The copy keeps the source's mode; a read-only sample (e.g. a
@@ -206,10 +210,9 @@ fn digests(report: &Report) -> BTreeMap<String, Predicted> {
 /// engine refuses the input; a release that fails on the samples is an `Ok`
 /// rehearsal with `ok = false` and its [`Failure`].
 pub fn rehearse(release: &Release, samples: &BTreeMap<String, PathBuf>) -> Result<Rehearsal> {
-    let work = tempfile::Builder::new()
-        .prefix("rewind-rehearse-")
-        .tempdir()
-        .map_err(|e| Error::BadInput(format!("cannot create a scratch directory: {e}; set TMPDIR to a writable place")))?;
+    let work = tempfile::Builder::new().prefix("rewind-rehearse-").tempdir().map_err(|e| {
+        Error::BadInput(format!("cannot create a scratch directory: {e}; set TMPDIR to a writable place"))
+    })?;
     let mut copies = BTreeMap::new();
     let mut sample_info = Vec::new();
     for (t, file) in samples {
@@ -218,7 +221,12 @@ pub fn rehearse(release: &Release, samples: &BTreeMap<String, PathBuf>) -> Resul
         let conn = rusqlite::Connection::open(&dest).map_err(|e| Error::from(target::classify(file, e)))?;
         let d = database_digest(&conn).map_err(|e| Error::from(target::classify(file, e)))?;
         drop(conn);
-        sample_info.push(Sample { target: t.clone(), file: file.clone(), digest: d.digest.to_string(), schema: d.schema.to_string() });
+        sample_info.push(Sample {
+            target: t.clone(),
+            file: file.clone(),
+            digest: d.digest.to_string(),
+            schema: d.schema.to_string(),
+        });
         copies.insert(t.clone(), dest);
     }
     let state = State::open(&work.path().join("state"))?;
@@ -274,7 +282,12 @@ fn run_round(state: &State, release: &Release, copies: &BTreeMap<String, PathBuf
         Err(rewind_agent::Error::NeedsHuman { message, .. }) => failed_report(release, message),
         Err(e) => return Err(e.into()),
     };
-    let apply = Phase { status: applied.status.clone(), millis: started.elapsed().as_millis(), steps: steps_of(&applied, release), report: applied };
+    let apply = Phase {
+        status: applied.status.clone(),
+        millis: started.elapsed().as_millis(),
+        steps: steps_of(&applied, release),
+        report: applied,
+    };
     let mut round = Round { round: n, apply, reapply_noop: None, rollback: None };
     if round.apply.status != "applied" {
         return Ok(round);
@@ -291,8 +304,12 @@ fn run_round(state: &State, release: &Release, copies: &BTreeMap<String, PathBuf
         Err(rewind_agent::Error::NeedsHuman { message, .. }) => failed_report(release, message),
         Err(e) => return Err(e.into()),
     };
-    round.rollback =
-        Some(Phase { status: back.status.clone(), millis: started.elapsed().as_millis(), steps: steps_of(&back, release), report: back });
+    round.rollback = Some(Phase {
+        status: back.status.clone(),
+        millis: started.elapsed().as_millis(),
+        steps: steps_of(&back, release),
+        report: back,
+    });
     Ok(round)
 }
 
@@ -315,19 +332,16 @@ fn failed_report(release: &Release, message: String) -> Report {
 }
 
 fn round_failure(r: &Round, samples: &[Sample]) -> Option<Failure> {
-    let fail = |phase: &str, step: String, script: Option<String>, error: String, reverted: BTreeMap<String, String>| Failure {
-        round: r.round,
-        phase: phase.into(),
-        step,
-        script,
-        error,
-        reverted,
-    };
+    let fail =
+        |phase: &str, step: String, script: Option<String>, error: String, reverted: BTreeMap<String, String>| {
+            Failure { round: r.round, phase: phase.into(), step, script, error, reverted }
+        };
     let a = &r.apply.report;
     if a.status != "applied" {
         let error = a.error.clone().unwrap_or_else(|| a.message.clone());
         let (step, script) = failing_step(&error);
-        let reverted = a.targets.iter().map(|t| (t.name.clone(), t.proof.clone().unwrap_or_else(|| "untouched".into()))).collect();
+        let reverted =
+            a.targets.iter().map(|t| (t.name.clone(), t.proof.clone().unwrap_or_else(|| "untouched".into()))).collect();
         return Some(fail("apply", step, script, error, reverted));
     }
     if r.reapply_noop == Some(false) {
@@ -378,10 +392,13 @@ fn phase_text(o: &mut String, title: &str, p: &Phase) {
     if p.steps.iter().any(|s| s.reversible_text.is_some()) {
         o.push_str(&crate::lint::table(&["step", "time", "reversible"], &rows, "    "));
     } else if !rows.is_empty() {
-        let rows: Vec<Vec<String>> = rows.into_iter().map(|mut r| {
-            r.truncate(2);
-            r
-        }).collect();
+        let rows: Vec<Vec<String>> = rows
+            .into_iter()
+            .map(|mut r| {
+                r.truncate(2);
+                r
+            })
+            .collect();
         o.push_str(&crate::lint::table(&["step", "time"], &rows, "    "));
     }
     for c in &p.report.checks {
@@ -435,7 +452,11 @@ pub fn to_text(r: &Rehearsal) -> String {
                 .map(|t| format!("{} {}", t.name, t.proof.as_deref().unwrap_or("unproven")))
                 .collect();
             if !proofs.is_empty() {
-                let _ = writeln!(o, "    rollback proof: {} (schema and data digests equal the sample's)", proofs.join(", "));
+                let _ = writeln!(
+                    o,
+                    "    rollback proof: {} (schema and data digests equal the sample's)",
+                    proofs.join(", ")
+                );
             }
         }
     }
@@ -472,7 +493,11 @@ pub fn to_text(r: &Rehearsal) -> String {
                 let proofs: Vec<String> = f.reverted.iter().map(|(t, p)| format!("{t} {p}")).collect();
                 let _ = writeln!(o, "  the apply reverted itself on the copy: {}", proofs.join(", "));
             }
-            let _ = writeln!(o, "fix {what} in {} {} and rehearse again; the sample files are unchanged", r.product, r.release);
+            let _ = writeln!(
+                o,
+                "fix {what} in {} {} and rehearse again; the sample files are unchanged",
+                r.product, r.release
+            );
         }
     }
     o
@@ -500,7 +525,10 @@ mod tests {
         );
         assert_eq!(failing_step("check `orders survive` on notes: got 3, expected unchanged").0, "checks after-apply");
         assert_eq!(failing_step("migration 0003_y: after down.sql the schema digest is b3:..").1, None);
-        assert_eq!(failing_step("notes 2026.11.0: after-rollback checks failed: check `x` on notes: got 1").0, "checks after-rollback");
+        assert_eq!(
+            failing_step("notes 2026.11.0: after-rollback checks failed: check `x` on notes: got 1").0,
+            "checks after-rollback"
+        );
         assert_eq!(failing_step("something else").0, "apply");
     }
 

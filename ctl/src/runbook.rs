@@ -212,9 +212,9 @@ pub fn run(args: &RunbookArgs) -> Result<u8> {
 pub fn parse_samples(release: &Release, args: &[String]) -> Result<BTreeMap<String, PathBuf>> {
     let mut map = BTreeMap::new();
     for a in args {
-        let (t, f) = a
-            .split_once('=')
-            .ok_or_else(|| Error::BadInput(format!("--sample {a}: expected TARGET=FILE, e.g. --sample notes=./notes.db")))?;
+        let (t, f) = a.split_once('=').ok_or_else(|| {
+            Error::BadInput(format!("--sample {a}: expected TARGET=FILE, e.g. --sample notes=./notes.db"))
+        })?;
         if !release.targets.iter().any(|x| x == t) {
             return Err(Error::BadInput(format!(
                 "--sample {a}: release {} has no target `{t}` (targets: {})",
@@ -329,13 +329,14 @@ pub fn build(release: &Release, dir: &str, samples: &BTreeMap<String, PathBuf>) 
         })
         .collect();
 
-    let (max_failure_ratio, min_sample, report_timeout, auto_rollback) = release.rollout.as_ref().map_or(
-        (0.02, 20, "30m".to_string(), true),
-        |r| (r.max_failure_ratio, r.min_sample, duration(r.report_timeout), r.auto_rollback),
-    );
+    let (max_failure_ratio, min_sample, report_timeout, auto_rollback) =
+        release.rollout.as_ref().map_or((0.02, 20, "30m".to_string(), true), |r| {
+            (r.max_failure_ratio, r.min_sample, duration(r.report_timeout), r.auto_rollback)
+        });
     let mut halt = vec![
         format!("more than {max_failure_ratio} of a wave's endpoints failed, once {min_sample} reported"),
-        "at once, with no minimum: digest drift, a failed verify.sql, a failed rollback proof, an audit fork".to_string(),
+        "at once, with no minimum: digest drift, a failed verify.sql, a failed rollback proof, an audit fork"
+            .to_string(),
         format!("no report within {report_timeout} counts as a failure, never as a success"),
     ];
     if !release.triggers.is_empty() {
@@ -382,7 +383,11 @@ pub fn build(release: &Release, dir: &str, samples: &BTreeMap<String, PathBuf>) 
             if !release.flags.is_empty() {
                 parts.push("every flag back to its previous value".to_string());
             }
-            if parts.is_empty() { "nothing: the release has no migrations and no flags".to_string() } else { parts.join(" and ") }
+            if parts.is_empty() {
+                "nothing: the release has no migrations and no flags".to_string()
+            } else {
+                parts.join(" and ")
+            }
         },
         fleet: fleet("release", None),
         endpoint: endpoint("release", None, &all_dbs),
@@ -407,13 +412,14 @@ pub fn build(release: &Release, dir: &str, samples: &BTreeMap<String, PathBuf>) 
     }
     for m in &release.migrations {
         let ids = with_dependents(release, &m.id);
-        let staying: Vec<&str> = release
-            .migrations_of(&m.target)
-            .filter(|x| !ids.contains(&x.id))
-            .map(|x| x.id.as_str())
-            .collect();
+        let staying: Vec<&str> =
+            release.migrations_of(&m.target).filter(|x| !ids.contains(&x.id)).map(|x| x.id.as_str()).collect();
         let undoes = if ids.len() > 1 {
-            format!("{} together with what depends on it, in reverse order: {}", m.id, ids.iter().rev().cloned().collect::<Vec<_>>().join(", "))
+            format!(
+                "{} together with what depends on it, in reverse order: {}",
+                m.id,
+                ids.iter().rev().cloned().collect::<Vec<_>>().join(", ")
+            )
         } else {
             m.id.clone()
         };
@@ -469,25 +475,28 @@ pub fn build(release: &Release, dir: &str, samples: &BTreeMap<String, PathBuf>) 
             })
         })
         .collect();
-    verification.extend(release.checks.iter().map(|c| Query {
-        kind: "check".into(),
-        name: c.name.clone(),
-        target: c.target.clone(),
-        sql: c.sql.trim().to_string(),
-        expect: c.expect.to_string(),
-        when: c
-            .when
-            .iter()
-            .map(|w| match w {
-                rewind_shared::release::CheckWhen::AfterApply => "after-apply".to_string(),
-                rewind_shared::release::CheckWhen::AfterRollback => "after-rollback".to_string(),
-            })
-            .collect(),
+    verification.extend(release.checks.iter().map(|c| {
+        Query {
+            kind: "check".into(),
+            name: c.name.clone(),
+            target: c.target.clone(),
+            sql: c.sql.trim().to_string(),
+            expect: c.expect.to_string(),
+            when: c
+                .when
+                .iter()
+                .map(|w| match w {
+                    rewind_shared::release::CheckWhen::AfterApply => "after-apply".to_string(),
+                    rewind_shared::release::CheckWhen::AfterRollback => "after-rollback".to_string(),
+                })
+                .collect(),
+        }
     }));
 
     let restore_window = measure(release, samples)?;
 
-    let first_wave = release.rollout.as_ref().and_then(|r| r.waves.first()).map_or("all".to_string(), |w| w.name.clone());
+    let first_wave =
+        release.rollout.as_ref().and_then(|r| r.waves.first()).map_or("all".to_string(), |w| w.name.clone());
     let reason = triggers_first(release);
     let values = Values::for_release(release)
         .with(Variable::Wave, &first_wave)
@@ -562,9 +571,14 @@ fn copy_sample(src: &Path, dest: &Path) -> Result<()> {
     target::check_is_sqlite(src)?;
     let copy = |from: &Path, to: &Path| -> Result<()> {
         std::fs::copy(from, to).map(|_| ()).map_err(|e| {
-            Error::BadInput(format!("cannot copy sample {} to {}: {e}; check the --sample path and free space", from.display(), to.display()))
+            Error::BadInput(format!(
+                "cannot copy sample {} to {}: {e}; check the --sample path and free space",
+                from.display(),
+                to.display()
+            ))
         })?;
-        let mut perms = std::fs::metadata(to).map_err(|e| Error::BadInput(format!("{}: {e}", to.display())))?.permissions();
+        let mut perms =
+            std::fs::metadata(to).map_err(|e| Error::BadInput(format!("{}: {e}", to.display())))?.permissions();
         #[allow(clippy::permissions_set_readonly_false)]
         perms.set_readonly(false);
         std::fs::set_permissions(to, perms).map_err(|e| Error::BadInput(format!("{}: {e}", to.display())))
@@ -587,16 +601,16 @@ fn measure(release: &Release, samples: &BTreeMap<String, PathBuf>) -> Result<Res
     if samples.is_empty() {
         return Ok(RestoreWindow { measured: false, max_ms: None, drills: Vec::new(), unmeasured });
     }
-    let work = tempfile::Builder::new()
-        .prefix("rewind-runbook-")
-        .tempdir()
-        .map_err(|e| Error::BadInput(format!("cannot create a scratch directory: {e}; set TMPDIR to a writable place")))?;
+    let work = tempfile::Builder::new().prefix("rewind-runbook-").tempdir().map_err(|e| {
+        Error::BadInput(format!("cannot create a scratch directory: {e}; set TMPDIR to a writable place"))
+    })?;
     let state = State::open(&work.path().join("state"))?;
     let mut drills = Vec::new();
     for (t, file) in samples {
         let copy = work.path().join(format!("{t}.db"));
         copy_sample(file, &copy)?;
-        let origin = Origin { label: Some("runbook restore drill".into()), target: Some(t.clone()), ..Origin::default() };
+        let origin =
+            Origin { label: Some("runbook restore drill".into()), target: Some(t.clone()), ..Origin::default() };
         let (snap, _) = snapshot::create(&state, &copy, &origin)?;
         let report = snapshot::verify(&state, &snap, true)?;
         if !report.ok {
@@ -642,7 +656,8 @@ pub fn to_markdown(b: &Runbook) -> String {
     let _ = writeln!(o, "- Release owner: **{}** (answers for the migrations and the data)", b.owners.owner);
     let _ = writeln!(o, "- On call: **{}** (leads the incident and its communication)", b.owners.on_call);
     for f in &b.owners.flags {
-        let _ = writeln!(o, "- Flag `{}`: **{}**{}", f.flag, f.owner, if f.kill_switch { " (kill switch)" } else { "" });
+        let _ =
+            writeln!(o, "- Flag `{}`: **{}**{}", f.flag, f.owner, if f.kill_switch { " (kill switch)" } else { "" });
     }
 
     o.push_str("\n## 2. What the release changes\n\n");
@@ -695,7 +710,8 @@ pub fn to_markdown(b: &Runbook) -> String {
          (`--scope cohort:SELECTOR`, a label selector such as `ring=canary,os=windows`) or one endpoint \
          (`--scope agent:AGENT_ID`).\n",
         {
-            let waves: Vec<String> = b.scopes.iter().filter(|s| s.starts_with("--scope wave:")).map(|s| format!("`{s}`")).collect();
+            let waves: Vec<String> =
+                b.scopes.iter().filter(|s| s.starts_with("--scope wave:")).map(|s| format!("`{s}`")).collect();
             if waves.is_empty() { String::new() } else { format!("a wave ({}), ", waves.join(", ")) }
         }
     );
@@ -757,7 +773,8 @@ pub fn to_markdown(b: &Runbook) -> String {
             );
             o.push_str("| target | sample | size | restore |\n|---|---|---|---|\n");
             for d in &w.drills {
-                let _ = writeln!(o, "| {} | {} | {} bytes | {} ms |", d.target, d.file.display(), d.bytes, d.restore_ms);
+                let _ =
+                    writeln!(o, "| {} | {} | {} bytes | {} ms |", d.target, d.file.display(), d.bytes, d.restore_ms);
             }
             if !w.unmeasured.is_empty() {
                 let _ = writeln!(o, "\nNot measured (no sample): {}.", w.unmeasured.join(", "));
@@ -820,7 +837,10 @@ mod tests {
         assert!(!md.contains("a trigger above fires"), "{md}");
         assert!(md.contains("- one wave: every endpoint of the product (no [rollout] in release.toml)"), "{md}");
         assert!(md.contains("narrow it to a cohort (`--scope cohort:SELECTOR`"), "{md}");
-        assert!(md.contains("**release `2026.11.1`** — undoes every migration in reverse order (0001_split_title).\n"), "{md}");
+        assert!(
+            md.contains("**release `2026.11.1`** — undoes every migration in reverse order (0001_split_title).\n"),
+            "{md}"
+        );
         assert!(!md.contains("()") && !md.contains("Flag `"), "{md}");
         assert!(md.contains("3. No flags: nothing to escalate to flag owners."), "{md}");
     }
@@ -828,7 +848,9 @@ mod tests {
     #[test]
     fn samples_must_name_release_targets_once() {
         let r = example("2026.11.0");
-        let err = |args: &[&str]| parse_samples(&r, &args.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_err().to_string();
+        let err = |args: &[&str]| {
+            parse_samples(&r, &args.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_err().to_string()
+        };
         assert_eq!(err(&["notes"]), "--sample notes: expected TARGET=FILE, e.g. --sample notes=./notes.db");
         assert_eq!(err(&["notes=a.db", "notes=b.db"]), "--sample notes=...: given twice; give one sample per target");
         assert!(err(&["x=a.db"]).contains("no target `x` (targets: notes, settings)"));

@@ -16,9 +16,11 @@ use crate::error::{Error, Result};
 use crate::{keys, output};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Example: rewindctl trust init --threshold 2 --key alice.pub --key bob.pub --key ops=carol.pub --out trust.toml\n\
+#[command(
+    after_help = "Example: rewindctl trust init --threshold 2 --key alice.pub --key bob.pub --key ops=carol.pub --out trust.toml\n\
   --key FILE uses the file stem (alice) as the owner; --key OWNER=FILE names it.\n\n\
-Exit codes: 0 written, 2 bad input (unreadable key, threshold not met, file exists).")]
+Exit codes: 0 written, 2 bad input (unreadable key, threshold not met, file exists)."
+)]
 pub struct InitArgs {
     /// Valid signatures from distinct keys a plan needs (k of n).
     #[arg(long, value_name = "K")]
@@ -58,7 +60,8 @@ pub struct RotateArgs {
 /// # Errors
 /// [`Error::BadInput`] naming the file and the problem.
 pub fn read(path: &Path) -> Result<TrustFile> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::BadInput(format!("{}: cannot read: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::BadInput(format!("{}: cannot read: {e}", path.display())))?;
     TrustFile::parse(&text).map_err(|e| Error::BadInput(format!("{}: {e}", path.display())))
 }
 
@@ -71,7 +74,8 @@ fn trusted_key(arg: &str) -> Result<TrustedKey> {
             (stem, f)
         }
     };
-    let text = std::fs::read_to_string(&file).map_err(|e| Error::BadInput(format!("--key {arg}: cannot read {}: {e}", file.display())))?;
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| Error::BadInput(format!("--key {arg}: cannot read {}: {e}", file.display())))?;
     let key = parse_public_key(&text).map_err(|e| Error::BadInput(format!("--key {arg}: {e}")))?;
     Ok(TrustedKey { owner, keyid: key_id(&key), public: hex_of(key.as_bytes()) })
 }
@@ -87,7 +91,10 @@ fn hex_of(b: &[u8]) -> String {
 /// existing `--out`.
 pub fn init(args: &InitArgs) -> Result<u8> {
     if args.out.exists() {
-        return Err(Error::BadInput(format!("{} exists; refusing to overwrite a trust root (rotate it with `rewindctl trust rotate`)", args.out.display())));
+        return Err(Error::BadInput(format!(
+            "{} exists; refusing to overwrite a trust root (rotate it with `rewindctl trust rotate`)",
+            args.out.display()
+        )));
     }
     let keys = args.keys.iter().map(|k| trusted_key(k)).collect::<Result<Vec<_>>>()?;
     let root = TrustRoot { version: 1, threshold: args.threshold, revoked: Vec::new(), keys };
@@ -98,7 +105,12 @@ pub fn init(args: &InitArgs) -> Result<u8> {
         output::print_json(&json!({"out": args.out, "version": 1, "threshold": args.threshold,
             "keys": parsed.root.keys.iter().map(|k| json!({"owner": k.owner, "keyid": k.keyid})).collect::<Vec<_>>()}));
     } else {
-        println!("wrote {}: version 1, {} of {} keys must sign", args.out.display(), args.threshold, parsed.root.keys.len());
+        println!(
+            "wrote {}: version 1, {} of {} keys must sign",
+            args.out.display(),
+            args.threshold,
+            parsed.root.keys.len()
+        );
         for k in &parsed.root.keys {
             println!("  {}  {}", k.keyid, k.owner);
         }
@@ -147,7 +159,10 @@ pub fn rotate(args: &RotateArgs) -> Result<u8> {
     let reparsed = read(&args.new)?;
     let (ok, count) = match reparsed.verify_rotation(&old) {
         Ok(c) => (true, c),
-        Err(_) => (false, old.count_signatures(&reparsed.signatures, rewind_shared::trust::TRUST_ROOT_TYPE, reparsed.body.as_bytes())),
+        Err(_) => (
+            false,
+            old.count_signatures(&reparsed.signatures, rewind_shared::trust::TRUST_ROOT_TYPE, reparsed.body.as_bytes()),
+        ),
     };
     if args.json {
         output::print_json(&json!({"new": args.new, "version": want, "accepted": ok, "signatures": count}));
@@ -155,7 +170,11 @@ pub fn rotate(args: &RotateArgs) -> Result<u8> {
         println!("{} (version {want}): {count}", args.new.display());
         println!(
             "{}",
-            if ok { "agents pinned to the old root will accept it" } else { "not yet accepted by agents: more keys of the old root must sign" }
+            if ok {
+                "agents pinned to the old root will accept it"
+            } else {
+                "not yet accepted by agents: more keys of the old root must sign"
+            }
         );
     }
     Ok(0)

@@ -277,7 +277,9 @@ impl Parser<'_> {
                 match word.as_str() {
                     "in" => Ok(Requirement::In(key, self.set()?)),
                     "notin" => Ok(Requirement::NotIn(key, self.set()?)),
-                    _ => Err(self.err(at, format!("expected `=`, `!=`, `in` or `notin` after `{key}`, found `{word}`"))),
+                    _ => {
+                        Err(self.err(at, format!("expected `=`, `!=`, `in` or `notin` after `{key}`, found `{word}`")))
+                    }
                 }
             }
         }
@@ -300,7 +302,9 @@ impl Parser<'_> {
                     return Ok(values);
                 }
                 None => return Err(self.err(open, "the set opened here has no closing `)`")),
-                Some(_) => return Err(self.err(self.pos, format!("expected `,` or `)` in a set, found {}", self.found()))),
+                Some(_) => {
+                    return Err(self.err(self.pos, format!("expected `,` or `)` in a set, found {}", self.found())));
+                }
             }
         }
     }

@@ -19,7 +19,9 @@ pub mod report;
 pub mod status;
 
 pub use cohort::{Cohorts, Selector, SelectorError, bucket};
-pub use machine::{Action, Event, FleetAgent, IntegrityKind, NotifyEvent, Outcome, RolloutError, RolloutMachine, Scope, State};
+pub use machine::{
+    Action, Event, FleetAgent, IntegrityKind, NotifyEvent, Outcome, RolloutError, RolloutMachine, Scope, State,
+};
 pub use policy::{RolloutSpec, default_rollout};
 pub use registry::{Registry, RegistryError, Started};
 pub use status::Status;

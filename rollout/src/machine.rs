@@ -188,15 +188,27 @@ impl fmt::Display for Scope {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// A signed report about this rollout's plan (apply or rollback).
-    AgentOutcome { agent: AgentId, outcome: Outcome },
+    AgentOutcome {
+        agent: AgentId,
+        outcome: Outcome,
+    },
     /// Time passed: report timeouts and bakes are checked.
     Tick,
     /// `rewindctl rollout approve WAVE`.
-    Approve { wave: String, actor: String },
-    Pause { actor: String },
-    Resume { actor: String },
+    Approve {
+        wave: String,
+        actor: String,
+    },
+    Pause {
+        actor: String,
+    },
+    Resume {
+        actor: String,
+    },
     /// Halts without rolling back; `rewindctl rollback` takes data back.
-    Abort { actor: String },
+    Abort {
+        actor: String,
+    },
     /// `rewindctl rollback PRODUCT [--scope ...]`: every agent in scope
     /// that applied gets the rollback plan. It stops the rollout.
     Rollback {
@@ -205,15 +217,31 @@ pub enum Event {
         #[serde(default)]
         scope: Scope,
     },
-    Integrity { agent: AgentId, kind: IntegrityKind, detail: String },
+    Integrity {
+        agent: AgentId,
+        kind: IntegrityKind,
+        detail: String,
+    },
     /// A health metric sample an agent reported, timestamped by `at_ms`.
-    Metric { agent: AgentId, name: String, value: f64, at_ms: u64 },
+    Metric {
+        agent: AgentId,
+        name: String,
+        value: f64,
+        at_ms: u64,
+    },
     /// An agent of the product connected for the first time during the
     /// rollout (it is online). For an agent already known this is
     /// `AgentOnline`: its wave stays pinned, new labels are not re-read.
-    AgentJoined { agent: AgentId, labels: Labels },
-    AgentOffline { agent: AgentId },
-    AgentOnline { agent: AgentId },
+    AgentJoined {
+        agent: AgentId,
+        labels: Labels,
+    },
+    AgentOffline {
+        agent: AgentId,
+    },
+    AgentOnline {
+        agent: AgentId,
+    },
 }
 
 /// A communication event (DESIGN.md §9 templates).
@@ -282,7 +310,9 @@ pub enum RollbackProgress {
     NotNeeded,
     /// Waiting for the agent to come online.
     Queued,
-    Sent { at_ms: u64 },
+    Sent {
+        at_ms: u64,
+    },
     Proven,
     Failed,
     /// No proof within `report_timeout` of sending: needs a human.
@@ -457,11 +487,20 @@ impl RolloutMachine {
                 if !self.state.is_progressing() {
                     return Err(self.not_allowed("abort", ""));
                 }
-                self.halt(now_ms, format!("aborted by {actor}; data stays as is until `rewindctl rollback`"), &actor, false, &mut out);
+                self.halt(
+                    now_ms,
+                    format!("aborted by {actor}; data stays as is until `rewindctl rollback`"),
+                    &actor,
+                    false,
+                    &mut out,
+                );
             }
             Event::Rollback { actor, reason, scope } => {
                 if self.rollback_scopes.contains(&Scope::Fleet) || self.rollback_scopes.contains(&scope) {
-                    return Err(self.not_allowed(&format!("roll back {scope}"), "; that rollback was already sent to every agent in scope that applied"));
+                    return Err(self.not_allowed(
+                        &format!("roll back {scope}"),
+                        "; that rollback was already sent to every agent in scope that applied",
+                    ));
                 }
                 self.check_scope(&scope)?;
                 let reason = format!("manual rollback ({scope}) by {actor}: {reason}");
@@ -519,11 +558,13 @@ impl RolloutMachine {
 
     fn check_scope(&self, scope: &Scope) -> Result<(), RolloutError> {
         match scope {
-            Scope::Wave { name } if !self.spec.rollout.waves.iter().any(|w| w.name == *name) => Err(RolloutError::UnknownWave {
-                rollout: self.spec.id(),
-                wave: name.clone(),
-                known: self.spec.rollout.waves.iter().map(|w| w.name.as_str()).collect::<Vec<_>>().join(", "),
-            }),
+            Scope::Wave { name } if !self.spec.rollout.waves.iter().any(|w| w.name == *name) => {
+                Err(RolloutError::UnknownWave {
+                    rollout: self.spec.id(),
+                    wave: name.clone(),
+                    known: self.spec.rollout.waves.iter().map(|w| w.name.as_str()).collect::<Vec<_>>().join(", "),
+                })
+            }
             Scope::Agents { agents } => match agents.iter().find(|a| !self.agents.contains_key(*a)) {
                 Some(a) => Err(RolloutError::UnknownAgent { rollout: self.spec.id(), agent: a.clone() }),
                 None => Ok(()),
@@ -533,7 +574,11 @@ impl RolloutMachine {
     }
 
     fn may_send_plans(&self) -> bool {
-        !self.rolling_back() && matches!(self.state, State::Running { .. } | State::Baking { .. } | State::AwaitingApproval { .. } | State::Done)
+        !self.rolling_back()
+            && matches!(
+                self.state,
+                State::Running { .. } | State::Baking { .. } | State::AwaitingApproval { .. } | State::Done
+            )
     }
 
     /// Sends the apply plan to every online agent of a released wave that
@@ -544,7 +589,11 @@ impl RolloutMachine {
         }
         let started = self.started;
         for (id, r) in &mut self.agents {
-            if r.online && r.plan_sent_ms.is_none() && r.wave.is_some_and(|w| w < started) && r.outcome == ApplyOutcome::Pending {
+            if r.online
+                && r.plan_sent_ms.is_none()
+                && r.wave.is_some_and(|w| w < started)
+                && r.outcome == ApplyOutcome::Pending
+            {
                 r.plan_sent_ms = Some(now_ms);
                 out.push(Action::SendPlan { agent: id.clone() });
             }
@@ -582,7 +631,13 @@ impl RolloutMachine {
         }
     }
 
-    fn outcome(&mut self, now_ms: u64, agent: AgentId, outcome: Outcome, out: &mut Vec<Action>) -> Result<(), RolloutError> {
+    fn outcome(
+        &mut self,
+        now_ms: u64,
+        agent: AgentId,
+        outcome: Outcome,
+        out: &mut Vec<Action>,
+    ) -> Result<(), RolloutError> {
         let r = self.known(&agent)?;
         match outcome {
             Outcome::Applied => r.outcome = ApplyOutcome::Applied,
@@ -610,7 +665,14 @@ impl RolloutMachine {
 
     // ---- signals ----
 
-    fn integrity(&mut self, now_ms: u64, agent: &AgentId, kind: IntegrityKind, detail: &str, out: &mut Vec<Action>) -> Result<(), RolloutError> {
+    fn integrity(
+        &mut self,
+        now_ms: u64,
+        agent: &AgentId,
+        kind: IntegrityKind,
+        detail: &str,
+        out: &mut Vec<Action>,
+    ) -> Result<(), RolloutError> {
         let rolling_back = self.rolling_back();
         let r = self.known(agent)?;
         if kind == IntegrityKind::FailedRollbackProof && rolling_back && r.outcome == ApplyOutcome::Applied {
@@ -621,12 +683,25 @@ impl RolloutMachine {
             self.halt(now_ms, reason, SYSTEM_ACTOR, self.spec.rollout.auto_rollback, out);
         } else {
             let s = self.label();
-            out.push(audit(&s, &s, &format!("{reason} (recorded; the rollout is {} already)", self.state.name()), SYSTEM_ACTOR));
+            out.push(audit(
+                &s,
+                &s,
+                &format!("{reason} (recorded; the rollout is {} already)", self.state.name()),
+                SYSTEM_ACTOR,
+            ));
         }
         Ok(())
     }
 
-    fn metric(&mut self, now_ms: u64, agent: &AgentId, name: String, value: f64, at_ms: u64, out: &mut Vec<Action>) -> Result<(), RolloutError> {
+    fn metric(
+        &mut self,
+        now_ms: u64,
+        agent: &AgentId,
+        name: String,
+        value: f64,
+        at_ms: u64,
+        out: &mut Vec<Action>,
+    ) -> Result<(), RolloutError> {
         self.known(agent)?;
         let started = self.started;
         let Some(r) = self.agents.get_mut(agent) else { return Ok(()) };
@@ -643,7 +718,8 @@ impl RolloutMachine {
         let mut fired = None;
         for t in watched {
             let w = millis(t.window);
-            let in_window: Vec<f64> = samples.iter().filter(|s| s.at_ms.saturating_add(w) > now_ms).map(|s| s.value).collect();
+            let in_window: Vec<f64> =
+                samples.iter().filter(|s| s.at_ms.saturating_add(w) > now_ms).map(|s| s.value).collect();
             let sum: f64 = in_window.iter().sum();
             let crossed = match (t.above, t.below) {
                 (Some(above), _) if sum > above => Some(format!("above {above}: {sum}")),
@@ -652,7 +728,8 @@ impl RolloutMachine {
             };
             if let Some(c) = crossed {
                 let wave = r.wave.map_or("-", |w| self.spec.rollout.waves[w].name.as_str());
-                fired = Some(format!("trigger {name} {c} within {} on agent {agent} (wave {wave})", humanize(t.window)));
+                fired =
+                    Some(format!("trigger {name} {c} within {} on agent {agent} (wave {wave})", humanize(t.window)));
                 break;
             }
         }
@@ -668,7 +745,8 @@ impl RolloutMachine {
 
     fn approve(&mut self, now_ms: u64, wave: &str, actor: &str, out: &mut Vec<Action>) -> Result<(), RolloutError> {
         let State::AwaitingApproval { wave: w } = self.state else {
-            let hint = if matches!(&self.state, State::Paused { from, .. } if matches!(**from, State::AwaitingApproval { .. })) {
+            let hint = if matches!(&self.state, State::Paused { from, .. } if matches!(**from, State::AwaitingApproval { .. }))
+            {
                 "; resume the rollout first"
             } else {
                 "; no wave is awaiting approval"
@@ -688,7 +766,12 @@ impl RolloutMachine {
             return Err(self.not_allowed("pause", ""));
         }
         let from = self.state.clone();
-        self.transition(State::Paused { from: Box::new(from), since_ms: now_ms }, &format!("paused by {actor}"), actor, out);
+        self.transition(
+            State::Paused { from: Box::new(from), since_ms: now_ms },
+            &format!("paused by {actor}"),
+            actor,
+            out,
+        );
         Ok(())
     }
 
@@ -777,14 +860,17 @@ impl RolloutMachine {
                     self.finish_wave(now_ms, wave, "reported", out);
                 } else {
                     let until_ms = now_ms.saturating_add(millis(bake));
-                    let reason = format!("wave {} reported; baking for {}", self.spec.rollout.waves[wave].name, humanize(bake));
+                    let reason =
+                        format!("wave {} reported; baking for {}", self.spec.rollout.waves[wave].name, humanize(bake));
                     self.transition(State::Baking { wave, until_ms }, &reason, SYSTEM_ACTOR, out);
                 }
             }
             State::Baking { wave, until_ms } if now_ms >= until_ms && self.wave_reported(&tallies[wave]) => {
                 self.finish_wave(now_ms, wave, "baked without a trigger", out);
             }
-            State::RollingBack { .. } | State::Halted { .. } | State::RolledBack if self.rolling_back() => self.check_rollback(out),
+            State::RollingBack { .. } | State::Halted { .. } | State::RolledBack if self.rolling_back() => {
+                self.check_rollback(out)
+            }
             _ => {}
         }
     }
@@ -815,7 +901,9 @@ impl RolloutMachine {
                 RollbackProgress::Queued | RollbackProgress::Sent { .. } => outstanding += 1,
                 RollbackProgress::Failed | RollbackProgress::TimedOut => failed.push(id.to_string()),
                 RollbackProgress::Proven => proven += 1,
-                RollbackProgress::NotNeeded if (in_flight || r.outcome == ApplyOutcome::Applied) && self.in_rollback_scope(id, r) => {
+                RollbackProgress::NotNeeded
+                    if (in_flight || r.outcome == ApplyOutcome::Applied) && self.in_rollback_scope(id, r) =>
+                {
                     outstanding += 1;
                 }
                 RollbackProgress::NotNeeded => {}
@@ -823,9 +911,9 @@ impl RolloutMachine {
         }
         let fleet = self.rollback_scopes.contains(&Scope::Fleet);
         let target = match (&self.state, outstanding > 0, failed.is_empty()) {
-            (State::RolledBack | State::Halted { .. }, true, _) => {
-                Some(State::RollingBack { reason: "an agent in scope reported applied after the rollback; sending it the rollback".into() })
-            }
+            (State::RolledBack | State::Halted { .. }, true, _) => Some(State::RollingBack {
+                reason: "an agent in scope reported applied after the rollback; sending it the rollback".into(),
+            }),
             (State::RollingBack { .. } | State::Halted { .. }, false, true) if fleet => Some(State::RolledBack),
             (State::RollingBack { .. } | State::Halted { .. }, false, true) => {
                 let scopes: Vec<String> = self.rollback_scopes.iter().map(ToString::to_string).collect();
@@ -837,7 +925,11 @@ impl RolloutMachine {
                 })
             }
             (State::RollingBack { .. } | State::RolledBack, false, false) => Some(State::Halted {
-                reason: format!("rollback incomplete: {} agent(s) need a human: {} ({proven} proven)", failed.len(), failed.join(", ")),
+                reason: format!(
+                    "rollback incomplete: {} agent(s) need a human: {} ({proven} proven)",
+                    failed.len(),
+                    failed.join(", ")
+                ),
             }),
             _ => None,
         };
@@ -930,7 +1022,12 @@ impl RolloutMachine {
     }
 
     fn not_allowed(&self, command: &str, hint: &str) -> RolloutError {
-        RolloutError::NotAllowed { rollout: self.spec.id(), command: command.to_string(), state: self.label(), hint: hint.to_string() }
+        RolloutError::NotAllowed {
+            rollout: self.spec.id(),
+            command: command.to_string(),
+            state: self.label(),
+            hint: hint.to_string(),
+        }
     }
 }
 

@@ -19,7 +19,13 @@ pub const DEFAULT_REPORT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 #[must_use]
 pub fn default_rollout() -> Rollout {
     Rollout {
-        waves: vec![Wave { name: "all".into(), selector: None, percent: Some(100.0), bake: Duration::ZERO, approval: false }],
+        waves: vec![Wave {
+            name: "all".into(),
+            selector: None,
+            percent: Some(100.0),
+            bake: Duration::ZERO,
+            approval: false,
+        }],
         max_failure_ratio: DEFAULT_MAX_FAILURE_RATIO,
         min_sample: DEFAULT_MIN_SAMPLE,
         report_timeout: DEFAULT_REPORT_TIMEOUT,

@@ -18,7 +18,9 @@ pub enum RegistryError {
         "product {product} already has an active rollout {active} ({state}); wait for it to finish, or start {requested} with --supersede to replace it"
     )]
     ActiveRollout { product: String, active: String, state: String, requested: String },
-    #[error("rollout {active} of {product} is rolling back; it cannot be superseded until every rollback is proven or listed for a human")]
+    #[error(
+        "rollout {active} of {product} is rolling back; it cannot be superseded until every rollback is proven or listed for a human"
+    )]
     RollingBack { product: String, active: String },
     #[error("rollout {0} already exists; a release rolls out once — build a new sequence to roll out again")]
     Exists(String),
@@ -106,8 +108,9 @@ impl Registry {
     /// The product's rollout to show: the active one, else the latest.
     #[must_use]
     pub fn current(&self, product: &str) -> Option<&RolloutMachine> {
-        self.active(product)
-            .or_else(|| self.rollouts.values().filter(|m| m.spec().product == product).max_by_key(|m| m.spec().sequence))
+        self.active(product).or_else(|| {
+            self.rollouts.values().filter(|m| m.spec().product == product).max_by_key(|m| m.spec().sequence)
+        })
     }
 
     #[must_use]
@@ -134,7 +137,9 @@ impl Registry {
         let mut v: Vec<_> = self
             .rollouts
             .values()
-            .filter(|m| m.spec().product == product && m.spec().sequence > to_sequence && m.state().name() != "rolled_back")
+            .filter(|m| {
+                m.spec().product == product && m.spec().sequence > to_sequence && m.state().name() != "rolled_back"
+            })
             .collect();
         v.sort_by_key(|m| std::cmp::Reverse(m.spec().sequence));
         v.into_iter().map(|m| m.spec().id()).collect()

@@ -59,7 +59,10 @@ pub fn events_from_report(agent: &AgentId, report: &ReportPayload, continuity: &
     match continuity {
         Continuity::Ok { .. } => {}
         Continuity::Gap { missing, .. } => {
-            events.push(integrity(IntegrityKind::AuditGap, format!("audit entries {}..={} are missing", missing.0, missing.1)));
+            events.push(integrity(
+                IntegrityKind::AuditGap,
+                format!("audit entries {}..={} are missing", missing.0, missing.1),
+            ));
         }
         Continuity::Fork { reason, .. } => events.push(integrity(IntegrityKind::AuditFork, reason.clone())),
     }
@@ -91,8 +94,12 @@ mod tests {
         events
             .iter()
             .map(|e| match e {
-                Event::AgentOutcome { outcome, .. } => serde_json::to_value(outcome).unwrap().as_str().unwrap().to_string(),
-                Event::Integrity { kind, .. } => format!("integrity:{}", serde_json::to_value(kind).unwrap().as_str().unwrap()),
+                Event::AgentOutcome { outcome, .. } => {
+                    serde_json::to_value(outcome).unwrap().as_str().unwrap().to_string()
+                }
+                Event::Integrity { kind, .. } => {
+                    format!("integrity:{}", serde_json::to_value(kind).unwrap().as_str().unwrap())
+                }
                 other => format!("{other:?}"),
             })
             .collect()
@@ -104,7 +111,13 @@ mod tests {
         let ok = Continuity::Ok { head: head(), verified: 1 };
         let cases = [
             (Some(PlanKind::Apply), ReportStatus::Applied, "applied", "", vec!["applied"]),
-            (Some(PlanKind::Apply), ReportStatus::Failed, "reverted", "notes 2026.11.0 failed and was reverted: check failed", vec!["failed"]),
+            (
+                Some(PlanKind::Apply),
+                ReportStatus::Failed,
+                "reverted",
+                "notes 2026.11.0 failed and was reverted: check failed",
+                vec!["failed"],
+            ),
             (
                 Some(PlanKind::Apply),
                 ReportStatus::Failed,
@@ -112,7 +125,13 @@ mod tests {
                 "failed and was reverted: migration 0001: verify.sql returned 0",
                 vec!["failed", "integrity:failed_verify"],
             ),
-            (Some(PlanKind::Apply), ReportStatus::Failed, "needs_human", "needs a human", vec!["failed", "integrity:failed_rollback_proof"]),
+            (
+                Some(PlanKind::Apply),
+                ReportStatus::Failed,
+                "needs_human",
+                "needs a human",
+                vec!["failed", "integrity:failed_rollback_proof"],
+            ),
             (Some(PlanKind::Apply), ReportStatus::Refused, "refused", "", vec!["refused"]),
             (None, ReportStatus::Refused, "refused", "", vec!["refused"]),
             (Some(PlanKind::Apply), ReportStatus::RolledBack, "rolled_back", "", vec!["rolled_back_locally"]),

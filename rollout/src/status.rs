@@ -113,8 +113,12 @@ impl RolloutMachine {
                 let wave_state = match state {
                     _ if Some(i) == current => state.name().to_string(),
                     State::AwaitingApproval { wave } if *wave == i => "awaiting_approval".into(),
-                    State::Paused { from, .. } if matches!(**from, State::AwaitingApproval { wave } if wave == i) => "awaiting_approval".into(),
-                    State::Halted { .. } | State::RollingBack { .. } | State::RolledBack | State::Superseded { .. } if released => {
+                    State::Paused { from, .. } if matches!(**from, State::AwaitingApproval { wave } if wave == i) => {
+                        "awaiting_approval".into()
+                    }
+                    State::Halted { .. } | State::RollingBack { .. } | State::RolledBack | State::Superseded { .. }
+                        if released =>
+                    {
                         state.name().to_string()
                     }
                     _ if released => "done".into(),
@@ -135,7 +139,8 @@ impl RolloutMachine {
             .agents()
             .iter()
             .map(|(id, r)| {
-                let rolled_back = r.rollback == RollbackProgress::Proven || r.outcome == ApplyOutcome::RolledBackLocally;
+                let rolled_back =
+                    r.rollback == RollbackProgress::Proven || r.outcome == ApplyOutcome::RolledBackLocally;
                 let outcome = match r.outcome {
                     _ if rolled_back => "rolled_back",
                     ApplyOutcome::Pending => "pending",

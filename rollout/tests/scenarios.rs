@@ -38,7 +38,10 @@ fn good_release_goes_canary_early_broad_with_approval_then_all() {
     assert!(matches!(e, RolloutError::WrongWave { .. }), "{e}");
     assert!(e.to_string().contains("approve broad instead"), "{e}");
     s.send(Event::Approve { wave: "broad".into(), actor: "bob".into() });
-    assert!(s.audits().iter().any(|(f, t, r, a)| f == "awaiting_approval(broad)" && t == "running(broad)" && r.contains("approved") && a == "bob"));
+    assert!(s.audits().iter().any(|(f, t, r, a)| f == "awaiting_approval(broad)"
+        && t == "running(broad)"
+        && r.contains("approved")
+        && a == "bob"));
     released.extend(s.wave_agents("broad"));
     assert_eq!(s.planned(), released);
     s.answer_all(|_| Some(Outcome::Applied));
@@ -65,10 +68,18 @@ fn bad_canary_halts_in_the_canary_wave_and_rolls_back_every_canary() {
     // Canary 0 applies; canary 1's verify fails (the agent reverted it and
     // says so); canary 2 is still applying.
     s.report(&canaries[0], Outcome::Applied);
-    s.send(Event::Integrity { agent: canaries[1].clone(), kind: IntegrityKind::FailedVerify, detail: "verify.sql returned 0".into() });
+    s.send(Event::Integrity {
+        agent: canaries[1].clone(),
+        kind: IntegrityKind::FailedVerify,
+        detail: "verify.sql returned 0".into(),
+    });
     assert_eq!(s.state(), "rolling_back");
     assert!(s.halts()[0].contains("integrity: failed verify on agent agt-0"), "{:?}", s.halts());
-    assert_eq!(s.rollback_inbox, vec![canaries[0].clone()], "the fast path: the one that applied gets the rollback at once");
+    assert_eq!(
+        s.rollback_inbox,
+        vec![canaries[0].clone()],
+        "the fast path: the one that applied gets the rollback at once"
+    );
     s.report(&canaries[1], Outcome::Failed);
     // The in-flight canary applies after the halt: it is rolled back too.
     s.report(&canaries[2], Outcome::Applied);
@@ -84,8 +95,17 @@ fn bad_canary_halts_in_the_canary_wave_and_rolls_back_every_canary() {
     s.send(Event::AgentJoined { agent: id("agt-late"), labels: labels("ring=canary") });
     assert_eq!(s.planned(), canary_set);
 
-    let notes: Vec<_> = s.log.iter().filter_map(|a| if let Action::Notify { event } = a { Some(*event) } else { None }).collect();
-    assert_eq!(notes, [NotifyEvent::IncidentStarted, NotifyEvent::RollbackStarted, NotifyEvent::RollbackCompleted, NotifyEvent::Resolved]);
+    let notes: Vec<_> =
+        s.log.iter().filter_map(|a| if let Action::Notify { event } = a { Some(*event) } else { None }).collect();
+    assert_eq!(
+        notes,
+        [
+            NotifyEvent::IncidentStarted,
+            NotifyEvent::RollbackStarted,
+            NotifyEvent::RollbackCompleted,
+            NotifyEvent::Resolved
+        ]
+    );
     let st = s.m.status();
     assert_eq!(st.state, "rolled_back");
     assert_eq!(st.waves[0].state, "rolled_back");
@@ -107,7 +127,12 @@ fn failing_canaries_halt_by_ratio_once_the_whole_small_wave_reported() {
     assert_eq!(s.state(), "running");
     s.report(&canaries[2], Outcome::Applied);
     assert_eq!(s.state(), "rolling_back");
-    assert!(s.halts()[0].contains("wave canary: failure ratio 0.3333 (1 failed of 3 reported) is above max_failure_ratio 0.02"), "{:?}", s.halts());
+    assert!(
+        s.halts()[0]
+            .contains("wave canary: failure ratio 0.3333 (1 failed of 3 reported) is above max_failure_ratio 0.02"),
+        "{:?}",
+        s.halts()
+    );
     s.answer_all(|_| None);
     assert_eq!(s.state(), "rolled_back");
     assert_eq!(s.rollbacks.len(), 2);
@@ -167,7 +192,13 @@ fn no_report_by_report_timeout_is_a_failure() {
 
 #[test]
 fn an_integrity_signal_halts_at_once_without_a_minimum() {
-    for kind in [IntegrityKind::Drift, IntegrityKind::FailedVerify, IntegrityKind::FailedRollbackProof, IntegrityKind::AuditGap, IntegrityKind::AuditFork] {
+    for kind in [
+        IntegrityKind::Drift,
+        IntegrityKind::FailedVerify,
+        IntegrityKind::FailedRollbackProof,
+        IntegrityKind::AuditGap,
+        IntegrityKind::AuditFork,
+    ] {
         let mut s = Sim::start(spec(vec![wave("all", None, Some(100.0), 0, false)], 0.5, 20), fleet(30));
         let agents: Vec<_> = s.planned().into_iter().collect();
         s.report(&agents[0], Outcome::Applied);
@@ -185,7 +216,12 @@ fn an_app_metric_above_its_trigger_during_bake_halts() {
     s.answer_all(|_| Some(Outcome::Applied));
     assert_eq!(s.state(), "baking");
     let c: Vec<_> = s.wave_agents("canary").into_iter().collect();
-    let metric = |a: &rewind_shared::fleet::AgentId, v: f64, at: u64| Event::Metric { agent: a.clone(), name: "app.crash_count".into(), value: v, at_ms: at };
+    let metric = |a: &rewind_shared::fleet::AgentId, v: f64, at: u64| Event::Metric {
+        agent: a.clone(),
+        name: "app.crash_count".into(),
+        value: v,
+        at_ms: at,
+    };
     // 2 crashes, then 2 more 11 minutes later: never above 3 within 10m.
     s.send(metric(&c[0], 2.0, s.now));
     s.now += 11 * MIN;
@@ -268,7 +304,13 @@ fn an_unproven_rollback_lists_the_agents_that_need_a_human() {
     s.advance(30 * MIN); // agents[3] never answers
     assert_eq!(s.state(), "halted");
     let st = s.m.status();
-    assert!(st.reason.as_deref().unwrap().starts_with("rollback incomplete: 2 agent(s) need a human: agt-0001, agt-0003 (2 proven)"), "{st:?}");
+    assert!(
+        st.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("rollback incomplete: 2 agent(s) need a human: agt-0001, agt-0003 (2 proven)"),
+        "{st:?}"
+    );
     let humans: Vec<_> = st.needs_human.iter().map(|h| h.agent.as_str()).collect();
     assert_eq!(humans, ["agt-0001", "agt-0003"]);
     assert!(st.needs_human[0].commands.iter().any(|c| c == "rewind-agent --state <STATE_DIR> status --json"));
@@ -292,7 +334,10 @@ fn without_auto_rollback_a_halt_waits_for_an_operator() {
     assert!(s.rollbacks.is_empty());
     s.send(Event::Rollback { actor: "dave".into(), reason: "audit fork".into(), scope: Scope::Fleet });
     assert_eq!(s.rollbacks.len(), 4);
-    assert!(s.audits().iter().any(|(f, t, r, a)| f == "halted" && t == "rolling_back" && r.contains("manual rollback (fleet) by dave") && a == "dave"));
+    assert!(s.audits().iter().any(|(f, t, r, a)| f == "halted"
+        && t == "rolling_back"
+        && r.contains("manual rollback (fleet) by dave")
+        && a == "dave"));
 }
 
 #[test]
@@ -323,7 +368,10 @@ fn pause_holds_plans_and_the_bake_clock() {
 fn refused_commands_change_nothing() {
     let mut s = Sim::start(example_spec(), fleet20());
     let e = s.try_send(Event::Approve { wave: "broad".into(), actor: "x".into() }).unwrap_err();
-    assert_eq!(e.to_string(), "rollout notes@7: cannot approve wave broad while running(canary); no wave is awaiting approval");
+    assert_eq!(
+        e.to_string(),
+        "rollout notes@7: cannot approve wave broad while running(canary); no wave is awaiting approval"
+    );
     let e = s.try_send(Event::Resume { actor: "x".into() }).unwrap_err();
     assert!(e.to_string().contains("cannot resume while running(canary)"), "{e}");
     let e = s.try_send(Event::AgentOnline { agent: id("agt-zz") }).unwrap_err();
@@ -426,12 +474,28 @@ fn a_scoped_rollback_reverts_only_its_scope_and_stops_the_rollout() {
     assert_eq!(s.state(), "baking");
     let canaries = s.wave_agents("canary");
 
-    let e = s.try_send(Event::Rollback { actor: "ops".into(), reason: "x".into(), scope: Scope::Wave { name: "beta".into() } }).unwrap_err();
+    let e = s
+        .try_send(Event::Rollback {
+            actor: "ops".into(),
+            reason: "x".into(),
+            scope: Scope::Wave { name: "beta".into() },
+        })
+        .unwrap_err();
     assert_eq!(e.to_string(), "rollout notes@7: no wave beta; its waves are canary, rest");
-    let e = s.try_send(Event::Rollback { actor: "ops".into(), reason: "x".into(), scope: Scope::Agents { agents: vec![id("agt-nope")] } }).unwrap_err();
+    let e = s
+        .try_send(Event::Rollback {
+            actor: "ops".into(),
+            reason: "x".into(),
+            scope: Scope::Agents { agents: vec![id("agt-nope")] },
+        })
+        .unwrap_err();
     assert!(matches!(e, RolloutError::UnknownAgent { .. }));
 
-    s.send(Event::Rollback { actor: "ops".into(), reason: "canary complaints".into(), scope: Scope::Wave { name: "canary".into() } });
+    s.send(Event::Rollback {
+        actor: "ops".into(),
+        reason: "canary complaints".into(),
+        scope: Scope::Wave { name: "canary".into() },
+    });
     assert_eq!(s.rollback_inbox.iter().cloned().collect::<BTreeSet<_>>(), canaries, "only the canary wave");
     s.answer_all(|_| None);
     assert_eq!(s.state(), "halted");
@@ -439,9 +503,20 @@ fn a_scoped_rollback_reverts_only_its_scope_and_stops_the_rollout() {
     assert!(st.reason.as_deref().unwrap().starts_with("partial rollback (wave canary) proven on 3 agent(s)"), "{st:?}");
     assert_eq!((st.waves[0].rolled_back, st.waves[1].rolled_back), (3, 0));
     // The same scope twice is refused; widening to one more agent works.
-    assert!(s.try_send(Event::Rollback { actor: "ops".into(), reason: "again".into(), scope: Scope::Wave { name: "canary".into() } }).is_err());
+    assert!(
+        s.try_send(Event::Rollback {
+            actor: "ops".into(),
+            reason: "again".into(),
+            scope: Scope::Wave { name: "canary".into() }
+        })
+        .is_err()
+    );
     let other = s.wave_agents("rest").into_iter().next().unwrap();
-    s.send(Event::Rollback { actor: "ops".into(), reason: "one more".into(), scope: Scope::Agents { agents: vec![other.clone()] } });
+    s.send(Event::Rollback {
+        actor: "ops".into(),
+        reason: "one more".into(),
+        scope: Scope::Agents { agents: vec![other.clone()] },
+    });
     assert_eq!(s.rollback_inbox, vec![other]);
     s.answer_all(|_| None);
     assert_eq!(s.state(), "halted");

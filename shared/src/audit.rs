@@ -57,13 +57,7 @@ pub fn entry_hash(seq: u64, time: &str, kind: &str, params: &str, prev: &Digest)
 impl AuditEntry {
     /// Builds and signs the entry that follows `prev` (`None` for the first).
     #[must_use]
-    pub fn new_signed(
-        prev: Option<&AuditEntry>,
-        time: String,
-        kind: &str,
-        params: String,
-        key: &SigningKey,
-    ) -> Self {
+    pub fn new_signed(prev: Option<&AuditEntry>, time: String, kind: &str, params: String, key: &SigningKey) -> Self {
         let (seq, prev) = prev.map_or((1, GENESIS), |p| (p.seq + 1, p.hash));
         let hash = entry_hash(seq, &time, kind, &params, &prev);
         let signature = hex::encode(key.sign(hash.as_bytes()).to_bytes());
@@ -165,10 +159,9 @@ impl Checkpoint {
     /// Whether the signature verifies with `key`.
     #[must_use]
     pub fn verifies(&self, key: &VerifyingKey) -> bool {
-        hex::decode(&self.signature)
-            .ok()
-            .and_then(|b| <[u8; 64]>::try_from(b).ok())
-            .is_some_and(|b| key.verify(&checkpoint_message(self.seq, &self.head, &self.time), &Signature::from_bytes(&b)).is_ok())
+        hex::decode(&self.signature).ok().and_then(|b| <[u8; 64]>::try_from(b).ok()).is_some_and(|b| {
+            key.verify(&checkpoint_message(self.seq, &self.head, &self.time), &Signature::from_bytes(&b)).is_ok()
+        })
     }
 }
 
@@ -180,9 +173,13 @@ pub enum CheckpointError {
     Chain(#[from] ChainError),
     #[error("checkpoint at seq {seq}: signature does not verify with the coordinator key: forged or damaged")]
     BadSignature { seq: u64 },
-    #[error("checkpoint at seq {seq}: the chain has only {len} entries: entries were removed after the checkpoint was signed")]
+    #[error(
+        "checkpoint at seq {seq}: the chain has only {len} entries: entries were removed after the checkpoint was signed"
+    )]
     Truncated { seq: u64, len: u64 },
-    #[error("checkpoint at seq {seq}: the chain's entry {seq} is {found}, the checkpoint signed {signed}: the chain was rewritten up to that point")]
+    #[error(
+        "checkpoint at seq {seq}: the chain's entry {seq} is {found}, the checkpoint signed {signed}: the chain was rewritten up to that point"
+    )]
     Mismatch { seq: u64, signed: Digest, found: Digest },
     #[error("export line {line}: {message}")]
     Export { line: usize, message: String },
@@ -282,7 +279,10 @@ pub struct ExportedChain {
 /// # Errors
 /// The first line that does not parse, names an unknown key, or breaks a
 /// chain or a checkpoint.
-pub fn verify_export(reader: impl std::io::BufRead, public_keys: &[VerifyingKey]) -> Result<Vec<ExportedChain>, CheckpointError> {
+pub fn verify_export(
+    reader: impl std::io::BufRead,
+    public_keys: &[VerifyingKey],
+) -> Result<Vec<ExportedChain>, CheckpointError> {
     use std::collections::BTreeMap;
     let keys: BTreeMap<String, &VerifyingKey> = public_keys.iter().map(|k| (crate::trust::key_id(k), k)).collect();
     let key = |line: usize, id: &str, what: &str| {
@@ -305,7 +305,10 @@ pub fn verify_export(reader: impl std::io::BufRead, public_keys: &[VerifyingKey]
                 key(n, &chain, "chain")?;
                 let (entries, checkpoints) = chains.entry(chain).or_default();
                 if !checkpoints.is_empty() {
-                    return Err(CheckpointError::Export { line: n, message: "an entry after its chain's checkpoints".into() });
+                    return Err(CheckpointError::Export {
+                        line: n,
+                        message: "an entry after its chain's checkpoints".into(),
+                    });
                 }
                 // Order and links are checked as lines come, hashes and
                 // signatures once the chain is complete.
@@ -322,7 +325,10 @@ pub fn verify_export(reader: impl std::io::BufRead, public_keys: &[VerifyingKey]
             ExportLine::Checkpoint { chain, checkpoint } => {
                 let k = key(n, &checkpoint.keyid, "checkpoint")?;
                 let Some((entries, checkpoints)) = chains.get_mut(&chain) else {
-                    return Err(CheckpointError::Export { line: n, message: format!("checkpoint for chain {chain}, which has no entries before it") });
+                    return Err(CheckpointError::Export {
+                        line: n,
+                        message: format!("checkpoint for chain {chain}, which has no entries before it"),
+                    });
                 };
                 check_checkpoint(entries, &checkpoint, k)?;
                 checkpoints.push(checkpoint);
@@ -389,13 +395,22 @@ mod tests {
         let vk = key.verifying_key();
         let coord = SigningKey::from_bytes(&[3; 32]);
         let cvk = coord.verifying_key();
-        let cps = [Checkpoint::of(&v[..3], "c1".into(), &coord).unwrap(), Checkpoint::of(&v[..6], "c2".into(), &coord).unwrap()];
+        let cps = [
+            Checkpoint::of(&v[..3], "c1".into(), &coord).unwrap(),
+            Checkpoint::of(&v[..6], "c2".into(), &coord).unwrap(),
+        ];
         assert_eq!(verify_chain_with_checkpoints(&v, &vk, &cps, &cvk).unwrap(), v[7].hash);
         // Someone holding the chain key rewrites entries 4..=8 and re-signs
         // them: the chain alone verifies, the checkpoint at 6 does not.
         let mut rewritten = v[..3].to_vec();
         for i in 3..8 {
-            rewritten.push(AuditEntry::new_signed(rewritten.last(), format!("t{i}"), "k", format!("{{\"i\":{}}}", i * 10), &key));
+            rewritten.push(AuditEntry::new_signed(
+                rewritten.last(),
+                format!("t{i}"),
+                "k",
+                format!("{{\"i\":{}}}", i * 10),
+                &key,
+            ));
         }
         assert!(verify_chain(&rewritten, &vk).is_ok());
         assert!(matches!(
@@ -409,10 +424,16 @@ mod tests {
         );
         // A checkpoint not signed by the coordinator, or with an edited time.
         let forged = [Checkpoint::of(&v[..3], "c1".into(), &key).unwrap()];
-        assert_eq!(verify_chain_with_checkpoints(&v, &vk, &forged, &cvk), Err(CheckpointError::BadSignature { seq: 3 }));
+        assert_eq!(
+            verify_chain_with_checkpoints(&v, &vk, &forged, &cvk),
+            Err(CheckpointError::BadSignature { seq: 3 })
+        );
         let mut edited = cps.clone();
         edited[0].time = "c0".into();
-        assert_eq!(verify_chain_with_checkpoints(&v, &vk, &edited, &cvk), Err(CheckpointError::BadSignature { seq: 3 }));
+        assert_eq!(
+            verify_chain_with_checkpoints(&v, &vk, &edited, &cvk),
+            Err(CheckpointError::BadSignature { seq: 3 })
+        );
     }
 
     #[test]
@@ -423,7 +444,10 @@ mod tests {
         for i in 0..5 {
             cv.push(AuditEntry::new_signed(cv.last(), format!("c{i}"), "operator.action", "{}".into(), &coord));
         }
-        let cps = [Checkpoint::of(&cv[..2], "t".into(), &coord).unwrap(), Checkpoint::of(&cv[..4], "t".into(), &coord).unwrap()];
+        let cps = [
+            Checkpoint::of(&cv[..2], "t".into(), &coord).unwrap(),
+            Checkpoint::of(&cv[..4], "t".into(), &coord).unwrap(),
+        ];
         let agent_cp = [Checkpoint::of(&av, "t".into(), &coord).unwrap()];
         let mut out = Vec::new();
         write_export(&mut out, &coord.verifying_key(), &cv, &cps).unwrap();
@@ -437,12 +461,23 @@ mod tests {
         // Only the coordinator key: the agent chain's key is unknown.
         assert!(matches!(verify_export(text.as_bytes(), &keys[..1]), Err(CheckpointError::Export { .. })));
         // Edit the params of entry 3 in the file (between the checkpoints).
-        let tampered = text.replacen("\"kind\":\"operator.action\",\"params\":\"{}\"", "\"kind\":\"operator.action\",\"params\":\"{\\\"x\\\":1}\"", 3);
+        let tampered = text.replacen(
+            "\"kind\":\"operator.action\",\"params\":\"{}\"",
+            "\"kind\":\"operator.action\",\"params\":\"{\\\"x\\\":1}\"",
+            3,
+        );
         let tampered = tampered.replacen("\"params\":\"{\\\"x\\\":1}\"", "\"params\":\"{}\"", 2);
         assert_ne!(tampered, text);
-        assert_eq!(verify_export(tampered.as_bytes(), &keys), Err(CheckpointError::Chain(ChainError::Edited { seq: 3 })));
+        assert_eq!(
+            verify_export(tampered.as_bytes(), &keys),
+            Err(CheckpointError::Chain(ChainError::Edited { seq: 3 }))
+        );
         // Drop a line.
-        let dropped: String = text.lines().enumerate().filter(|(i, _)| *i != 1).map(|(_, l)| format!("{l}\n")).collect();
-        assert!(matches!(verify_export(dropped.as_bytes(), &keys), Err(CheckpointError::Chain(ChainError::Gap { seq: 3, expected: 2 }))));
+        let dropped: String =
+            text.lines().enumerate().filter(|(i, _)| *i != 1).map(|(_, l)| format!("{l}\n")).collect();
+        assert!(matches!(
+            verify_export(dropped.as_bytes(), &keys),
+            Err(CheckpointError::Chain(ChainError::Gap { seq: 3, expected: 2 }))
+        ));
     }
 }

@@ -187,7 +187,8 @@ impl Envelope {
                 ),
             ));
         }
-        hex::decode(&self.payload).map_err(|e| Refusal::new("malformed", format!("payload is not hex ({e}); rebuild the bundle")))
+        hex::decode(&self.payload)
+            .map_err(|e| Refusal::new("malformed", format!("payload is not hex ({e}); rebuild the bundle")))
     }
 
     /// Adds `key`'s signature unless it already signed (idempotent per key).
@@ -225,7 +226,10 @@ impl Envelope {
     pub fn open(&self, trust: &TrustFile, now: u64) -> Result<(Plan, SignatureCount), Refusal> {
         let bytes = self.payload_bytes()?;
         if self.payload_type != PLAN_TYPE {
-            return Err(Refusal::new("malformed", format!("payload type is `{}`, expected `{PLAN_TYPE}`", self.payload_type)));
+            return Err(Refusal::new(
+                "malformed",
+                format!("payload type is `{}`, expected `{PLAN_TYPE}`", self.payload_type),
+            ));
         }
         let count = trust.count_signatures(&self.signatures, &self.payload_type, &bytes);
         if !count.ok() {
@@ -237,12 +241,19 @@ impl Envelope {
         let plan: Plan = serde_json::from_slice(&bytes)
             .map_err(|e| Refusal::new("malformed", format!("signed payload is not a {PLAN_FORMAT} plan: {e}")))?;
         if plan.format != PLAN_FORMAT {
-            return Err(Refusal::new("malformed", format!("plan format `{}` is not {PLAN_FORMAT}; use a matching rewind-agent", plan.format)));
-        }
-        if plan.steps.name != plan.product || plan.steps.version != plan.release || plan.steps.sequence != plan.sequence {
             return Err(Refusal::new(
                 "malformed",
-                format!("plan {} names {} {} but its steps are {} {}; rebuild the bundle", plan.id, plan.product, plan.release, plan.steps.name, plan.steps.version),
+                format!("plan format `{}` is not {PLAN_FORMAT}; use a matching rewind-agent", plan.format),
+            ));
+        }
+        if plan.steps.name != plan.product || plan.steps.version != plan.release || plan.steps.sequence != plan.sequence
+        {
+            return Err(Refusal::new(
+                "malformed",
+                format!(
+                    "plan {} names {} {} but its steps are {} {}; rebuild the bundle",
+                    plan.id, plan.product, plan.release, plan.steps.name, plan.steps.version
+                ),
             ));
         }
         if now >= plan.expires {
@@ -294,7 +305,10 @@ impl Bundle {
         let bad = |m: String| Refusal::new("malformed", format!("bundle {}: {m}", path.display()));
         let len = std::fs::metadata(path).map_err(|e| bad(format!("cannot read: {e}")))?.len();
         if len > MAX_BUNDLE_BYTES {
-            return Err(Refusal::new("oversize", format!("bundle {} is {len} bytes, over the {MAX_BUNDLE_BYTES}-byte limit", path.display())));
+            return Err(Refusal::new(
+                "oversize",
+                format!("bundle {} is {len} bytes, over the {MAX_BUNDLE_BYTES}-byte limit", path.display()),
+            ));
         }
         let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
         let b: Bundle = serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a {BUNDLE_FORMAT} file: {e}")))?;
@@ -306,8 +320,9 @@ impl Bundle {
 
     /// Every envelope with a label: `apply`, `rollback release 2026.11.0`, ...
     pub fn envelopes_mut(&mut self) -> impl Iterator<Item = (String, &mut Envelope)> {
-        std::iter::once(("apply".to_string(), &mut self.apply))
-            .chain(self.rollback.iter_mut().map(|r| (format!("rollback {} {}", r.granularity, r.subject), &mut r.envelope)))
+        std::iter::once(("apply".to_string(), &mut self.apply)).chain(
+            self.rollback.iter_mut().map(|r| (format!("rollback {} {}", r.granularity, r.subject), &mut r.envelope)),
+        )
     }
 
     /// Every envelope with a label.
@@ -324,14 +339,22 @@ impl Bundle {
     pub fn rollback_envelope(&self, granularity: Granularity, subject: Option<&str>) -> Result<&Envelope, String> {
         self.rollback
             .iter()
-            .find(|r| r.granularity == granularity && (subject == Some(r.subject.as_str()) || (subject.is_none() && granularity == Granularity::Release)))
+            .find(|r| {
+                r.granularity == granularity
+                    && (subject == Some(r.subject.as_str())
+                        || (subject.is_none() && granularity == Granularity::Release))
+            })
             .map(|r| &r.envelope)
             .ok_or_else(|| {
                 format!(
                     "bundle {} has no rollback plan for {granularity} {}; it has: {}",
                     self.id,
                     subject.unwrap_or("(no --subject given)"),
-                    self.rollback.iter().map(|r| format!("{} {}", r.granularity, r.subject)).collect::<Vec<_>>().join(", ")
+                    self.rollback
+                        .iter()
+                        .map(|r| format!("{} {}", r.granularity, r.subject))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             })
     }
@@ -405,7 +428,10 @@ pub fn build_plans(release: &Release, input: &BuildInput) -> (Plan, Vec<Plan>) {
         expires: input.expires,
     };
     let installed = StateSpec { sequence: Some(release.sequence), targets: BTreeMap::new() };
-    let spec = |sequence, states: &BTreeMap<String, TargetState>, targets: &[&str]| StateSpec { sequence, targets: pick(states, targets) };
+    let spec = |sequence, states: &BTreeMap<String, TargetState>, targets: &[&str]| StateSpec {
+        sequence,
+        targets: pick(states, targets),
+    };
     let apply = plan(
         PlanKind::Apply,
         Granularity::Release,
@@ -474,7 +500,11 @@ pub fn bundle_of(release: &Release, input: &BuildInput, apply: &Plan, rollbacks:
         apply: Envelope::of_plan(apply),
         rollback: rollbacks
             .iter()
-            .map(|p| RollbackEntry { granularity: p.granularity, subject: p.subject.clone(), envelope: Envelope::of_plan(p) })
+            .map(|p| RollbackEntry {
+                granularity: p.granularity,
+                subject: p.subject.clone(),
+                envelope: Envelope::of_plan(p),
+            })
             .collect(),
     }
 }
@@ -540,7 +570,10 @@ mod tests {
         let notes = &rb[1].steps;
         assert!(notes.migrations.iter().all(|m| m.target == "notes") && notes.flags.is_empty());
         let m1 = &rb[3].steps;
-        assert_eq!(m1.migrations.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["0001_add_currency", "0002_normalize_status"]);
+        assert_eq!(
+            m1.migrations.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["0001_add_currency", "0002_normalize_status"]
+        );
         let flag = &rb[6].steps;
         assert!(flag.migrations.is_empty() && flag.checks.is_empty() && flag.flags.len() == 1);
         let ids: std::collections::BTreeSet<_> = rb.iter().map(|p| p.id.clone()).chain([apply.id]).collect();
@@ -560,9 +593,15 @@ mod tests {
         assert_eq!(env.open(&t, 150).unwrap().0, apply);
         assert_eq!(env.open(&t, 200).unwrap_err().code, "expired");
         let mut tampered = env.clone();
-        tampered.payload = hex::encode(hex::decode(&env.payload).unwrap().iter().map(|b| if *b == b'7' { b'8' } else { *b }).collect::<Vec<_>>());
+        tampered.payload = hex::encode(
+            hex::decode(&env.payload).unwrap().iter().map(|b| if *b == b'7' { b'8' } else { *b }).collect::<Vec<_>>(),
+        );
         assert_eq!(tampered.open(&t, 150).unwrap_err().code, "signatures");
-        let big = Envelope { payload_type: PLAN_TYPE.into(), payload: "00".repeat(MAX_PAYLOAD_BYTES + 1), signatures: vec![] };
+        let big = Envelope {
+            payload_type: PLAN_TYPE.into(),
+            payload: "00".repeat(MAX_PAYLOAD_BYTES + 1),
+            signatures: vec![],
+        };
         assert_eq!(big.open(&t, 150).unwrap_err().code, "oversize");
     }
 }

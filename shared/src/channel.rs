@@ -43,7 +43,12 @@ impl ChannelOptions {
     /// For the agent's long-lived stream.
     #[must_use]
     pub fn stream(keepalive: Duration) -> Self {
-        ChannelOptions { connect_timeout: Duration::from_secs(10), call_timeout: None, keepalive, keepalive_timeout: Duration::from_secs(20) }
+        ChannelOptions {
+            connect_timeout: Duration::from_secs(10),
+            call_timeout: None,
+            keepalive,
+            keepalive_timeout: Duration::from_secs(20),
+        }
     }
 }
 
@@ -96,7 +101,10 @@ pub fn endpoint(url: &str, tls: &ClientTls, opts: ChannelOptions) -> Result<Endp
 /// [`ChannelError::Url`] for a bad URL; [`ChannelError::Connect`] when the
 /// TCP or TLS connection fails (the message carries the cause chain).
 pub async fn connect(url: &str, tls: &ClientTls, opts: ChannelOptions) -> Result<Channel, ChannelError> {
-    endpoint(url, tls, opts)?.connect().await.map_err(|e| ChannelError::Connect { url: url.to_string(), message: error_chain(&e) })
+    endpoint(url, tls, opts)?
+        .connect()
+        .await
+        .map_err(|e| ChannelError::Connect { url: url.to_string(), message: error_chain(&e) })
 }
 
 /// An error and its sources, joined with ": ".

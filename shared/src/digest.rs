@@ -140,9 +140,7 @@ fn is_internal(name: &str) -> bool {
 /// # Errors
 /// Fails when the schema cannot be read (not a database, locked, corrupt).
 pub fn schema_digest(conn: &Connection) -> rusqlite::Result<Digest> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT type, name, tbl_name, sql FROM sqlite_schema WHERE sql IS NOT NULL",
-    )?;
+    let mut stmt = conn.prepare_cached("SELECT type, name, tbl_name, sql FROM sqlite_schema WHERE sql IS NOT NULL")?;
     let mut objects: Vec<(u8, String, String, String)> = stmt
         .query_map([], |r| {
             let kind: String = r.get(0)?;
@@ -253,12 +251,9 @@ fn row_query(conn: &Connection, table: &str) -> rusqlite::Result<(Vec<String>, S
         }
         found
     };
-    let rowid_alias = !without_rowid
-        && pk.len() == 1
-        && pk[0].decl_type.eq_ignore_ascii_case("INTEGER")
-        && !has_pk_index;
-    let pk_identifies_rows =
-        !pk.is_empty() && (without_rowid || rowid_alias || pk.iter().all(|c| c.notnull));
+    let rowid_alias =
+        !without_rowid && pk.len() == 1 && pk[0].decl_type.eq_ignore_ascii_case("INTEGER") && !has_pk_index;
+    let pk_identifies_rows = !pk.is_empty() && (without_rowid || rowid_alias || pk.iter().all(|c| c.notnull));
     let select_list: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
     let order: Vec<String> = if pk_identifies_rows {
         pk.iter().map(|c| quote_ident(&c.name)).collect()
@@ -395,7 +390,9 @@ pub fn database_digest_reusing(
         let mut parents = conn.prepare("SELECT DISTINCT lower(\"table\") FROM pragma_foreign_key_list(?1)")?;
         let refers_to: Vec<(String, Vec<String>)> = names
             .iter()
-            .map(|t| Ok((t.clone(), parents.query_map([t], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?)))
+            .map(|t| {
+                Ok((t.clone(), parents.query_map([t], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?))
+            })
             .collect::<rusqlite::Result<_>>()?;
         loop {
             let before = dirty.len();
@@ -445,10 +442,12 @@ fn helper_connections(conn: &Connection, tables: usize) -> Vec<Connection> {
         return Vec::new();
     };
     let shareable = conn
-        .query_row("SELECT (SELECT page_count * page_size FROM pragma_page_count, pragma_page_size), \
-                    (SELECT journal_mode FROM pragma_journal_mode)", [], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-        })
+        .query_row(
+            "SELECT (SELECT page_count * page_size FROM pragma_page_count, pragma_page_size), \
+                    (SELECT journal_mode FROM pragma_journal_mode)",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+        )
         .is_ok_and(|(bytes, mode)| bytes >= PARALLEL_FROM_BYTES && !mode.eq_ignore_ascii_case("wal"));
     if !shareable {
         return Vec::new();
@@ -541,18 +540,19 @@ mod tests {
 
     #[test]
     fn mixed_case_without_rowid_table_is_recognised() {
-        let a = db("CREATE TABLE \"MixedCase\"(k TEXT PRIMARY KEY, v) WITHOUT ROWID; INSERT INTO MixedCase VALUES ('b',1),('a',2);");
-        let b = db("CREATE TABLE \"MixedCase\"(k TEXT PRIMARY KEY, v) WITHOUT ROWID; INSERT INTO MixedCase VALUES ('a',2),('b',1);");
+        let a = db(
+            "CREATE TABLE \"MixedCase\"(k TEXT PRIMARY KEY, v) WITHOUT ROWID; INSERT INTO MixedCase VALUES ('b',1),('a',2);",
+        );
+        let b = db(
+            "CREATE TABLE \"MixedCase\"(k TEXT PRIMARY KEY, v) WITHOUT ROWID; INSERT INTO MixedCase VALUES ('a',2),('b',1);",
+        );
         assert_eq!(database_digest(&a).unwrap(), database_digest(&b).unwrap());
     }
 
     #[test]
     fn storage_class_matters() {
-        let d = |v: &str| {
-            database_digest(&db(&format!("CREATE TABLE t(a); INSERT INTO t VALUES ({v});")))
-                .unwrap()
-                .digest
-        };
+        let d =
+            |v: &str| database_digest(&db(&format!("CREATE TABLE t(a); INSERT INTO t VALUES ({v});"))).unwrap().digest;
         let (i, r, t, b) = (d("1"), d("1.0"), d("'1'"), d("x'31'"));
         assert!(i != r && i != t && r != t && t != b);
     }
@@ -561,8 +561,7 @@ mod tests {
     fn drop_column_after_add_column_restores_schema_digest() {
         let c = db("CREATE TABLE orders(id INTEGER PRIMARY KEY, total REAL NOT NULL);");
         let before = schema_digest(&c).unwrap();
-        c.execute_batch("ALTER TABLE orders ADD COLUMN currency TEXT NOT NULL DEFAULT 'EUR'")
-            .unwrap();
+        c.execute_batch("ALTER TABLE orders ADD COLUMN currency TEXT NOT NULL DEFAULT 'EUR'").unwrap();
         assert_ne!(before, schema_digest(&c).unwrap());
         c.execute_batch("ALTER TABLE orders DROP COLUMN currency").unwrap();
         assert_eq!(before, schema_digest(&c).unwrap());
@@ -592,7 +591,9 @@ mod tests {
              INSERT INTO c SELECT 'k' || i, i / 3.0 FROM s;",
         )
         .unwrap();
-        let bytes: i64 = c.query_row("SELECT page_count * page_size FROM pragma_page_count, pragma_page_size", [], |r| r.get(0)).unwrap();
+        let bytes: i64 = c
+            .query_row("SELECT page_count * page_size FROM pragma_page_count, pragma_page_size", [], |r| r.get(0))
+            .unwrap();
         assert!(bytes >= PARALLEL_FROM_BYTES, "test database too small: {bytes}");
         c.execute_batch("BEGIN; SELECT count(*) FROM sqlite_schema;").unwrap();
         let cores = std::thread::available_parallelism().map_or(1, usize::from);

@@ -34,7 +34,11 @@ impl AgentId {
             && s.len() <= 64
             && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-');
-        if ok { Ok(AgentId(s.to_string())) } else { Err(FleetValueError(format!("agent id {s:?}: expected 1-64 characters of [a-z0-9-]"))) }
+        if ok {
+            Ok(AgentId(s.to_string()))
+        } else {
+            Err(FleetValueError(format!("agent id {s:?}: expected 1-64 characters of [a-z0-9-]")))
+        }
     }
 
     /// The URI SAN that names this agent in its client certificate.
@@ -82,7 +86,9 @@ impl From<AgentId> for String {
 pub type Labels = BTreeMap<String, String>;
 
 fn valid_label_part(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
 }
 
 /// Checks one label.
@@ -105,7 +111,8 @@ pub fn check_label(key: &str, value: &str) -> Result<(), FleetValueError> {
 pub fn parse_labels(s: &str) -> Result<Labels, FleetValueError> {
     let mut out = Labels::new();
     for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').ok_or_else(|| FleetValueError(format!("label {pair:?}: expected KEY=VALUE")))?;
+        let (k, v) =
+            pair.split_once('=').ok_or_else(|| FleetValueError(format!("label {pair:?}: expected KEY=VALUE")))?;
         let (k, v) = (k.trim(), v.trim());
         check_label(k, v)?;
         if out.insert(k.to_string(), v.to_string()).is_some() {

@@ -5,9 +5,9 @@
 //! knows nothing of networking; reads SQLite only to digest it.
 
 pub mod audit;
+pub mod bundle;
 #[cfg(feature = "client")]
 pub mod channel;
-pub mod bundle;
 pub mod digest;
 pub mod duration;
 pub mod fleet;

@@ -104,7 +104,8 @@ impl Expect {
     /// # Errors
     /// Returns a message with the accepted forms.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || format!("expect `{s}` is not understood: write `= N`, `>= N`, `<= N`, `between A B` or `unchanged`");
+        let bad =
+            || format!("expect `{s}` is not understood: write `= N`, `>= N`, `<= N`, `between A B` or `unchanged`");
         let t = s.trim();
         let num = |x: &str| x.trim().parse::<f64>().map_err(|_| bad());
         if t == "unchanged" {
@@ -437,9 +438,8 @@ fn locate(src: &str, section: &str, key: &str, value: &str, nth: usize) -> Optio
             let rest = &line[at + key.len()..];
             let Some(after_eq) = rest.trim_start().strip_prefix('=') else { continue };
             let value_text = after_eq.trim_start();
-            let matches = [format!("\"{value}\""), format!("'{value}'")]
-                .iter()
-                .any(|q| value_text.starts_with(q.as_str()));
+            let matches =
+                [format!("\"{value}\""), format!("'{value}'")].iter().any(|q| value_text.starts_with(q.as_str()));
             if before_ok && matches {
                 if seen == nth {
                     let column = line.len() - value_text.len();
@@ -481,9 +481,7 @@ fn toml_to_json(v: &toml::Value) -> Result<serde_json::Value, String> {
             .ok_or_else(|| format!("{f} is not a finite number"))?,
         toml::Value::Boolean(b) => serde_json::Value::Bool(*b),
         toml::Value::Table(t) => serde_json::Value::Object(
-            t.iter()
-                .map(|(k, v)| Ok((k.clone(), toml_to_json(v)?)))
-                .collect::<Result<_, String>>()?,
+            t.iter().map(|(k, v)| Ok((k.clone(), toml_to_json(v)?))).collect::<Result<_, String>>()?,
         ),
         toml::Value::Array(_) | toml::Value::Datetime(_) => {
             return Err("flag values are bool, int, float, string or an inline table".into());
@@ -499,25 +497,23 @@ impl Release {
     /// and column), [`ReleaseError::Invalid`] listing every semantic problem.
     pub fn load(dir: &Path) -> Result<Self, ReleaseError> {
         let path = dir.join("release.toml");
-        let src = std::fs::read_to_string(&path)
-            .map_err(|source| ReleaseError::Io { path: path.clone(), source })?;
+        let src = std::fs::read_to_string(&path).map_err(|source| ReleaseError::Io { path: path.clone(), source })?;
         let manifest: Manifest = toml::from_str(&src).map_err(|e| {
             let (line, column) = e.span().map_or((1, 1), |s| line_col(&src, s.start));
             let mut message = e.message().trim().to_string();
             if message.starts_with("unknown field") {
                 message.push_str("; remove it or fix its spelling (docs/release-format.md lists every key)");
-            } else if ["invalid type", "missing field", "unknown variant", "invalid value"].iter().any(|k| message.starts_with(k)) {
+            } else if ["invalid type", "missing field", "unknown variant", "invalid value"]
+                .iter()
+                .any(|k| message.starts_with(k))
+            {
                 message.push_str(" (docs/release-format.md gives every key's type and values)");
             }
             ReleaseError::Syntax { path: path.clone(), line, column, message }
         })?;
         let mut v = Validator { path: path.clone(), src: &src, problems: Vec::new() };
         let release = v.validate(dir, manifest);
-        if v.problems.is_empty() {
-            Ok(release)
-        } else {
-            Err(ReleaseError::Invalid { path, problems: v.problems })
-        }
+        if v.problems.is_empty() { Ok(release) } else { Err(ReleaseError::Invalid { path, problems: v.problems }) }
     }
 
     /// Warnings that do not stop a release: expired flags (against `today`,
@@ -607,7 +603,13 @@ impl Validator<'_> {
         let mut targets: Vec<String> = Vec::new();
         for t in &m.targets {
             if targets.contains(&t.name) {
-                self.problem_at("target", "name", &t.name, 1, format!("target {} is declared twice: remove one [[target]]", t.name));
+                self.problem_at(
+                    "target",
+                    "name",
+                    &t.name,
+                    1,
+                    format!("target {} is declared twice: remove one [[target]]", t.name),
+                );
             }
             targets.push(t.name.clone());
         }
@@ -619,7 +621,13 @@ impl Validator<'_> {
             .iter()
             .map(|t| {
                 if t.above.is_none() == t.below.is_none() {
-                    self.problem_at("trigger", "metric", &t.metric, 0, format!("trigger {}: give exactly one of `above` or `below`", t.metric));
+                    self.problem_at(
+                        "trigger",
+                        "metric",
+                        &t.metric,
+                        0,
+                        format!("trigger {}: give exactly one of `above` or `below`", t.metric),
+                    );
                 }
                 Trigger {
                     metric: t.metric.clone(),
@@ -666,15 +674,38 @@ impl Validator<'_> {
             *count += 1;
             if *count > 1 {
                 let nth = *count - 1;
-                self.problem_at("migration", "id", id, nth, format!("migration {id} is declared twice: ids must be unique; rename or remove this one"));
+                self.problem_at(
+                    "migration",
+                    "id",
+                    id,
+                    nth,
+                    format!("migration {id} is declared twice: ids must be unique; rename or remove this one"),
+                );
                 continue;
             }
             if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                self.problem_at("migration", "id", id, 0, format!("migration id `{id}` must be letters, digits and _ (it names a directory and a side table)"));
+                self.problem_at(
+                    "migration",
+                    "id",
+                    id,
+                    0,
+                    format!(
+                        "migration id `{id}` must be letters, digits and _ (it names a directory and a side table)"
+                    ),
+                );
                 continue;
             }
             if !targets.contains(&mt.target) {
-                self.problem_at("migration", "target", &mt.target, 0, format!("migration {id}: target `{}` is not declared; add [[target]] name = \"{}\"", mt.target, mt.target));
+                self.problem_at(
+                    "migration",
+                    "target",
+                    &mt.target,
+                    0,
+                    format!(
+                        "migration {id}: target `{}` is not declared; add [[target]] name = \"{}\"",
+                        mt.target, mt.target
+                    ),
+                );
             }
             if !mt.reversible && mt.preserve.is_empty() && mt.rollback != RollbackMode::Restore {
                 self.problem_at("migration", "id", id, 0, format!("migration {id}: reversible = false needs `preserve = [...]` (data down.sql can restore from) or `rollback = \"restore\"` (undo from the snapshot)"));
@@ -687,7 +718,13 @@ impl Validator<'_> {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => None,
                     Err(e) => {
                         let hint = if name == "down.sql" { " (or set rollback = \"restore\")" } else { "" };
-                        self.problem_at("migration", "id", id, 0, format!("migration {id}: cannot read {}: {e}; create it{hint}", p.display()));
+                        self.problem_at(
+                            "migration",
+                            "id",
+                            id,
+                            0,
+                            format!("migration {id}: cannot read {}: {e}; create it{hint}", p.display()),
+                        );
                         None
                     }
                 }
@@ -746,9 +783,8 @@ impl Validator<'_> {
         let mut done: BTreeSet<String> = BTreeSet::new();
         let mut ordered = Vec::with_capacity(remaining.len());
         while !remaining.is_empty() {
-            let ready = remaining.iter().position(|m| {
-                m.after.iter().all(|a| done.contains(a) || !loaded_ids.contains(a))
-            });
+            let ready =
+                remaining.iter().position(|m| m.after.iter().all(|a| done.contains(a) || !loaded_ids.contains(a)));
             match ready {
                 Some(i) => {
                     let m = remaining.remove(i);
@@ -780,7 +816,13 @@ impl Validator<'_> {
             *count += 1;
             if *count > 1 {
                 let nth = *count - 1;
-                self.problem_at("flag", "name", &f.name, nth, format!("flag {} is declared twice: remove or rename one", f.name));
+                self.problem_at(
+                    "flag",
+                    "name",
+                    &f.name,
+                    nth,
+                    format!("flag {} is declared twice: remove or rename one", f.name),
+                );
             }
             let mut json = |v: &toml::Value, key: &str| {
                 toml_to_json(v).unwrap_or_else(|e| {
@@ -793,7 +835,13 @@ impl Validator<'_> {
             let expires = f.expires.as_ref().map(|d| match d.date {
                 Some(date) if d.time.is_none() => format!("{:04}-{:02}-{:02}", date.year, date.month, date.day),
                 _ => {
-                    self.problem_at("flag", "name", &f.name, 0, format!("flag {}: `expires` must be a date like 2027-01-31", f.name));
+                    self.problem_at(
+                        "flag",
+                        "name",
+                        &f.name,
+                        0,
+                        format!("flag {}: `expires` must be a date like 2027-01-31", f.name),
+                    );
                     String::new()
                 }
             });
@@ -843,36 +891,59 @@ impl Validator<'_> {
         }
         if !(0.0..=1.0).contains(&r.max_failure_ratio) {
             let at = locate_key(self.src, "max_failure_ratio");
-            self.problem(at, format!("[rollout] max_failure_ratio = {} must be between 0 and 1 (0.02 is 2 %)", r.max_failure_ratio));
+            self.problem(
+                at,
+                format!("[rollout] max_failure_ratio = {} must be between 0 and 1 (0.02 is 2 %)", r.max_failure_ratio),
+            );
         }
         let mut names: BTreeMap<String, usize> = BTreeMap::new();
-        let waves = r
-            .waves
-            .iter()
-            .map(|w| {
-                let count = names.entry(w.name.clone()).or_insert(0);
-                *count += 1;
-                let nth = *count - 1;
-                if nth > 0 {
-                    self.problem_at("rollout", "name", &w.name, nth, format!("wave {} is declared twice: wave names must be unique", w.name));
-                }
-                if w.selector.is_none() && w.percent.is_none() {
-                    self.problem_at("rollout", "name", &w.name, nth, format!("wave {}: give a `selector` or a `percent`", w.name));
-                }
-                if let Some(p) = w.percent
-                    && !(p > 0.0 && p <= 100.0)
-                {
-                    self.problem_at("rollout", "name", &w.name, nth, format!("wave {}: percent = {p} must be in (0, 100]", w.name));
-                }
-                Wave {
-                    name: w.name.clone(),
-                    selector: w.selector.clone(),
-                    percent: w.percent,
-                    bake: w.bake.as_deref().map_or(Duration::ZERO, |b| self.duration("rollout", "bake", b, &format!("wave {}", w.name))),
-                    approval: w.approval,
-                }
-            })
-            .collect();
+        let waves =
+            r.waves
+                .iter()
+                .map(|w| {
+                    let count = names.entry(w.name.clone()).or_insert(0);
+                    *count += 1;
+                    let nth = *count - 1;
+                    if nth > 0 {
+                        self.problem_at(
+                            "rollout",
+                            "name",
+                            &w.name,
+                            nth,
+                            format!("wave {} is declared twice: wave names must be unique", w.name),
+                        );
+                    }
+                    if w.selector.is_none() && w.percent.is_none() {
+                        self.problem_at(
+                            "rollout",
+                            "name",
+                            &w.name,
+                            nth,
+                            format!("wave {}: give a `selector` or a `percent`", w.name),
+                        );
+                    }
+                    if let Some(p) = w.percent
+                        && !(p > 0.0 && p <= 100.0)
+                    {
+                        self.problem_at(
+                            "rollout",
+                            "name",
+                            &w.name,
+                            nth,
+                            format!("wave {}: percent = {p} must be in (0, 100]", w.name),
+                        );
+                    }
+                    Wave {
+                        name: w.name.clone(),
+                        selector: w.selector.clone(),
+                        percent: w.percent,
+                        bake: w.bake.as_deref().map_or(Duration::ZERO, |b| {
+                            self.duration("rollout", "bake", b, &format!("wave {}", w.name))
+                        }),
+                        approval: w.approval,
+                    }
+                })
+                .collect();
         Rollout {
             waves,
             max_failure_ratio: r.max_failure_ratio,
@@ -915,9 +986,8 @@ fn find_cycle(remaining: &[Migration]) -> Vec<String> {
 pub fn map_targets(release: &Release, args: &[String]) -> Result<BTreeMap<String, PathBuf>, String> {
     let mut map = BTreeMap::new();
     for a in args {
-        let (t, f) = a
-            .split_once('=')
-            .ok_or_else(|| format!("--db {a}: expected TARGET=FILE, e.g. --db notes=./notes.db"))?;
+        let (t, f) =
+            a.split_once('=').ok_or_else(|| format!("--db {a}: expected TARGET=FILE, e.g. --db notes=./notes.db"))?;
         if !release.targets.iter().any(|x| x == t) {
             return Err(format!(
                 "--db {a}: release {} has no target `{t}` (targets: {})",

@@ -176,7 +176,9 @@ pub enum ReportError {
     Oversize(usize),
     #[error("report is malformed: {0}")]
     Malformed(String),
-    #[error("report signature does not verify with agent key {0}: the report was forged, edited or signed by another agent")]
+    #[error(
+        "report signature does not verify with agent key {0}: the report was forged, edited or signed by another agent"
+    )]
     BadSignature(String),
     #[error("report {id} names agent key {named}, but it was checked against {expected}: it belongs to another agent")]
     WrongAgent { id: String, named: String, expected: String },
@@ -187,7 +189,8 @@ pub enum ReportError {
 /// # Errors
 /// When `hex` is not a valid public key.
 pub fn public_key_from_hex(hex_text: &str) -> Result<VerifyingKey, ReportError> {
-    let bytes = hex::decode(hex_text.trim()).map_err(|e| ReportError::Malformed(format!("public key is not hex: {e}")))?;
+    let bytes =
+        hex::decode(hex_text.trim()).map_err(|e| ReportError::Malformed(format!("public key is not hex: {e}")))?;
     let arr = <[u8; 32]>::try_from(bytes).map_err(|_| ReportError::Malformed("public key is not 32 bytes".into()))?;
     VerifyingKey::from_bytes(&arr).map_err(|e| ReportError::Malformed(format!("not an Ed25519 public key: {e}")))
 }
@@ -231,10 +234,13 @@ impl SignedReport {
     /// See [`verify_report`].
     pub fn verify(&self, agent: &VerifyingKey) -> Result<ReportPayload, ReportError> {
         if self.payload_type != REPORT_TYPE {
-            return Err(ReportError::Malformed(format!("payload type is `{}`, expected `{REPORT_TYPE}`", self.payload_type)));
+            return Err(ReportError::Malformed(format!(
+                "payload type is `{}`, expected `{REPORT_TYPE}`",
+                self.payload_type
+            )));
         }
-        let sig = hex::decode(&self.signature)
-            .map_err(|e| ReportError::Malformed(format!("signature is not hex: {e}")))?;
+        let sig =
+            hex::decode(&self.signature).map_err(|e| ReportError::Malformed(format!("signature is not hex: {e}")))?;
         verify_report(&self.payload_bytes()?, &sig, agent)
     }
 }
@@ -255,8 +261,8 @@ pub fn verify_report(bytes: &[u8], sig: &[u8], agent: &VerifyingKey) -> Result<R
     agent
         .verify(&pae(REPORT_TYPE, bytes), &DalekSignature::from_bytes(&sig))
         .map_err(|_| ReportError::BadSignature(expected.clone()))?;
-    let p: ReportPayload =
-        serde_json::from_slice(bytes).map_err(|e| ReportError::Malformed(format!("signed payload is not a {REPORT_FORMAT} report: {e}")))?;
+    let p: ReportPayload = serde_json::from_slice(bytes)
+        .map_err(|e| ReportError::Malformed(format!("signed payload is not a {REPORT_FORMAT} report: {e}")))?;
     if p.format != REPORT_FORMAT {
         return Err(ReportError::Malformed(format!("format `{}` is not {REPORT_FORMAT}", p.format)));
     }
@@ -340,7 +346,10 @@ impl ChainContinuity {
             return if head.head == k.head {
                 Continuity::Ok { head, verified: 0 }
             } else {
-                fork(format!("at seq {} the known head is {} but report {} has {}", k.seq, k.head, report.id, head.head))
+                fork(format!(
+                    "at seq {} the known head is {} but report {} has {}",
+                    k.seq, k.head, report.id, head.head
+                ))
             };
         }
         let first = report.audit_since.first().map_or(head.seq + 1, |e| e.seq);
@@ -351,7 +360,10 @@ impl ChainContinuity {
         // known head, and the entry at k + 1 must link to it.
         for e in &report.audit_since {
             if e.seq == k.seq && e.hash != k.head {
-                return fork(format!("at seq {} the known head is {} but report {} carries {}", k.seq, k.head, report.id, e.hash));
+                return fork(format!(
+                    "at seq {} the known head is {} but report {} carries {}",
+                    k.seq, k.head, report.id, e.hash
+                ));
             }
             if e.seq == k.seq + 1 && e.prev != k.head {
                 return fork(format!(
@@ -384,7 +396,10 @@ pub fn verify_segment(entries: &[AuditEntry], key: &VerifyingKey) -> Result<(), 
         if entry_hash(e.seq, &e.time, &e.kind, &e.params, &e.prev) != e.hash {
             return Err(ChainError::Edited { seq: e.seq });
         }
-        let sig = hex::decode(&e.signature).ok().and_then(|b| <[u8; 64]>::try_from(b).ok()).map(|b| DalekSignature::from_bytes(&b));
+        let sig = hex::decode(&e.signature)
+            .ok()
+            .and_then(|b| <[u8; 64]>::try_from(b).ok())
+            .map(|b| DalekSignature::from_bytes(&b));
         if sig.is_none_or(|s| key.verify(e.hash.as_bytes(), &s).is_err()) {
             return Err(ChainError::BadSignature { seq: e.seq });
         }
@@ -499,10 +514,16 @@ mod tests {
         assert_eq!(ChainContinuity::check(None, &first, &vk), Continuity::Ok { head: point(&c[2]), verified: 3 });
         // Next report carries entries 4..=6 after an acknowledged head 3.
         let next = payload(&k, &c[3..], point(&c[5]));
-        assert_eq!(ChainContinuity::check(Some(point(&c[2])), &next, &vk), Continuity::Ok { head: point(&c[5]), verified: 3 });
+        assert_eq!(
+            ChainContinuity::check(Some(point(&c[2])), &next, &vk),
+            Continuity::Ok { head: point(&c[5]), verified: 3 }
+        );
         // An unacknowledged earlier report: entries overlap the known head.
         let overlap = payload(&k, &c[1..], point(&c[5]));
-        assert_eq!(ChainContinuity::check(Some(point(&c[2])), &overlap, &vk), Continuity::Ok { head: point(&c[5]), verified: 3 });
+        assert_eq!(
+            ChainContinuity::check(Some(point(&c[2])), &overlap, &vk),
+            Continuity::Ok { head: point(&c[5]), verified: 3 }
+        );
         // Same head again (nothing happened in between).
         let same = payload(&k, &[], point(&c[5]));
         assert!(ChainContinuity::check(Some(point(&c[5])), &same, &vk).is_ok());
@@ -519,7 +540,10 @@ mod tests {
             Continuity::Gap { known: point(&c[1]), head: point(&c[5]), missing: (3, 4) }
         );
         let none = payload(&k, &[], point(&c[5]));
-        assert!(matches!(ChainContinuity::check(Some(point(&c[1])), &none, &vk), Continuity::Gap { missing: (3, 6), .. }));
+        assert!(matches!(
+            ChainContinuity::check(Some(point(&c[1])), &none, &vk),
+            Continuity::Gap { missing: (3, 6), .. }
+        ));
     }
 
     #[test]
@@ -535,9 +559,15 @@ mod tests {
         }
         let known = point(&c[3]);
         let r = payload(&k, &alt[4..], point(&alt[4]));
-        assert!(matches!(ChainContinuity::check(Some(known), &r, &vk), Continuity::Fork { .. }), "entry 5 does not follow the known head 4");
+        assert!(
+            matches!(ChainContinuity::check(Some(known), &r, &vk), Continuity::Fork { .. }),
+            "entry 5 does not follow the known head 4"
+        );
         let r = payload(&k, &alt[2..], point(&alt[4]));
-        assert!(matches!(ChainContinuity::check(Some(known), &r, &vk), Continuity::Fork { .. }), "entry 4 differs from the known one");
+        assert!(
+            matches!(ChainContinuity::check(Some(known), &r, &vk), Continuity::Fork { .. }),
+            "entry 4 differs from the known one"
+        );
         // Same seq, other head.
         let r = payload(&k, &[], point(&alt[3]));
         assert!(matches!(ChainContinuity::check(Some(known), &r, &vk), Continuity::Fork { .. }));

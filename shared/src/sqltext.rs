@@ -84,8 +84,7 @@ pub fn tokens(sql: &str) -> Vec<Token> {
             while i < chars.len() {
                 let d = chars[i];
                 let in_number = chars[start].is_ascii_digit()
-                    && (d == '.'
-                        || ((d == '-' || d == '+') && matches!(chars[i - 1], 'e' | 'E')));
+                    && (d == '.' || ((d == '-' || d == '+') && matches!(chars[i - 1], 'e' | 'E')));
                 if is_word_char(d) || in_number {
                     i += 1;
                 } else if d == '\'' && i == start + 1 && matches!(chars[start], 'x' | 'X') {
@@ -221,7 +220,10 @@ mod tests {
             normalize_schema_sql("CREATE TABLE \"Orders\" (\n  Id INTEGER PRIMARY KEY, [Note] text DEFAULT 'X')"),
             normalize_schema_sql("create table orders(id integer primary key,note TEXT default 'X')"),
         );
-        assert_ne!(normalize_schema_sql("CREATE TABLE t(a DEFAULT 'X')"), normalize_schema_sql("CREATE TABLE t(a DEFAULT 'x')"));
+        assert_ne!(
+            normalize_schema_sql("CREATE TABLE t(a DEFAULT 'X')"),
+            normalize_schema_sql("CREATE TABLE t(a DEFAULT 'x')")
+        );
         assert_eq!(normalize_schema_sql("CREATE TABLE \"my table\"(a)"), "create table \"my table\" ( a )");
     }
 

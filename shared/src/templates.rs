@@ -307,7 +307,10 @@ fn parse_segments(text: &str, file: &Path, first_line: usize) -> Result<Vec<Segm
                     file: file.to_path_buf(),
                     line: l,
                     column: c,
-                    message: format!("`{{{{` is not closed on this line: write `{{{{variable}}}}` with one of: {}", Variable::names()),
+                    message: format!(
+                        "`{{{{` is not closed on this line: write `{{{{variable}}}}` with one of: {}",
+                        Variable::names()
+                    ),
                 });
                 rest = "";
                 break;
@@ -380,10 +383,7 @@ impl Template {
                 match t.split_once(':') {
                     Some((k, v)) if k.trim() == "title" => {
                         let v = v.trim();
-                        let v = v
-                            .strip_prefix('"')
-                            .and_then(|x| x.strip_suffix('"'))
-                            .unwrap_or(v);
+                        let v = v.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(v);
                         if title_src.is_some() {
                             errors.push(err(line_no, "`title` is given twice in the front matter; keep one".into()));
                         }
@@ -393,18 +393,26 @@ impl Template {
                         line_no,
                         format!("unknown front-matter key `{}`; the only key is `title`", k.trim()),
                     )),
-                    None => errors.push(err(line_no, "front matter lines are `title: ...`; close it with `---`".into())),
+                    None => {
+                        errors.push(err(line_no, "front matter lines are `title: ...`; close it with `---`".into()))
+                    }
                 }
             }
             if !closed {
-                errors.push(err(1, "the front matter opened here is never closed: add a line `---` after `title: ...`".into()));
+                errors.push(err(
+                    1,
+                    "the front matter opened here is never closed: add a line `---` after `title: ...`".into(),
+                ));
             }
             body_src = &source[consumed.min(source.len())..];
         }
         let default = Template::default_for(event);
         let title = match &title_src {
             Some((t, _)) if t.trim().is_empty() => {
-                errors.push(err(title_src.as_ref().map_or(1, |x| x.1), "`title` is empty; write a title or remove the line for the default".into()));
+                errors.push(err(
+                    title_src.as_ref().map_or(1, |x| x.1),
+                    "`title` is empty; write a title or remove the line for the default".into(),
+                ));
                 Vec::new()
             }
             Some((t, line)) => parse_segments(t, file, *line).unwrap_or_else(|mut e| {
@@ -425,7 +433,10 @@ impl Template {
             }
         }
         if body_src.trim().is_empty() {
-            errors.push(err(body_line, format!("the message body is empty; write the {event} message (or delete the file for the default)")));
+            errors.push(err(
+                body_line,
+                format!("the message body is empty; write the {event} message (or delete the file for the default)"),
+            ));
         }
         if errors.is_empty() {
             Ok(Template { event, origin: Origin::File(file.to_path_buf()), source: source.to_string(), title, body })
@@ -498,7 +509,9 @@ pub fn escape_markdown(value: &str) -> String {
         && (second.is_none() || second.is_some_and(char::is_whitespace) || second == first);
     let mut out = String::with_capacity(value.len() + 8);
     for (i, c) in value.chars().enumerate() {
-        if (i == 0 && block_marker) || matches!(c, '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '&' | '|' | '~' | '!') {
+        if (i == 0 && block_marker)
+            || matches!(c, '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '&' | '|' | '~' | '!')
+        {
             out.push('\\');
         }
         out.push(c);
@@ -615,7 +628,12 @@ impl Templates {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Templates::default()),
             Err(e) => {
-                return Err(vec![TemplateError { file: tdir, line: 1, column: 1, message: format!("cannot read: {e}") }]);
+                return Err(vec![TemplateError {
+                    file: tdir,
+                    line: 1,
+                    column: 1,
+                    message: format!("cannot read: {e}"),
+                }]);
             }
         };
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
@@ -644,7 +662,12 @@ impl Templates {
                     }
                     Err(mut e) => errors.append(&mut e),
                 },
-                Err(e) => errors.push(TemplateError { file: path.clone(), line: 1, column: 1, message: format!("cannot read: {e}") }),
+                Err(e) => errors.push(TemplateError {
+                    file: path.clone(),
+                    line: 1,
+                    column: 1,
+                    message: format!("cannot read: {e}"),
+                }),
             }
         }
         if errors.is_empty() { Ok(Templates(out)) } else { Err(errors) }

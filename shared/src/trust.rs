@@ -199,7 +199,11 @@ impl SignatureCount {
             "{} of {} required valid signatures from distinct trusted keys ({})",
             self.valid.len(),
             self.threshold,
-            if self.valid.is_empty() { "none".to_string() } else { self.valid.values().cloned().collect::<Vec<_>>().join(", ") }
+            if self.valid.is_empty() {
+                "none".to_string()
+            } else {
+                self.valid.values().cloned().collect::<Vec<_>>().join(", ")
+            }
         );
         if !self.ok() && !self.unsigned.is_empty() {
             s.push_str(&format!(
@@ -238,7 +242,10 @@ impl TrustFile {
         };
         let root: TrustRoot = toml::from_str(body).map_err(|e| TrustError::Root(e.message().trim().to_string()))?;
         let tail: SignatureTail = toml::from_str(tail).map_err(|e| {
-            TrustError::Root(format!("below the signature marker only [[signature]] tables may follow: {}", e.message().trim()))
+            TrustError::Root(format!(
+                "below the signature marker only [[signature]] tables may follow: {}",
+                e.message().trim()
+            ))
         })?;
         let mut keys = BTreeMap::new();
         for k in &root.keys {
@@ -329,7 +336,10 @@ impl TrustFile {
                 continue;
             }
             let Some((owner, key)) = self.keys.get(&s.keyid) else {
-                count.ignored.push(format!("signature by unknown key {} (not in trust root version {})", s.keyid, self.root.version));
+                count.ignored.push(format!(
+                    "signature by unknown key {} (not in trust root version {})",
+                    s.keyid, self.root.version
+                ));
                 continue;
             };
             if self.root.revoked.contains(&s.keyid) {

@@ -54,13 +54,18 @@ fn short_text(field: &'static str, s: String, max: usize) -> Result<String, Wire
 ///
 /// # Errors
 /// [`WireError::Invalid`] naming the first bad label.
-pub fn labels_from_wire(field: &'static str, labels: std::collections::HashMap<String, String>) -> Result<Labels, WireError> {
+pub fn labels_from_wire(
+    field: &'static str,
+    labels: std::collections::HashMap<String, String>,
+) -> Result<Labels, WireError> {
     if labels.len() > 64 {
         return Err(WireError::invalid(field, "at most 64 labels"));
     }
     labels
         .into_iter()
-        .map(|(k, v)| fleet::check_label(&k, &v).map(|()| (k, v)).map_err(|e: FleetValueError| WireError::invalid(field, e)))
+        .map(|(k, v)| {
+            fleet::check_label(&k, &v).map(|()| (k, v)).map_err(|e: FleetValueError| WireError::invalid(field, e))
+        })
         .collect()
 }
 
@@ -133,7 +138,12 @@ impl TryFrom<v1::InstalledProduct> for fleet::InstalledProduct {
 
 impl From<&fleet::InstalledProduct> for v1::InstalledProduct {
     fn from(p: &fleet::InstalledProduct) -> Self {
-        v1::InstalledProduct { name: p.name.clone(), sequence: p.sequence, release: p.release.clone(), plan_id: p.plan_id.clone() }
+        v1::InstalledProduct {
+            name: p.name.clone(),
+            sequence: p.sequence,
+            release: p.release.clone(),
+            plan_id: p.plan_id.clone(),
+        }
     }
 }
 
@@ -152,7 +162,10 @@ impl TryFrom<v1::Inventory> for fleet::Inventory {
 
 impl From<&fleet::Inventory> for v1::Inventory {
     fn from(i: &fleet::Inventory) -> Self {
-        v1::Inventory { products: i.products.iter().map(Into::into).collect(), targets: i.targets.iter().map(Into::into).collect() }
+        v1::Inventory {
+            products: i.products.iter().map(Into::into).collect(),
+            targets: i.targets.iter().map(Into::into).collect(),
+        }
     }
 }
 
@@ -192,10 +205,14 @@ mod tests {
     }
 
     fn arb_target() -> impl Strategy<Value = fleet::TargetState> {
-        ("[a-z]{1,8}", "[a-z]{1,8}", prop_oneof![
-            (arb_digest(), arb_digest()).prop_map(|(schema, data)| fleet::TargetDigest::Ok { schema, data }),
-            "[a-z ]{1,20}".prop_map(|error| fleet::TargetDigest::Unreadable { error }),
-        ])
+        (
+            "[a-z]{1,8}",
+            "[a-z]{1,8}",
+            prop_oneof![
+                (arb_digest(), arb_digest()).prop_map(|(schema, data)| fleet::TargetDigest::Ok { schema, data }),
+                "[a-z ]{1,20}".prop_map(|error| fleet::TargetDigest::Unreadable { error }),
+            ],
+        )
             .prop_map(|(product, name, digests)| fleet::TargetState { product, name, digests })
     }
 
@@ -213,7 +230,12 @@ mod tests {
                 inventory: fleet::Inventory {
                     products: products
                         .into_iter()
-                        .map(|(name, sequence, release, plan_id)| fleet::InstalledProduct { name, sequence, release, plan_id })
+                        .map(|(name, sequence, release, plan_id)| fleet::InstalledProduct {
+                            name,
+                            sequence,
+                            release,
+                            plan_id,
+                        })
                         .collect(),
                     targets,
                 },
@@ -235,7 +257,12 @@ mod tests {
     fn invalid_wire_data_is_named() {
         let mut w = v1::Hello { agent_id: "agt-1".into(), ..Default::default() };
         w.inventory = Some(v1::Inventory {
-            targets: vec![v1::TargetState { product: "p".into(), name: "n".into(), schema_digest: "b3:zz".into(), ..Default::default() }],
+            targets: vec![v1::TargetState {
+                product: "p".into(),
+                name: "n".into(),
+                schema_digest: "b3:zz".into(),
+                ..Default::default()
+            }],
             ..Default::default()
         });
         let e = fleet::Hello::try_from(w).unwrap_err();

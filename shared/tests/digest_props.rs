@@ -136,33 +136,31 @@ fn shape() -> impl Strategy<Value = Shape> {
 /// is stored exactly as given (needed to reason about single changes).
 fn table(name: String, untyped: bool) -> impl Strategy<Value = Table> {
     let ty = if untyped { Just("").boxed() } else { proptest::sample::select(TYPES).boxed() };
-    (shape(), proptest::collection::vec(ty, 1..4), 0usize..10)
-        .prop_flat_map(move |(shape, types, nrows)| {
-            let name = name.clone();
-            let ncols = types.len();
-            // Tables without a key get duplicate rows on purpose.
-            let rows = proptest::collection::vec(proptest::collection::vec(value(), ncols), nrows)
-                .prop_map(move |mut rows| {
-                    if shape == Shape::NoKey && rows.len() > 2 {
-                        let dup = rows[0].clone();
-                        rows.push(dup);
-                    }
-                    rows
-                });
-            (Just(shape), Just(types), rows).prop_map(move |(shape, types, rows)| Table {
-                name: name.clone(),
-                shape,
-                cols: types.iter().enumerate().map(|(i, t)| (format!("C{i}"), *t)).collect(),
-                rows,
-            })
+    (shape(), proptest::collection::vec(ty, 1..4), 0usize..10).prop_flat_map(move |(shape, types, nrows)| {
+        let name = name.clone();
+        let ncols = types.len();
+        // Tables without a key get duplicate rows on purpose.
+        let rows =
+            proptest::collection::vec(proptest::collection::vec(value(), ncols), nrows).prop_map(move |mut rows| {
+                if shape == Shape::NoKey && rows.len() > 2 {
+                    let dup = rows[0].clone();
+                    rows.push(dup);
+                }
+                rows
+            });
+        (Just(shape), Just(types), rows).prop_map(move |(shape, types, rows)| Table {
+            name: name.clone(),
+            shape,
+            cols: types.iter().enumerate().map(|(i, t)| (format!("C{i}"), *t)).collect(),
+            rows,
         })
+    })
 }
 
 fn tables(untyped: bool) -> impl Strategy<Value = Vec<Table>> {
     let names = ["orders", "Mixed Case", "ünï", "we\"ird"];
-    (1usize..=3).prop_flat_map(move |n| {
-        names[..n].iter().map(|name| table(name.to_string(), untyped)).collect::<Vec<_>>()
-    })
+    (1usize..=3)
+        .prop_flat_map(move |n| names[..n].iter().map(|name| table(name.to_string(), untyped)).collect::<Vec<_>>())
 }
 
 /// Creates the tables and inserts row `order[i]` as the i-th insert.
@@ -222,7 +220,8 @@ fn dump_and_reload(src: &Connection, dst: &Connection) {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        let mut insert = dst.prepare(&format!("INSERT INTO {} VALUES ({})", ident(name), vec!["?"; n].join(", "))).unwrap();
+        let mut insert =
+            dst.prepare(&format!("INSERT INTO {} VALUES ({})", ident(name), vec!["?"; n].join(", "))).unwrap();
         for row in rows {
             insert.execute(params_from_iter(row)).unwrap();
         }
@@ -459,7 +458,11 @@ fn db(sql: &str) -> DatabaseDigest {
 
 #[test]
 fn nulls_in_a_nullable_primary_key_do_not_depend_on_insertion_order() {
-    for create in ["CREATE TABLE t(k TEXT PRIMARY KEY, v)", "CREATE TABLE t(k INTEGER PRIMARY KEY DESC, v)", "CREATE TABLE t(k, j, v, PRIMARY KEY (k, j))"] {
+    for create in [
+        "CREATE TABLE t(k TEXT PRIMARY KEY, v)",
+        "CREATE TABLE t(k INTEGER PRIMARY KEY DESC, v)",
+        "CREATE TABLE t(k, j, v, PRIMARY KEY (k, j))",
+    ] {
         let a = db(&format!("{create}; INSERT INTO t(k, v) VALUES (NULL, 'b'), (1, 'c'), (NULL, 'a'), (NULL, 'a');"));
         let b = db(&format!("{create}; INSERT INTO t(k, v) VALUES (NULL, 'a'), (NULL, 'a'), (1, 'c'), (NULL, 'b');"));
         assert_eq!(a, b, "{create}");

@@ -35,11 +35,8 @@ fn python_digests(dbs: &[PathBuf]) -> Vec<Value> {
          (scripts/test.sh does it through scripts/deps.sh)\n{stderr}"
     );
     assert!(out.status.success(), "{} failed: {stderr}", script.display());
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), dbs.len(), "one line per database");
     lines
 }
@@ -88,10 +85,8 @@ fn vectors() -> Vec<Vector> {
             if line.contains("vector") {
                 sql = Some(body);
             } else {
-                let normalised: String = body
-                    .lines()
-                    .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") + "\n")
-                    .collect();
+                let normalised: String =
+                    body.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") + "\n").collect();
                 out.push(Vector {
                     title: title.clone(),
                     sql: sql.take().expect("a `text expected` block follows a `sql vector` block"),
@@ -182,7 +177,15 @@ fn table_sql() -> impl Strategy<Value = Vec<String>> {
         Just(Key::WithoutRowid),
         Just(Key::None),
     ];
-    let ty = prop_oneof![Just(""), Just("INTEGER"), Just("REAL"), Just("TEXT"), Just("BLOB"), Just("NUMERIC"), Just("varchar(10)")];
+    let ty = prop_oneof![
+        Just(""),
+        Just("INTEGER"),
+        Just("REAL"),
+        Just("TEXT"),
+        Just("BLOB"),
+        Just("NUMERIC"),
+        Just("varchar(10)")
+    ];
     (
         0..NAMES.len(),
         key,
@@ -195,7 +198,8 @@ fn table_sql() -> impl Strategy<Value = Vec<String>> {
         .prop_map(|(ni, key, types, strict, rows, add_column, extras)| {
             let t = NAMES[ni];
             let q = ident(t);
-            let cols: Vec<String> = (0..types.len()).map(|i| ident(&format!("C{i} {}", NAMES[(ni + i) % NAMES.len()]))).collect();
+            let cols: Vec<String> =
+                (0..types.len()).map(|i| ident(&format!("C{i} {}", NAMES[(ni + i) % NAMES.len()]))).collect();
             // STRICT needs known types: map the affinity names onto STRICT's.
             let ty = |i: usize| -> &str {
                 if strict {
@@ -266,13 +270,21 @@ fn table_sql() -> impl Strategy<Value = Vec<String>> {
                 stmts.push(format!("ALTER TABLE {q} ADD COLUMN \"Added\" TEXT DEFAULT 'x'"));
             }
             if extras & 1 != 0 {
-                stmts.push(format!("CREATE INDEX {} ON {q}({}) WHERE {} IS NOT NULL", ident(&format!("ix {t}")), cols[0], cols[0]));
+                stmts.push(format!(
+                    "CREATE INDEX {} ON {q}({}) WHERE {} IS NOT NULL",
+                    ident(&format!("ix {t}")),
+                    cols[0],
+                    cols[0]
+                ));
             }
             if extras & 2 != 0 {
                 stmts.push(format!("CREATE VIEW {} AS SELECT * FROM {q}", ident(&format!("v {t}"))));
             }
             if extras & 4 != 0 {
-                stmts.push(format!("CREATE TRIGGER {} AFTER DELETE ON {q} BEGIN SELECT 1; END", ident(&format!("tr {t}"))));
+                stmts.push(format!(
+                    "CREATE TRIGGER {} AFTER DELETE ON {q} BEGIN SELECT 1; END",
+                    ident(&format!("tr {t}"))
+                ));
             }
             stmts
         })
@@ -316,7 +328,19 @@ fn random_databases_match_the_python_reference() {
     }
     // The generator must really produce what this test claims to cover.
     let share = |needle: &str| scripts.iter().filter(|s| s.contains(needle)).count();
-    for needle in ["INSERT", "WITHOUT ROWID", "STRICT", "PRIMARY KEY DESC", "UTF-16le", "ADD COLUMN", "CREATE INDEX", "CREATE VIEW", "CREATE TRIGGER", "char(0)", "-0.0"] {
+    for needle in [
+        "INSERT",
+        "WITHOUT ROWID",
+        "STRICT",
+        "PRIMARY KEY DESC",
+        "UTF-16le",
+        "ADD COLUMN",
+        "CREATE INDEX",
+        "CREATE VIEW",
+        "CREATE TRIGGER",
+        "char(0)",
+        "-0.0",
+    ] {
         assert!(share(needle) * 10 >= cases, "only {} of {cases} random databases use {needle}", share(needle));
     }
     let python = python_digests(&paths);

@@ -148,7 +148,8 @@ fn expect() -> impl Strategy<Value = (String, Expect)> {
         (0u32..1000).prop_map(|n| (format!("= {n}"), Expect::Eq(f64::from(n)))),
         (0u32..1000).prop_map(|n| (format!(">= {n}"), Expect::AtLeast(f64::from(n)))),
         (0u32..1000).prop_map(|n| (format!("<={n}"), Expect::AtMost(f64::from(n)))),
-        (0u32..100, 0u32..100).prop_map(|(a, d)| (format!("between {a} {}", a + d), Expect::Between(f64::from(a), f64::from(a + d)))),
+        (0u32..100, 0u32..100)
+            .prop_map(|(a, d)| (format!("between {a} {}", a + d), Expect::Between(f64::from(a), f64::from(a + d)))),
         Just(("unchanged".to_string(), Expect::Unchanged)),
     ]
 }
@@ -213,32 +214,60 @@ fn spec() -> impl Strategy<Value = Spec> {
             (1u64..1_000_000_000, "[0-9]{4}\\.[0-9]{1,2}\\.[0-9]"),
             migrations(ntargets),
             proptest::collection::vec(
-                (flag_value(), flag_value(), prop::option::of(prop::sample::select(vec!["with-release", "after-migrations", "manual"])),
-                 prop::option::of((2020u16..2031, 1u8..13, 1u8..29)), prop::option::of(any::<bool>()))
-                    .prop_map(|(value, previous, activate, expires, kill_switch)| FlagSpec { value, previous, activate, expires, kill_switch }),
+                (
+                    flag_value(),
+                    flag_value(),
+                    prop::option::of(prop::sample::select(vec!["with-release", "after-migrations", "manual"])),
+                    prop::option::of((2020u16..2031, 1u8..13, 1u8..29)),
+                    prop::option::of(any::<bool>()),
+                )
+                    .prop_map(|(value, previous, activate, expires, kill_switch)| FlagSpec {
+                        value,
+                        previous,
+                        activate,
+                        expires,
+                        kill_switch,
+                    }),
                 0..3,
             ),
-            proptest::collection::vec((0..ntargets, expect(), when()).prop_map(|(target, expect, when)| CheckSpec { target, expect, when }), 0..3),
-            proptest::collection::vec((any::<bool>(), -5i32..100, duration()).prop_map(|(above, threshold, window)| TriggerSpec { above, threshold, window }), 0..3),
+            proptest::collection::vec(
+                (0..ntargets, expect(), when()).prop_map(|(target, expect, when)| CheckSpec { target, expect, when }),
+                0..3,
+            ),
+            proptest::collection::vec(
+                (any::<bool>(), -5i32..100, duration()).prop_map(|(above, threshold, window)| TriggerSpec {
+                    above,
+                    threshold,
+                    window,
+                }),
+                0..3,
+            ),
             prop::option::of(rollout()),
             any::<u64>(),
         )
-            .prop_map(move |((sequence, version), migrations, flags, checks, triggers, rollout, layout_seed)| Spec {
-                sequence,
-                version,
-                targets: (0..ntargets).map(|i| ["notes", "settings", "cache db"][i].to_string()).collect(),
-                migrations,
-                flags,
-                checks,
-                triggers,
-                rollout,
-                layout_seed,
-            })
+            .prop_map(
+                move |((sequence, version), migrations, flags, checks, triggers, rollout, layout_seed)| Spec {
+                    sequence,
+                    version,
+                    targets: (0..ntargets).map(|i| ["notes", "settings", "cache db"][i].to_string()).collect(),
+                    migrations,
+                    flags,
+                    checks,
+                    triggers,
+                    rollout,
+                    layout_seed,
+                },
+            )
     })
 }
 
 fn rollout() -> impl Strategy<Value = RolloutSpec> {
-    let wave = (prop::option::of("ring=[a-z]{1,5}"), prop::option::of(1u8..=100), prop::option::of(duration()), prop::option::of(any::<bool>()))
+    let wave = (
+        prop::option::of("ring=[a-z]{1,5}"),
+        prop::option::of(1u8..=100),
+        prop::option::of(duration()),
+        prop::option::of(any::<bool>()),
+    )
         .prop_map(|(selector, percent, bake, approval)| {
             let percent = if selector.is_none() && percent.is_none() { Some(100) } else { percent };
             WaveSpec { selector, percent, bake, approval }
@@ -318,8 +347,12 @@ fn render(s: &Spec) -> String {
         let target = m.target_override.clone().unwrap_or_else(|| s.targets[m.target].clone());
         let mut lines = vec![format!("id = {}", quote(&m.id)), format!("target = {}", quote(&target))];
         if !m.after.is_empty() || !m.after_extra.is_empty() || l.next().is_multiple_of(2) {
-            let after: Vec<String> =
-                m.after.iter().map(|&j| quote(&s.migrations[j].id)).chain(m.after_extra.iter().map(|a| quote(a))).collect();
+            let after: Vec<String> = m
+                .after
+                .iter()
+                .map(|&j| quote(&s.migrations[j].id))
+                .chain(m.after_extra.iter().map(|a| quote(a)))
+                .collect();
             lines.push(format!("after = [{}]", after.join(", ")));
         }
         if let Some(r) = m.reversible {
@@ -360,7 +393,10 @@ fn render(s: &Spec) -> String {
             format!("expect = {}", quote(&c.expect.0)),
         ];
         if let Some(w) = &c.when {
-            let w: Vec<&str> = w.iter().map(|w| if *w == CheckWhen::AfterApply { "\"after-apply\"" } else { "\"after-rollback\"" }).collect();
+            let w: Vec<&str> = w
+                .iter()
+                .map(|w| if *w == CheckWhen::AfterApply { "\"after-apply\"" } else { "\"after-rollback\"" })
+                .collect();
             lines.push(format!("when = [{}]", w.join(", ")));
         }
         l.table(&mut out, "[[check]]", lines);
@@ -720,19 +756,35 @@ proptest! {
 /// Tokens whose text the tokenizer keeps as one token.
 fn token() -> impl Strategy<Value = String> {
     prop_oneof![
-        prop::sample::select(vec!["SELECT", "select", "UPDATE", "SET", "WHERE", "CREATE", "TABLE", "ALTER", "ADD", "COLUMN", "NOT", "NULL", "DEFAULT"]).prop_map(String::from),
+        prop::sample::select(vec![
+            "SELECT", "select", "UPDATE", "SET", "WHERE", "CREATE", "TABLE", "ALTER", "ADD", "COLUMN", "NOT", "NULL",
+            "DEFAULT"
+        ])
+        .prop_map(String::from),
         "[a-z_][a-z0-9_]{0,6}",
         "[0-9]{1,4}(\\.[0-9]{1,3})?(e-?[0-9])?",
         "'[a-z -]{0,6}'",
         "\"[A-Za-z ]{1,6}\"",
         "x'[0-9a-f]{0,4}'",
         "[a-z]{1,3}".prop_map(|s| format!("[{s}]")),
-        prop::sample::select(vec!["(", ")", ",", ";", "=", "<", ">", "*", "+", "-", "/", ".", "|", "%"]).prop_map(String::from),
+        prop::sample::select(vec!["(", ")", ",", ";", "=", "<", ">", "*", "+", "-", "/", ".", "|", "%"])
+            .prop_map(String::from),
     ]
 }
 
 fn separator() -> impl Strategy<Value = String> {
-    prop::sample::select(vec![" ", "  ", "\n", "\t", "\r\n", " -- a comment\n", " /* block\ncomment */ ", "\n\n  /**/ ", " --\n"]).prop_map(String::from)
+    prop::sample::select(vec![
+        " ",
+        "  ",
+        "\n",
+        "\t",
+        "\r\n",
+        " -- a comment\n",
+        " /* block\ncomment */ ",
+        "\n\n  /**/ ",
+        " --\n",
+    ])
+    .prop_map(String::from)
 }
 
 proptest! {

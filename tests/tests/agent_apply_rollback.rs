@@ -17,7 +17,12 @@ fn count(state: &std::path::Path, table: &str) -> i64 {
 }
 
 fn target<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["targets"].as_array().unwrap().iter().find(|t| t["name"] == name).unwrap_or_else(|| panic!("no target {name}: {report}"))
+    report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no target {name}: {report}"))
 }
 
 fn is_digest(v: &Value) -> bool {
@@ -39,7 +44,11 @@ fn re_apply_is_a_no_op() {
     assert_eq!(j["status"], "applied");
     assert!(j["message"].as_str().unwrap().contains("already applied"), "{j}");
     assert_eq!(e.digests(), applied);
-    assert_eq!((count(&e.state, "plans"), count(&e.state, "snapshots")), (plans, snaps), "re-apply creates no plan and no snapshot");
+    assert_eq!(
+        (count(&e.state, "plans"), count(&e.state, "snapshots")),
+        (plans, snaps),
+        "re-apply creates no plan and no snapshot"
+    );
     assert_eq!(journal_rows(&e.state), rows);
     // Still reports which snapshot protects each target.
     let f = first.json();
@@ -49,7 +58,8 @@ fn re_apply_is_a_no_op() {
     }
     // The ledger holds each migration once.
     let c = Connection::open(&e.notes).unwrap();
-    let n: i64 = c.query_row("SELECT count(*) FROM _rewind_ledger WHERE reverted_at IS NULL", [], |r| r.get(0)).unwrap();
+    let n: i64 =
+        c.query_row("SELECT count(*) FROM _rewind_ledger WHERE reverted_at IS NULL", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 2);
 }
 
@@ -61,7 +71,8 @@ fn an_applied_migration_whose_sql_changed_is_refused_but_a_comment_edit_is_not()
     let up = rel.join("migrations/0002_normalize_status/up.sql");
     let original = std::fs::read_to_string(&up).unwrap();
     // A comment and whitespace edit keeps the checksum: still a no-op.
-    std::fs::write(&up, format!("-- reviewed again\n{}\n\n", original.replace("UPDATE orders", "UPDATE   orders"))).unwrap();
+    std::fs::write(&up, format!("-- reviewed again\n{}\n\n", original.replace("UPDATE orders", "UPDATE   orders")))
+        .unwrap();
     let r = e.apply(&rel);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.json()["message"].as_str().unwrap().contains("already applied"));
@@ -100,7 +111,9 @@ fn rollback_proves_identical_and_changed_since_apply() {
     assert_eq!(e.apply(&rel).code, 0);
     Connection::open(&e.notes)
         .unwrap()
-        .execute_batch("INSERT INTO notes(id, title, body, created_at) VALUES (1000, 'written after apply', '', '2026-11-25')")
+        .execute_batch(
+            "INSERT INTO notes(id, title, body, created_at) VALUES (1000, 'written after apply', '', '2026-11-25')",
+        )
         .unwrap();
     let before_rollback = e.digests();
     let r = e.rollback(&rel);
@@ -138,7 +151,10 @@ fn restore_rollback_reports_lost_writes() {
         let start = e.digests();
         assert_eq!(e.apply(&rel).code, 0);
         if app_writes {
-            Connection::open(&e.settings).unwrap().execute_batch("UPDATE settings SET value = '16' WHERE key = 'font_size'").unwrap();
+            Connection::open(&e.settings)
+                .unwrap()
+                .execute_batch("UPDATE settings SET value = '16' WHERE key = 'font_size'")
+                .unwrap();
         }
         let r = e.rollback(&rel);
         assert_eq!(r.code, 0, "{r:?}");
@@ -210,7 +226,11 @@ fn json_shapes_match_the_design() {
         let t = target(&r, name);
         assert_eq!(t["before"], before.as_str(), "{t}");
         assert_eq!(t["after"], after.as_str(), "{t}");
-        assert_eq!(t["snapshot"], target(&a, name)["snapshot"], "rollback names the pre-apply snapshot it compared with");
+        assert_eq!(
+            t["snapshot"],
+            target(&a, name)["snapshot"],
+            "rollback names the pre-apply snapshot it compared with"
+        );
     }
 
     let f = e.plan_dbs("apply", &release("2026.11.1-bad"), &e.notes_arg(), &["--json"], &[]);
@@ -239,7 +259,8 @@ fn an_unprovable_rollback_needs_a_human_and_the_printed_command_settles_it() {
     let r = e.rollback(&rel);
     assert_eq!(r.code, 3, "{r:?}");
     assert!(r.stderr.contains("0001_add_currency") && r.stderr.contains("schema digest"), "{r:?}");
-    let next = r.stderr.lines().find_map(|l| l.strip_prefix("next: ")).unwrap_or_else(|| panic!("no next command: {r:?}"));
+    let next =
+        r.stderr.lines().find_map(|l| l.strip_prefix("next: ")).unwrap_or_else(|| panic!("no next command: {r:?}"));
     assert!(next.starts_with("rewind-agent --state ") && next.contains("snapshot restore"), "{next}");
     let s = e.agent(&["status", "--json"]);
     assert_eq!(s.code, 3, "status keeps asking for a human: {s:?}");
@@ -280,7 +301,11 @@ fn digests_cover_trigger_side_effects_and_renamed_tables() {
     let start = digest(&e.notes);
     let rel = e.dir.path().join("side-effects");
     for (id, up, down) in [
-        ("0001_touch_bodies", "UPDATE notes SET body = body || '!' WHERE id <= 5;", "UPDATE notes SET body = substr(body, 1, length(body) - 1) WHERE id <= 5;\nDELETE FROM note_audit;"),
+        (
+            "0001_touch_bodies",
+            "UPDATE notes SET body = body || '!' WHERE id <= 5;",
+            "UPDATE notes SET body = substr(body, 1, length(body) - 1) WHERE id <= 5;\nDELETE FROM note_audit;",
+        ),
         ("0002_rename_orders", "ALTER TABLE orders RENAME TO purchases;", "ALTER TABLE purchases RENAME TO orders;"),
     ] {
         let m = rel.join("migrations").join(id);
@@ -298,10 +323,15 @@ fn digests_cover_trigger_side_effects_and_renamed_tables() {
     .unwrap();
     let a = e.plan_dbs("apply", &rel, &e.notes_arg(), &["--json"], &[]);
     assert_eq!(a.code, 0, "{a:?}");
-    let audit_rows: i64 = Connection::open(&e.notes).unwrap().query_row("SELECT count(*) FROM note_audit", [], |r| r.get(0)).unwrap();
+    let audit_rows: i64 =
+        Connection::open(&e.notes).unwrap().query_row("SELECT count(*) FROM note_audit", [], |r| r.get(0)).unwrap();
     assert_eq!(audit_rows, 5, "the app's trigger ran");
     let aj = a.json();
-    assert_eq!(target(&aj, "notes")["after"], digest(&e.notes).as_str(), "apply's digest includes the trigger's writes and the rename: {aj}");
+    assert_eq!(
+        target(&aj, "notes")["after"],
+        digest(&e.notes).as_str(),
+        "apply's digest includes the trigger's writes and the rename: {aj}"
+    );
     let r = e.plan_dbs("rollback", &rel, &e.notes_arg(), &["--json"], &[]);
     assert_eq!(r.code, 0, "{r:?}");
     let rj = r.json();

@@ -99,7 +99,12 @@ fn db_mapping_for_an_unknown_target_and_a_missing_mapping() {
     // Two targets on one file (through a symlink, even).
     let link = e.dir.path().join("also-notes.db");
     std::os::unix::fs::symlink(&e.notes, &link).unwrap();
-    let dbs = ["--db".to_string(), format!("notes={}", e.notes.display()), "--db".into(), format!("settings={}", link.display())];
+    let dbs = [
+        "--db".to_string(),
+        format!("notes={}", e.notes.display()),
+        "--db".into(),
+        format!("settings={}", link.display()),
+    ];
     let r = e.plan_dbs("apply", &rel, &dbs, &[], &[]);
     assert_refused(&e, &r, &before, &["same file", "settings", "notes"]);
 }
@@ -111,11 +116,21 @@ fn a_file_that_is_not_sqlite_or_does_not_exist() {
     let text = e.dir.path().join("notes.txt");
     std::fs::write(&text, "these are my notes, not a database\n".repeat(100)).unwrap();
     let before = snapshot_of(&e);
-    let dbs = ["--db".to_string(), format!("notes={}", text.display()), "--db".into(), format!("settings={}", e.settings.display())];
+    let dbs = [
+        "--db".to_string(),
+        format!("notes={}", text.display()),
+        "--db".into(),
+        format!("settings={}", e.settings.display()),
+    ];
     let r = e.plan_dbs("apply", &rel, &dbs, &[], &[]);
     assert_refused(&e, &r, &before, &["notes.txt", "not a SQLite database"]);
     let missing = e.dir.path().join("gone.db");
-    let dbs = ["--db".to_string(), format!("notes={}", missing.display()), "--db".into(), format!("settings={}", e.settings.display())];
+    let dbs = [
+        "--db".to_string(),
+        format!("notes={}", missing.display()),
+        "--db".into(),
+        format!("settings={}", e.settings.display()),
+    ];
     let r = e.plan_dbs("apply", &rel, &dbs, &[], &[]);
     assert_refused(&e, &r, &before, &["gone.db"]);
     assert!(!missing.exists(), "apply must not create a missing database");
@@ -152,7 +167,10 @@ fn a_read_only_database() {
             "running as root, the test needs `chattr +i` (e2fsprogs) on a filesystem that supports it to make a database really read-only"
         );
         _guard = Some(Immutable(&e.notes));
-        assert!(std::fs::OpenOptions::new().write(true).open(&e.notes).is_err(), "chattr +i did not make the file read-only");
+        assert!(
+            std::fs::OpenOptions::new().write(true).open(&e.notes).is_err(),
+            "chattr +i did not make the file read-only"
+        );
     } else {
         _guard = None;
         let mut p = std::fs::metadata(&e.notes).unwrap().permissions();
@@ -232,9 +250,19 @@ fn attach_load_extension_and_writable_schema_in_a_script_are_refused_before_anyt
     let e = endpoint();
     let outside = e.dir.path().join("outside.db");
     for (i, (migration, file, sql, needle)) in [
-        ("0001_add_currency", "up.sql", format!("ATTACH '{}' AS o;\nCREATE TABLE o.stolen AS SELECT * FROM orders;", outside.display()), "ATTACH"),
+        (
+            "0001_add_currency",
+            "up.sql",
+            format!("ATTACH '{}' AS o;\nCREATE TABLE o.stolen AS SELECT * FROM orders;", outside.display()),
+            "ATTACH",
+        ),
         ("0002_normalize_status", "up.sql", "SELECT load_extension('/tmp/evil.so');".to_string(), "load_extension"),
-        ("0003_settings_theme", "up.sql", "PRAGMA writable_schema = ON;\nUPDATE sqlite_schema SET sql = 'x';".to_string(), "writable_schema"),
+        (
+            "0003_settings_theme",
+            "up.sql",
+            "PRAGMA writable_schema = ON;\nUPDATE sqlite_schema SET sql = 'x';".to_string(),
+            "writable_schema",
+        ),
         ("0001_add_currency", "down.sql", "PRAGMA journal_mode = OFF;".to_string(), "journal_mode"),
     ]
     .into_iter()
@@ -258,7 +286,10 @@ fn tampered_and_truncated_snapshots_are_refused_and_the_target_is_untouched() {
         let snap = c.json();
         let id = snap["id"].as_str().unwrap().to_string();
         let file = std::path::PathBuf::from(snap["file"].as_str().unwrap());
-        Connection::open(&e.notes).unwrap().execute_batch("UPDATE notes SET title = 'after snapshot' WHERE id = 3").unwrap();
+        Connection::open(&e.notes)
+            .unwrap()
+            .execute_batch("UPDATE notes SET title = 'after snapshot' WHERE id = 3")
+            .unwrap();
         let mut p = std::fs::metadata(&file).unwrap().permissions();
         #[allow(clippy::permissions_set_readonly_false)]
         p.set_readonly(false);
@@ -284,7 +315,10 @@ fn corrupted_agent_db_is_refused_with_move_aside_advice() {
     for how in ["garbage", "damaged pages"] {
         let e = endpoint();
         let db = e.state.join("agent.db");
-        assert!(!e.state.join("agent.db-wal").exists() || std::fs::metadata(e.state.join("agent.db-wal")).unwrap().len() == 0);
+        assert!(
+            !e.state.join("agent.db-wal").exists()
+                || std::fs::metadata(e.state.join("agent.db-wal")).unwrap().len() == 0
+        );
         let mut bytes = std::fs::read(&db).unwrap();
         if how == "garbage" {
             bytes = b"this is not a database; it was overwritten".repeat(200);
@@ -338,7 +372,9 @@ fn multi_statement_up_sql_failing_half_way_is_fully_reverted() {
     let start = e.digests();
     let rel = e.copy_release("2026.11.0", "half");
     edit(&rel.join("migrations/0002_normalize_status/up.sql"), |s| {
-        format!("{s}\nINSERT INTO orders(id, note_id, total, status) VALUES (9999, 1, 1.0, 'x');\nINSERT INTO no_such_table VALUES (1);\n")
+        format!(
+            "{s}\nINSERT INTO orders(id, note_id, total, status) VALUES (9999, 1, 1.0, 'x');\nINSERT INTO no_such_table VALUES (1);\n"
+        )
     });
     let r = e.apply(&rel);
     assert_reverted(&e, &r, &start, &["0002_normalize_status", "up.sql statement 3", "no_such_table"]);
@@ -352,7 +388,11 @@ fn verify_returning_zero_or_no_rows_is_reverted() {
     assert_reverted(&e, &r, &start, &["0001_split_title", "verify.sql returned 0 for row 1"]);
 
     let rel = e.copy_release("2026.11.0", "norows");
-    std::fs::write(rel.join("migrations/0003_settings_theme/verify.sql"), "SELECT 1 FROM settings WHERE key = 'no such key';\n").unwrap();
+    std::fs::write(
+        rel.join("migrations/0003_settings_theme/verify.sql"),
+        "SELECT 1 FROM settings WHERE key = 'no such key';\n",
+    )
+    .unwrap();
     let r = e.apply(&rel);
     assert_reverted(&e, &r, &start, &["0003_settings_theme", "verify.sql returned no rows"]);
 }
@@ -380,7 +420,8 @@ fn checksum_of_a_locked_database_waits_then_fails_clearly() {
     Connection::open(&e.notes).unwrap().pragma_update(None, "journal_mode", "DELETE").unwrap();
     let app = Connection::open(&e.notes).unwrap();
     app.execute_batch("BEGIN EXCLUSIVE; DELETE FROM orders;").unwrap();
-    let r = run("rewind-agent", &["checksum", "--db", &e.notes.to_string_lossy()], &[("REWIND_BUSY_TIMEOUT_MS", "200")]);
+    let r =
+        run("rewind-agent", &["checksum", "--db", &e.notes.to_string_lossy()], &[("REWIND_BUSY_TIMEOUT_MS", "200")]);
     app.execute_batch("ROLLBACK").unwrap();
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("locked"), "{r:?}");

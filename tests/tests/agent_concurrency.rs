@@ -52,7 +52,10 @@ struct Writer {
 
 /// The app writing continuously to its own table, with a busy timeout.
 fn start_writer(db: &Path) -> Writer {
-    Connection::open(db).unwrap().execute_batch("CREATE TABLE IF NOT EXISTS app_log(id INTEGER PRIMARY KEY, msg TEXT)").unwrap();
+    Connection::open(db)
+        .unwrap()
+        .execute_batch("CREATE TABLE IF NOT EXISTS app_log(id INTEGER PRIMARY KEY, msg TEXT)")
+        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(AtomicI64::new(0));
     let (s, c, db) = (stop.clone(), committed.clone(), db.to_path_buf());
@@ -82,7 +85,8 @@ impl Writer {
 fn assert_app_writes_survive(db: &Path, committed: i64) {
     assert!(committed > 0, "the app could not write at all");
     let c = Connection::open(db).unwrap();
-    let (n, max): (i64, i64) = c.query_row("SELECT count(*), max(id) FROM app_log", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    let (n, max): (i64, i64) =
+        c.query_row("SELECT count(*), max(id) FROM app_log", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
     assert_eq!((n, max), (committed, committed - 1), "app writes lost");
 }
 
@@ -181,7 +185,11 @@ fn two_agents_on_one_state_directory_take_turns() {
         assert_eq!(r.code, 0, "{r:?}");
     }
     let plans: Vec<_> = runs.iter().map(|r| r.json()["message"].as_str().unwrap().to_string()).collect();
-    assert_eq!(plans.iter().filter(|m| m.contains("already applied")).count(), 1, "one applies, the other finds it applied: {plans:?}");
+    assert_eq!(
+        plans.iter().filter(|m| m.contains("already applied")).count(),
+        1,
+        "one applies, the other finds it applied: {plans:?}"
+    );
     e.assert_integrity();
     e.assert_consistent();
 }
@@ -196,7 +204,10 @@ fn apply_reports_the_digest_of_the_file_when_the_app_wrote_after_the_snapshot() 
     let mut proven = 0;
     for _attempt in 0..5 {
         let e = Endpoint::new();
-        Connection::open(&e.notes).unwrap().execute_batch("CREATE TABLE app_log(id INTEGER PRIMARY KEY, msg TEXT)").unwrap();
+        Connection::open(&e.notes)
+            .unwrap()
+            .execute_batch("CREATE TABLE app_log(id INTEGER PRIMARY KEY, msg TEXT)")
+            .unwrap();
         let snapshots = e.state.join("snapshots");
         let notes = e.notes.clone();
         // The app waits for the agent's first snapshot (notes), then writes
@@ -205,13 +216,21 @@ fn apply_reports_the_digest_of_the_file_when_the_app_wrote_after_the_snapshot() 
             let c = Connection::open(&notes).unwrap();
             c.busy_timeout(Duration::from_secs(10)).unwrap();
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while std::fs::read_dir(&snapshots).map_or(0, |d| d.flatten().filter(|f| f.path().extension().is_some_and(|x| x == "json")).count()) == 0 {
+            while std::fs::read_dir(&snapshots)
+                .map_or(0, |d| d.flatten().filter(|f| f.path().extension().is_some_and(|x| x == "json")).count())
+                == 0
+            {
                 assert!(std::time::Instant::now() < deadline, "no snapshot appeared");
                 std::thread::sleep(Duration::from_micros(200));
             }
-            c.execute_batch("BEGIN IMMEDIATE; INSERT INTO app_log(msg) VALUES ('written between snapshot and migration');").unwrap();
+            c.execute_batch(
+                "BEGIN IMMEDIATE; INSERT INTO app_log(msg) VALUES ('written between snapshot and migration');",
+            )
+            .unwrap();
             let migrated: bool = c
-                .query_row("SELECT count(*) FROM sqlite_schema WHERE name = '_rewind_ledger'", [], |r| r.get::<_, i64>(0))
+                .query_row("SELECT count(*) FROM sqlite_schema WHERE name = '_rewind_ledger'", [], |r| {
+                    r.get::<_, i64>(0)
+                })
                 .unwrap()
                 > 0;
             c.execute_batch("COMMIT").unwrap();
@@ -226,7 +245,8 @@ fn apply_reports_the_digest_of_the_file_when_the_app_wrote_after_the_snapshot() 
         let j = r.json();
         let t = j["targets"].as_array().unwrap().iter().find(|t| t["name"] == "notes").unwrap();
         assert_eq!(t["after"], rewind_tests::digest(&e.notes).as_str(), "the reported digest must be the file's: {t}");
-        let n: i64 = Connection::open(&e.notes).unwrap().query_row("SELECT count(*) FROM app_log", [], |r| r.get(0)).unwrap();
+        let n: i64 =
+            Connection::open(&e.notes).unwrap().query_row("SELECT count(*) FROM app_log", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 1);
         proven += 1;
     }

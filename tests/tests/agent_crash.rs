@@ -136,7 +136,11 @@ fn restore_scenario(at: &str) -> bool {
     let changed = digest(&e.notes);
     assert_ne!(changed, snap_digest);
     let state = e.state.to_string_lossy().into_owned();
-    let r = run("rewind-agent", &["--state", &state, "snapshot", "restore", &id, "--db", &e.notes.to_string_lossy()], &with_crash(at));
+    let r = run(
+        "rewind-agent",
+        &["--state", &state, "snapshot", "restore", &id, "--db", &e.notes.to_string_lossy()],
+        &with_crash(at),
+    );
     if !crashed(&r) {
         assert_eq!(r.code, 0, "{at}: {r:?}");
         return false;
@@ -241,7 +245,11 @@ fn crash_during_restore_based_rollback() {
     let setup = Endpoint::new();
     let rel = setup.copy_release("2026.11.0", "restore-mode");
     let toml = std::fs::read_to_string(rel.join("release.toml")).unwrap();
-    let toml = toml.replacen("id = \"0003_settings_theme\"\ntarget = \"settings\"\n", "id = \"0003_settings_theme\"\ntarget = \"settings\"\nrollback = \"restore\"\n", 1);
+    let toml = toml.replacen(
+        "id = \"0003_settings_theme\"\ntarget = \"settings\"\n",
+        "id = \"0003_settings_theme\"\ntarget = \"settings\"\nrollback = \"restore\"\n",
+        1,
+    );
     assert!(toml.contains("rollback = \"restore\""));
     std::fs::write(rel.join("release.toml"), toml).unwrap();
     let start = setup.digests();
@@ -288,7 +296,12 @@ fn recovery_from_another_directory_reverts_the_right_files() {
     std::fs::copy(&e.settings, &decoys.1).unwrap();
     let agent_in = |cwd: &Path, args: &[&str], crash: Option<&str>| {
         let mut c = std::process::Command::new(rewind_tests::bin("rewind-agent"));
-        c.current_dir(cwd).arg("--state").arg(&e.state).args(args).env_remove("REWIND_CRASH_AT").env("REWIND_LOG", "warn");
+        c.current_dir(cwd)
+            .arg("--state")
+            .arg(&e.state)
+            .args(args)
+            .env_remove("REWIND_CRASH_AT")
+            .env("REWIND_LOG", "warn");
         if let Some(p) = crash {
             c.env("REWIND_CRASH_AT", p);
         }
@@ -306,11 +319,13 @@ fn recovery_from_another_directory_reverts_the_right_files() {
     assert_eq!(e.digests(), start, "the interrupted plan's own files are reverted");
     assert_eq!((digest(&decoys.0), digest(&decoys.1)), start, "files that merely share the names are untouched");
     let c = rusqlite::Connection::open(&e.notes).unwrap();
-    let applied: i64 = c.query_row("SELECT count(*) FROM _rewind_ledger WHERE reverted_at IS NULL", [], |r| r.get(0)).unwrap();
+    let applied: i64 =
+        c.query_row("SELECT count(*) FROM _rewind_ledger WHERE reverted_at IS NULL", [], |r| r.get(0)).unwrap();
     assert_eq!(applied, 0, "the ledger of the reverted target holds no applied migration");
     for decoy in [&decoys.0, &decoys.1] {
         let c = rusqlite::Connection::open(decoy).unwrap();
-        let n: i64 = c.query_row("SELECT count(*) FROM sqlite_schema WHERE name = '_rewind_ledger'", [], |r| r.get(0)).unwrap();
+        let n: i64 =
+            c.query_row("SELECT count(*) FROM sqlite_schema WHERE name = '_rewind_ledger'", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 0, "recovery wrote to {}", decoy.display());
     }
     e.assert_consistent();
@@ -334,7 +349,11 @@ fn crash_while_applying_over_an_installed_release() {
          [[flag]]\nname = \"new_checkout\"\nvalue = false\nprevious = true\nowner = \"payments-team\"\nactivate = \"with-release\"\n",
     )
     .unwrap();
-    std::fs::write(m.join("up.sql"), "ALTER TABLE notes ADD COLUMN tags TEXT NOT NULL DEFAULT '';\nUPDATE notes SET tags = 'old' WHERE id < 10;\n").unwrap();
+    std::fs::write(
+        m.join("up.sql"),
+        "ALTER TABLE notes ADD COLUMN tags TEXT NOT NULL DEFAULT '';\nUPDATE notes SET tags = 'old' WHERE id < 10;\n",
+    )
+    .unwrap();
     std::fs::write(m.join("down.sql"), "ALTER TABLE notes DROP COLUMN tags;\n").unwrap();
     std::fs::write(m.join("verify.sql"), "SELECT count(*) = 9 FROM notes WHERE tags = 'old';\n").unwrap();
     let mut reached = 0;
@@ -353,8 +372,13 @@ fn crash_while_applying_over_an_installed_release() {
             recover(&e, at);
             assert_eq!(e.digests(), installed_digests, "{at}: back at the installed release's state");
             assert_eq!(installed(&e.state, "notes").as_deref(), Some("2026.11.0"), "{at}");
-            assert_eq!(e.agent(&["flags", "--json"]).json(), flags_before, "{at}: flag values of the installed release");
-            let now: serde_json::Value = serde_json::from_slice(&std::fs::read(e.state.join("flags.json")).unwrap()).unwrap();
+            assert_eq!(
+                e.agent(&["flags", "--json"]).json(),
+                flags_before,
+                "{at}: flag values of the installed release"
+            );
+            let now: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(e.state.join("flags.json")).unwrap()).unwrap();
             let then: serde_json::Value = serde_json::from_slice(&flags_file).unwrap();
             assert_eq!(now, then, "{at}: flags.json as the installed release left it");
             assert_safe(&e, at);
@@ -387,7 +411,10 @@ fn an_interrupted_prune_is_finished_and_never_lists_a_missing_snapshot() {
     assert_eq!(l.code, 0, "{l:?}");
     let ids: Vec<String> = l.json().as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids, vec![keep["id"].as_str().unwrap().to_string()], "the half-pruned snapshot must not be listed");
-    assert!(!std::path::Path::new(pruned["file"].as_str().unwrap()).with_extension("json").exists(), "its manifest goes too");
+    assert!(
+        !std::path::Path::new(pruned["file"].as_str().unwrap()).with_extension("json").exists(),
+        "its manifest goes too"
+    );
     assert_eq!(e.agent(&["snapshot", "verify", "--all"]).code, 0);
     assert_eq!(e.agent(&["audit", "verify"]).code, 0);
 

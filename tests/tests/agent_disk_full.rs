@@ -60,7 +60,9 @@ fn make_big(db: &Path) {
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
     v.sort();
     v
 }
@@ -82,12 +84,19 @@ fn snapshot_fills_the_state_disk() {
     assert!(r.stderr.contains("disk") && r.stderr.contains("full"), "the error must say the disk is full: {r:?}");
     assert!(r.stderr.contains("nothing changed"), "{r:?}");
     assert_eq!(journal_rows(&e.state), rows, "a failed snapshot must leave no trace in agent.db or snapshots/");
-    assert!(files_in(&e.state.join("snapshots")).is_empty(), "partial snapshot file left: {:?}", files_in(&e.state.join("snapshots")));
+    assert!(
+        files_in(&e.state.join("snapshots")).is_empty(),
+        "partial snapshot file left: {:?}",
+        files_in(&e.state.join("snapshots"))
+    );
 
     // Apply: its first snapshot fills the disk; nothing changed.
     let r = e.apply(&rewind_tests::release("2026.11.0"));
     assert_eq!(r.code, 2, "a snapshot that does not fit changes nothing: exit 2: {r:?}");
-    assert!(r.stderr.contains("snapshot") && r.stderr.contains("full") && r.stderr.contains("nothing changed"), "{r:?}");
+    assert!(
+        r.stderr.contains("snapshot") && r.stderr.contains("full") && r.stderr.contains("nothing changed"),
+        "{r:?}"
+    );
     assert_eq!(e.digests(), digests, "targets must be unchanged");
     e.assert_integrity();
     let l = e.agent(&["snapshot", "list", "--json"]);
@@ -130,14 +139,26 @@ fn apply_fills_the_database_disk() {
     std::fs::write(m.join("verify.sql"), "SELECT count(*) = 4000 FROM attachments;\n").unwrap();
 
     let start = (rewind_tests::digest(&notes), rewind_tests::digest(&e.settings));
-    let dbs = ["--db".to_string(), format!("notes={}", notes.display()), "--db".into(), format!("settings={}", e.settings.display())];
+    let dbs = [
+        "--db".to_string(),
+        format!("notes={}", notes.display()),
+        "--db".into(),
+        format!("settings={}", e.settings.display()),
+    ];
     let r = e.plan_dbs("apply", &rel, &dbs, &["--json"], &[]);
     assert_eq!(r.code, 1, "a full disk during apply fails and reverts: exit 1: {r:?}");
     let j = r.json();
     assert_eq!(j["status"], "failed");
     let msg = format!("{} {}", j["message"], j["error"]);
-    assert!(msg.contains("0004_attachments") && msg.contains("full"), "the report names the migration and the full disk: {msg}");
-    assert_eq!((rewind_tests::digest(&notes), rewind_tests::digest(&e.settings)), start, "every target back at its start state");
+    assert!(
+        msg.contains("0004_attachments") && msg.contains("full"),
+        "the report names the migration and the full disk: {msg}"
+    );
+    assert_eq!(
+        (rewind_tests::digest(&notes), rewind_tests::digest(&e.settings)),
+        start,
+        "every target back at its start state"
+    );
     assert_eq!(integrity(&notes), "ok");
     assert_eq!(integrity(&e.settings), "ok");
     let s = e.agent(&["status", "--json"]);
@@ -180,7 +201,10 @@ fn the_journal_disk_fills_at_any_moment_of_an_apply() {
                 assert_eq!(e.digests(), start, "exit 2 promises nothing changed: {what}");
                 assert!(r.stderr.contains("full") || r.stderr.contains("I/O"), "{what}");
             }
-            3 => assert!(r.stderr.contains("next:") && r.stderr.contains("status"), "exit 3 prints the next command: {what}"),
+            3 => assert!(
+                r.stderr.contains("next:") && r.stderr.contains("status"),
+                "exit 3 prints the next command: {what}"
+            ),
             _ => panic!("unexpected exit: {what}"),
         }
         codes.push(r.code);

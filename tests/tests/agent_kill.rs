@@ -61,7 +61,10 @@ impl Writer {
             while !s.load(Ordering::SeqCst) {
                 // Busy past the app's timeout: the write did not happen; the
                 // app retries it with the same id.
-                if conn.execute("INSERT INTO app_log(id, msg, at) VALUES (?1, 'saved a note', datetime('now'))", [next]).is_ok() {
+                if conn
+                    .execute("INSERT INTO app_log(id, msg, at) VALUES (?1, 'saved a note', datetime('now'))", [next])
+                    .is_ok()
+                {
                     next += 1;
                     c.store(next, Ordering::SeqCst);
                 }
@@ -172,7 +175,11 @@ fn kill_9_at_random_moments_never_corrupts_or_loses_app_writes() {
             }
             // Kill apply late, then kill the recovery too.
             _ => {
-                let k = run_and_kill(&e, &plan_args(&e, "apply", &rel), window(apply_time, &mut rng) * 7 / 10 + apply_time * 3 / 10);
+                let k = run_and_kill(
+                    &e,
+                    &plan_args(&e, "apply", &rel),
+                    window(apply_time, &mut rng) * 7 / 10 + apply_time * 3 / 10,
+                );
                 run_and_kill(&e, &["status".to_string()], window(rollback_time, &mut rng)) || k
             }
         };
@@ -185,7 +192,8 @@ fn kill_9_at_random_moments_never_corrupts_or_loses_app_writes() {
         assert_eq!(integrity(&e.notes), "ok", "seed {seed}");
         // Every write the app saw committed is there.
         let c = Connection::open(&e.notes).unwrap();
-        let (n, max): (i64, Option<i64>) = c.query_row("SELECT count(*), max(id) FROM app_log", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        let (n, max): (i64, Option<i64>) =
+            c.query_row("SELECT count(*), max(id) FROM app_log", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
         assert!(committed > 0, "seed {seed}: the app could not write at all");
         assert_eq!(n, committed, "seed {seed}: app writes lost or invented");
         assert_eq!(max, Some(committed - 1), "seed {seed}");

@@ -30,8 +30,12 @@ fn chain_covers_every_transformation_and_verifies() {
     assert_eq!(r.json()["ok"], true);
     let db = Connection::open(state.join("agent.db")).unwrap();
     let kinds: Vec<String> = db
-        .prepare("SELECT DISTINCT kind FROM audit").unwrap()
-        .query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+        .prepare("SELECT DISTINCT kind FROM audit")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
     for k in ["plan.start", "snapshot.create", "migration.apply", "migration.revert", "flag.set", "plan.finish"] {
         assert!(kinds.iter().any(|x| x == k), "audit lacks {k}: {kinds:?}");
     }

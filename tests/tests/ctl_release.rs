@@ -51,7 +51,8 @@ fn fingerprint(p: &Path) -> (Vec<u8>, SystemTime) {
 }
 
 fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
@@ -68,7 +69,14 @@ fn lint_of_a_valid_release_summarises_it_and_exits_0() {
         .map(|id| out.find(id).unwrap_or_else(|| panic!("{id} missing: {out}")))
         .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "apply order: {out}");
-    for needle in ["targets: notes, settings", "new_checkout", "orders survive", "app.crash_count above 3 within 10m", "canary", "approval"] {
+    for needle in [
+        "targets: notes, settings",
+        "new_checkout",
+        "orders survive",
+        "app.crash_count above 3 within 10m",
+        "canary",
+        "approval",
+    ] {
         assert!(out.contains(needle), "{needle:?} missing: {out}");
     }
     assert!(out.contains("warning: migration 0002_normalize_status: irreversible"), "{out}");
@@ -143,7 +151,10 @@ fn lint_warns_on_an_expired_flag_and_still_exits_0() {
     assert!(r.stdout.contains("owner: payments-team"), "{r:?}");
     let j = ctl(&["release", "lint", &s(&rel), "--json"]).json();
     assert_eq!(j["ok"], true);
-    assert!(j["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("expired on 2020-01-31")), "{j}");
+    assert!(
+        j["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("expired on 2020-01-31")),
+        "{j}"
+    );
     // The untouched example is judged against --today as well.
     let later = ctl(&["release", "lint", &s(&release("2026.11.0")), "--today", "2027-02-01"]);
     assert_eq!(later.code, 0, "{later:?}");
@@ -207,7 +218,12 @@ fn samples() -> Samples {
 
 impl Samples {
     fn args(&self) -> [String; 4] {
-        ["--db".into(), format!("notes={}", self.notes.display()), "--db".into(), format!("settings={}", self.settings.display())]
+        [
+            "--db".into(),
+            format!("notes={}", self.notes.display()),
+            "--db".into(),
+            format!("settings={}", self.settings.display()),
+        ]
     }
 
     fn rehearse(&self, rel: &Path, extra: &[&str]) -> rewind_tests::Run {
@@ -262,11 +278,19 @@ fn rehearse_of_a_good_release_passes_twice_and_never_touches_the_samples() {
         assert_eq!(round["rollback"]["status"], "rolled_back");
         for id in ["0001_add_currency", "0003_settings_theme"] {
             let st = step(round, "apply", &format!("migration {id}"));
-            assert_eq!((st["reversible"].clone(), st["undo"].clone()), (Value::Bool(true), Value::from("down")), "{st}");
+            assert_eq!(
+                (st["reversible"].clone(), st["undo"].clone()),
+                (Value::Bool(true), Value::from("down")),
+                "{st}"
+            );
         }
         // Declared irreversible, kept reversible by `preserve`: "yes".
         let st = step(round, "apply", "migration 0002_normalize_status");
-        assert_eq!((st["reversible"].clone(), st["undo"].clone()), (Value::Bool(true), Value::from("preserve")), "{st}");
+        assert_eq!(
+            (st["reversible"].clone(), st["undo"].clone()),
+            (Value::Bool(true), Value::from("preserve")),
+            "{st}"
+        );
         assert!(st["millis"].is_u64(), "{st}");
         for t in round["rollback"]["report"]["targets"].as_array().unwrap() {
             assert_eq!(t["proof"], "identical", "{t}");
@@ -284,10 +308,19 @@ fn rehearse_of_a_good_release_passes_twice_and_never_touches_the_samples() {
     let ep = tempfile::tempdir().unwrap();
     let notes = seed_db(ep.path(), "notes");
     let settings = seed_db(ep.path(), "settings");
-    let a = agent(&ep.path().join("state"), &[
-        "apply", "--release", &s(&release("2026.11.0")),
-        "--db", &format!("notes={}", notes.display()), "--db", &format!("settings={}", settings.display()), "--json",
-    ]);
+    let a = agent(
+        &ep.path().join("state"),
+        &[
+            "apply",
+            "--release",
+            &s(&release("2026.11.0")),
+            "--db",
+            &format!("notes={}", notes.display()),
+            "--db",
+            &format!("settings={}", settings.display()),
+            "--json",
+        ],
+    );
     assert_eq!(a.code, 0, "{a:?}");
     let applied = a.json();
     for t in applied["targets"].as_array().unwrap() {
@@ -327,7 +360,11 @@ fn rehearse_fails_a_down_sql_that_does_not_restore_the_data() {
     let dir = tempfile::tempdir().unwrap();
     let rel = copy_release("2026.11.0", dir.path());
     // Same schema afterwards, but one user setting is lost on rollback.
-    std::fs::write(rel.join("migrations/0003_settings_theme/down.sql"), "DELETE FROM settings WHERE key IN ('theme', 'sync');\n").unwrap();
+    std::fs::write(
+        rel.join("migrations/0003_settings_theme/down.sql"),
+        "DELETE FROM settings WHERE key IN ('theme', 'sync');\n",
+    )
+    .unwrap();
     let r = sm.rehearse(&rel, &["--json"]);
     assert_eq!(r.code, 1, "{r:?}");
     let j = r.json();
@@ -393,7 +430,10 @@ fn rehearse_copies_committed_data_still_in_the_wal() {
     let sm = samples();
     // The app keeps the database open with a commit not yet checkpointed.
     let app = rusqlite::Connection::open(&sm.notes).unwrap();
-    app.execute_batch("PRAGMA wal_autocheckpoint = 0; INSERT INTO notes(title, created_at) VALUES ('late note', '2026-11-25');").unwrap();
+    app.execute_batch(
+        "PRAGMA wal_autocheckpoint = 0; INSERT INTO notes(title, created_at) VALUES ('late note', '2026-11-25');",
+    )
+    .unwrap();
     assert!(PathBuf::from(format!("{}-wal", sm.notes.display())).exists());
     let j = sm.rehearse(&release("2026.11.0"), &["--json"]).json();
     assert_eq!(j["ok"], true, "{j}");
@@ -495,7 +535,9 @@ fn demo_runs_every_step_and_ends_with_a_proven_rollback() {
 
 #[test]
 fn every_command_has_help_with_an_example() {
-    for args in [&["--help"][..], &["release", "lint", "--help"], &["release", "rehearse", "--help"], &["demo", "--help"]] {
+    for args in
+        [&["--help"][..], &["release", "lint", "--help"], &["release", "rehearse", "--help"], &["demo", "--help"]]
+    {
         let r = ctl(args);
         assert_eq!(r.code, 0, "{args:?}: {r:?}");
         assert!(r.stdout.contains("Example: rewindctl"), "{args:?}: {}", r.stdout);

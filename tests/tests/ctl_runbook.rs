@@ -143,7 +143,8 @@ fn samples_give_a_measured_restore_window_and_stay_untouched() {
     let settings = seed_db(dir.path(), "settings");
     let before = (fingerprint(&notes), fingerprint(&settings));
     let listing = |d: &Path| {
-        let mut v: Vec<String> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut v: Vec<String> =
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         v.sort();
         v
     };
@@ -164,7 +165,8 @@ fn samples_give_a_measured_restore_window_and_stay_untouched() {
     let md = std::fs::read_to_string(&out).unwrap();
     let at = md.find("Restore window: **").unwrap_or_else(|| panic!("{md}"));
     let rest = &md[at + "Restore window: **".len()..];
-    let ms: u64 = rest[..rest.find(" ms**").unwrap_or_else(|| panic!("{md}"))].parse().unwrap_or_else(|e| panic!("{e}: {md}"));
+    let ms: u64 =
+        rest[..rest.find(" ms**").unwrap_or_else(|| panic!("{md}"))].parse().unwrap_or_else(|e| panic!("{e}: {md}"));
     assert!(ms < 60_000, "{md}");
     assert!(md.contains(&format!("| notes | {} | ", notes.display())), "{md}");
     assert!(md.contains(&format!("| settings | {} | ", settings.display())), "{md}");
@@ -231,7 +233,16 @@ impl Device {
     /// databases, signed.
     fn bundle(&self) {
         ok(ctl(&["keys", "generate", "--out", &s(&self.p("ops"))]));
-        ok(ctl(&["trust", "init", "--threshold", "1", "--key", &s(&self.p("ops.pub")), "--out", &s(&self.p("trust.toml"))]));
+        ok(ctl(&[
+            "trust",
+            "init",
+            "--threshold",
+            "1",
+            "--key",
+            &s(&self.p("ops.pub")),
+            "--out",
+            &s(&self.p("trust.toml")),
+        ]));
         let b = s(&self.p("notes-2026.11.0.bundle.json"));
         ok(ctl(&[
             "release",
@@ -309,7 +320,11 @@ fn a_template_with_an_unknown_variable_is_refused_with_file_and_line() {
     let rel = dir.path().join("2026.11.0");
     copy_dir(&release("2026.11.0"), &rel);
     let file = rel.join("templates/resolved.md");
-    std::fs::write(&file, "---\ntitle: Resolved {{release}}\n---\nAll good since {{started_at}}.\nSeverity: {{severity}}\n").unwrap();
+    std::fs::write(
+        &file,
+        "---\ntitle: Resolved {{release}}\n---\nAll good since {{started_at}}.\nSeverity: {{severity}}\n",
+    )
+    .unwrap();
     for args in [vec!["runbook", &s(&rel)], vec!["release", "lint", &s(&rel)]] {
         let r = ctl(&args);
         assert_eq!(r.code, 2, "{r:?}");
@@ -327,5 +342,10 @@ fn a_template_with_an_unknown_variable_is_refused_with_file_and_line() {
     std::fs::write(rel.join("templates/outage.md"), "Down.\n").unwrap();
     let r = ctl(&["runbook", &s(&rel)]);
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("templates/outage.md:1:1: unknown template `outage.md`: templates/ holds only incident_started.md,"), "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "templates/outage.md:1:1: unknown template `outage.md`: templates/ holds only incident_started.md,"
+        ),
+        "{r:?}"
+    );
 }

@@ -27,7 +27,10 @@ fn ok(r: &Run) {
 
 fn daemon(config: &Path, crash_at: Option<&str>) -> Proc {
     let mut c = Command::new(bin("rewind-agent"));
-    c.args(["run", "--config", &config.to_string_lossy()]).env("REWIND_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null());
+    c.args(["run", "--config", &config.to_string_lossy()])
+        .env("REWIND_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     match crash_at {
         Some(p) => c.env("REWIND_CRASH_AT", p),
         None => c.env_remove("REWIND_CRASH_AT"),
@@ -46,7 +49,11 @@ fn an_agent_killed_mid_plan_recovers_and_reports_each_plan_once() {
     let t = tmp.path();
     let p = |name: &str| t.join(name).to_string_lossy().into_owned();
     ok(&run("rewindctl", &["keys", "generate", "--out", &p("alice")], &[]));
-    ok(&run("rewindctl", &["trust", "init", "--threshold", "1", "--key", &p("alice.pub"), "--out", &p("trust.toml")], &[]));
+    ok(&run(
+        "rewindctl",
+        &["trust", "init", "--threshold", "1", "--key", &p("alice.pub"), "--out", &p("trust.toml")],
+        &[],
+    ));
     let bundle = p("notes.bundle.json");
     ok(&run("rewindctl", &["release", "build", &release("2026.11.0").to_string_lossy(), "--out", &bundle], &[]));
     ok(&run("rewindctl", &["release", "sign", &bundle, "--key", &p("alice.key")], &[]));
@@ -66,8 +73,13 @@ fn an_agent_killed_mid_plan_recovers_and_reports_each_plan_once() {
             .unwrap(),
     );
     let url = format!("https://127.0.0.1:{port}");
-    let (ca, token) = (cstate.join("ca.pem").to_string_lossy().into_owned(), cstate.join("admin.token").to_string_lossy().into_owned());
-    let ctl = |args: &[&str]| run("rewindctl", args, &[("REWIND_COORDINATOR", &url), ("REWIND_CA", &ca), ("REWIND_TOKEN_FILE", &token)]);
+    let (ca, token) = (
+        cstate.join("ca.pem").to_string_lossy().into_owned(),
+        cstate.join("admin.token").to_string_lossy().into_owned(),
+    );
+    let ctl = |args: &[&str]| {
+        run("rewindctl", args, &[("REWIND_COORDINATOR", &url), ("REWIND_CA", &ca), ("REWIND_TOKEN_FILE", &token)])
+    };
     eventually("coordinator ready", Duration::from_secs(30), || (ctl(&["agents", "--json"]).code == 0).then_some(()));
     ok(&ctl(&["release", "upload", &bundle]));
 
@@ -96,9 +108,12 @@ fn an_agent_killed_mid_plan_recovers_and_reports_each_plan_once() {
         let r = ctl(&["agents", "--json"]);
         (r.code == 0).then(|| r.json()[0].clone()).filter(|a| !a.is_null() && f(a))
     };
-    eventually("agent connected", Duration::from_secs(30), || agents(&|a| a["connected"] == true && a["targets"].as_array().is_some_and(|t| t.len() == 2)));
+    eventually("agent connected", Duration::from_secs(30), || {
+        agents(&|a| a["connected"] == true && a["targets"].as_array().is_some_and(|t| t.len() == 2))
+    });
     ok(&ctl(&["rollout", "start", "notes", "2026.11.0"]));
-    let status = eventually("the daemon dies at the crash point", Duration::from_secs(30), || crashing.0.try_wait().unwrap());
+    let status =
+        eventually("the daemon dies at the crash point", Duration::from_secs(30), || crashing.0.try_wait().unwrap());
     assert!(!status.success(), "{status:?}");
 
     // Restarted without the crash point: recovery, then the redelivered plan.
@@ -116,7 +131,11 @@ fn an_agent_killed_mid_plan_recovers_and_reports_each_plan_once() {
         let a = agents(&|x| x["results"] == o["reports"].as_array().map_or(0, Vec::len))?;
         Some((o, a))
     });
-    let statuses: Vec<&str> = outbox["reports"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
-    assert!(statuses.len() >= 2 && statuses.last() == Some(&"applied"), "the interrupted plan and the applied one each report: {outbox}");
+    let statuses: Vec<&str> =
+        outbox["reports"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert!(
+        statuses.len() >= 2 && statuses.last() == Some(&"applied"),
+        "the interrupted plan and the applied one each report: {outbox}"
+    );
     assert_eq!(a["alarms"], 0, "{a}");
 }

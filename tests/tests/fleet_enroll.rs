@@ -48,7 +48,9 @@ impl Coordinator {
             .spawn()
             .expect("coordinator starts");
         let c = Coordinator { proc: Proc(child), state: state.to_path_buf(), port };
-        eventually("the coordinator answers Admin calls", Duration::from_secs(30), || (c.ctl(&["agents", "--json"]).code == 0).then_some(()));
+        eventually("the coordinator answers Admin calls", Duration::from_secs(30), || {
+            (c.ctl(&["agents", "--json"]).code == 0).then_some(())
+        });
         c
     }
 
@@ -80,7 +82,10 @@ impl Coordinator {
         let r = self.ctl(&all);
         assert_eq!(r.code, 0, "{r:?}");
         let t = r.stdout.trim().to_string();
-        assert!(t.starts_with("rwt_") && !t.contains(char::is_whitespace), "token create prints the token alone: {r:?}");
+        assert!(
+            t.starts_with("rwt_") && !t.contains(char::is_whitespace),
+            "token create prints the token alone: {r:?}"
+        );
         t
     }
 
@@ -124,7 +129,11 @@ impl AgentDir {
         let dir = base.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         rusqlite::Connection::open(dir.join("notes.db"))
-            .and_then(|db| db.execute_batch(&format!("CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes(body) VALUES ('{name}');")))
+            .and_then(|db| {
+                db.execute_batch(&format!(
+                    "CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes(body) VALUES ('{name}');"
+                ))
+            })
             .unwrap();
         let labels: String = labels.iter().map(|(k, v)| format!("{k} = \"{v}\"\n")).collect();
         let toml = format!(
@@ -181,8 +190,9 @@ fn five_agents_enroll_connect_with_labels_and_reconnect_after_a_graceful_restart
     assert!(c.agents(&[]).is_empty());
 
     let token = c.token(&["--labels", "ring=canary", "--uses", "5", "--ttl", "10m"]);
-    let dirs: Vec<AgentDir> =
-        (0..5).map(|i| AgentDir::new(tmp.path(), &format!("agent{i}"), &c, &[("os", "linux"), ("idx", &i.to_string())])).collect();
+    let dirs: Vec<AgentDir> = (0..5)
+        .map(|i| AgentDir::new(tmp.path(), &format!("agent{i}"), &c, &[("os", "linux"), ("idx", &i.to_string())]))
+        .collect();
     let mut ids = Vec::new();
     for d in &dirs {
         let r = d.enroll(&token);
@@ -230,7 +240,8 @@ fn five_agents_enroll_connect_with_labels_and_reconnect_after_a_graceful_restart
     // to its successor on the same port and state.
     let pid = c.proc.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = eventually("coordinator exits after SIGTERM", Duration::from_secs(20), || c.proc.0.try_wait().unwrap());
+    let status =
+        eventually("coordinator exits after SIGTERM", Duration::from_secs(20), || c.proc.0.try_wait().unwrap());
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
     assert!(!c.alive());
     let c2 = Coordinator::start(&c.state, port);
@@ -267,7 +278,9 @@ fn refusals_health_and_reflection() {
     assert!(r.stderr.contains("unknown"), "{r:?}");
     let created = Instant::now();
     let short = c.token(&["--ttl", "1s"]);
-    eventually("the token's second passes", Duration::from_secs(5), || (created.elapsed() > Duration::from_millis(2100)).then_some(()));
+    eventually("the token's second passes", Duration::from_secs(5), || {
+        (created.elapsed() > Duration::from_millis(2100)).then_some(())
+    });
     let r = d.enroll(&short);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("expired"), "{r:?}");
@@ -299,7 +312,11 @@ fn refusals_health_and_reflection() {
     let r = run(
         "rewindctl",
         &["agents", "--json"],
-        &[("REWIND_COORDINATOR", &c.url()), ("REWIND_CA", &c.ca().to_string_lossy()), ("REWIND_TOKEN", "rwa_not_a_token")],
+        &[
+            ("REWIND_COORDINATOR", &c.url()),
+            ("REWIND_CA", &c.ca().to_string_lossy()),
+            ("REWIND_TOKEN", "rwa_not_a_token"),
+        ],
     );
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("unknown operator token"), "{r:?}");
@@ -311,7 +328,11 @@ fn refusals_health_and_reflection() {
     // none of them disturbs the server.
     let mut idle = TcpStream::connect(("127.0.0.1", c.port)).unwrap();
     idle.write_all(&[0x16, 0x03, 0x01]).unwrap();
-    for payload in [vec![0xAB; 64 * 1024], b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()] {
+    for payload in [
+        vec![0xAB; 64 * 1024],
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+    ] {
         let mut s = TcpStream::connect(("127.0.0.1", c.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         let _ = s.write_all(&payload);
@@ -329,14 +350,20 @@ fn refusals_health_and_reflection() {
         assert_eq!(r["code"], want, "{what}: {r}");
     }
     let _agent = ok.run();
-    eventually("the agent connects after the garbage", Duration::from_secs(30), || (connected(&c.agents(&[])) == 1).then_some(()));
+    eventually("the agent connects after the garbage", Duration::from_secs(30), || {
+        (connected(&c.agents(&[])) == 1).then_some(())
+    });
     assert_eq!(c.grpc(&["health"])[""], "SERVING");
     drop(idle);
 
     // Roles: a viewer may list but not create tokens; an operator may create
     // enrollment tokens but not operators.
     let as_token = |token: &str, args: &[&str]| {
-        run("rewindctl", args, &[("REWIND_COORDINATOR", &c.url()), ("REWIND_CA", &c.ca().to_string_lossy()), ("REWIND_TOKEN", token)])
+        run(
+            "rewindctl",
+            args,
+            &[("REWIND_COORDINATOR", &c.url()), ("REWIND_CA", &c.ca().to_string_lossy()), ("REWIND_TOKEN", token)],
+        )
     };
     let viewer = c.ctl(&["operator", "create", "vera", "--role", "viewer"]);
     assert_eq!(viewer.code, 0, "{viewer:?}");
@@ -356,7 +383,9 @@ fn refusals_health_and_reflection() {
     let id = c.agents(&[])[0]["id"].as_str().unwrap().to_string();
     let r = as_token(&operator, &["revoke", &id]);
     assert_eq!(r.code, 0, "{r:?}");
-    eventually("the revoked agent is disconnected", Duration::from_secs(30), || (connected(&c.agents(&[])) == 0).then_some(()));
+    eventually("the revoked agent is disconnected", Duration::from_secs(30), || {
+        (connected(&c.agents(&[])) == 0).then_some(())
+    });
     let r = c.grpc(&["connect", &ok.identity("key.pem"), &ok.identity("cert.pem")]);
     assert_eq!(r["code"], "UNAUTHENTICATED", "{r}");
     assert!(r["details"].as_str().unwrap().contains("revoked"), "{r}");
@@ -367,12 +396,24 @@ fn refusals_health_and_reflection() {
 fn coordinator_config_file_env_and_print_config() {
     let example = root().join("deploy/coordinator.toml");
     let example = example.to_string_lossy();
-    let r = run("rewind-coordinator", &["--config", &example, "--print-config"], &[("REWIND_LISTEN", "127.0.0.1:9443"), ("REWIND_LOG", "warn")]);
+    let r = run(
+        "rewind-coordinator",
+        &["--config", &example, "--print-config"],
+        &[("REWIND_LISTEN", "127.0.0.1:9443"), ("REWIND_LOG", "warn")],
+    );
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("listen = \"127.0.0.1:9443\""), "env overrides the file: {}", r.stdout);
     assert!(r.stdout.contains("rewind.example.internal"), "the file's hostnames: {}", r.stdout);
-    let r = run("rewind-coordinator", &["--print-config", "--state", "/tmp/x"], &[("REWIND_HOSTNAMES", "a.example, 10.0.0.1")]);
-    assert!(r.stdout.contains("state = \"/tmp/x\"") && r.stdout.contains("hostnames = [\"a.example\", \"10.0.0.1\"]"), "{}", r.stdout);
+    let r = run(
+        "rewind-coordinator",
+        &["--print-config", "--state", "/tmp/x"],
+        &[("REWIND_HOSTNAMES", "a.example, 10.0.0.1")],
+    );
+    assert!(
+        r.stdout.contains("state = \"/tmp/x\"") && r.stdout.contains("hostnames = [\"a.example\", \"10.0.0.1\"]"),
+        "{}",
+        r.stdout
+    );
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("c.toml");
     std::fs::write(&bad, "listen = \"127.0.0.1:1\"\nlisten_web = \"x\"\n").unwrap();
@@ -381,7 +422,11 @@ fn coordinator_config_file_env_and_print_config() {
     assert!(r.stderr.contains("listen_web"), "the unknown key is named: {r:?}");
     let r = run("rewind-coordinator", &["--print-config"], &[("REWIND_STORE", "postgres")]);
     assert_eq!(r.code, 0, "postgres is a valid setting: {r:?}");
-    let r = run("rewind-coordinator", &["--state", &tmp.path().join("s").to_string_lossy()], &[("REWIND_STORE", "postgres"), ("REWIND_LISTEN", "127.0.0.1:0")]);
+    let r = run(
+        "rewind-coordinator",
+        &["--state", &tmp.path().join("s").to_string_lossy()],
+        &[("REWIND_STORE", "postgres"), ("REWIND_LISTEN", "127.0.0.1:0")],
+    );
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("not implemented yet: store = \"postgres\""), "{r:?}");
 }

@@ -71,7 +71,9 @@ fn results_are_delivered_once_across_an_agent_restart_and_a_coordinator_kill_9()
     let cstate = tmp.path().join("coordinator");
     let port = free_port();
     let mut coord = coordinator(&cstate, port);
-    eventually("coordinator ready", Duration::from_secs(30), || (ctl(&cstate, port, &["agents", "--json"]).code == 0).then_some(()));
+    eventually("coordinator ready", Duration::from_secs(30), || {
+        (ctl(&cstate, port, &["agents", "--json"]).code == 0).then_some(())
+    });
 
     let dir = tmp.path().join("endpoint");
     std::fs::create_dir_all(&dir).unwrap();
@@ -90,18 +92,35 @@ fn results_are_delivered_once_across_an_agent_restart_and_a_coordinator_kill_9()
     .unwrap();
     let token = ctl(&cstate, port, &["token", "create"]);
     assert_eq!(token.code, 0, "{token:?}");
-    let r = run("rewind-agent", &["enroll", "--config", &config.to_string_lossy(), "--token", token.stdout.trim()], &[]);
+    let r =
+        run("rewind-agent", &["enroll", "--config", &config.to_string_lossy(), "--token", token.stdout.trim()], &[]);
     assert_eq!(r.code, 0, "{r:?}");
     // A copy of the fresh state, restored at the end.
-    assert!(Command::new("cp").args(["-a"]).arg(dir.join("state")).arg(dir.join("state.orig")).status().unwrap().success());
+    assert!(
+        Command::new("cp").args(["-a"]).arg(dir.join("state")).arg(dir.join("state.orig")).status().unwrap().success()
+    );
     let mut daemon = start_agent(&config);
-    eventually("agent connected", Duration::from_secs(30), || only_agent(&cstate, port).filter(|a| a["connected"] == true));
+    eventually("agent connected", Duration::from_secs(30), || {
+        only_agent(&cstate, port).filter(|a| a["connected"] == true)
+    });
 
     // An apply on the endpoint while the daemon runs.
     let state: PathBuf = dir.join("state");
     let rel = release("2026.11.0");
     let db = |t: &str, p: &Path| format!("{t}={}", p.display());
-    let r = agent(&state, &["apply", "--release", &rel.to_string_lossy(), "--db", &db("notes", &notes), "--db", &db("settings", &settings), "--json"]);
+    let r = agent(
+        &state,
+        &[
+            "apply",
+            "--release",
+            &rel.to_string_lossy(),
+            "--db",
+            &db("notes", &notes),
+            "--db",
+            &db("settings", &settings),
+            "--json",
+        ],
+    );
     assert_eq!(r.code, 0, "{r:?}");
 
     let a = eventually("the result is stored and the inventory updated", Duration::from_secs(30), || {
@@ -128,16 +147,31 @@ fn results_are_delivered_once_across_an_agent_restart_and_a_coordinator_kill_9()
     // is gone. Its result waits in the outbox and arrives after the restart;
     // the first one is not counted again.
     drop(coord);
-    let r = agent(&state, &["rollback", "--release", &rel.to_string_lossy(), "--db", &db("notes", &notes), "--db", &db("settings", &settings), "--json"]);
+    let r = agent(
+        &state,
+        &[
+            "rollback",
+            "--release",
+            &rel.to_string_lossy(),
+            "--db",
+            &db("notes", &notes),
+            "--db",
+            &db("settings", &settings),
+            "--json",
+        ],
+    );
     assert_eq!(r.code, 0, "{r:?}");
     let o = agent(&state, &["outbox", "--json"]).json();
     assert_eq!(o["pending"], 1, "the rollback's result waits for the coordinator: {o}");
     coord = coordinator(&cstate, port);
-    let a = eventually("the rollback's result delivered after the coordinator restart", Duration::from_secs(60), || {
-        only_agent(&cstate, port).filter(|a| a["connected"] == true && a["results"] == 2)
-    });
+    let a =
+        eventually("the rollback's result delivered after the coordinator restart", Duration::from_secs(60), || {
+            only_agent(&cstate, port).filter(|a| a["connected"] == true && a["results"] == 2)
+        });
     assert_eq!(a["alarms"], 0, "{a}");
-    eventually("nothing pending", Duration::from_secs(30), || (agent(&state, &["outbox", "--json"]).json()["pending"] == 0).then_some(()));
+    eventually("nothing pending", Duration::from_secs(30), || {
+        (agent(&state, &["outbox", "--json"]).json()["pending"] == 0).then_some(())
+    });
     assert_eq!(only_agent(&cstate, port).unwrap()["results"], 2, "still counted once each");
 
     // The endpoint's state restored from an older copy: its hello announces
@@ -146,7 +180,9 @@ fn results_are_delivered_once_across_an_agent_restart_and_a_coordinator_kill_9()
     std::fs::remove_dir_all(&state).unwrap();
     std::fs::rename(dir.join("state.orig"), &state).unwrap();
     daemon = start_agent(&config);
-    let a = eventually("the fork is flagged", Duration::from_secs(30), || only_agent(&cstate, port).filter(|a| a["alarms"] == 1));
+    let a = eventually("the fork is flagged", Duration::from_secs(30), || {
+        only_agent(&cstate, port).filter(|a| a["alarms"] == 1)
+    });
     assert_eq!(a["results"], 2, "{a}");
     drop(daemon);
     drop(coord);

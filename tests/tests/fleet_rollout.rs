@@ -60,7 +60,20 @@ fn a_signed_release_reaches_five_agents_and_rolls_back_with_proofs() {
     }
     ok(&run(
         "rewindctl",
-        &["trust", "init", "--threshold", "2", "--key", &p("alice.pub"), "--key", &p("bob.pub"), "--key", &p("carol.pub"), "--out", &p("trust.toml")],
+        &[
+            "trust",
+            "init",
+            "--threshold",
+            "2",
+            "--key",
+            &p("alice.pub"),
+            "--key",
+            &p("bob.pub"),
+            "--key",
+            &p("carol.pub"),
+            "--out",
+            &p("trust.toml"),
+        ],
         &[],
     ));
     let bundle = p("notes.bundle.json");
@@ -99,7 +112,9 @@ fn a_signed_release_reaches_five_agents_and_rolls_back_with_proofs() {
             .spawn()
             .unwrap(),
     );
-    eventually("coordinator ready", Duration::from_secs(30), || (fleet.ctl(&["agents", "--json"]).code == 0).then_some(()));
+    eventually("coordinator ready", Duration::from_secs(30), || {
+        (fleet.ctl(&["agents", "--json"]).code == 0).then_some(())
+    });
 
     // One signature of two: the coordinator refuses the upload.
     let r = fleet.ctl(&["release", "upload", &bundle]);
@@ -130,7 +145,11 @@ fn a_signed_release_reaches_five_agents_and_rolls_back_with_proofs() {
             ),
         )
         .unwrap();
-        ok(&run("rewind-agent", &["enroll", "--config", &config.to_string_lossy(), "--token", token.stdout.trim()], &[]));
+        ok(&run(
+            "rewind-agent",
+            &["enroll", "--config", &config.to_string_lossy(), "--token", token.stdout.trim()],
+            &[],
+        ));
         daemons.push(Proc(
             Command::new(bin("rewind-agent"))
                 .args(["run", "--config", &config.to_string_lossy()])
@@ -147,13 +166,16 @@ fn a_signed_release_reaches_five_agents_and_rolls_back_with_proofs() {
         let r = fleet.ctl(&["agents", "--json"]);
         let a = r.json();
         let a = a.as_array()?;
-        (a.len() == 5 && a.iter().all(|x| x["connected"] == true && x["targets"].as_array().is_some_and(|t| t.len() == 2))).then_some(())
+        (a.len() == 5
+            && a.iter().all(|x| x["connected"] == true && x["targets"].as_array().is_some_and(|t| t.len() == 2)))
+        .then_some(())
     });
 
     let r = fleet.ctl(&["rollout", "start", "notes", "2026.11.0", "--json"]);
     ok(&r);
     assert_eq!(r.json()["agents"], 5, "{r:?}");
-    let s = eventually("applied on all five", Duration::from_secs(60), || fleet.status().filter(|s| s["state"] == "done"));
+    let s =
+        eventually("applied on all five", Duration::from_secs(60), || fleet.status().filter(|s| s["state"] == "done"));
     assert_eq!(outcomes(&s), vec!["applied"; 5], "{s}");
     assert_eq!(s["waves"][0]["succeeded"], 5, "{s}");
     for (_, notes, _, before, _) in &endpoints {
@@ -174,7 +196,8 @@ fn a_signed_release_reaches_five_agents_and_rolls_back_with_proofs() {
     assert!(v["groups"].as_array().unwrap().iter().all(|g| g["agents"].as_array().unwrap().len() == 5), "{v}");
     // One endpoint's database changed out of band: exit 1 naming it.
     let (dir3, notes3) = (&endpoints[3].0, &endpoints[3].1);
-    let id3: Value = serde_json::from_str(&std::fs::read_to_string(dir3.join("state/identity/agent.json")).unwrap()).unwrap();
+    let id3: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir3.join("state/identity/agent.json")).unwrap()).unwrap();
     let id3 = id3["agent_id"].as_str().unwrap().to_string();
     rusqlite::Connection::open(notes3).unwrap().execute_batch("ALTER TABLE notes ADD COLUMN sneaky TEXT").unwrap();
     let v = eventually("fleet verify sees the drift", Duration::from_secs(30), || {
@@ -183,14 +206,20 @@ fn a_signed_release_reaches_five_agents_and_rolls_back_with_proofs() {
     });
     let drift = v["drift"].as_array().unwrap();
     assert_eq!(drift.len(), 1, "{v}");
-    assert_eq!((drift[0]["agent"].as_str().unwrap(), drift[0]["target"].as_str().unwrap()), (id3.as_str(), "notes"), "{v}");
+    assert_eq!(
+        (drift[0]["agent"].as_str().unwrap(), drift[0]["target"].as_str().unwrap()),
+        (id3.as_str(), "notes"),
+        "{v}"
+    );
     assert_eq!(drift[0]["predicted"], true, "{v}");
     let r = fleet.ctl(&["fleet", "verify", "notes", "2026.11.0"]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stdout.contains(&id3) && r.stdout.contains("DRIFT"), "{r:?}");
     // Undone out of band: the logical schema is the same again.
     rusqlite::Connection::open(notes3).unwrap().execute_batch("ALTER TABLE notes DROP COLUMN sneaky").unwrap();
-    eventually("fleet verify passes again", Duration::from_secs(30), || (fleet.ctl(&["fleet", "verify", "notes", "2026.11.0"]).code == 0).then_some(()));
+    eventually("fleet verify passes again", Duration::from_secs(30), || {
+        (fleet.ctl(&["fleet", "verify", "notes", "2026.11.0"]).code == 0).then_some(())
+    });
 
     // Fleet-wide rollback with the pre-signed plan: no signing key needed.
     let r = fleet.ctl(&["rollback", "notes", "--json"]);

@@ -63,9 +63,16 @@ fn apply_and_rollback_queue_signed_reports_with_the_targets_digests_and_chain_he
     assert_eq!(reports.len(), 1, "{reports:?}");
     let (item, applied) = &reports[0];
     assert_eq!(item["delivered"], false);
-    assert_eq!((applied.status, applied.state.as_str(), applied.plan.as_str()), (ReportStatus::Applied, "applied", r["plan"].as_str().unwrap()));
+    assert_eq!(
+        (applied.status, applied.state.as_str(), applied.plan.as_str()),
+        (ReportStatus::Applied, "applied", r["plan"].as_str().unwrap())
+    );
     assert_eq!((applied.product.as_str(), applied.release.as_str()), ("notes", "2026.11.0"));
-    assert_eq!((applied.chain.head.to_string(), applied.chain.seq), (head1.clone(), n1), "the report carries the audit head");
+    assert_eq!(
+        (applied.chain.head.to_string(), applied.chain.seq),
+        (head1.clone(), n1),
+        "the report carries the audit head"
+    );
     for (name, db, before) in [("notes", &e.notes, &start.0), ("settings", &e.settings, &start.1)] {
         let t = target(applied, name);
         let now = checksum_of(db);
@@ -91,7 +98,10 @@ fn apply_and_rollback_queue_signed_reports_with_the_targets_digests_and_chain_he
         assert_eq!(t.schema_after.as_deref(), before["schema"].as_str(), "{name}: schema back to the start");
         assert_eq!(t.proof.as_deref(), Some("identical"), "{name}");
     }
-    assert!(ChainContinuity::check(Some(applied.chain), rolled, &key).is_ok(), "the rollback's chain extends the apply's");
+    assert!(
+        ChainContinuity::check(Some(applied.chain), rolled, &key).is_ok(),
+        "the rollback's chain extends the apply's"
+    );
 
     // Acks are idempotent by id and survive restarts; later reports carry
     // only the entries after the acked head.
@@ -132,8 +142,9 @@ fn crash_then_one_report(cmd: &str, point: &str, expect: ReportStatus, state: &s
     assert_eq!(reports.len(), before + 1, "{point}: exactly one report for the interrupted plan: {reports:?}");
     let p = &reports[before].1;
     let db = rusqlite::Connection::open(e.state.join("agent.db")).unwrap();
-    let (plan_id, plan_state): (String, String) =
-        db.query_row("SELECT id, state FROM plans ORDER BY started DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    let (plan_id, plan_state): (String, String) = db
+        .query_row("SELECT id, state FROM plans ORDER BY started DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
     assert_eq!((p.plan.as_str(), p.state.as_str(), p.status), (plan_id.as_str(), state, expect), "{point}: {p:?}");
     assert_eq!(plan_state, state);
     assert_eq!(p.chain.head.to_string(), head, "{point}");
@@ -158,12 +169,29 @@ fn refused_bundles_queue_refused_reports_with_their_code() {
     for k in ["alice", "bob"] {
         ok(run("rewindctl", &["keys", "generate", "--out", &p(k)], &[]));
     }
-    ok(run("rewindctl", &["trust", "init", "--threshold", "2", "--key", &p("alice.pub"), "--key", &p("bob.pub"), "--out", &p("trust.toml")], &[]));
+    ok(run(
+        "rewindctl",
+        &[
+            "trust",
+            "init",
+            "--threshold",
+            "2",
+            "--key",
+            &p("alice.pub"),
+            "--key",
+            &p("bob.pub"),
+            "--out",
+            &p("trust.toml"),
+        ],
+        &[],
+    ));
     let rel = release("2026.11.0").to_string_lossy().into_owned();
     ok(run("rewindctl", &["release", "build", &rel, "--out", &p("b.json")], &[]));
     ok(run("rewindctl", &["release", "sign", &p("b.json"), "--key", &p("alice.key")], &[]));
     let dbs = [format!("notes={}", notes.display()), format!("settings={}", settings.display())];
-    let with_bundle = |cmd: &str| agent(&state, &[cmd, "--bundle", &p("b.json"), "--trust", &p("trust.toml"), "--db", &dbs[0], "--db", &dbs[1]]);
+    let with_bundle = |cmd: &str| {
+        agent(&state, &[cmd, "--bundle", &p("b.json"), "--trust", &p("trust.toml"), "--db", &dbs[0], "--db", &dbs[1]])
+    };
 
     // Too few signatures: refused before the plan is read.
     let r = with_bundle("apply");

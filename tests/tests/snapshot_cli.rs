@@ -35,7 +35,8 @@ fn snapshot_of_a_live_database_is_consistent_read_only_and_verifiable() {
         n
     });
     std::thread::sleep(Duration::from_millis(50));
-    let r = agent(&state, &["snapshot", "create", "--db", &db.to_string_lossy(), "--label", "before cleanup", "--json"]);
+    let r =
+        agent(&state, &["snapshot", "create", "--db", &db.to_string_lossy(), "--label", "before cleanup", "--json"]);
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let writes = writer.join().unwrap();
     assert_eq!(r.code, 0, "{r:?}");
@@ -79,7 +80,8 @@ fn restore_replaces_content_seen_by_an_app_that_keeps_the_wal_database_open() {
     assert_ne!(digest(&db), snap_digest);
     assert!(db.with_extension("db-wal").exists(), "the app's WAL file exists");
 
-    let r = agent(&state, &["snapshot", "restore", snap["id"].as_str().unwrap(), "--db", &db.to_string_lossy(), "--json"]);
+    let r =
+        agent(&state, &["snapshot", "restore", snap["id"].as_str().unwrap(), "--db", &db.to_string_lossy(), "--json"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r.json()["digest"], snap_digest.as_str());
     // A fresh reader and the app's own open connection both see the snapshot.
@@ -122,16 +124,28 @@ fn prune_keeps_the_newest_and_never_deletes_a_pinned_snapshot() {
     let settings = seed_db(dir.path(), "settings");
     let state = dir.path().join("state");
     // Applying a release pins its snapshots until it is finalized.
-    let r = agent(&state, &["apply", "--release", &release("2026.11.0").to_string_lossy(),
-        "--db", &format!("notes={}", notes.display()), "--db", &format!("settings={}", settings.display())]);
+    let r = agent(
+        &state,
+        &[
+            "apply",
+            "--release",
+            &release("2026.11.0").to_string_lossy(),
+            "--db",
+            &format!("notes={}", notes.display()),
+            "--db",
+            &format!("settings={}", settings.display()),
+        ],
+    );
     assert_eq!(r.code, 0, "{r:?}");
     for i in 0..3 {
-        let r = agent(&state, &["snapshot", "create", "--db", &notes.to_string_lossy(), "--label", &format!("manual {i}")]);
+        let r =
+            agent(&state, &["snapshot", "create", "--db", &notes.to_string_lossy(), "--label", &format!("manual {i}")]);
         assert_eq!(r.code, 0, "{r:?}");
     }
     let all = snapshot_ids(&state);
     assert_eq!(all.len(), 5);
-    let pinned: Vec<String> = all.iter().filter(|s| s["pinned"] == true).map(|s| s["id"].as_str().unwrap().to_string()).collect();
+    let pinned: Vec<String> =
+        all.iter().filter(|s| s["pinned"] == true).map(|s| s["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(pinned.len(), 2, "the apply's snapshots are pinned: {all:?}");
 
     let r = agent(&state, &["snapshot", "prune", "--keep", "1", "--json"]);

@@ -58,8 +58,18 @@ fn setup() -> Fx {
         keygen(&fx, k);
     }
     ok(ctl(&[
-        "trust", "init", "--threshold", "2", "--key", &fx.s("alice.pub"), "--key", &fx.s("bob.pub"), "--key",
-        &format!("carol={}", fx.s("carol.pub")), "--out", &fx.trust.to_string_lossy(),
+        "trust",
+        "init",
+        "--threshold",
+        "2",
+        "--key",
+        &fx.s("alice.pub"),
+        "--key",
+        &fx.s("bob.pub"),
+        "--key",
+        &format!("carol={}", fx.s("carol.pub")),
+        "--out",
+        &fx.trust.to_string_lossy(),
     ]));
     fx
 }
@@ -140,7 +150,8 @@ fn two_of_three_applies_and_verify_says_so() {
     let fx = setup();
     let before = fx.digests();
     let b = bundle(&fx, &release("2026.11.0"), "b.json", &[], &["alice", "bob"]);
-    let v = ok(ctl(&["release", "verify", &b.to_string_lossy(), "--trust", &fx.trust.to_string_lossy(), "--json"])).json();
+    let v =
+        ok(ctl(&["release", "verify", &b.to_string_lossy(), "--trust", &fx.trust.to_string_lossy(), "--json"])).json();
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["plans"].as_array().unwrap().len(), 8, "apply + 7 rollback plans: {v}");
     let r = ok(with_bundle(&fx, "apply", &b, &fx.trust, &["--json"])).json();
@@ -193,11 +204,24 @@ fn an_unknown_key_does_not_count() {
 #[test]
 fn a_revoked_key_does_not_count() {
     let fx = setup();
-    let carol = ok(ctl(&["keys", "generate", "--out", &fx.s("carol2"), "--json"])).json()["keyid"].as_str().unwrap().to_string();
+    let carol = ok(ctl(&["keys", "generate", "--out", &fx.s("carol2"), "--json"])).json()["keyid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let revoking = fx.p("revoking.toml");
     ok(ctl(&[
-        "trust", "init", "--threshold", "2", "--key", &fx.s("alice.pub"), "--key", &fx.s("bob.pub"), "--key", &fx.s("carol2.pub"),
-        "--out", &revoking.to_string_lossy(),
+        "trust",
+        "init",
+        "--threshold",
+        "2",
+        "--key",
+        &fx.s("alice.pub"),
+        "--key",
+        &fx.s("bob.pub"),
+        "--key",
+        &fx.s("carol2.pub"),
+        "--out",
+        &revoking.to_string_lossy(),
     ]));
     let text = std::fs::read_to_string(&revoking).unwrap().replace("revoked = []", &format!("revoked = [\"{carol}\"]"));
     std::fs::write(&revoking, text).unwrap();
@@ -242,11 +266,21 @@ fn a_plan_built_for_another_start_state_is_refused() {
     let other = fx.p("other");
     std::fs::create_dir_all(&other).unwrap();
     let sample = seed_db(&other, "notes");
-    rusqlite::Connection::open(&sample).unwrap().execute_batch("CREATE TABLE tags(id INTEGER PRIMARY KEY, name TEXT)").unwrap();
+    rusqlite::Connection::open(&sample)
+        .unwrap()
+        .execute_batch("CREATE TABLE tags(id INTEGER PRIMARY KEY, name TEXT)")
+        .unwrap();
     let out = fx.p("mix.json");
     ok(ctl(&[
-        "release", "build", &release("2026.11.0").to_string_lossy(), "--sample", &format!("notes={}", sample.display()),
-        "--sample", &format!("settings={}", fx.settings.display()), "--out", &out.to_string_lossy(),
+        "release",
+        "build",
+        &release("2026.11.0").to_string_lossy(),
+        "--sample",
+        &format!("notes={}", sample.display()),
+        "--sample",
+        &format!("settings={}", fx.settings.display()),
+        "--out",
+        &out.to_string_lossy(),
     ]));
     for k in ["alice", "bob"] {
         ok(ctl(&["release", "sign", &out.to_string_lossy(), "--key", &fx.s(&format!("{k}.key"))]));
@@ -283,8 +317,20 @@ fn a_rotated_root_needs_k_keys_of_the_pinned_one() {
         keygen(&fx, k);
     }
     let v2 = fx.p("trust-v2.toml");
-    ok(ctl(&["trust", "init", "--threshold", "2", "--key", &fx.s("dave.pub"), "--key", &fx.s("erin.pub"), "--out", &v2.to_string_lossy()]));
-    let rotate = |key: &str| ctl(&["trust", "rotate", &fx.trust.to_string_lossy(), &v2.to_string_lossy(), "--key", &fx.s(key)]);
+    ok(ctl(&[
+        "trust",
+        "init",
+        "--threshold",
+        "2",
+        "--key",
+        &fx.s("dave.pub"),
+        "--key",
+        &fx.s("erin.pub"),
+        "--out",
+        &v2.to_string_lossy(),
+    ]));
+    let rotate =
+        |key: &str| ctl(&["trust", "rotate", &fx.trust.to_string_lossy(), &v2.to_string_lossy(), "--key", &fx.s(key)]);
     let r = ok(rotate("alice.key"));
     assert!(r.stdout.contains("not yet accepted"), "{r:?}");
     let new_keys = bundle(&fx, &release("2026.11.0"), "b2.json", &[], &["dave", "erin"]);
@@ -316,9 +362,23 @@ fn rollback_from_the_bundle_needs_no_signing_key() {
     for k in ["alice", "bob", "carol"] {
         std::fs::remove_file(fx.p(&format!("{k}.key"))).unwrap();
     }
-    let r = ok(with_bundle(&fx, "rollback", &b, &fx.trust, &["--granularity", "flag", "--subject", "new_checkout", "--json"])).json();
+    let r = ok(with_bundle(
+        &fx,
+        "rollback",
+        &b,
+        &fx.trust,
+        &["--granularity", "flag", "--subject", "new_checkout", "--json"],
+    ))
+    .json();
     assert_eq!(r["flags"]["new_checkout"], false, "{r}");
-    let r = ok(with_bundle(&fx, "rollback", &b, &fx.trust, &["--granularity", "target", "--subject", "settings", "--json"])).json();
+    let r = ok(with_bundle(
+        &fx,
+        "rollback",
+        &b,
+        &fx.trust,
+        &["--granularity", "target", "--subject", "settings", "--json"],
+    ))
+    .json();
     assert_eq!(r["status"], "rolled_back", "{r}");
     assert_eq!(digest(&fx.settings), start.1, "settings back to its start");
     let r = ok(with_bundle(&fx, "rollback", &b, &fx.trust, &["--json"])).json();
@@ -380,7 +440,8 @@ fn a_changed_root_with_the_pinned_version_is_refused() {
     assert_refused(&fx, &r, &before, "start-state", "is not installed here");
     // Same version 1, but a threshold of 1: not signed by anyone, so refused.
     let weaker = fx.p("weaker.toml");
-    std::fs::write(&weaker, std::fs::read_to_string(&fx.trust).unwrap().replace("threshold = 2", "threshold = 1")).unwrap();
+    std::fs::write(&weaker, std::fs::read_to_string(&fx.trust).unwrap().replace("threshold = 2", "threshold = 1"))
+        .unwrap();
     let r = with_bundle(&fx, "apply", &b, &weaker, &[]);
     assert_refused(&fx, &r, &before, "trust-root", "differs from the pinned version 1");
 }
@@ -391,13 +452,26 @@ fn a_lone_migration_rolls_back_from_its_own_plan() {
     let start = fx.digests();
     let b = bundle(&fx, &release("2026.11.0"), "b.json", &[], &["bob", "carol"]);
     ok(with_bundle(&fx, "apply", &b, &fx.trust, &[]));
-    let r = ok(with_bundle(&fx, "rollback", &b, &fx.trust, &["--granularity", "migration", "--subject", "0003_settings_theme", "--json"])).json();
+    let r = ok(with_bundle(
+        &fx,
+        "rollback",
+        &b,
+        &fx.trust,
+        &["--granularity", "migration", "--subject", "0003_settings_theme", "--json"],
+    ))
+    .json();
     assert_eq!(r["status"], "rolled_back", "{r}");
     assert_eq!(digest(&fx.settings), start.1);
     assert_ne!(digest(&fx.notes), start.0, "notes keeps its migrations");
     // 0002 alone cannot go while 0001 stays: a clear usage error, nothing changed.
     let applied = fx.digests();
-    let r = with_bundle(&fx, "rollback", &b, &fx.trust, &["--granularity", "migration", "--subject", "0002_normalize_status"]);
+    let r = with_bundle(
+        &fx,
+        "rollback",
+        &b,
+        &fx.trust,
+        &["--granularity", "migration", "--subject", "0002_normalize_status"],
+    );
     assert!(r.code == 2 && r.stderr.contains("--granularity target --subject notes"), "{r:?}");
     assert_eq!(fx.digests(), applied);
 }

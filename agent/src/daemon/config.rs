@@ -71,7 +71,8 @@ impl AgentConfig {
             return Err(Error::BadInput(format!("agent config {}: no such file", path.display())));
         }
         let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
-        let mut cfg = Self::parse(&text).map_err(|e| Error::BadInput(format!("agent config {}: {e}", path.display())))?;
+        let mut cfg =
+            Self::parse(&text).map_err(|e| Error::BadInput(format!("agent config {}: {e}", path.display())))?;
         let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let abs = |p: &mut PathBuf| {
             if p.is_relative() {
@@ -143,7 +144,8 @@ mod tests {
         assert!(e.contains("https://"), "{e}");
         let e = AgentConfig::parse("coordinator = \"https://c\"\nca = \"ca.pem\"\n[[target]]\nproduct = \"p\"\nname = \"n\"\npath = \"a\"\nfile = \"x\"").unwrap_err();
         assert!(e.contains("file"), "{e}");
-        let e = AgentConfig::parse("coordinator = \"https://c\"\nca = \"ca.pem\"\n[labels]\nring = \"a b\"").unwrap_err();
+        let e =
+            AgentConfig::parse("coordinator = \"https://c\"\nca = \"ca.pem\"\n[labels]\nring = \"a b\"").unwrap_err();
         assert!(e.contains("ring"), "{e}");
     }
 }

@@ -52,9 +52,14 @@ impl Identity {
             )));
         }
         let read = |name: &str| std::fs::read_to_string(d.join(name)).map_err(Error::io(d.join(name)));
-        let meta: AgentFile =
-            serde_json::from_str(&read("agent.json")?).map_err(|e| Error::BadInput(format!("{}: {e}", d.join("agent.json").display())))?;
-        Ok(Identity { agent_id: meta.agent_id, key_pem: read("key.pem")?, cert_pem: read("cert.pem")?, ca_pem: read("ca.pem")? })
+        let meta: AgentFile = serde_json::from_str(&read("agent.json")?)
+            .map_err(|e| Error::BadInput(format!("{}: {e}", d.join("agent.json").display())))?;
+        Ok(Identity {
+            agent_id: meta.agent_id,
+            key_pem: read("key.pem")?,
+            cert_pem: read("cert.pem")?,
+            ca_pem: read("ca.pem")?,
+        })
     }
 
     /// Writes the identity (key 0600), `agent.json` last so that a crash
@@ -68,7 +73,11 @@ impl Identity {
         write(&d.join("key.pem"), &self.key_pem, 0o600)?;
         write(&d.join("cert.pem"), &self.cert_pem, 0o644)?;
         write(&d.join("ca.pem"), &self.ca_pem, 0o644)?;
-        let meta = AgentFile { agent_id: self.agent_id.clone(), enrolled: crate::state::now(), coordinator: coordinator.to_string() };
+        let meta = AgentFile {
+            agent_id: self.agent_id.clone(),
+            enrolled: crate::state::now(),
+            coordinator: coordinator.to_string(),
+        };
         write(&d.join("agent.json"), &serde_json::to_string_pretty(&meta).expect("JSON"), 0o644)
     }
 }

@@ -70,11 +70,17 @@ impl Backoff {
 pub fn run(cfg: &AgentConfig, state: &Path) -> Result<()> {
     let identity = Identity::load(state)?;
     if cfg.local_revert {
-        eprintln!("rewind-agent: local_revert = true: not implemented yet (health triggers); the agent only reverts when the coordinator sends a rollback");
+        eprintln!(
+            "rewind-agent: local_revert = true: not implemented yet (health triggers); the agent only reverts when the coordinator sends a rollback"
+        );
     }
-    let ca_pem = std::fs::read_to_string(&cfg.ca).map_err(|e| Error::BadInput(format!("ca {}: {e}", cfg.ca.display())))?;
+    let ca_pem =
+        std::fs::read_to_string(&cfg.ca).map_err(|e| Error::BadInput(format!("ca {}: {e}", cfg.ca.display())))?;
     let tls = ClientTls { ca_pem, identity: Some((identity.cert_pem.clone(), identity.key_pem.clone())) };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Failed(format!("runtime: {e}")))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Failed(format!("runtime: {e}")))?;
     rt.block_on(async {
         let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let mut attempt = 0usize;
@@ -221,9 +227,14 @@ fn stamps(targets: &[TargetConfig]) -> Vec<Option<(u64, std::time::SystemTime)>>
 }
 
 /// Sends the outbox's unacknowledged results not yet sent on this stream.
-async fn send_outbox(tx: &mpsc::Sender<v1::AgentMessage>, state: &Path, sent: &mut HashSet<String>) -> std::result::Result<(), String> {
+async fn send_outbox(
+    tx: &mpsc::Sender<v1::AgentMessage>,
+    state: &Path,
+    sent: &mut HashSet<String>,
+) -> std::result::Result<(), String> {
     let dir = state.to_path_buf();
-    let pending = match tokio::task::spawn_blocking(move || State::open(&dir).and_then(|st| outbox::pending(&st))).await {
+    let pending = match tokio::task::spawn_blocking(move || State::open(&dir).and_then(|st| outbox::pending(&st))).await
+    {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {
             tracing::warn!("reading the outbox: {e}");
@@ -235,7 +246,8 @@ async fn send_outbox(tx: &mpsc::Sender<v1::AgentMessage>, state: &Path, sent: &m
         if sent.contains(&item.id) {
             continue;
         }
-        let (Ok(report), Ok(signature)) = (hex::decode(&item.report.payload), hex::decode(&item.report.signature)) else {
+        let (Ok(report), Ok(signature)) = (hex::decode(&item.report.payload), hex::decode(&item.report.signature))
+        else {
             tracing::error!(result = %item.id, "outbox item is not hex; skipped");
             continue;
         };
@@ -249,9 +261,12 @@ async fn send_outbox(tx: &mpsc::Sender<v1::AgentMessage>, state: &Path, sent: &m
             audit: None,
             reason: String::new(),
         };
-        tx.send(v1::AgentMessage { body: Some(v1::agent_message::Body::Result(result)) }).await.map_err(|_| "stream closed".to_string())?;
+        tx.send(v1::AgentMessage { body: Some(v1::agent_message::Body::Result(result)) })
+            .await
+            .map_err(|_| "stream closed".to_string())?;
         let (dir, id) = (state.to_path_buf(), item.id.clone());
-        let _ = tokio::task::spawn_blocking(move || State::open(&dir).and_then(|st| outbox::mark_attempt(&st, &id))).await;
+        let _ =
+            tokio::task::spawn_blocking(move || State::open(&dir).and_then(|st| outbox::mark_attempt(&st, &id))).await;
         sent.insert(item.id);
     }
     Ok(())
@@ -263,7 +278,10 @@ async fn send_outbox(tx: &mpsc::Sender<v1::AgentMessage>, state: &Path, sent: &m
 /// outbox.
 fn run_delivery(cfg: &AgentConfig, state: &Path, p: &v1::PlanDelivery) -> Result<&'static str> {
     let trust = cfg.trust.as_ref().ok_or_else(|| {
-        Error::BadInput("agent.toml has no `trust`: plans from the coordinator are checked against the agent's own trust root".into())
+        Error::BadInput(
+            "agent.toml has no `trust`: plans from the coordinator are checked against the agent's own trust root"
+                .into(),
+        )
     })?;
     if !p.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') || p.id.is_empty() || p.id.len() > 64 {
         return Err(Error::BadInput(format!("delivery id {:?} is not a plain name", p.id)));
@@ -272,12 +290,19 @@ fn run_delivery(cfg: &AgentConfig, state: &Path, p: &v1::PlanDelivery) -> Result
     std::fs::create_dir_all(&inbox).map_err(Error::io(&inbox))?;
     let path = inbox.join(format!("{}.bundle.json", p.id));
     std::fs::write(&path, &p.envelope).map_err(Error::io(&path))?;
-    let dbs: Vec<String> = cfg.targets.iter().filter(|t| t.product == p.product).map(|t| format!("{}={}", t.name, t.path.display())).collect();
+    let dbs: Vec<String> = cfg
+        .targets
+        .iter()
+        .filter(|t| t.product == p.product)
+        .map(|t| format!("{}={}", t.name, t.path.display()))
+        .collect();
     let st = State::open(state)?;
     crate::recover::recover(&st)?;
     let report = match p.kind.as_str() {
         "apply" => crate::bundle::apply(&st, &path, trust, &dbs)?,
-        "rollback" => crate::bundle::rollback(&st, &path, trust, &dbs, rewind_shared::bundle::Granularity::Release, None)?,
+        "rollback" => {
+            crate::bundle::rollback(&st, &path, trust, &dbs, rewind_shared::bundle::Granularity::Release, None)?
+        }
         other => return Err(Error::BadInput(format!("plan kind {other:?}: expected apply or rollback"))),
     };
     Ok(if report.status == "failed" { "failed" } else { "done" })
@@ -296,7 +321,12 @@ fn wire_status(s: &str) -> v1::ResultStatus {
 
 /// Handles one coordinator message; true when a result was newly
 /// acknowledged (the endpoint's state changed since the last inventory).
-async fn handle(msg: v1::CoordinatorMessage, state: &Path, cfg: &AgentConfig, tx: &mpsc::Sender<v1::AgentMessage>) -> bool {
+async fn handle(
+    msg: v1::CoordinatorMessage,
+    state: &Path,
+    cfg: &AgentConfig,
+    tx: &mpsc::Sender<v1::AgentMessage>,
+) -> bool {
     use v1::coordinator_message::Body;
     match msg.body {
         Some(Body::Plan(p)) => {
@@ -318,7 +348,9 @@ async fn handle(msg: v1::CoordinatorMessage, state: &Path, cfg: &AgentConfig, tx
         Some(Body::Ack(a)) => {
             let dir = state.to_path_buf();
             let id = a.id.clone();
-            match tokio::task::spawn_blocking(move || State::open(&dir).and_then(|st| outbox::mark_delivered(&st, &id))).await {
+            match tokio::task::spawn_blocking(move || State::open(&dir).and_then(|st| outbox::mark_delivered(&st, &id)))
+                .await
+            {
                 Ok(Ok(ack)) => {
                     tracing::info!(result = %a.id, ?ack, "result acknowledged");
                     return ack == outbox::Ack::Delivered;
@@ -334,7 +366,9 @@ async fn handle(msg: v1::CoordinatorMessage, state: &Path, cfg: &AgentConfig, tx
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The endpoint's inventory: installed releases and the audit head from the
@@ -348,10 +382,16 @@ pub fn inventory(state: &Path, targets: &[TargetConfig]) -> Result<(Inventory, A
     let (products, audit) = {
         let st = State::open(state)?;
         let sql = |e| Error::Sqlite { context: "inventory".into(), source: e };
-        let mut stmt = st.db.prepare("SELECT product, release, sequence, plan_id FROM installed ORDER BY product").map_err(sql)?;
+        let mut stmt =
+            st.db.prepare("SELECT product, release, sequence, plan_id FROM installed ORDER BY product").map_err(sql)?;
         let products: Vec<InstalledProduct> = stmt
             .query_map([], |r| {
-                Ok(InstalledProduct { name: r.get(0)?, release: r.get(1)?, sequence: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0), plan_id: r.get(3)? })
+                Ok(InstalledProduct {
+                    name: r.get(0)?,
+                    release: r.get(1)?,
+                    sequence: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                    plan_id: r.get(3)?,
+                })
             })
             .and_then(Iterator::collect)
             .map_err(sql)?;
@@ -379,8 +419,11 @@ fn target_state(t: &TargetConfig) -> TargetState {
         if !t.path.is_file() {
             return Err(format!("{}: no such file", t.path.display()));
         }
-        let conn = rusqlite::Connection::open_with_flags(&t.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(|e| format!("{}: {e}", t.path.display()))?;
+        let conn = rusqlite::Connection::open_with_flags(
+            &t.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| format!("{}: {e}", t.path.display()))?;
         conn.busy_timeout(crate::target::BUSY_TIMEOUT).map_err(|e| e.to_string())?;
         let d = database_digest(&conn).map_err(|e| format!("{}: {e}", t.path.display()))?;
         Ok(TargetDigest::Ok { schema: d.schema, data: d.digest })

@@ -129,7 +129,12 @@ pub trait Store: Send + Sync + 'static {
     async fn deliveries_of(&self, bundle: String) -> Result<Vec<(Delivery, bool)>>;
     /// Appends a signed entry to the coordinator's audit chain, atomically
     /// after the current head.
-    async fn append_audit(&self, kind: String, params: String, key: ed25519_dalek::SigningKey) -> Result<rewind_shared::audit::AuditEntry>;
+    async fn append_audit(
+        &self,
+        kind: String,
+        params: String,
+        key: ed25519_dalek::SigningKey,
+    ) -> Result<rewind_shared::audit::AuditEntry>;
     /// The whole audit chain, oldest first.
     async fn audit_entries(&self) -> Result<Vec<rewind_shared::audit::AuditEntry>>;
     /// Stores a signed checkpoint of the audit chain.
@@ -179,12 +184,20 @@ pub(crate) mod suite {
         s.insert_agent(rec.clone()).await.unwrap();
         assert_eq!(s.agent(id.clone()).await.unwrap().unwrap(), rec);
         let inv = Inventory {
-            products: vec![rewind_shared::fleet::InstalledProduct { name: "notes".into(), sequence: 7, release: "2026.11.0".into(), plan_id: "p".into() }],
+            products: vec![rewind_shared::fleet::InstalledProduct {
+                name: "notes".into(),
+                sequence: 7,
+                release: "2026.11.0".into(),
+                plan_id: "p".into(),
+            }],
             targets: vec![],
         };
         s.record_hello(id.clone(), "h2".into(), inv.clone(), "2026-01-02T00:00:00Z".into()).await.unwrap();
         let got = s.agent(id.clone()).await.unwrap().unwrap();
-        assert_eq!((got.inventory, got.hostname, got.last_seen.as_deref()), (inv, "h2".to_string(), Some("2026-01-02T00:00:00Z")));
+        assert_eq!(
+            (got.inventory, got.hostname, got.last_seen.as_deref()),
+            (inv, "h2".to_string(), Some("2026-01-02T00:00:00Z"))
+        );
         assert_eq!(s.agents().await.unwrap().len(), 1);
         s.put_operator("oh".into(), "admin".into(), Role::Admin).await.unwrap();
         assert_eq!(s.operator("oh".into()).await.unwrap(), Some(("admin".into(), Role::Admin)));

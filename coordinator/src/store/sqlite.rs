@@ -17,7 +17,8 @@ use crate::auth::Role;
 use crate::error::{Error, Result};
 
 /// Schema migrations, in order; `schema_version` holds how many ran.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE enrollment_tokens(
     hash TEXT PRIMARY KEY,
     labels TEXT NOT NULL,          -- JSON object
@@ -40,9 +41,11 @@ CREATE TABLE operators(
     name TEXT NOT NULL,
     role TEXT NOT NULL
 );
-", r"
+",
+    r"
 ALTER TABLE agents ADD COLUMN audit_key TEXT NOT NULL DEFAULT '';
-", r"
+",
+    r"
 ALTER TABLE agents ADD COLUMN chain TEXT;     -- JSON ChainPoint of the newest accepted result
 CREATE TABLE results(
     id TEXT PRIMARY KEY,           -- the agent's report id: delivery is idempotent by it
@@ -66,7 +69,8 @@ CREATE TABLE integrity_alarms(
     detail TEXT NOT NULL,
     time TEXT NOT NULL
 );
-", r"
+",
+    r"
 CREATE TABLE bundles(
     id TEXT PRIMARY KEY,
     product TEXT NOT NULL,
@@ -85,7 +89,8 @@ CREATE TABLE deliveries(
     acked TEXT                     -- set when the agent ran it and acknowledged
 );
 CREATE INDEX deliveries_pending ON deliveries(agent, created) WHERE acked IS NULL;
-", r"
+",
+    r"
 CREATE TABLE audit(
     seq INTEGER PRIMARY KEY,
     time TEXT NOT NULL,
@@ -95,12 +100,14 @@ CREATE TABLE audit(
     hash TEXT NOT NULL,
     signature TEXT NOT NULL
 );
-", r"
+",
+    r"
 CREATE TABLE audit_checkpoints(
     seq INTEGER NOT NULL,
     body TEXT NOT NULL             -- rewind_shared::audit::Checkpoint as JSON
 );
-"];
+",
+];
 
 /// A SQLite-backed store.
 #[derive(Clone)]
@@ -120,7 +127,9 @@ impl SqliteStore {
     /// newer coordinator (its schema version is above ours).
     pub async fn open(path: &Path) -> Result<Self> {
         let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || Self::open_blocking(&path)).await.map_err(|e| Error::Store(e.to_string()))?
+        tokio::task::spawn_blocking(move || Self::open_blocking(&path))
+            .await
+            .map_err(|e| Error::Store(e.to_string()))?
     }
 
     fn open_blocking(path: &Path) -> Result<Self> {
@@ -130,10 +139,12 @@ impl SqliteStore {
         let ctx = |e: rusqlite::Error| Error::Store(format!("{}: {e}", path.display()));
         let mut conn = Connection::open(path).map_err(ctx)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(ctx)?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;").map_err(ctx)?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .map_err(ctx)?;
         let tx = conn.transaction().map_err(ctx)?;
         tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)").map_err(ctx)?;
-        let version: Option<i64> = tx.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).optional().map_err(ctx)?;
+        let version: Option<i64> =
+            tx.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).optional().map_err(ctx)?;
         let version = usize::try_from(version.unwrap_or(0)).unwrap_or(usize::MAX);
         if version > MIGRATIONS.len() {
             return Err(Error::Store(format!(
@@ -151,7 +162,10 @@ impl SqliteStore {
         Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
     }
 
-    async fn call<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let conn = Arc::clone(&self.conn);
         tokio::task::spawn_blocking(move || {
             let mut c = conn.lock().map_err(|_| Error::Store("connection lock poisoned by an earlier panic".into()))?;
@@ -167,13 +181,15 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(col: usize, s: &str) -> rusqlite::Result<T> {
-    serde_json::from_str(s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e)))
+    serde_json::from_str(s)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e)))
 }
 
 fn row_to_agent(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
     let id: String = r.get(0)?;
     Ok(AgentRecord {
-        id: AgentId::parse(&id).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?,
+        id: AgentId::parse(&id)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?,
         hostname: r.get(1)?,
         labels: from_json(2, &r.get::<_, String>(2)?)?,
         fingerprint: r.get(3)?,
@@ -222,9 +238,11 @@ impl Store for SqliteStore {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
             let row: Option<(String, i64, i64)> = tx
-                .query_row("SELECT labels, uses_left, expires_unix FROM enrollment_tokens WHERE hash = ?1", [&hash], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
+                .query_row(
+                    "SELECT labels, uses_left, expires_unix FROM enrollment_tokens WHERE hash = ?1",
+                    [&hash],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
                 .optional()
                 .map_err(sql)?;
             let outcome = match row {
@@ -232,7 +250,8 @@ impl Store for SqliteStore {
                 Some((_, _, expires)) if expires <= now_unix => Redeem::Expired,
                 Some((_, left, _)) if left <= 0 => Redeem::UsedUp,
                 Some((labels, _, _)) => {
-                    tx.execute("UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE hash = ?1", [&hash]).map_err(sql)?;
+                    tx.execute("UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE hash = ?1", [&hash])
+                        .map_err(sql)?;
                     Redeem::Accepted(from_json(0, &labels).map_err(sql)?)
                 }
             };
@@ -267,7 +286,9 @@ impl Store for SqliteStore {
 
     async fn agent(&self, id: AgentId) -> Result<Option<AgentRecord>> {
         self.call(move |c| {
-            c.query_row(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1"), [id.as_str()], row_to_agent).optional().map_err(sql)
+            c.query_row(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1"), [id.as_str()], row_to_agent)
+                .optional()
+                .map_err(sql)
         })
         .await
     }
@@ -302,8 +323,11 @@ impl Store for SqliteStore {
 
     async fn record_inventory(&self, id: AgentId, inventory: Inventory, seen: String) -> Result<()> {
         self.call(move |c| {
-            c.execute("UPDATE agents SET inventory = ?2, last_seen = ?3 WHERE id = ?1", params![id.as_str(), json(&inventory), seen])
-                .map_err(sql)?;
+            c.execute(
+                "UPDATE agents SET inventory = ?2, last_seen = ?3 WHERE id = ?1",
+                params![id.as_str(), json(&inventory), seen],
+            )
+            .map_err(sql)?;
             Ok(())
         })
         .await
@@ -311,10 +335,14 @@ impl Store for SqliteStore {
 
     async fn revoke(&self, id: AgentId) -> Result<bool> {
         self.call(move |c| {
-            let revoked: Option<bool> =
-                c.query_row("SELECT revoked FROM agents WHERE id = ?1", [id.as_str()], |r| r.get(0)).optional().map_err(sql)?;
+            let revoked: Option<bool> = c
+                .query_row("SELECT revoked FROM agents WHERE id = ?1", [id.as_str()], |r| r.get(0))
+                .optional()
+                .map_err(sql)?;
             match revoked {
-                None => Err(Error::NotFound(format!("agent {id} is not enrolled here; list agents with rewindctl agents"))),
+                None => {
+                    Err(Error::NotFound(format!("agent {id} is not enrolled here; list agents with rewindctl agents")))
+                }
                 Some(true) => Ok(false),
                 Some(false) => {
                     c.execute("UPDATE agents SET revoked = 1 WHERE id = ?1", [id.as_str()]).map_err(sql)?;
@@ -328,7 +356,9 @@ impl Store for SqliteStore {
     async fn counts(&self, id: AgentId) -> Result<(u64, u64)> {
         self.call(move |c| {
             let n = |table: &str| -> Result<u64> {
-                let n: i64 = c.query_row(&format!("SELECT count(*) FROM {table} WHERE agent = ?1"), [id.as_str()], |r| r.get(0)).map_err(sql)?;
+                let n: i64 = c
+                    .query_row(&format!("SELECT count(*) FROM {table} WHERE agent = ?1"), [id.as_str()], |r| r.get(0))
+                    .map_err(sql)?;
                 Ok(u64::try_from(n).unwrap_or(0))
             };
             Ok((n("results")?, n("integrity_alarms")?))
@@ -338,8 +368,11 @@ impl Store for SqliteStore {
 
     async fn put_operator(&self, hash: String, name: String, role: Role) -> Result<()> {
         self.call(move |c| {
-            c.execute("INSERT OR REPLACE INTO operators(hash, name, role) VALUES (?1, ?2, ?3)", params![hash, name, role.as_str()])
-                .map_err(sql)?;
+            c.execute(
+                "INSERT OR REPLACE INTO operators(hash, name, role) VALUES (?1, ?2, ?3)",
+                params![hash, name, role.as_str()],
+            )
+            .map_err(sql)?;
             Ok(())
         })
         .await
@@ -347,10 +380,16 @@ impl Store for SqliteStore {
 
     async fn operator(&self, hash: String) -> Result<Option<(String, Role)>> {
         self.call(move |c| {
-            let row: Option<(String, String)> =
-                c.query_row("SELECT name, role FROM operators WHERE hash = ?1", [&hash], |r| Ok((r.get(0)?, r.get(1)?))).optional().map_err(sql)?;
-            row.map(|(n, r)| Role::parse(&r).map(|role| (n, role)).ok_or_else(|| Error::Store(format!("operator {hash}: unknown role {r:?}"))))
-                .transpose()
+            let row: Option<(String, String)> = c
+                .query_row("SELECT name, role FROM operators WHERE hash = ?1", [&hash], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(sql)?;
+            row.map(|(n, r)| {
+                Role::parse(&r)
+                    .map(|role| (n, role))
+                    .ok_or_else(|| Error::Store(format!("operator {hash}: unknown role {r:?}")))
+            })
+            .transpose()
         })
         .await
     }
@@ -432,8 +471,12 @@ impl Store for SqliteStore {
 
     async fn alarms(&self, agent: AgentId) -> Result<Vec<(String, String)>> {
         self.call(move |c| {
-            let mut st = c.prepare("SELECT kind, detail FROM integrity_alarms WHERE agent = ?1 ORDER BY id").map_err(sql)?;
-            st.query_map([agent.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql)?.collect::<rusqlite::Result<_>>().map_err(sql)
+            let mut st =
+                c.prepare("SELECT kind, detail FROM integrity_alarms WHERE agent = ?1 ORDER BY id").map_err(sql)?;
+            st.query_map([agent.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sql)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(sql)
         })
         .await
     }
@@ -521,8 +564,11 @@ impl Store for SqliteStore {
 
     async fn ack_delivery(&self, agent: AgentId, id: String) -> Result<()> {
         self.call(move |c| {
-            c.execute("UPDATE deliveries SET acked = ?3 WHERE id = ?1 AND agent = ?2 AND acked IS NULL", params![id, agent.as_str(), crate::now()])
-                .map_err(sql)?;
+            c.execute(
+                "UPDATE deliveries SET acked = ?3 WHERE id = ?1 AND agent = ?2 AND acked IS NULL",
+                params![id, agent.as_str(), crate::now()],
+            )
+            .map_err(sql)?;
             Ok(())
         })
         .await
@@ -554,13 +600,25 @@ impl Store for SqliteStore {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
             let head = tx
-                .query_row("SELECT seq, time, kind, params, prev, hash, signature FROM audit ORDER BY seq DESC LIMIT 1", [], row_to_audit)
+                .query_row(
+                    "SELECT seq, time, kind, params, prev, hash, signature FROM audit ORDER BY seq DESC LIMIT 1",
+                    [],
+                    row_to_audit,
+                )
                 .optional()
                 .map_err(sql)?;
             let e = AuditEntry::new_signed(head.as_ref(), crate::now(), &kind, params, &key);
             tx.execute(
                 "INSERT INTO audit(seq, time, kind, params, prev, hash, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![i64::try_from(e.seq).unwrap_or(i64::MAX), e.time, e.kind, e.params, e.prev.to_string(), e.hash.to_string(), e.signature],
+                params![
+                    i64::try_from(e.seq).unwrap_or(i64::MAX),
+                    e.time,
+                    e.kind,
+                    e.params,
+                    e.prev.to_string(),
+                    e.hash.to_string(),
+                    e.signature
+                ],
             )
             .map_err(sql)?;
             tx.commit().map_err(sql)?;
@@ -571,7 +629,9 @@ impl Store for SqliteStore {
 
     async fn audit_entries(&self) -> Result<Vec<AuditEntry>> {
         self.call(|c| {
-            let mut st = c.prepare("SELECT seq, time, kind, params, prev, hash, signature FROM audit ORDER BY seq").map_err(sql)?;
+            let mut st = c
+                .prepare("SELECT seq, time, kind, params, prev, hash, signature FROM audit ORDER BY seq")
+                .map_err(sql)?;
             st.query_map([], row_to_audit).map_err(sql)?.collect::<rusqlite::Result<_>>().map_err(sql)
         })
         .await
@@ -592,7 +652,10 @@ impl Store for SqliteStore {
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
         self.call(|c| {
             let mut st = c.prepare("SELECT body FROM audit_checkpoints ORDER BY rowid").map_err(sql)?;
-            st.query_map([], |r| from_json(0, &r.get::<_, String>(0)?)).map_err(sql)?.collect::<rusqlite::Result<_>>().map_err(sql)
+            st.query_map([], |r| from_json(0, &r.get::<_, String>(0)?))
+                .map_err(sql)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(sql)
         })
         .await
     }

@@ -100,7 +100,8 @@ fn bucket_is_the_documented_blake3() {
     assert_eq!(bucket("agt-0001", "notes"), expected);
     assert_eq!(bucket("agt-0001", "notes"), bucket("agt-0001", "notes"));
     // Per product: the same device gets an independent bucket elsewhere.
-    let differs = (0..50).filter(|i| bucket(&format!("agt-{i}"), "notes") != bucket(&format!("agt-{i}"), "mail")).count();
+    let differs =
+        (0..50).filter(|i| bucket(&format!("agt-{i}"), "notes") != bucket(&format!("agt-{i}"), "mail")).count();
     assert!(differs > 45, "{differs}");
 }
 
@@ -159,7 +160,11 @@ fn selector_and_percent_together_need_both() {
         let id = format!("agt-{i}");
         let got = c.wave_of(&id, &win);
         assert_eq!(got.is_some(), bucket(&id, "notes") < 1000);
-        if got.is_some() { inside += 1 } else { outside += 1 }
+        if got.is_some() {
+            inside += 1
+        } else {
+            outside += 1
+        }
         assert_eq!(c.wave_of(&id, &labels("os=linux")), None);
     }
     assert!(inside > 0 && outside > 0);
@@ -167,7 +172,8 @@ fn selector_and_percent_together_need_both() {
 
 #[test]
 fn untargeted_agents_have_no_wave() {
-    let c = Cohorts::new("notes", &[wave("canary", Some("ring=canary"), None), wave("half", None, Some(50.0))]).unwrap();
+    let c =
+        Cohorts::new("notes", &[wave("canary", Some("ring=canary"), None), wave("half", None, Some(50.0))]).unwrap();
     let none = (0..1000).filter(|i| c.wave_of(&format!("agt-{i}"), &Labels::new()).is_none()).count();
     assert!((400..600).contains(&none), "{none}");
 }

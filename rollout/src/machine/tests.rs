@@ -38,7 +38,12 @@ fn spec(sequence: u64) -> RolloutSpec {
             report_timeout: Duration::from_secs(30 * 60),
             auto_rollback: true,
         },
-        triggers: vec![Trigger { metric: "app.crash_count".into(), above: Some(3.0), below: None, window: Duration::from_secs(600) }],
+        triggers: vec![Trigger {
+            metric: "app.crash_count".into(),
+            above: Some(3.0),
+            below: None,
+            window: Duration::from_secs(600),
+        }],
         plan_expires_ms: None,
     }
 }
@@ -66,15 +71,27 @@ fn status_json_has_the_documented_shape() {
     assert_eq!((w["succeeded"].as_u64(), w["failed"].as_u64(), w["pending"].as_u64()), (Some(1), Some(0), Some(1)));
     assert_eq!(v["waves"][3]["state"], "pending");
     let a = &v["agents"][0];
-    assert_eq!((a["id"].as_str(), a["wave"].as_str(), a["outcome"].as_str()), (Some("agt-00"), Some("canary"), Some("applied")));
-    assert!(v["agents"].as_array().unwrap().iter().all(|a| ["pending", "applied"].contains(&a["outcome"].as_str().unwrap())));
+    assert_eq!(
+        (a["id"].as_str(), a["wave"].as_str(), a["outcome"].as_str()),
+        (Some("agt-00"), Some("canary"), Some("applied"))
+    );
+    assert!(
+        v["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| ["pending", "applied"].contains(&a["outcome"].as_str().unwrap()))
+    );
     assert_eq!(v["needs_human"], serde_json::json!([]));
 }
 
 #[test]
 fn events_and_actions_have_tagged_json_forms() {
     let e = Event::AgentOutcome { agent: id("agt-01"), outcome: Outcome::RolledBackLocally };
-    assert_eq!(serde_json::to_value(&e).unwrap(), serde_json::json!({"event": "agent_outcome", "agent": "agt-01", "outcome": "rolled_back_locally"}));
+    assert_eq!(
+        serde_json::to_value(&e).unwrap(),
+        serde_json::json!({"event": "agent_outcome", "agent": "agt-01", "outcome": "rolled_back_locally"})
+    );
     let a = Action::SendRollback { agents: vec![id("agt-01")] };
     assert_eq!(serde_json::to_value(&a).unwrap(), serde_json::json!({"action": "send_rollback", "agents": ["agt-01"]}));
     let n = Action::Notify { event: NotifyEvent::IncidentStarted };
@@ -88,14 +105,22 @@ fn first_wave_with_approval_waits_before_any_plan() {
     let (mut m, actions) = RolloutMachine::start(s, fleet(8), "alice", 0).unwrap();
     assert_eq!(m.state().name(), "awaiting_approval");
     assert!(!actions.iter().any(|a| matches!(a, Action::SendPlan { .. })));
-    assert!(matches!(&actions[0], Action::Audit { from, to, actor, .. } if from == "pending" && to == "awaiting_approval(canary)" && actor == "alice"));
+    assert!(
+        matches!(&actions[0], Action::Audit { from, to, actor, .. } if from == "pending" && to == "awaiting_approval(canary)" && actor == "alice")
+    );
     m.handle(1, Event::Pause { actor: "bob".into() }).unwrap();
     let e = m.handle(2, Event::Approve { wave: "canary".into(), actor: "bob".into() }).unwrap_err();
-    assert_eq!(e.to_string(), "rollout notes@7: cannot approve wave canary while paused(awaiting_approval); resume the rollout first");
+    assert_eq!(
+        e.to_string(),
+        "rollout notes@7: cannot approve wave canary while paused(awaiting_approval); resume the rollout first"
+    );
     m.handle(3, Event::Resume { actor: "bob".into() }).unwrap();
     let acts = m.handle(5, Event::Approve { wave: "canary".into(), actor: "bob".into() }).unwrap();
     // Canaries agt-00 and agt-04; agt-04 is offline.
-    assert_eq!(acts.iter().filter(|a| matches!(a, Action::SendPlan { .. })).collect::<Vec<_>>(), [&Action::SendPlan { agent: id("agt-00") }]);
+    assert_eq!(
+        acts.iter().filter(|a| matches!(a, Action::SendPlan { .. })).collect::<Vec<_>>(),
+        [&Action::SendPlan { agent: id("agt-00") }]
+    );
 }
 
 #[test]
@@ -123,7 +148,9 @@ fn manual_rollback_after_done() {
         m.handle(1, Event::AgentOutcome { agent: id(&format!("agt-{i:02}")), outcome: Outcome::Applied }).unwrap();
     }
     assert_eq!(m.state(), &State::Done);
-    let acts = m.handle(2, Event::Rollback { actor: "ops".into(), reason: "customer reports".into(), scope: Scope::Fleet }).unwrap();
+    let acts = m
+        .handle(2, Event::Rollback { actor: "ops".into(), reason: "customer reports".into(), scope: Scope::Fleet })
+        .unwrap();
     assert!(acts.contains(&Action::SendRollback { agents: vec![id("agt-00"), id("agt-01"), id("agt-02")] }));
     assert_eq!(m.state().name(), "rolling_back");
     assert!(m.handle(3, Event::Rollback { actor: "ops".into(), reason: "again".into(), scope: Scope::Fleet }).is_err());
@@ -148,7 +175,9 @@ fn registry_keeps_one_active_rollout_per_product() {
     let second = r.start(spec(8), fleet(8), true, "bob", 2).unwrap();
     let (old, acts) = second.superseded.unwrap();
     assert_eq!(old, "notes@7");
-    assert!(matches!(&acts[0], Action::Audit { to, reason, actor, .. } if to == "superseded" && reason.contains("notes@8") && actor == "bob"));
+    assert!(
+        matches!(&acts[0], Action::Audit { to, reason, actor, .. } if to == "superseded" && reason.contains("notes@8") && actor == "bob")
+    );
     assert_eq!(r.get("notes@7").unwrap().state().name(), "superseded");
     assert_eq!(r.active("notes").unwrap().spec().id(), "notes@8");
     // A superseded rollout sends nothing more.
@@ -167,7 +196,8 @@ fn a_rolling_back_rollout_cannot_be_superseded() {
     // Canaries: agt-00, agt-04 (offline), agt-08.
     r.start(spec(7), fleet(10), false, "alice", 0).unwrap();
     r.handle("notes@7", 1, Event::AgentOutcome { agent: id("agt-00"), outcome: Outcome::Applied }).unwrap();
-    r.handle("notes@7", 1, Event::Integrity { agent: id("agt-00"), kind: IntegrityKind::Drift, detail: "x".into() }).unwrap();
+    r.handle("notes@7", 1, Event::Integrity { agent: id("agt-00"), kind: IntegrityKind::Drift, detail: "x".into() })
+        .unwrap();
     assert_eq!(r.get("notes@7").unwrap().state().name(), "rolling_back");
     assert!(matches!(r.start(spec(8), fleet(8), true, "bob", 2), Err(RegistryError::RollingBack { .. })));
     r.handle("notes@7", 2, Event::AgentOutcome { agent: id("agt-00"), outcome: Outcome::RollbackProven }).unwrap();
@@ -191,7 +221,8 @@ fn epoch_rollback_reverts_later_releases_latest_first() {
     assert!(r.epoch_rollback_order("mail", 0).is_empty());
     // Each accepts its rollback, superseded or not.
     for id_ in r.epoch_rollback_order("notes", 6) {
-        r.handle(&id_, 10, Event::Rollback { actor: "ops".into(), reason: "to epoch 6".into(), scope: Scope::Fleet }).unwrap();
+        r.handle(&id_, 10, Event::Rollback { actor: "ops".into(), reason: "to epoch 6".into(), scope: Scope::Fleet })
+            .unwrap();
     }
     // agt-00's apply plans are still in flight: not rolled back yet.
     assert_eq!(r.epoch_rollback_order("notes", 6).len(), 3);
@@ -206,10 +237,18 @@ fn epoch_rollback_reverts_later_releases_latest_first() {
 fn a_manual_rollback_halts_first_and_is_audited_with_its_actor() {
     let (mut m, _) = RolloutMachine::start(spec(7), fleet(8), "alice", 0).unwrap();
     m.handle(1, Event::AgentOutcome { agent: id("agt-00"), outcome: Outcome::Applied }).unwrap();
-    let acts = m.handle(2, Event::Rollback { actor: "ops".into(), reason: "support tickets".into(), scope: Scope::Fleet }).unwrap();
+    let acts = m
+        .handle(2, Event::Rollback { actor: "ops".into(), reason: "support tickets".into(), scope: Scope::Fleet })
+        .unwrap();
     let audits: Vec<_> = acts
         .iter()
-        .filter_map(|a| if let Action::Audit { from, to, actor, .. } = a { Some((from.as_str(), to.as_str(), actor.as_str())) } else { None })
+        .filter_map(|a| {
+            if let Action::Audit { from, to, actor, .. } = a {
+                Some((from.as_str(), to.as_str(), actor.as_str()))
+            } else {
+                None
+            }
+        })
         .collect();
     assert_eq!(audits, [("running(canary)", "halted", "ops"), ("halted", "rolling_back", "ops")]);
     assert!(acts.contains(&Action::Notify { event: NotifyEvent::IncidentStarted }));

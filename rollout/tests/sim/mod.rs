@@ -45,8 +45,19 @@ pub fn spec(waves: Vec<Wave>, max_failure_ratio: f64, min_sample: u32) -> Rollou
         product: "notes".into(),
         version: "2026.11.0".into(),
         sequence: 7,
-        rollout: Rollout { waves, max_failure_ratio, min_sample, report_timeout: Duration::from_secs(30 * 60), auto_rollback: true },
-        triggers: vec![Trigger { metric: "app.crash_count".into(), above: Some(3.0), below: None, window: Duration::from_secs(600) }],
+        rollout: Rollout {
+            waves,
+            max_failure_ratio,
+            min_sample,
+            report_timeout: Duration::from_secs(30 * 60),
+            auto_rollback: true,
+        },
+        triggers: vec![Trigger {
+            metric: "app.crash_count".into(),
+            above: Some(3.0),
+            below: None,
+            window: Duration::from_secs(600),
+        }],
         plan_expires_ms: None,
     }
 }
@@ -84,7 +95,15 @@ pub struct Sim {
 impl Sim {
     pub fn start(spec: RolloutSpec, fleet: Vec<FleetAgent>) -> Self {
         let (m, actions) = RolloutMachine::start(spec, fleet, "alice", 0).unwrap();
-        let mut s = Sim { m, now: 0, log: Vec::new(), plans: BTreeMap::new(), rollbacks: BTreeMap::new(), inbox: Vec::new(), rollback_inbox: Vec::new() };
+        let mut s = Sim {
+            m,
+            now: 0,
+            log: Vec::new(),
+            plans: BTreeMap::new(),
+            rollbacks: BTreeMap::new(),
+            inbox: Vec::new(),
+            rollback_inbox: Vec::new(),
+        };
         s.record(actions, None);
         s
     }
@@ -92,7 +111,10 @@ impl Sim {
     fn record(&mut self, actions: Vec<Action>, before: Option<State>) {
         let changed = before.is_some_and(|b| &b != self.m.state());
         if changed {
-            assert!(actions.iter().any(|a| matches!(a, Action::Audit { .. })), "a transition without an audit: {actions:?}");
+            assert!(
+                actions.iter().any(|a| matches!(a, Action::Audit { .. })),
+                "a transition without an audit: {actions:?}"
+            );
         }
         for a in &actions {
             match a {
@@ -176,14 +198,19 @@ impl Sim {
         self.log
             .iter()
             .filter_map(|a| match a {
-                Action::Audit { from, to, reason, actor } => Some((from.clone(), to.clone(), reason.clone(), actor.clone())),
+                Action::Audit { from, to, reason, actor } => {
+                    Some((from.clone(), to.clone(), reason.clone(), actor.clone()))
+                }
                 _ => None,
             })
             .collect()
     }
 
     pub fn halts(&self) -> Vec<String> {
-        self.log.iter().filter_map(|a| if let Action::Halt { reason } = a { Some(reason.clone()) } else { None }).collect()
+        self.log
+            .iter()
+            .filter_map(|a| if let Action::Halt { reason } = a { Some(reason.clone()) } else { None })
+            .collect()
     }
 
     /// Serializes and restores the machine, as a coordinator restart does.

@@ -93,7 +93,10 @@ fn a_cycle_names_only_the_migrations_on_it() {
     // c waits on the cycle but is not part of it; d is fine.
     let extra = [mig("d", &[]), mig("a", &["b"]), mig("b", &["a"]), mig("c", &["a"])].concat();
     let (_d, r) = release(&extra, &["a", "b", "c", "d"]);
-    assert_eq!(only_problem(r), "release.toml:18:6: dependency cycle: a -> b -> a (each names the next in `after`); remove one of these `after` edges");
+    assert_eq!(
+        only_problem(r),
+        "release.toml:18:6: dependency cycle: a -> b -> a (each names the next in `after`); remove one of these `after` edges"
+    );
     let (_d, r) = release(&mig("a", &["a"]), &["a"]);
     assert!(only_problem(r).contains("dependency cycle: a -> a"));
     let extra = [mig("a", &["c"]), mig("b", &["a"]), mig("c", &["b"])].concat();
@@ -116,7 +119,10 @@ fn down_sql_is_required_unless_rollback_restores() {
     write(d.path(), "release.toml", &format!("{BASE}{}", mig("a", &[])));
     write(d.path(), "migrations/a/up.sql", "CREATE TABLE x(a);");
     let p = only_problem(Release::load(d.path()));
-    assert!(p.contains("migration a: cannot read") && p.contains("down.sql") && p.contains("or set rollback = \"restore\""), "{p}");
+    assert!(
+        p.contains("migration a: cannot read") && p.contains("down.sql") && p.contains("or set rollback = \"restore\""),
+        "{p}"
+    );
     write(d.path(), "release.toml", &format!("{BASE}{}rollback = \"restore\"\n", mig("a", &[])));
     let r = Release::load(d.path()).unwrap();
     assert_eq!(r.migrations[0].rollback, RollbackMode::Restore);
@@ -127,7 +133,10 @@ fn down_sql_is_required_unless_rollback_restores() {
 fn a_duplicate_id_points_at_the_second_declaration() {
     let extra = [mig("a", &[]), mig("a", &[])].concat();
     let (_d, r) = release(&extra, &["a"]);
-    assert_eq!(only_problem(r), "release.toml:18:6: migration a is declared twice: ids must be unique; rename or remove this one");
+    assert_eq!(
+        only_problem(r),
+        "release.toml:18:6: migration a is declared twice: ids must be unique; rename or remove this one"
+    );
 }
 
 #[test]
@@ -172,7 +181,10 @@ fn a_missing_required_key_is_named() {
 fn negative_sequence_is_refused_with_its_column() {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), "release.toml", &BASE.replace("sequence = 1", "sequence = -3"));
-    assert!(only_problem(Release::load(d.path())).starts_with("release.toml:4:12: `sequence = -3` must be a positive integer"));
+    assert!(
+        only_problem(Release::load(d.path()))
+            .starts_with("release.toml:4:12: `sequence = -3` must be a positive integer")
+    );
 }
 
 #[test]
@@ -180,7 +192,10 @@ fn bad_ids_targets_and_preserve_entries_point_at_their_line() {
     let (_d, r) = release(&mig("a-b", &[]), &[]);
     assert!(only_problem(r).starts_with("release.toml:13:6: migration id `a-b` must be letters, digits and _"));
     let (_d, r) = release(&mig("a", &[]).replace("target = \"notes\"", "target = \"nope\""), &["a"]);
-    assert_eq!(only_problem(r), "release.toml:14:10: migration a: target `nope` is not declared; add [[target]] name = \"nope\"");
+    assert_eq!(
+        only_problem(r),
+        "release.toml:14:10: migration a: target `nope` is not declared; add [[target]] name = \"nope\""
+    );
     let (_d, r) = release(&format!("{}reversible = false\npreserve = [\"orders.status.x\"]\n", mig("a", &[])), &["a"]);
     assert!(only_problem(r).contains("preserve entry `orders.status.x` must be `table` or `table.column`"));
     let (_d, r) = release(&format!("{}reversible = false\nrollback = \"restore\"\n", mig("a", &[])), &["a"]);
@@ -194,17 +209,44 @@ fn bad_ids_targets_and_preserve_entries_point_at_their_line() {
 #[test]
 fn flags_checks_triggers_and_rollout_are_validated() {
     let cases: &[(&str, &str)] = &[
-        ("\n[[flag]]\nname = \"f\"\nvalue = [1]\nprevious = false\nowner = \"x\"\n", "release.toml:13:8: flag f: `value`: flag values are bool, int, float, string or an inline table"),
-        ("\n[[flag]]\nname = \"f\"\nvalue = 1\nprevious = 0\nowner = \"x\"\nexpires = 2027-01-31T10:00:00Z\n", "release.toml:13:8: flag f: `expires` must be a date like 2027-01-31"),
-        ("\n[[check]]\nname = \"c\"\ntarget = \"notes\"\nsql = \"SELECT 1\"\nexpect = \"> 1\"\n", "release.toml:16:10: check `c`: expect `> 1` is not understood"),
-        ("\n[[check]]\nname = \"c\"\ntarget = \"other\"\nsql = \"SELECT 1\"\nexpect = \"= 1\"\n", "release.toml:14:10: check `c`: target `other` is not declared"),
-        ("\n[[trigger]]\nmetric = \"m\"\nabove = 1\nbelow = 0\nwindow = \"10m\"\n", "release.toml:13:10: trigger m: give exactly one of `above` or `below`"),
-        ("\n[[trigger]]\nmetric = \"m\"\nabove = 1\nwindow = \"10\"\n", "release.toml:15:10: trigger m: `10` is not a duration"),
+        (
+            "\n[[flag]]\nname = \"f\"\nvalue = [1]\nprevious = false\nowner = \"x\"\n",
+            "release.toml:13:8: flag f: `value`: flag values are bool, int, float, string or an inline table",
+        ),
+        (
+            "\n[[flag]]\nname = \"f\"\nvalue = 1\nprevious = 0\nowner = \"x\"\nexpires = 2027-01-31T10:00:00Z\n",
+            "release.toml:13:8: flag f: `expires` must be a date like 2027-01-31",
+        ),
+        (
+            "\n[[check]]\nname = \"c\"\ntarget = \"notes\"\nsql = \"SELECT 1\"\nexpect = \"> 1\"\n",
+            "release.toml:16:10: check `c`: expect `> 1` is not understood",
+        ),
+        (
+            "\n[[check]]\nname = \"c\"\ntarget = \"other\"\nsql = \"SELECT 1\"\nexpect = \"= 1\"\n",
+            "release.toml:14:10: check `c`: target `other` is not declared",
+        ),
+        (
+            "\n[[trigger]]\nmetric = \"m\"\nabove = 1\nbelow = 0\nwindow = \"10m\"\n",
+            "release.toml:13:10: trigger m: give exactly one of `above` or `below`",
+        ),
+        (
+            "\n[[trigger]]\nmetric = \"m\"\nabove = 1\nwindow = \"10\"\n",
+            "release.toml:15:10: trigger m: `10` is not a duration",
+        ),
         ("\n[rollout]\nwaves = []\n", "release.toml:13:9: [rollout] has no waves"),
-        ("\n[rollout]\nwaves = [{ name = \"a\", percent = 150 }]\n", "release.toml:13:19: wave a: percent = 150 must be in (0, 100]"),
-        ("\n[rollout]\nwaves = [\n  { name = \"a\", percent = 5 },\n  { name = \"a\", percent = 10, bake = \"1x\" },\n]\n", "release.toml:15:12: wave a is declared twice"),
+        (
+            "\n[rollout]\nwaves = [{ name = \"a\", percent = 150 }]\n",
+            "release.toml:13:19: wave a: percent = 150 must be in (0, 100]",
+        ),
+        (
+            "\n[rollout]\nwaves = [\n  { name = \"a\", percent = 5 },\n  { name = \"a\", percent = 10, bake = \"1x\" },\n]\n",
+            "release.toml:15:12: wave a is declared twice",
+        ),
         ("\n[rollout]\nwaves = [{ name = \"a\" }]\n", "release.toml:13:19: wave a: give a `selector` or a `percent`"),
-        ("\n[rollout]\nwaves = [{ name = \"a\", percent = 5 }]\nmax_failure_ratio = 2.0\n", "release.toml:14:21: [rollout] max_failure_ratio = 2 must be between 0 and 1"),
+        (
+            "\n[rollout]\nwaves = [{ name = \"a\", percent = 5 }]\nmax_failure_ratio = 2.0\n",
+            "release.toml:14:21: [rollout] max_failure_ratio = 2 must be between 0 and 1",
+        ),
     ];
     for (extra, expected) in cases {
         let (_d, r) = release(extra, &[]);
@@ -229,7 +271,10 @@ fn the_example_release_loads_in_dependency_order() {
     let ids: Vec<_> = r.migrations.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, ["0001_add_currency", "0002_normalize_status", "0003_settings_theme"]);
     assert_eq!(r.sequence, 7);
-    assert_eq!(r.migrations[1].preserve[0].side_table("0002_normalize_status"), "_rewind_preserve_0002_normalize_status_orders");
+    assert_eq!(
+        r.migrations[1].preserve[0].side_table("0002_normalize_status"),
+        "_rewind_preserve_0002_normalize_status_orders"
+    );
     assert_eq!(r.flags[0].expires.as_deref(), Some("2027-01-31"));
     assert_eq!(r.checks[0].when, [CheckWhen::AfterApply, CheckWhen::AfterRollback]);
     assert_eq!(r.rollout.as_ref().unwrap().waves[2].bake, Duration::from_secs(3600));

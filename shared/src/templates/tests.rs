@@ -60,12 +60,12 @@ fn without_front_matter_the_default_title_is_used() {
 fn values_are_escaped_for_markdown_and_kept_on_one_line() {
     let v = values().with(Variable::Reason, "# [click](http://evil) <script>x</script> *now*\n- item");
     let r = parse("Reason: {{reason}}\n").unwrap().render(&v);
-    assert_eq!(
-        r.markdown,
-        "Reason: \\# \\[click\\](http://evil) \\<script\\>x\\</script\\> \\*now\\* - item\n"
-    );
+    assert_eq!(r.markdown, "Reason: \\# \\[click\\](http://evil) \\<script\\>x\\</script\\> \\*now\\* - item\n");
     // Plain text carries the value as given, but still on one line.
-    assert_eq!(r.text, "Rolling back notes 2026.11.0\n\nReason: # [click](http://evil) <script>x</script> *now* - item\n");
+    assert_eq!(
+        r.text,
+        "Rolling back notes 2026.11.0\n\nReason: # [click](http://evil) <script>x</script> *now* - item\n"
+    );
     assert_eq!(escape_markdown("1. first"), "1\\. first");
     assert_eq!(escape_markdown("- x"), "\\- x");
     assert_eq!(escape_markdown("---"), "\\---");
@@ -84,10 +84,16 @@ fn unset_values_render_as_unknown() {
 
 #[test]
 fn unknown_variable_is_an_error_at_file_line_column_listing_the_allowed_ones() {
-    let errs = parse("---\ntitle: {{release}}\n---\nfine line\nSeverity: {{severity}} and {{wave}}\n{{ownr}}\n").unwrap_err();
+    let errs =
+        parse("---\ntitle: {{release}}\n---\nfine line\nSeverity: {{severity}} and {{wave}}\n{{ownr}}\n").unwrap_err();
     let msgs: Vec<String> = errs.iter().map(ToString::to_string).collect();
     assert_eq!(msgs.len(), 2, "{msgs:?}");
-    assert!(msgs[0].starts_with("templates/rollback_started.md:5:11: unknown variable `{{severity}}`; the variables are: release, product,"), "{msgs:?}");
+    assert!(
+        msgs[0].starts_with(
+            "templates/rollback_started.md:5:11: unknown variable `{{severity}}`; the variables are: release, product,"
+        ),
+        "{msgs:?}"
+    );
     assert!(msgs[0].ends_with("started_at, reason"), "{msgs:?}");
     assert!(msgs[1].starts_with("templates/rollback_started.md:6:1: unknown variable `{{ownr}}`"), "{msgs:?}");
 }
@@ -104,7 +110,10 @@ fn malformed_templates_are_errors() {
     let cases = [
         ("---\ntitle: x\nbody without end\n", "templates/rollback_started.md:3:1: front matter lines are"),
         ("---\ntitle: x\n", "templates/rollback_started.md:1:1: the front matter opened here is never closed"),
-        ("---\nsubject: x\n---\nbody\n", "templates/rollback_started.md:2:1: unknown front-matter key `subject`; the only key is `title`"),
+        (
+            "---\nsubject: x\n---\nbody\n",
+            "templates/rollback_started.md:2:1: unknown front-matter key `subject`; the only key is `title`",
+        ),
         ("---\ntitle:\n---\nbody\n", "templates/rollback_started.md:2:1: `title` is empty"),
         ("---\ntitle: x\n---\n\n", "templates/rollback_started.md:4:1: the message body is empty"),
         ("a {{release\n", "templates/rollback_started.md:1:3: `{{` is not closed on this line"),

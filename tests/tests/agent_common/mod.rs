@@ -141,7 +141,8 @@ pub fn plans_in_state(state: &Path, plan_state: &str) -> i64 {
 
 /// agent.db opened read-only by the test.
 pub fn agent_db(state: &Path) -> Connection {
-    let c = Connection::open_with_flags(state.join("agent.db"), OpenFlags::SQLITE_OPEN_READ_ONLY).expect("agent.db opens");
+    let c =
+        Connection::open_with_flags(state.join("agent.db"), OpenFlags::SQLITE_OPEN_READ_ONLY).expect("agent.db opens");
     c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
     c
 }
@@ -166,7 +167,8 @@ pub fn journal_rows(state: &Path) -> Vec<String> {
     }
     // Snapshot files on disk too: a refused command leaves none behind.
     if let Ok(dir) = std::fs::read_dir(state.join("snapshots")) {
-        let mut files: Vec<String> = dir.flatten().map(|e| format!("file {}", e.file_name().to_string_lossy())).collect();
+        let mut files: Vec<String> =
+            dir.flatten().map(|e| format!("file {}", e.file_name().to_string_lossy())).collect();
         files.sort();
         out.extend(files);
     }
@@ -187,9 +189,8 @@ pub fn assert_flags_consistent(state: &Path, product: &str) {
     let doc: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("flags.json is not complete JSON ({e})"));
     assert_eq!(doc["product"], product);
     assert_eq!(doc["flags"], db_flags, "flags.json disagrees with agent.db");
-    let installed: Option<i64> = agent_db(state)
-        .query_row("SELECT sequence FROM installed WHERE product = ?1", [product], |r| r.get(0))
-        .ok();
+    let installed: Option<i64> =
+        agent_db(state).query_row("SELECT sequence FROM installed WHERE product = ?1", [product], |r| r.get(0)).ok();
     assert_eq!(doc["sequence"], installed.unwrap_or(0), "flags.json sequence disagrees with the installed release");
     assert!(!state.join("flags.json.tmp").exists() || doc.is_object());
 }
