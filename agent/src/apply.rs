@@ -114,11 +114,7 @@ fn desired_flags(release: &Release, when: Activation) -> FlagValues {
 /// not be reverted to a verified state. A failure that was reverted is an
 /// `Ok` report with status `failed` (exit 1).
 pub fn apply(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>) -> Result<Report> {
-    let mut started = None;
-    apply_plan(state, release, dbs, &mut started).or_else(|e| match started {
-        Some(id) => recover::settle(state, &id, e),
-        None => Err(e),
-    })
+    recover::settled(state, |started| apply_plan(state, release, dbs, started))
 }
 
 /// [`apply`] itself; sets `started` once the plan is journaled, so that an

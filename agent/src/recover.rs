@@ -64,6 +64,20 @@ pub fn recover(state: &State) -> Result<Vec<Report>> {
     Ok(done)
 }
 
+/// Runs a plan-starting `body` so that an error after it journaled its plan
+/// (it sets `started`) is settled by recovery — reverted, finished or marked
+/// for a human — and never reported as "nothing changed".
+///
+/// # Errors
+/// `body`'s error before its plan started; else what [`settle`] returns.
+pub fn settled(state: &State, body: impl FnOnce(&mut Option<String>) -> Result<Report>) -> Result<Report> {
+    let mut started = None;
+    body(&mut started).or_else(|e| match started {
+        Some(id) => settle(state, &id, e),
+        None => Err(e),
+    })
+}
+
 /// Settles a plan that this process started and that ended with `err`
 /// (say agent.db could not be written, or a target went away): if the
 /// journal still has it running, it is finished now exactly as after a

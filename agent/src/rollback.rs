@@ -76,11 +76,7 @@ fn needs_restore(state: &State, snapshot_id: Option<&str>, db: &Path, why: Strin
 /// [`Error::BadInput`] for unusable inputs (nothing changed);
 /// [`Error::NeedsHuman`] when a step cannot be undone or proven.
 pub fn rollback(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>) -> Result<Report> {
-    let mut started = None;
-    rollback_plan(state, release, dbs, &mut started).or_else(|e| match started {
-        Some(id) => crate::recover::settle(state, &id, e),
-        None => Err(e),
-    })
+    crate::recover::settled(state, |started| rollback_plan(state, release, dbs, started))
 }
 
 /// [`rollback`] itself; sets `started` once the plan is journaled.
@@ -240,12 +236,7 @@ fn finish_rollback_steps(run: &mut Run<'_>) -> Result<Report> {
         prove(run, name, snap.as_ref(), &mut tr)?;
         report.targets.push(tr);
     }
-    restore_flags(run, true, "rollback.flags.during_write")?;
-    finish_checks(run, &mut report)?;
-    set_installed(state, &run.plan.product, run.plan.from.as_ref())?;
-    flags::write_file(state, &run.plan.product, "rollback.flags.during_write")?;
-    snapshot::unpin_release(state, &run.plan.product, &run.plan.release)?;
-    report.flags = flags::current(state, &run.plan.product)?;
+    settle_after_undo(run, true, &mut report)?;
     report.message = format!(
         "{} {} rolled back and proven: {}",
         run.plan.product,
@@ -326,12 +317,7 @@ fn revert_steps(run: &mut Run<'_>, mut report: Report, reason: String) -> Result
         report.targets.retain(|t| &t.name != name);
         report.targets.push(tr);
     }
-    restore_flags(run, false, "rollback.flags.during_write")?;
-    finish_checks(run, &mut report)?;
-    set_installed(state, &run.plan.product, run.plan.from.as_ref())?;
-    flags::write_file(state, &run.plan.product, "rollback.flags.during_write")?;
-    snapshot::unpin_release(state, &run.plan.product, &run.plan.release)?;
-    report.flags = flags::current(state, &run.plan.product)?;
+    settle_after_undo(run, false, &mut report)?;
     report.message = format!(
         "{} {} failed and was reverted: {reason}; start state proven by digest ({})",
         run.plan.product,
@@ -341,6 +327,21 @@ fn revert_steps(run: &mut Run<'_>, mut report: Report, reason: String) -> Result
     crash::point("rollback.before_done");
     run.finish("reverted", &report)?;
     Ok(report)
+}
+
+/// What every undo ends with once its targets are back: flags put back (to
+/// each flag's `previous` for a rollback, to the values before the plan for a
+/// revert), `after-rollback` checks, the installed release restored,
+/// `flags.json` rewritten and the release's snapshots unpinned.
+fn settle_after_undo(run: &mut Run<'_>, to_previous: bool, report: &mut Report) -> Result<()> {
+    let state = run.state;
+    restore_flags(run, to_previous, "rollback.flags.during_write")?;
+    finish_checks(run, report)?;
+    set_installed(state, &run.plan.product, run.plan.from.as_ref())?;
+    flags::write_file(state, &run.plan.product, "rollback.flags.during_write")?;
+    snapshot::unpin_release(state, &run.plan.product, &run.plan.release)?;
+    report.flags = flags::current(state, &run.plan.product)?;
+    Ok(())
 }
 
 fn empty_report(plan: &Plan, status: &str) -> Report {
