@@ -74,10 +74,11 @@ pub async fn export(app: &App) -> Result<Vec<String>> {
     Ok(String::from_utf8(out).expect("JSON is UTF-8").lines().map(String::from).collect())
 }
 
-/// Appends an entry. A failure is logged loudly: the action it records has
-/// already happened.
+/// Appends an entry and publishes it on [`App::events`]. A failure is
+/// logged loudly: the action it records has already happened.
 pub async fn record(app: &App, kind: &str, params: serde_json::Value) {
     if let Err(e) = app.store.append_audit(kind.to_string(), params.to_string(), app.key.clone()).await {
         tracing::error!(kind, "audit log append failed: {e}");
     }
+    app.events.publish(kind, params);
 }

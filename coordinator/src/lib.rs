@@ -11,6 +11,7 @@ pub mod auth;
 pub mod ca;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod files;
 pub mod fleet;
 pub mod results;
@@ -31,6 +32,8 @@ pub struct App {
     pub sessions: fleet::Sessions,
     /// Signs the coordinator's audit log.
     pub key: ed25519_dalek::SigningKey,
+    /// Every audit entry, published as it is written (status page, webhooks).
+    pub events: events::Events,
 }
 
 /// Current time, RFC 3339 UTC with milliseconds.
@@ -113,7 +116,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     store.put_operator(store::token_hash(&admin_token), "admin".into(), auth::Role::Admin).await?;
     let key = audit::load_or_create_key(&state)?;
-    let app = Arc::new(App { config, store, ca, sessions: fleet::Sessions::default(), key });
+    let app = Arc::new(App {
+        config,
+        store,
+        ca,
+        sessions: fleet::Sessions::default(),
+        key,
+        events: events::Events::default(),
+    });
     audit::record(
         &app,
         "coordinator.start",

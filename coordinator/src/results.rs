@@ -182,6 +182,7 @@ mod tests {
             ca: crate::ca::Ca::load_or_create(dir.path(), None).unwrap(),
             sessions: Default::default(),
             key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
+            events: Default::default(),
         };
         let forged = v1::Result {
             id: "res-1".into(),
