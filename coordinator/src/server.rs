@@ -1,7 +1,8 @@
 //! The one place that builds and runs the coordinator's gRPC server: TLS
 //! (client certificates optional at the TLS layer; Fleet.Connect demands
 //! one), HTTP/2 keepalive, health, reflection (v1 and v1alpha), a tracing
-//! span per call, and graceful shutdown on SIGTERM / SIGINT.
+//! span per call, and graceful shutdown on SIGTERM / SIGINT (or
+//! [`request_shutdown`] when embedded).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,7 +98,23 @@ pub async fn serve(app: Arc<App>, identity: &ca::Identity) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Asks a coordinator running in this process (e.g. `rewindctl demo`'s
+/// embedded one) to shut down as on SIGTERM; a no-op when none runs.
+pub fn request_shutdown() {
+    let _ = shutdown_requested().send(true);
+}
+
+fn shutdown_requested() -> &'static tokio::sync::watch::Sender<bool> {
+    static STOP: std::sync::OnceLock<tokio::sync::watch::Sender<bool>> = std::sync::OnceLock::new();
+    STOP.get_or_init(|| tokio::sync::watch::channel(false).0)
+}
+
+/// SIGTERM, SIGINT (Ctrl-C) or [`request_shutdown`].
+pub async fn shutdown_signal() {
+    let mut asked = shutdown_requested().subscribe();
+    let asked = async move {
+        let _ = asked.wait_for(|stop| *stop).await;
+    };
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -105,10 +122,14 @@ async fn shutdown_signal() {
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
+            () = asked => {}
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = asked => {}
+        }
     }
 }
