@@ -81,6 +81,20 @@ pub struct StoredResult {
     pub signature: Vec<u8>,
 }
 
+/// One rollout's persisted engine state: the `rewind-rollout` machine and
+/// the coordinator's bookkeeping, as one JSON document (see
+/// `crate::rollouts`), with the columns needed to find it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutRecord {
+    /// `<product>@<sequence>`.
+    pub id: String,
+    pub product: String,
+    pub sequence: u64,
+    /// The §8 state name, for queries by eye.
+    pub state: String,
+    pub doc: String,
+}
+
 /// Persistent coordinator state. Every method may block on I/O inside the
 /// implementation but never blocks the async runtime.
 #[async_trait]
@@ -143,6 +157,10 @@ pub trait Store: Send + Sync + 'static {
     async fn checkpoints(&self) -> Result<Vec<rewind_shared::audit::Checkpoint>>;
     /// Makes sure everything written is durable (graceful shutdown).
     async fn flush(&self) -> Result<()>;
+    /// Stores a rollout's document, replacing the one with its id.
+    async fn put_rollout(&self, rollout: RolloutRecord) -> Result<()>;
+    /// Every rollout, oldest first (by first store).
+    async fn rollouts(&self) -> Result<Vec<RolloutRecord>>;
 }
 
 /// The BLAKE3 hash under which a secret token is stored.
@@ -235,5 +253,22 @@ pub(crate) mod suite {
         let chain = s.audit_entries().await.unwrap();
         assert_eq!(chain.len(), 2);
         rewind_shared::audit::verify_chain(&chain, &key.verifying_key()).unwrap();
+    }
+
+    pub async fn rollouts(s: &dyn Store) {
+        assert!(s.rollouts().await.unwrap().is_empty());
+        let a = RolloutRecord {
+            id: "notes@7".into(),
+            product: "notes".into(),
+            sequence: 7,
+            state: "running".into(),
+            doc: "{}".into(),
+        };
+        let b = RolloutRecord { id: "notes@8".into(), sequence: 8, ..a.clone() };
+        s.put_rollout(a.clone()).await.unwrap();
+        s.put_rollout(b.clone()).await.unwrap();
+        let a2 = RolloutRecord { state: "done".into(), doc: r#"{"x":1}"#.into(), ..a.clone() };
+        s.put_rollout(a2.clone()).await.unwrap();
+        assert_eq!(s.rollouts().await.unwrap(), vec![a2, b], "replaced in place, oldest first");
     }
 }
