@@ -81,6 +81,72 @@ pub struct StoredResult {
     pub signature: Vec<u8>,
 }
 
+/// One stored version of a product's communication template
+/// (`templates/<name>.md`, DESIGN.md §9).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateVersion {
+    pub product: String,
+    /// The event name, e.g. `rollback_started`.
+    pub name: String,
+    /// 1, 2, ... per (product, name).
+    pub version: u32,
+    /// The template's source text (front matter included).
+    pub body: String,
+    /// The operator who edited it, or who uploaded the bundle it came with.
+    pub author: String,
+    /// `edit`, or `release <version> (bundle <id>)`.
+    pub source: String,
+    /// RFC 3339, set by the store.
+    pub time: String,
+}
+
+/// One message of an incident (several make its timeline).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentUpdate {
+    pub incident: String,
+    pub product: String,
+    pub release: String,
+    /// The template event: `incident_started`, `rollback_started`, ...
+    pub kind: String,
+    /// The incident's state after this update: `investigating`,
+    /// `rolling_back`, `rolled_back`, `resolved`, `scheduled`.
+    pub state: String,
+    pub title: String,
+    /// Rendered Markdown (values escaped).
+    pub markdown: String,
+    /// Rendered plain text (chat).
+    pub text: String,
+    /// What caused it: the event kind, or `operator NAME`.
+    pub cause: String,
+    /// RFC 3339.
+    pub time: String,
+}
+
+/// One attempt to deliver one event to one webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookAttempt {
+    /// The delivery id (`X-Rewind-Delivery`), the same for every attempt.
+    pub delivery: String,
+    /// The webhook's `name` in coordinator.toml.
+    pub webhook: String,
+    /// The event kind delivered, e.g. `incident.started`.
+    pub event: String,
+    /// 1, 2, ...
+    pub attempt: u32,
+    /// The HTTP status, when a response came.
+    pub status: Option<u16>,
+    /// What went wrong, when it did.
+    pub error: Option<String>,
+    /// `delivered`, `retrying` or `failed` (no attempts left).
+    pub outcome: String,
+    /// How long the attempt took.
+    pub duration_ms: u64,
+    /// The backoff before the next attempt (`retrying` only).
+    pub retry_in_ms: Option<u64>,
+    /// RFC 3339, when the attempt started.
+    pub time: String,
+}
+
 /// One rollout's persisted engine state: the `rewind-rollout` machine and
 /// the coordinator's bookkeeping, as one JSON document (see
 /// `crate::rollouts`), with the columns needed to find it.
@@ -155,6 +221,30 @@ pub trait Store: Send + Sync + 'static {
     async fn put_checkpoint(&self, checkpoint: rewind_shared::audit::Checkpoint) -> Result<()>;
     /// Every checkpoint, oldest first.
     async fn checkpoints(&self) -> Result<Vec<rewind_shared::audit::Checkpoint>>;
+    /// Stores a new version of each `(name, body)` of `product` (its
+    /// number the name's newest + 1), atomically. With `import` (a bundle
+    /// id) nothing is stored when that bundle's templates were imported
+    /// before, so an admin's later edit is never overwritten by a re-read.
+    /// Returns the versions stored.
+    async fn put_templates(
+        &self,
+        product: String,
+        templates: Vec<(String, String)>,
+        author: String,
+        source: String,
+        import: Option<String>,
+    ) -> Result<Vec<TemplateVersion>>;
+    /// Every stored template version of `product` (of every product with
+    /// `None`), ordered by product, name, version.
+    async fn template_versions(&self, product: Option<String>) -> Result<Vec<TemplateVersion>>;
+    /// Appends one incident message.
+    async fn add_incident_update(&self, update: IncidentUpdate) -> Result<()>;
+    /// Every incident message, oldest first.
+    async fn incident_updates(&self) -> Result<Vec<IncidentUpdate>>;
+    /// Logs one webhook delivery attempt.
+    async fn add_webhook_attempt(&self, attempt: WebhookAttempt) -> Result<()>;
+    /// The newest `limit` webhook attempts, oldest first.
+    async fn webhook_attempts(&self, limit: u32) -> Result<Vec<WebhookAttempt>>;
     /// Makes sure everything written is durable (graceful shutdown).
     async fn flush(&self) -> Result<()>;
     /// Stores a rollout's document, replacing the one with its id.
@@ -253,6 +343,86 @@ pub(crate) mod suite {
         let chain = s.audit_entries().await.unwrap();
         assert_eq!(chain.len(), 2);
         rewind_shared::audit::verify_chain(&chain, &key.verifying_key()).unwrap();
+    }
+    pub async fn comms(s: &dyn Store) {
+        let two = vec![("resolved".to_string(), "Fixed.".to_string()), ("rollback_started".into(), "Undoing.".into())];
+        let got = s
+            .put_templates(
+                "notes".into(),
+                two.clone(),
+                "alice".into(),
+                "release 1 (bundle b1)".into(),
+                Some("b1".into()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|v| (v.name.as_str(), v.version)).collect::<Vec<_>>(),
+            [("resolved", 1), ("rollback_started", 1)]
+        );
+        assert!(
+            s.put_templates("notes".into(), two, "alice".into(), "x".into(), Some("b1".into()))
+                .await
+                .unwrap()
+                .is_empty(),
+            "a bundle's templates are imported once"
+        );
+        let edit = s
+            .put_templates(
+                "notes".into(),
+                vec![("resolved".into(), "Fixed!".into())],
+                "bob".into(),
+                "edit".into(),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!((edit[0].version, edit[0].author.as_str(), edit[0].source.as_str()), (2, "bob", "edit"));
+        s.put_templates("other".into(), vec![("resolved".into(), "x".into())], "c".into(), "edit".into(), None)
+            .await
+            .unwrap();
+        let all = s.template_versions(Some("notes".into())).await.unwrap();
+        assert_eq!(
+            all.iter().map(|v| (v.name.as_str(), v.version, v.body.as_str())).collect::<Vec<_>>(),
+            [("resolved", 1, "Fixed."), ("resolved", 2, "Fixed!"), ("rollback_started", 1, "Undoing.")]
+        );
+        assert_eq!(s.template_versions(None).await.unwrap().len(), 4);
+        let u = |n: &str, state: &str| IncidentUpdate {
+            incident: "inc_1".into(),
+            product: "notes".into(),
+            release: "1".into(),
+            kind: n.into(),
+            state: state.into(),
+            title: format!("T {n}"),
+            markdown: "**m**".into(),
+            text: "m".into(),
+            cause: "rollout.halted".into(),
+            time: format!("2026-01-01T00:00:0{}Z", state.len() % 10),
+        };
+        s.add_incident_update(u("incident_started", "investigating")).await.unwrap();
+        s.add_incident_update(u("resolved", "resolved")).await.unwrap();
+        let ups = s.incident_updates().await.unwrap();
+        assert_eq!(ups, vec![u("incident_started", "investigating"), u("resolved", "resolved")]);
+        for i in 1..=3u32 {
+            s.add_webhook_attempt(WebhookAttempt {
+                delivery: "whd_1".into(),
+                webhook: "chat".into(),
+                event: "incident.started".into(),
+                attempt: i,
+                status: (i > 1).then_some(500),
+                error: (i == 1).then(|| "connection refused".to_string()),
+                outcome: if i == 3 { "failed".into() } else { "retrying".into() },
+                duration_ms: 5,
+                retry_in_ms: (i < 3).then_some(100),
+                time: "2026-01-01T00:00:00Z".into(),
+            })
+            .await
+            .unwrap();
+        }
+        let a = s.webhook_attempts(2).await.unwrap();
+        assert_eq!(a.iter().map(|a| a.attempt).collect::<Vec<_>>(), [2, 3], "the newest two, oldest first");
+        assert_eq!((a[0].status, a[1].outcome.as_str(), a[1].retry_in_ms), (Some(500), "failed", None));
+        assert_eq!(s.webhook_attempts(10).await.unwrap()[0].error.as_deref(), Some("connection refused"));
     }
 
     pub async fn rollouts(s: &dyn Store) {

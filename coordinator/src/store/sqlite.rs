@@ -12,7 +12,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use rewind_shared::audit::{AuditEntry, Checkpoint};
 use rewind_shared::report::ChainPoint;
 
-use super::{AgentRecord, BundleRecord, Delivery, Redeem, RolloutRecord, Store, StoredResult};
+use super::{
+    AgentRecord, BundleRecord, Delivery, IncidentUpdate, Redeem, RolloutRecord, Store, StoredResult, TemplateVersion,
+    WebhookAttempt,
+};
 use crate::auth::Role;
 use crate::error::{Error, Result};
 
@@ -115,6 +118,50 @@ CREATE TABLE rollouts(
     state TEXT NOT NULL,
     doc TEXT NOT NULL,             -- the engine's JSON document (machine + bookkeeping)
     updated TEXT NOT NULL
+);
+",
+    r"
+CREATE TABLE templates(
+    product TEXT NOT NULL,
+    name TEXT NOT NULL,            -- event: incident_started, rollback_started, ...
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    author TEXT NOT NULL,
+    source TEXT NOT NULL,          -- edit | release <version> (bundle <id>)
+    time TEXT NOT NULL,
+    PRIMARY KEY(product, name, version)
+);
+CREATE TABLE template_imports(
+    product TEXT NOT NULL,
+    bundle TEXT NOT NULL,
+    time TEXT NOT NULL,
+    PRIMARY KEY(product, bundle)
+);
+CREATE TABLE incident_updates(
+    id INTEGER PRIMARY KEY,
+    incident TEXT NOT NULL,
+    product TEXT NOT NULL,
+    release TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    title TEXT NOT NULL,
+    markdown TEXT NOT NULL,
+    text TEXT NOT NULL,
+    cause TEXT NOT NULL,
+    time TEXT NOT NULL
+);
+CREATE TABLE webhook_attempts(
+    id INTEGER PRIMARY KEY,
+    delivery TEXT NOT NULL,
+    webhook TEXT NOT NULL,
+    event TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    status INTEGER,
+    error TEXT,
+    outcome TEXT NOT NULL,         -- delivered | retrying | failed
+    duration_ms INTEGER NOT NULL,
+    retry_in_ms INTEGER,
+    time TEXT NOT NULL
 );
 ",
 ];
@@ -670,6 +717,181 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn put_templates(
+        &self,
+        product: String,
+        templates: Vec<(String, String)>,
+        author: String,
+        source: String,
+        import: Option<String>,
+    ) -> Result<Vec<TemplateVersion>> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
+            let time = crate::now();
+            if let Some(bundle) = &import {
+                let new = tx
+                    .execute(
+                        "INSERT OR IGNORE INTO template_imports(product, bundle, time) VALUES (?1, ?2, ?3)",
+                        params![product, bundle, time],
+                    )
+                    .map_err(sql)?
+                    == 1;
+                if !new {
+                    return Ok(Vec::new());
+                }
+            }
+            let mut out = Vec::new();
+            for (name, body) in templates {
+                let newest: i64 = tx
+                    .query_row(
+                        "SELECT coalesce(max(version), 0) FROM templates WHERE product = ?1 AND name = ?2",
+                        params![product, name],
+                        |r| r.get(0),
+                    )
+                    .map_err(sql)?;
+                let v = TemplateVersion {
+                    product: product.clone(),
+                    name,
+                    version: u32::try_from(newest + 1).unwrap_or(u32::MAX),
+                    body,
+                    author: author.clone(),
+                    source: source.clone(),
+                    time: time.clone(),
+                };
+                tx.execute(
+                    "INSERT INTO templates(product, name, version, body, author, source, time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![v.product, v.name, v.version, v.body, v.author, v.source, v.time],
+                )
+                .map_err(sql)?;
+                out.push(v);
+            }
+            tx.commit().map_err(sql)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn template_versions(&self, product: Option<String>) -> Result<Vec<TemplateVersion>> {
+        self.call(move |c| {
+            let mut st = c
+                .prepare(
+                    "SELECT product, name, version, body, author, source, time FROM templates
+                     WHERE ?1 IS NULL OR product = ?1 ORDER BY product, name, version",
+                )
+                .map_err(sql)?;
+            st.query_map([product], |r| {
+                Ok(TemplateVersion {
+                    product: r.get(0)?,
+                    name: r.get(1)?,
+                    version: r.get(2)?,
+                    body: r.get(3)?,
+                    author: r.get(4)?,
+                    source: r.get(5)?,
+                    time: r.get(6)?,
+                })
+            })
+            .map_err(sql)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(sql)
+        })
+        .await
+    }
+
+    async fn add_incident_update(&self, u: IncidentUpdate) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO incident_updates(incident, product, release, kind, state, title, markdown, text, cause, time)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![u.incident, u.product, u.release, u.kind, u.state, u.title, u.markdown, u.text, u.cause, u.time],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn incident_updates(&self) -> Result<Vec<IncidentUpdate>> {
+        self.call(|c| {
+            let mut st = c
+                .prepare(
+                    "SELECT incident, product, release, kind, state, title, markdown, text, cause, time
+                     FROM incident_updates ORDER BY id",
+                )
+                .map_err(sql)?;
+            st.query_map([], |r| {
+                Ok(IncidentUpdate {
+                    incident: r.get(0)?,
+                    product: r.get(1)?,
+                    release: r.get(2)?,
+                    kind: r.get(3)?,
+                    state: r.get(4)?,
+                    title: r.get(5)?,
+                    markdown: r.get(6)?,
+                    text: r.get(7)?,
+                    cause: r.get(8)?,
+                    time: r.get(9)?,
+                })
+            })
+            .map_err(sql)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(sql)
+        })
+        .await
+    }
+
+    async fn add_webhook_attempt(&self, a: WebhookAttempt) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO webhook_attempts(delivery, webhook, event, attempt, status, error, outcome, duration_ms, retry_in_ms, time)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    a.delivery,
+                    a.webhook,
+                    a.event,
+                    a.attempt,
+                    a.status,
+                    a.error,
+                    a.outcome,
+                    i64::try_from(a.duration_ms).unwrap_or(i64::MAX),
+                    a.retry_in_ms.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+                    a.time
+                ],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn webhook_attempts(&self, limit: u32) -> Result<Vec<WebhookAttempt>> {
+        self.call(move |c| {
+            let mut st = c
+                .prepare(
+                    "SELECT delivery, webhook, event, attempt, status, error, outcome, duration_ms, retry_in_ms, time FROM
+                     (SELECT * FROM webhook_attempts ORDER BY id DESC LIMIT ?1) ORDER BY id",
+                )
+                .map_err(sql)?;
+            st.query_map([limit], |r| {
+                Ok(WebhookAttempt {
+                    delivery: r.get(0)?,
+                    webhook: r.get(1)?,
+                    event: r.get(2)?,
+                    attempt: r.get(3)?,
+                    status: r.get(4)?,
+                    error: r.get(5)?,
+                    outcome: r.get(6)?,
+                    duration_ms: u64::try_from(r.get::<_, i64>(7)?).unwrap_or(0),
+                    retry_in_ms: r.get::<_, Option<i64>>(8)?.map(|v| u64::try_from(v).unwrap_or(0)),
+                    time: r.get(9)?,
+                })
+            })
+            .map_err(sql)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(sql)
+        })
+        .await
+    }
+
     async fn flush(&self) -> Result<()> {
         self.call(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").map_err(sql)).await
     }
@@ -718,6 +940,7 @@ mod tests {
         let s = SqliteStore::open(&dir.path().join("c.db")).await.unwrap();
         super::super::suite::tokens(&s).await;
         super::super::suite::agents(&s).await;
+        super::super::suite::comms(&s).await;
         super::super::suite::rollouts(&s).await;
         drop(s);
         // Reopening keeps data and does not re-run migrations.
