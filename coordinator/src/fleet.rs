@@ -302,9 +302,33 @@ async fn session(app: Arc<App>, id: AgentId, conn: u64, mut inbound: Streaming<v
                     }
                 }
             }
-            Some(Body::Progress(p)) => {
-                tracing::info!(agent = %id, plan = %p.plan_id, step = %p.step, done = p.done, total = p.total, "progress")
-            }
+            // Progress and telemetry are frequent: published on the event
+            // bus for the status page and the rollout engine, not audited.
+            Some(Body::Progress(p)) => match rewind_shared::telemetry::ProgressStep::try_from(p) {
+                Ok(p) => {
+                    tracing::debug!(agent = %id, plan = %p.plan_id, phase = %p.phase, step = %p.step, done = p.done, total = p.total, "progress");
+                    let mut params = serde_json::to_value(&p).expect("progress serializes");
+                    params["agent"] = serde_json::json!(id);
+                    app.events.publish("progress", params);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(Status::from(e))).await;
+                    break;
+                }
+            },
+            Some(Body::Telemetry(t)) => match rewind_shared::telemetry::Sample::try_from(t) {
+                Ok(s) => {
+                    tracing::debug!(agent = %id, product = %s.product, metrics = ?s.metrics, "telemetry");
+                    app.events.publish(
+                        "telemetry",
+                        serde_json::json!({"agent": id, "product": s.product, "metrics": s.metrics, "time": s.time_unix_ms}),
+                    );
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(Status::from(e))).await;
+                    break;
+                }
+            },
             Some(Body::Ack(a)) => {
                 tracing::info!(agent = %id, delivery = %a.id, "plan acknowledged");
                 if let Err(e) = app.store.ack_delivery(id.clone(), a.id).await {
@@ -313,6 +337,11 @@ async fn session(app: Arc<App>, id: AgentId, conn: u64, mut inbound: Streaming<v
             }
             Some(Body::Result(r)) => {
                 let rid = r.id.clone();
+                if !r.reason.is_empty() {
+                    // e.g. "local_revert: trigger app.crash_count fired: ..."; the
+                    // signed report and the agent's audit entries carry the facts.
+                    tracing::warn!(agent = %id, result = %rid, reason = %r.reason.chars().take(512).collect::<String>(), "result with a reason");
+                }
                 match crate::results::ingest(&app, &id, r).await {
                     Ok(crate::results::Ingested::Stored { id: rid, new, continuity }) => {
                         tracing::info!(agent = %id, result = %rid, new, continuity, "result stored");

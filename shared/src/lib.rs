@@ -14,6 +14,7 @@ pub mod fleet;
 pub mod release;
 pub mod report;
 pub mod sqltext;
+pub mod telemetry;
 pub mod templates;
 pub mod trust;
 pub mod wire;
