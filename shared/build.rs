@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("..").join("proto");
-    let files = ["rewind/v1/fleet.proto", "rewind/v1/admin.proto"];
+    let files = ["rewind/v1/fleet.proto", "rewind/v1/admin.proto", "rewind/v1/comms.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }
