@@ -18,7 +18,9 @@ pub const POINTS: &[(&str, &str)] = &[
     ("rollback.flags.during_write", "restored flags.json written to a temporary file, not renamed"),
     ("rollback.before_done", "every step reverted and proven, plan not yet marked done"),
     ("restore.before_copy", "restore verified the snapshot, target untouched"),
-    ("restore.after_copy", "target restored, not yet verified"),
+    ("restore.during_write", "rollback journal durable, part of the changed pages written"),
+    ("restore.before_commit", "every changed page written and read back, journal not yet deleted"),
+    ("restore.after_copy", "target restored and committed, not yet recorded"),
 ];
 
 /// Aborts here when `REWIND_CRASH_AT` names this point (fault-injection

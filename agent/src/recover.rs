@@ -23,6 +23,12 @@ use crate::target::Target;
 /// [`Error::NeedsHuman`] when a plan cannot be brought to a proven state.
 pub fn recover(state: &State) -> Result<Vec<Report>> {
     remove_orphan_snapshots(state);
+    for db in crate::snapshot::finish_interrupted_restores(state) {
+        eprintln!(
+            "rewind-agent: an interrupted restore into {} was rolled back; the database is unchanged",
+            db.display()
+        );
+    }
     let mut done = Vec::new();
     for plan in unfinished(state)? {
         state.audit("plan.recover", &json!({"plan": plan.id, "kind": plan.kind}))?;

@@ -108,21 +108,21 @@ fn backup_to_file(src: &Connection, dest: &Path) -> rusqlite::Result<()> {
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
-/// Snapshot of a source in a rollback-journal mode, which the caller's read
+/// Copy of a source in a rollback-journal mode, which the caller's read
 /// transaction has read: while that transaction holds the source's SHARED
 /// lock no writer can commit (nor spill pages into the file), so the file's
 /// bytes are one consistent state. The bytes are copied in the kernel
-/// (`copy_file_range`), then three things run at once: the copy is flushed
-/// to disk, compared byte for byte with the source, and digested (tables in
-/// parallel: the copy never changes). Identical bytes hold identical content,
-/// so the copy's digest is the source's digest in that read transaction.
+/// (`copy_file_range`, as `cp` does) while another thread reads the same
+/// bytes from the source and hashes them (BLAKE3). Returns that hash: the
+/// copy is verified against it later ([`verify_copy`]), without the source,
+/// so the caller can release the source's lock as soon as this returns.
 ///
 /// `src` must be a handle the caller opened before its read transaction and
 /// closes only after it: POSIX drops every fcntl lock a process holds on a
 /// file when *any* of its descriptors for that file is closed, so opening and
 /// closing the source here would silently release SQLite's SHARED lock and
 /// let a writer commit mid-snapshot.
-fn copy_file_verified(source: &Path, src: &std::fs::File, tmp: &Path) -> Result<(DatabaseDigest, Option<String>)> {
+fn copy_file_hashed(source: &Path, src: &std::fs::File, tmp: &Path) -> Result<blake3::Hash> {
     let not_taken = |what: &str, e: std::io::Error| {
         Error::BadInput(format!(
             "snapshot of {} not taken, nothing changed: {what} {}: {e}",
@@ -130,33 +130,64 @@ fn copy_file_verified(source: &Path, src: &std::fs::File, tmp: &Path) -> Result<
             tmp.display()
         ))
     };
-    (|| {
-        let mut out = std::fs::File::create(tmp)?;
-        // `&File` keeps std's copy_file_range fast path (a kernel copy, as
-        // `cp` does); the handle is fresh, so its cursor is at 0.
-        let mut from: &std::fs::File = src;
-        std::io::copy(&mut from, &mut out)
-    })()
-    .map_err(|e| not_taken("writing", e))?;
-    crash::point("snapshot.during_copy");
-    let (synced, same, digest) = std::thread::scope(|s| {
-        let synced = s.spawn(|| std::fs::File::open(tmp).and_then(|f| f.sync_all()));
-        let same = s.spawn(|| same_bytes_hashed(src, tmp));
-        let digest = snapshot_digest(tmp);
-        (
-            synced.join().expect("sync thread does not panic"),
-            same.join().expect("compare thread does not panic"),
-            digest,
-        )
+    let (copied, hashed) = std::thread::scope(|s| {
+        let hashed = s.spawn(|| hash_reader(ReadAt { file: src, pos: 0 }));
+        let copied = (|| {
+            let mut out = std::fs::File::create(tmp)?;
+            // `&File` keeps std's copy_file_range fast path (a kernel copy,
+            // as `cp` does); the handle is fresh, so its cursor is at 0.
+            let mut from: &std::fs::File = src;
+            std::io::copy(&mut from, &mut out)
+        })();
+        (copied, hashed.join().expect("hash thread does not panic"))
     });
+    copied.map_err(|e| not_taken("writing", e))?;
+    crash::point("snapshot.during_copy");
+    hashed.map_err(|e| Error::io(source)(e))
+}
+
+/// Verifies a copy made by [`copy_file_hashed`], at once: flushes it to
+/// disk, hashes its bytes (they must hash as the source's did under the
+/// lock: identical bytes hold identical content) and digests it with
+/// `rewind-digest-1` (tables in parallel: the copy never changes). Returns
+/// the digest — the source's digest in that read transaction — and the
+/// copy's BLAKE3 for the manifest.
+fn verify_copy(source: &Path, tmp: &Path, source_hash: blake3::Hash) -> Result<Verified> {
+    let (synced, hashed, digest) = std::thread::scope(|s| {
+        let synced = s.spawn(|| std::fs::File::open(tmp).and_then(|f| f.sync_all()));
+        let hashed = s.spawn(|| file_hash(tmp));
+        let digest = snapshot_digest(tmp);
+        (synced.join().expect("sync thread does not panic"), hashed.join().expect("hash thread does not panic"), digest)
+    });
+    let not_taken = |what: &str, e: std::io::Error| {
+        Error::BadInput(format!(
+            "snapshot of {} not taken, nothing changed: {what} {}: {e}",
+            source.display(),
+            tmp.display()
+        ))
+    };
     synced.map_err(|e| not_taken("flushing", e))?;
-    let Some(file_hash) = same.map_err(|e| not_taken("reading back", e))? else {
+    let copy_hash = hashed.map_err(|e| not_taken("reading back", e))?;
+    if copy_hash != source_hash {
         return Err(Error::Failed(format!(
             "snapshot of {}: the copy differs from the source it was read from; snapshot discarded",
             source.display()
         )));
-    };
-    Ok((digest?, Some(file_hash.to_hex().to_string())))
+    }
+    Ok((digest?, Some(copy_hash.to_hex().to_string())))
+}
+
+/// BLAKE3 of everything `r` yields.
+fn hash_reader(mut r: impl std::io::Read) -> std::io::Result<blake3::Hash> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut h = blake3::Hasher::new();
+    loop {
+        let n = read_full(&mut r, &mut buf)?;
+        if n == 0 {
+            return Ok(h.finalize());
+        }
+        h.update(&buf[..n]);
+    }
 }
 
 const CHUNK: usize = 1 << 20;
@@ -202,16 +233,7 @@ fn same_bytes_hashed(a: &std::fs::File, b: &Path) -> std::io::Result<Option<blak
 
 /// BLAKE3 of a file's bytes.
 fn file_hash(path: &Path) -> std::io::Result<blake3::Hash> {
-    let mut f = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; CHUNK];
-    let mut h = blake3::Hasher::new();
-    loop {
-        let n = read_full(&mut f, &mut buf)?;
-        if n == 0 {
-            return Ok(h.finalize());
-        }
-        h.update(&buf[..n]);
-    }
+    hash_reader(std::fs::File::open(path)?)
 }
 
 /// The file hash the snapshot's manifest file records, if it records one
@@ -263,12 +285,45 @@ impl Snapshot {
 /// copy cannot be written (disk full) or does not verify; no snapshot is
 /// recorded then and the source is untouched.
 pub fn create(state: &State, source: &Path, origin: &Origin) -> Result<(Snapshot, DatabaseDigest)> {
+    start(state, source, origin)?.finish(state)
+}
+
+/// A verified copy's digest and, for file copies, its BLAKE3.
+type Verified = (DatabaseDigest, Option<String>);
+
+/// A snapshot whose copy is taken (the source's lock is released again)
+/// and whose verification runs on other threads; [`Pending::finish`] waits
+/// for it and only then renames, catalogues and audits the snapshot.
+/// Dropped unfinished, it waits for the verification and deletes the copy.
+pub struct Pending {
+    id: String,
+    source: PathBuf,
+    file: PathBuf,
+    tmp: PathBuf,
+    origin: Origin,
+    verify: Option<std::thread::JoinHandle<Result<Verified>>>,
+    ready: Option<Result<Verified>>,
+}
+
+/// Starts a snapshot of `source`: copies it inside one read transaction of
+/// the source (so the copy is one consistent state), releases that
+/// transaction, and leaves the verification running (see [`Pending`]). For
+/// a rollback-journal source the copy is the file's bytes and the
+/// verification flushes, hashes and digests the copy on other threads; a WAL
+/// source is copied with SQLite's online backup API and verified here, by
+/// digesting source and copy in that read transaction.
+///
+/// # Errors
+/// [`Error::BadInput`] for an unusable source or a copy that cannot be
+/// written (nothing changed); [`Error::Failed`] when a WAL copy does not
+/// verify.
+pub fn start(state: &State, source: &Path, origin: &Origin) -> Result<Pending> {
     let src = Target::open(origin.target.as_deref().unwrap_or("db"), source)?;
     let id = new_id("snap");
     let file = state.snapshots_dir().join(format!("{id}.db"));
     let tmp = fsutil::tmp_path(&file);
     // Opened before and closed after the read transaction (see
-    // `copy_file_verified`: closing a descriptor drops SQLite's locks).
+    // `copy_file_hashed`: closing a descriptor drops SQLite's locks).
     let src_file = std::fs::File::open(source).map_err(Error::io(source))?;
     // One read transaction: the copy and the source digest see one state.
     src.conn.execute_batch("BEGIN DEFERRED; SELECT count(*) FROM sqlite_schema;").ctx("snapshot: begin read")?;
@@ -278,9 +333,8 @@ pub fn create(state: &State, source: &Path, origin: &Origin) -> Result<(Snapshot
             .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
             .map_or(true, |m| m.eq_ignore_ascii_case("wal"));
         if !wal {
-            return copy_file_verified(source, &src_file, &tmp);
+            return copy_file_hashed(source, &src_file, &tmp).map(Err);
         }
-        let file_b3 = None;
         backup_to_file(&src.conn, &tmp).map_err(|e| match classify(&tmp, e) {
             Error::Failed(m) => {
                 Error::BadInput(format!("snapshot of {} not taken, nothing changed: {m}", source.display()))
@@ -302,63 +356,114 @@ pub fn create(state: &State, source: &Path, origin: &Origin) -> Result<(Snapshot
                 source_digest.digest
             )));
         }
-        Ok((source_digest, file_b3))
+        Ok(Ok(source_digest))
     })();
     let _ = src.conn.execute_batch("COMMIT");
     drop(src_file);
-    let (digest, file_b3) = match result {
-        Ok(d) => d,
+    drop(src);
+    let mut pending =
+        Pending { id, source: source.to_path_buf(), file, tmp, origin: origin.clone(), verify: None, ready: None };
+    match result {
         Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&pending.tmp);
             return Err(e);
         }
-    };
-    std::fs::rename(&tmp, &file).map_err(Error::io(&file))?;
-    fsutil::make_read_only(&file)?;
-    fsutil::sync_dir(&file)?;
-    let snap = Snapshot {
-        id,
-        source: std::fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf()),
-        size: std::fs::metadata(&file).map_err(Error::io(&file))?.len(),
-        file,
-        created: now(),
-        digest: digest.digest.to_string(),
-        schema: digest.schema.to_string(),
-        product: origin.product.clone(),
-        release: origin.release.clone(),
-        target: origin.target.clone(),
-        label: origin.label.clone(),
-        pinned: origin.pinned,
-        file_b3,
-    };
-    let manifest = serde_json::to_vec_pretty(&snap).expect("manifest serializes");
-    fsutil::write_atomic(&snap.file.with_extension("json"), &manifest, 0o444)?;
-    state
-        .db
-        .execute(
-            "INSERT INTO snapshots(id, source, file, created, size, digest, schema, product, release, target, label, pinned)
-             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
-            params![
-                snap.id,
-                snap.source.to_string_lossy(),
-                snap.file.to_string_lossy(),
-                snap.created,
-                snap.size as i64,
-                snap.digest,
-                snap.schema,
-                snap.product,
-                snap.release,
-                snap.target,
-                snap.label,
-                i64::from(snap.pinned)
-            ],
-        )
-        .ctx("snapshot catalogue")?;
-    state.audit(
-        "snapshot.create",
-        &serde_json::json!({"id": snap.id, "source": snap.source, "digest": snap.digest, "size": snap.size, "label": snap.label, "release": snap.release}),
-    )?;
-    Ok((snap, digest))
+        Ok(Ok(digest)) => pending.ready = Some(Ok((digest, None))),
+        Ok(Err(source_hash)) => {
+            let (source, tmp) = (pending.source.clone(), pending.tmp.clone());
+            pending.verify = Some(std::thread::spawn(move || verify_copy(&source, &tmp, source_hash)));
+        }
+    }
+    Ok(pending)
+}
+
+impl Pending {
+    /// The snapshot's id.
+    #[must_use]
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn outcome(&mut self) -> Result<Verified> {
+        match (self.verify.take(), self.ready.take()) {
+            (Some(h), _) => h.join().expect("verify thread does not panic"),
+            (None, Some(r)) => r,
+            (None, None) => Err(Error::Failed(format!("snapshot {} was already finished", self.id))),
+        }
+    }
+
+    /// Waits for the verification; when it passed, makes the snapshot
+    /// durable, read-only and listed, and returns its manifest and digest.
+    ///
+    /// # Errors
+    /// The verification's error (the copy is deleted, nothing is listed),
+    /// or trouble writing the catalogue.
+    pub fn finish(mut self, state: &State) -> Result<(Snapshot, DatabaseDigest)> {
+        let (digest, file_b3) = match self.outcome() {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.tmp);
+                return Err(e);
+            }
+        };
+        let file = self.file.clone();
+        std::fs::rename(&self.tmp, &file).map_err(Error::io(&file))?;
+        fsutil::make_read_only(&file)?;
+        fsutil::sync_dir(&file)?;
+        let origin = &self.origin;
+        let snap = Snapshot {
+            id: self.id.clone(),
+            source: std::fs::canonicalize(&self.source).unwrap_or_else(|_| self.source.clone()),
+            size: std::fs::metadata(&file).map_err(Error::io(&file))?.len(),
+            file,
+            created: now(),
+            digest: digest.digest.to_string(),
+            schema: digest.schema.to_string(),
+            product: origin.product.clone(),
+            release: origin.release.clone(),
+            target: origin.target.clone(),
+            label: origin.label.clone(),
+            pinned: origin.pinned,
+            file_b3,
+        };
+        let manifest = serde_json::to_vec_pretty(&snap).expect("manifest serializes");
+        fsutil::write_atomic(&snap.file.with_extension("json"), &manifest, 0o444)?;
+        state
+            .db
+            .execute(
+                "INSERT INTO snapshots(id, source, file, created, size, digest, schema, product, release, target, label, pinned)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+                params![
+                    snap.id,
+                    snap.source.to_string_lossy(),
+                    snap.file.to_string_lossy(),
+                    snap.created,
+                    snap.size as i64,
+                    snap.digest,
+                    snap.schema,
+                    snap.product,
+                    snap.release,
+                    snap.target,
+                    snap.label,
+                    i64::from(snap.pinned)
+                ],
+            )
+            .ctx("snapshot catalogue")?;
+        state.audit(
+            "snapshot.create",
+            &serde_json::json!({"id": snap.id, "source": snap.source, "digest": snap.digest, "size": snap.size, "label": snap.label, "release": snap.release}),
+        )?;
+        Ok((snap, digest))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.verify.is_some() || self.ready.is_some() {
+            let _ = self.outcome();
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Every snapshot, oldest first.
@@ -407,8 +512,7 @@ pub fn verify(state: &State, snap: &Snapshot, restore_test: bool) -> Result<Veri
             tempfile::Builder::new().prefix("restore-test-").tempdir_in(&state.root).map_err(Error::io(&state.root))?;
         let dest = scratch.path().join("restored.db");
         let started = Instant::now();
-        let src = open_snapshot_file(&snap.file)?;
-        backup_to_file(&src, &dest).map_err(|e| classify(&dest, e))?;
+        restore_new_file(snap, manifest_file_hash(snap).as_deref(), &dest)?;
         let d = snapshot_digest(&dest)?;
         restore_ms = Some(started.elapsed().as_millis());
         if d.digest.to_string() != snap.digest {
@@ -448,68 +552,576 @@ pub struct RestoreReport {
     pub millis: u128,
 }
 
-/// Restores `snap` into the database at `db` (created when missing), then
-/// proves the result by digest.
+/// Restores `snap` into the database at `db` (created when missing) and
+/// proves the result.
+///
+/// An existing rollback-journal target is rewritten page by page under
+/// SQLite's rollback-journal protocol (see `restore_pages`): only pages that
+/// differ are journaled and written, and the result is proven before the
+/// commit by reading every written page back and comparing it with the
+/// snapshot's bytes (all other pages were compared under the same lock), so
+/// the target holds the snapshot's content and its digest. A WAL target (or
+/// one with another page size or encoding) goes through SQLite's backup API
+/// inside the target's transaction and is proven by a full digest. A missing
+/// target is a copy renamed into place.
 ///
 /// # Errors
-/// [`Error::BadInput`] when the snapshot no longer matches its digest (the
-/// target is untouched); [`Error::NeedsHuman`] when the restored target does
-/// not prove equal to the snapshot.
+/// [`Error::BadInput`] when the snapshot no longer matches its digest or
+/// file hash (the target is untouched); [`Error::Failed`] when writing
+/// failed and was rolled back; [`Error::NeedsHuman`] when the restored
+/// target does not prove equal to the snapshot.
 pub fn restore(state: &State, snap: &Snapshot, db: &Path) -> Result<RestoreReport> {
     let started = Instant::now();
     // A snapshot whose bytes are those verified when it was taken holds
-    // that content; reading them is much cheaper than re-reading the content.
-    let checked = match manifest_file_hash(snap) {
-        Some(expected) => match file_hash(&snap.file) {
-            Ok(h) if h.to_hex().as_str() == expected => Ok(()),
-            Ok(h) => {
-                Err(format!("its bytes changed since it was taken (BLAKE3 {}, manifest says {expected})", h.to_hex()))
-            }
-            Err(e) => Err(format!("cannot read {}: {e}", snap.file.display())),
-        },
-        None => check_snapshot(snap),
-    };
-    checked.map_err(|p| {
-        Error::BadInput(format!("snapshot {} cannot be restored: {p}; {} is untouched", snap.id, db.display()))
-    })?;
-    crash::point("restore.before_copy");
-    let src = open_snapshot_file(&snap.file)?;
-    if db.exists() {
+    // that content; hashing them is much cheaper than re-reading the
+    // content. Without a recorded hash the content is checked first.
+    let expected = manifest_file_hash(snap);
+    if expected.is_none() {
+        check_snapshot(snap).map_err(|p| {
+            Error::BadInput(format!("snapshot {} cannot be restored: {p}; {} is untouched", snap.id, db.display()))
+        })?;
+    }
+    let mut pages = None;
+    if !db.exists() {
+        restore_new_file(snap, expected.as_deref(), db)?;
+        crash::point("restore.after_copy");
+    } else if let PageRestore::Done { pages: n } =
+        with_restore_marker(state, db, || restore_pages(snap, expected.as_deref(), db))?
+    {
+        pages = Some(n);
+        crash::point("restore.after_copy");
+    } else {
+        // Checked in `restore_pages` before it declined.
+        crash::point("restore.before_copy");
+        let src = open_snapshot_file(&snap.file)?;
         let mut target = Target::open("db", db)?;
         Backup::new(&src, &mut target.conn).and_then(|b| b.step(-1)).map_err(|e| classify(db, e))?;
-    } else {
-        let tmp = fsutil::tmp_path(db);
-        backup_to_file(&src, &tmp).map_err(|e| classify(db, e))?;
-        std::fs::rename(&tmp, db).map_err(Error::io(db))?;
-        fsutil::sync_dir(db)?;
+        drop(target);
+        crash::point("restore.after_copy");
+        let target = Target::open("db", db)?;
+        let after = database_digest(&target.conn).map_err(|e| classify(db, e))?;
+        if after.digest.to_string() != snap.digest {
+            return Err(Error::NeedsHuman {
+                message: format!(
+                    "restore of snapshot {} into {}: the result has digest {}, expected {}",
+                    snap.id,
+                    db.display(),
+                    after.digest,
+                    snap.digest
+                ),
+                next: format!(
+                    "rewind-agent --state {} snapshot restore {} --db {}",
+                    state.root.display(),
+                    snap.id,
+                    db.display()
+                ),
+            });
+        }
     }
-    crash::point("restore.after_copy");
-    let target = Target::open("db", db)?;
-    let after = database_digest(&target.conn).map_err(|e| classify(db, e))?;
-    if after.digest.to_string() != snap.digest {
-        return Err(Error::NeedsHuman {
-            message: format!(
-                "restore of snapshot {} into {}: the result has digest {}, expected {}",
-                snap.id,
-                db.display(),
-                after.digest,
-                snap.digest
-            ),
-            next: format!(
-                "rewind-agent --state {} snapshot restore {} --db {}",
-                state.root.display(),
-                snap.id,
-                db.display()
-            ),
-        });
-    }
-    state.audit("snapshot.restore", &serde_json::json!({"id": snap.id, "db": db, "digest": snap.digest}))?;
+    state.audit(
+        "snapshot.restore",
+        &serde_json::json!({"id": snap.id, "db": db, "digest": snap.digest, "pages_written": pages}),
+    )?;
     Ok(RestoreReport {
         snapshot: snap.id.clone(),
         db: db.to_path_buf(),
         digest: snap.digest.clone(),
         millis: started.elapsed().as_millis(),
     })
+}
+
+/// How a restore into an existing target went.
+enum PageRestore {
+    /// The target now holds the snapshot's bytes (header change counter
+    /// aside); `pages` were written.
+    Done { pages: u64 },
+    /// The target is not a rollback-journal database with the snapshot's
+    /// page size and encoding: the caller restores through SQLite.
+    NotApplicable,
+}
+
+const JOURNAL_MAGIC: [u8; 8] = [0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7];
+/// Sector size recorded in the journal header (its header's length).
+const JOURNAL_SECTOR: usize = 4096;
+
+/// `<db>-journal`: where SQLite looks for a hot journal.
+fn journal_path(db: &Path) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push("-journal");
+    s.into()
+}
+
+fn page_size(head: &[u8]) -> u64 {
+    match u16::from_be_bytes([head[16], head[17]]) {
+        1 => 65536,
+        n => u64::from(n),
+    }
+}
+
+/// SQLite's journal record checksum (pager.c `pager_cksum`).
+fn journal_cksum(nonce: u32, page: &[u8]) -> u32 {
+    let mut sum = nonce;
+    let mut i = page.len() as isize - 200;
+    while i > 0 {
+        sum = sum.wrapping_add(u32::from(page[i as usize]));
+        i -= 200;
+    }
+    sum
+}
+
+/// Page 1 of two files holds the same content when only the header's change
+/// counter (offset 24) and version-valid-for number (offset 92) differ.
+fn same_page(pgno: u64, a: &[u8], b: &[u8]) -> bool {
+    if pgno != 1 {
+        return a == b;
+    }
+    a[..24] == b[..24] && a[28..92] == b[28..92] && a[96..] == b[96..]
+}
+
+/// Runs of consecutive page numbers, at most `max` pages each.
+fn runs(pages: &[u64], max: u64) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &p in pages {
+        match out.last_mut() {
+            Some((start, n)) if *start + *n == p && *n < max => *n += 1,
+            _ => out.push((p, 1)),
+        }
+    }
+    out
+}
+
+#[cfg(unix)]
+fn read_exact_at(f: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(f, buf, at)
+}
+
+#[cfg(unix)]
+fn write_all_at(f: &std::fs::File, buf: &[u8], at: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(f, buf, at)
+}
+
+/// Restores `snap` into the existing rollback-journal database `db` writing
+/// only the pages that differ, under SQLite's own protocol: with the
+/// database's EXCLUSIVE lock held (by a SQLite connection, so app
+/// connections wait), the old content of every page about to change is
+/// written to `<db>-journal` in SQLite's rollback-journal format and made
+/// durable, then the new pages are written and flushed, read back and
+/// compared with the snapshot, and only then is the journal deleted (the
+/// commit). A crash or kill at any moment before that leaves a hot journal
+/// that SQLite — the app's or ours — plays back on the next open: the
+/// target is the old database or the complete snapshot, never a mix. Page
+/// 1's change counter is set past the old one so app connections drop
+/// their caches, exactly as after a commit of their own.
+///
+/// `expected_b3` is the snapshot file's verified BLAKE3; it is checked in
+/// the same pass that compares the pages, before anything is written.
+#[cfg(unix)]
+fn restore_pages(snap: &Snapshot, expected_b3: Option<&str>, db: &Path) -> Result<PageRestore> {
+    let target = Target::open("db", db)?;
+    let mode: String = target.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(|e| classify(db, e))?;
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal_in_use = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+    if mode.eq_ignore_ascii_case("wal") || wal_in_use {
+        if let Some(expected) = expected_b3 {
+            check_file_hash(snap, expected).map_err(|p| {
+                Error::BadInput(format!("snapshot {} cannot be restored: {p}; {} is untouched", snap.id, db.display()))
+            })?;
+        }
+        return Ok(PageRestore::NotApplicable);
+    }
+    // Opened before the lock is taken and closed after it is released:
+    // closing any descriptor of the file drops the process's fcntl locks.
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(db).map_err(Error::io(db))?;
+    let snap_file = std::fs::File::open(&snap.file).map_err(Error::io(&snap.file))?;
+    target.conn.execute_batch("BEGIN EXCLUSIVE").map_err(|e| classify(db, e))?;
+    let journal = journal_path(db);
+    let mut journal_live = false;
+    let result = write_pages(snap, expected_b3, db, &file, &snap_file, &journal, &mut journal_live);
+    // Releases the lock; a journal still there is hot from now on.
+    let _ = target.conn.execute_batch("COMMIT");
+    drop(file);
+    drop(target);
+    match result {
+        Ok(done) => Ok(done),
+        Err(e) if journal_live => Err(roll_back_journal(db, &journal, e)),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(not(unix))]
+fn restore_pages(_snap: &Snapshot, _expected_b3: Option<&str>, _db: &Path) -> Result<PageRestore> {
+    Ok(PageRestore::NotApplicable)
+}
+
+/// Prefix of the marker files naming a target while a page restore may
+/// leave a rollback journal next to it.
+const RESTORE_MARKER: &str = "restore-pending-";
+
+/// Runs `body` with a marker in the state directory naming `db`, so that if
+/// the agent dies while `db` has a restore's rollback journal, the next
+/// command plays it back at once ([`finish_interrupted_restores`]) instead of
+/// leaving that to the next read-write opener. The journal alone already
+/// guarantees the old content; the marker only makes it prompt.
+fn with_restore_marker<T>(state: &State, db: &Path, body: impl FnOnce() -> Result<T>) -> Result<T> {
+    let name = format!("{RESTORE_MARKER}{}.json", &blake3::hash(db.as_os_str().as_encoded_bytes()).to_hex()[..16]);
+    let marker = state.root.join(name);
+    let path = std::fs::canonicalize(db).unwrap_or_else(|_| db.to_path_buf());
+    std::fs::write(&marker, serde_json::to_vec(&serde_json::json!({"db": path})).expect("json"))
+        .map_err(Error::io(&marker))?;
+    let out = body();
+    let _ = std::fs::remove_file(&marker);
+    out
+}
+
+/// Plays back the rollback journal of every restore an earlier agent did not
+/// finish (a crash or kill mid-write): opening the database read-write makes
+/// SQLite roll a hot journal back, so the target is its old content again.
+/// Returns the databases rolled back.
+pub fn finish_interrupted_restores(state: &State) -> Vec<PathBuf> {
+    let mut done = Vec::new();
+    let Ok(dir) = std::fs::read_dir(&state.root) else { return done };
+    for entry in dir.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(RESTORE_MARKER) {
+            continue;
+        }
+        let db = std::fs::read(entry.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["db"].as_str().map(PathBuf::from));
+        let Some(db) = db else {
+            let _ = std::fs::remove_file(entry.path());
+            continue;
+        };
+        let had_journal = journal_path(&db).exists();
+        let opened = !db.exists()
+            || Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_WRITE)
+                .and_then(|c| {
+                    c.busy_timeout(crate::target::busy_timeout())?;
+                    c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))
+                })
+                .is_ok();
+        if opened {
+            let _ = std::fs::remove_file(entry.path());
+            if had_journal {
+                let _ = state.audit("snapshot.restore.rolled_back", &serde_json::json!({"db": db}));
+                done.push(db);
+            }
+        }
+    }
+    done
+}
+
+/// After a failed write phase: lets SQLite play the hot journal back (the
+/// lock is released; opening the database does it) and says what happened.
+fn roll_back_journal(db: &Path, journal: &Path, cause: Error) -> Error {
+    let rolled_back = Connection::open(db)
+        .and_then(|c| {
+            c.busy_timeout(crate::target::busy_timeout())?;
+            c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))
+        })
+        .is_ok()
+        && !journal.exists();
+    if rolled_back {
+        Error::Failed(format!(
+            "restore into {} failed and was rolled back, the target is unchanged: {cause}",
+            db.display()
+        ))
+    } else {
+        Error::NeedsHuman {
+            message: format!(
+                "restore into {} failed ({cause}) and its rollback journal {} could not be played back yet",
+                db.display(),
+                journal.display()
+            ),
+            next: format!(
+                "sqlite3 {} 'PRAGMA integrity_check' (opening the database rolls the journal back)",
+                db.display()
+            ),
+        }
+    }
+}
+
+/// The write phase of [`restore_pages`], under the target's EXCLUSIVE lock.
+#[cfg(unix)]
+fn write_pages(
+    snap: &Snapshot,
+    expected_b3: Option<&str>,
+    db: &Path,
+    file: &std::fs::File,
+    snap_file: &std::fs::File,
+    journal: &Path,
+    journal_live: &mut bool,
+) -> Result<PageRestore> {
+    let untouched = |p: String| {
+        Error::BadInput(format!("snapshot {} cannot be restored: {p}; {} is untouched", snap.id, db.display()))
+    };
+    let (mut head, mut shead) = ([0u8; 100], [0u8; 100]);
+    read_exact_at(file, &mut head, 0).map_err(Error::io(db))?;
+    read_exact_at(snap_file, &mut shead, 0)
+        .map_err(|e| untouched(format!("cannot read {}: {e}", snap.file.display())))?;
+    let ps = page_size(&head);
+    let old_len = file.metadata().map_err(Error::io(db))?.len();
+    let new_len = snap_file.metadata().map_err(Error::io(&snap.file))?.len();
+    let compatible = head[16..24] == shead[16..24]
+        && head[56..60] == shead[56..60]
+        && head[18] == 1
+        && (512..=65536).contains(&ps)
+        && old_len % ps == 0
+        && new_len % ps == 0
+        && new_len > 0
+        && old_len / ps < u64::from(u32::MAX)
+        && new_len / ps < u64::from(u32::MAX);
+    if !compatible {
+        if let Some(expected) = expected_b3 {
+            check_file_hash(snap, expected).map_err(untouched)?;
+        }
+        return Ok(PageRestore::NotApplicable);
+    }
+    let (old_pages, new_pages) = (old_len / ps, new_len / ps);
+    // One pass over both files: which pages differ, and (on another
+    // thread) the snapshot's BLAKE3 against the one verified at creation.
+    let (hashed, diff) = std::thread::scope(|s| {
+        let hashed = expected_b3.map(|_| {
+            s.spawn(|| -> std::io::Result<blake3::Hash> {
+                let mut h = blake3::Hasher::new();
+                let mut buf = vec![0u8; CHUNK];
+                let mut r = ReadAt { file: snap_file, pos: 0 };
+                loop {
+                    let n = read_full(&mut r, &mut buf)?;
+                    if n == 0 {
+                        return Ok(h.finalize());
+                    }
+                    h.update(&buf[..n]);
+                }
+            })
+        });
+        let diff = differing_pages(file, snap_file, ps, old_pages.min(new_pages));
+        (hashed.map(|t| t.join().expect("hash thread does not panic")), diff)
+    });
+    if let (Some(expected), Some(hashed)) = (expected_b3, hashed) {
+        match hashed {
+            Ok(h) if h.to_hex().as_str() == expected => {}
+            Ok(h) => {
+                return Err(untouched(format!(
+                    "its bytes changed since it was taken (BLAKE3 {}, manifest says {expected})",
+                    h.to_hex()
+                )));
+            }
+            Err(e) => return Err(untouched(format!("cannot read {}: {e}", snap.file.display()))),
+        }
+    }
+    let mut diff = diff.map_err(Error::io(db))?;
+    if diff.is_empty() && old_len == new_len {
+        crash::point("restore.before_copy");
+        return Ok(PageRestore::Done { pages: 0 });
+    }
+    if diff.first() != Some(&1) {
+        diff.insert(0, 1);
+    }
+    let journaled: Vec<u64> = diff.iter().copied().chain(new_pages + 1..=old_pages).collect();
+    let written: Vec<u64> = diff.iter().copied().chain(old_pages + 1..=new_pages).collect();
+    crash::point("restore.before_copy");
+
+    let not_restored = |what: &str, e: std::io::Error| {
+        Error::BadInput(format!(
+            "snapshot {} not restored, {} unchanged: {what} {}: {e}",
+            snap.id,
+            db.display(),
+            journal.display()
+        ))
+    };
+    *journal_live = true;
+    write_journal(file, ps, old_pages, &journaled, journal, db).map_err(|e| {
+        *journal_live = false;
+        let _ = std::fs::remove_file(journal);
+        not_restored("writing the rollback journal", e)
+    })?;
+
+    // The new pages; page 1 gets a change counter past the old one.
+    let counter = u32::from_be_bytes([head[24], head[25], head[26], head[27]]).wrapping_add(1).to_be_bytes();
+    let page_runs = runs(&written, CHUNK as u64 / ps);
+    let mut buf = vec![0u8; CHUNK];
+    let write = |buf: &mut Vec<u8>| -> std::io::Result<()> {
+        for (i, &(start, n)) in page_runs.iter().enumerate() {
+            if i == page_runs.len() / 2 {
+                crash::point("restore.during_write");
+            }
+            let bytes = &mut buf[..(n * ps) as usize];
+            read_exact_at(snap_file, bytes, (start - 1) * ps)?;
+            if start == 1 {
+                bytes[24..28].copy_from_slice(&counter);
+                bytes[92..96].copy_from_slice(&counter);
+            }
+            write_all_at(file, bytes, (start - 1) * ps)?;
+        }
+        if new_len < old_len {
+            file.set_len(new_len)?;
+        }
+        file.sync_all()
+    };
+    write(&mut buf).map_err(|e| Error::Failed(format!("writing {}: {e}", db.display())))?;
+
+    // Proof before the commit: every written page reads back as the
+    // snapshot's, and every other page was found equal above, under the
+    // same lock.
+    let mut theirs = vec![0u8; CHUNK];
+    let proven = (|| -> std::io::Result<bool> {
+        if file.metadata()?.len() != new_len {
+            return Ok(false);
+        }
+        for &(start, n) in &page_runs {
+            let len = (n * ps) as usize;
+            read_exact_at(file, &mut buf[..len], (start - 1) * ps)?;
+            read_exact_at(snap_file, &mut theirs[..len], (start - 1) * ps)?;
+            for k in 0..n as usize {
+                let page = k * ps as usize..(k + 1) * ps as usize;
+                if !same_page(start + k as u64, &buf[page.clone()], &theirs[page]) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    })()
+    .map_err(|e| Error::Failed(format!("reading {} back: {e}", db.display())))?;
+    if !proven {
+        return Err(Error::Failed(format!(
+            "{} does not read back as snapshot {} after writing it",
+            db.display(),
+            snap.id
+        )));
+    }
+    crash::point("restore.before_commit");
+    // The commit: without its journal the new content stands.
+    std::fs::remove_file(journal).map_err(|e| Error::Failed(format!("removing {}: {e}", journal.display())))?;
+    *journal_live = false;
+    fsutil::sync_dir(db)?;
+    Ok(PageRestore::Done { pages: written.len() as u64 })
+}
+
+/// Pages 1..=`pages` that differ between the two files (page 1 compared
+/// without its change counter).
+#[cfg(unix)]
+fn differing_pages(a: &std::fs::File, b: &std::fs::File, ps: u64, pages: u64) -> std::io::Result<Vec<u64>> {
+    let per = CHUNK as u64 / ps;
+    let (mut ba, mut bb) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+    let mut out = Vec::new();
+    let mut first = 1;
+    while first <= pages {
+        let n = per.min(pages - first + 1);
+        let len = (n * ps) as usize;
+        read_exact_at(a, &mut ba[..len], (first - 1) * ps)?;
+        read_exact_at(b, &mut bb[..len], (first - 1) * ps)?;
+        if ba[..len] != bb[..len] {
+            for k in 0..n as usize {
+                let page = k * ps as usize..(k + 1) * ps as usize;
+                if !same_page(first + k as u64, &ba[page.clone()], &bb[page]) {
+                    out.push(first + k as u64);
+                }
+            }
+        }
+        first += n;
+    }
+    Ok(out)
+}
+
+/// Writes `<db>-journal` in SQLite's rollback-journal format with the
+/// current content of `pages`, durably: records first, then the record
+/// count in the header (two flushes, as SQLite does with synchronous=FULL),
+/// then the directory, so the journal exists on disk before the database
+/// is written.
+#[cfg(unix)]
+fn write_journal(
+    file: &std::fs::File,
+    ps: u64,
+    old_pages: u64,
+    pages: &[u64],
+    journal: &Path,
+    db: &Path,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let meta = file.metadata()?;
+    let j =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(meta.mode() & 0o777).open(journal)?;
+    // As SQLite does: a journal made by root belongs to the database's owner,
+    // so the app can roll it back.
+    if j.metadata()?.uid() != meta.uid() {
+        let _ = std::os::unix::fs::fchown(&j, Some(meta.uid()), Some(meta.gid()));
+    }
+    let mut nonce = [0u8; 4];
+    getrandom::fill(&mut nonce).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let nonce = u32::from_be_bytes(nonce);
+    let mut header = vec![0u8; JOURNAL_SECTOR];
+    header[..8].copy_from_slice(&JOURNAL_MAGIC);
+    header[12..16].copy_from_slice(&nonce.to_be_bytes());
+    header[16..20].copy_from_slice(&(old_pages as u32).to_be_bytes());
+    header[20..24].copy_from_slice(&(JOURNAL_SECTOR as u32).to_be_bytes());
+    header[24..28].copy_from_slice(&(ps as u32).to_be_bytes());
+    let mut out = std::io::BufWriter::with_capacity(CHUNK + 2 * ps as usize, &j);
+    out.write_all(&header)?;
+    let mut buf = vec![0u8; CHUNK];
+    for (start, n) in runs(pages, CHUNK as u64 / ps) {
+        let bytes = &mut buf[..(n * ps) as usize];
+        read_exact_at(file, bytes, (start - 1) * ps)?;
+        for (k, page) in bytes.chunks(ps as usize).enumerate() {
+            out.write_all(&((start + k as u64) as u32).to_be_bytes())?;
+            out.write_all(page)?;
+            out.write_all(&journal_cksum(nonce, page).to_be_bytes())?;
+        }
+    }
+    out.flush()?;
+    drop(out);
+    j.sync_all()?;
+    write_all_at(&j, &(pages.len() as u32).to_be_bytes(), 8)?;
+    j.sync_all()?;
+    let dir = db.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Checks a snapshot file's bytes against the BLAKE3 verified when it was taken.
+fn check_file_hash(snap: &Snapshot, expected: &str) -> std::result::Result<(), String> {
+    match file_hash(&snap.file) {
+        Ok(h) if h.to_hex().as_str() == expected => Ok(()),
+        Ok(h) => Err(format!("its bytes changed since it was taken (BLAKE3 {}, manifest says {expected})", h.to_hex())),
+        Err(e) => Err(format!("cannot read {}: {e}", snap.file.display())),
+    }
+}
+
+/// Restores `snap` into a new file at `db`: a kernel copy into `<db>.tmp`,
+/// flushed, read back and compared with the snapshot (hashing it against the
+/// verified BLAKE3 when the manifest has one), then renamed into place.
+fn restore_new_file(snap: &Snapshot, expected_b3: Option<&str>, db: &Path) -> Result<()> {
+    let tmp = fsutil::tmp_path(db);
+    let untouched = |p: String| {
+        Error::BadInput(format!("snapshot {} cannot be restored: {p}; {} was not created", snap.id, db.display()))
+    };
+    let result = (|| -> Result<()> {
+        let src = std::fs::File::open(&snap.file).map_err(|e| untouched(format!("cannot read it: {e}")))?;
+        (|| {
+            let mut out = std::fs::File::create(&tmp)?;
+            let mut from: &std::fs::File = &src;
+            std::io::copy(&mut from, &mut out)?;
+            out.sync_all()
+        })()
+        .map_err(|e| Error::BadInput(format!("snapshot {} not restored: writing {}: {e}", snap.id, tmp.display())))?;
+        let same = same_bytes_hashed(&src, &tmp).map_err(Error::io(&tmp))?;
+        match (same, expected_b3) {
+            (None, _) => Err(Error::Failed(format!("{} does not read back as snapshot {}", tmp.display(), snap.id))),
+            (Some(h), Some(expected)) if h.to_hex().as_str() != expected => Err(untouched(format!(
+                "its bytes changed since it was taken (BLAKE3 {}, manifest says {expected})",
+                h.to_hex()
+            ))),
+            (Some(_), _) => Ok(()),
+        }
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    crash::point("restore.before_copy");
+    std::fs::rename(&tmp, db).map_err(Error::io(db))?;
+    fsutil::sync_dir(db)
 }
 
 /// Deletes all but the `keep` newest unpinned snapshots of each source;

@@ -122,9 +122,16 @@ fn rollback_scenario(at: &str, rel: &Path, start_digests: &(String, String)) -> 
 }
 
 /// `snapshot restore` crashes at `at`; the target is the old database or
-/// the complete snapshot, never a mix, and a second restore completes.
-fn restore_scenario(at: &str) -> bool {
+/// the complete snapshot, never a mix, and a second restore completes. With
+/// `wal` false the target is first switched to a rollback journal, where the
+/// restore journals and writes only the pages that differ.
+fn restore_scenario(at: &str, wal: bool) -> bool {
     let e = Endpoint::new();
+    if !wal {
+        let c = rusqlite::Connection::open(&e.notes).unwrap();
+        let mode: String = c.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "delete");
+    }
     let c = e.agent(&["snapshot", "create", "--db", &e.notes.to_string_lossy(), "--json"]);
     assert_eq!(c.code, 0, "{c:?}");
     let snap = c.json();
@@ -174,7 +181,7 @@ fn every_crash_point_recovers_to_a_proven_state() {
         } else if p.starts_with("rollback.") {
             each_hit(&p, |at| rollback_scenario(at, &rel, &start))
         } else if p.starts_with("restore.") {
-            each_hit(&p, restore_scenario)
+            each_hit(&p, |at| restore_scenario(at, true)) + each_hit(&p, |at| restore_scenario(at, false))
         } else {
             panic!("crash point {p} has no scenario in the crash matrix: add one");
         };

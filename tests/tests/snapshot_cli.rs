@@ -208,3 +208,63 @@ fn snapshots_succeed_while_the_app_commits_in_rollback_journal_mode() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     assert!(writer.join().unwrap() > 0);
 }
+
+/// A rollback-journal target that the app keeps open (with its page cache
+/// warm) is restored page by page: the app's own connection then reads the
+/// snapshot's content (the restore moved the header's change counter on, as
+/// a commit does), can keep writing, and the file passes integrity_check —
+/// whether the target had grown past the snapshot (pages are cut off) or
+/// shrunk below it (pages are appended). A restore into a target that
+/// already holds the snapshot writes nothing.
+#[test]
+fn restore_into_a_rollback_journal_database_the_app_keeps_open_writes_only_what_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let app = Connection::open(&db).unwrap();
+    app.execute_batch(
+        "PRAGMA journal_mode = DELETE; PRAGMA cache_size = -65536;
+         CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB, n INTEGER); CREATE INDEX t_n ON t(n);
+         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 3000)
+         INSERT INTO t SELECT i, randomblob(500), i % 97 FROM s;",
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let r = agent(&state, &["snapshot", "create", "--db", &db.to_string_lossy(), "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let (id, snap_digest) =
+        (r.json()["id"].as_str().unwrap().to_string(), r.json()["digest"].as_str().unwrap().to_string());
+    let sums = |c: &Connection| -> (i64, i64) {
+        c.query_row("SELECT count(*), sum(n) + sum(length(v)) FROM t", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap()
+    };
+    let original = sums(&app);
+    let journal = dir.path().join("app.db-journal");
+    let changes = [
+        // Grown: the restore must cut pages off (and journal them first).
+        "UPDATE t SET v = randomblob(700) WHERE id % 5 = 0;
+         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 2000)
+         INSERT INTO t SELECT 10000 + i, randomblob(900), 3 FROM s;",
+        // Shrunk: the restore must append pages.
+        "DELETE FROM t WHERE id > 100; VACUUM;",
+    ];
+    for change in changes {
+        app.execute_batch(change).unwrap();
+        assert_ne!(sums(&app), original, "the app sees its change");
+        let size_before = std::fs::metadata(&db).unwrap().len();
+        let r = agent(&state, &["snapshot", "restore", &id, "--db", &db.to_string_lossy(), "--json"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert!(!journal.exists(), "the restore's journal is gone once it committed");
+        assert_ne!(std::fs::metadata(&db).unwrap().len(), size_before, "the file was cut or extended");
+        assert_eq!(digest(&db), snap_digest);
+        assert_eq!(sums(&app), original, "the app's open connection reads the restored content, not its cache");
+        let ok: String = app.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(ok, "ok");
+        app.execute_batch("BEGIN; INSERT INTO t VALUES (99999, x'00', 1); ROLLBACK;").unwrap();
+    }
+    // Already the snapshot's content: nothing to write, the file is not touched.
+    let modified = std::fs::metadata(&db).unwrap().modified().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let r = agent(&state, &["snapshot", "restore", &id, "--db", &db.to_string_lossy()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(std::fs::metadata(&db).unwrap().modified().unwrap(), modified, "an equal target is not rewritten");
+    assert_eq!(digest(&db), snap_digest);
+}
