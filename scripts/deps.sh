@@ -14,11 +14,22 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# The OpenFeature Python SDK and its OFREP provider: tests/tests/agent_ofrep.rs
+# reads the agent's flags with them (tests/tests/agent_ofrep_client.py).
+need_openfeature() {
+    python3 -c "import openfeature.contrib.provider.ofrep" 2>/dev/null && return 0
+    echo "installing PyPI packages: openfeature-sdk openfeature-provider-ofrep" >&2
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    python3 -m pip install --quiet openfeature-sdk openfeature-provider-ofrep 2>/dev/null ||
+        python3 -m pip install --quiet --break-system-packages openfeature-sdk openfeature-provider-ofrep
+}
+
 need_test_deps() {
     command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
     # chattr (e2fsprogs) and mount: the agent tests make files immutable and
     # mount small tmpfs disks to fill them.
     apt_install sqlite3 python3 e2fsprogs mount
+    need_openfeature
     # docs/digest_reference.py (the digest's independent re-implementation,
     # run by shared/tests/digest_reference.rs) needs the PyPI package blake3.
     python3 -c "import blake3" 2>/dev/null || {

@@ -37,13 +37,31 @@ pub struct AgentConfig {
     /// default apply when neither is given.
     #[serde(default)]
     pub state: Option<PathBuf>,
-    /// Revert on a local trigger without waiting for the coordinator.
+    /// Revert on a local trigger without waiting for the coordinator: during
+    /// a release's bake, its `[[trigger]]`s are judged on this endpoint's
+    /// metrics (docs/telemetry.md).
     #[serde(default)]
     pub local_revert: bool,
+    /// Serve OFREP (flag evaluation) and `POST /metrics` on this loopback
+    /// address, e.g. `127.0.0.1:8016`; not served when absent.
+    #[serde(default)]
+    pub ofrep_listen: Option<std::net::SocketAddr>,
+    /// How often the daemon reads metrics and sends telemetry, in seconds
+    /// (changes are sent at the next read; pushed metrics at once).
+    #[serde(default = "default_telemetry_seconds")]
+    pub telemetry_seconds: u64,
+    /// Where apps write `<product>.json` metrics files; default
+    /// `<state>/metrics`.
+    #[serde(default)]
+    pub metrics_dir: Option<PathBuf>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default, rename = "target")]
     pub targets: Vec<TargetConfig>,
+}
+
+fn default_telemetry_seconds() -> u64 {
+    10
 }
 
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
@@ -86,6 +104,9 @@ impl AgentConfig {
         if let Some(s) = cfg.state.as_mut() {
             abs(s);
         }
+        if let Some(m) = cfg.metrics_dir.as_mut() {
+            abs(m);
+        }
         for t in &mut cfg.targets {
             abs(&mut t.path);
         }
@@ -107,6 +128,16 @@ impl AgentConfig {
         for (k, v) in &cfg.labels {
             rewind_shared::fleet::check_label(k, v).map_err(|e| format!("[labels] {e}"))?;
         }
+        if let Some(a) = cfg.ofrep_listen
+            && !a.ip().is_loopback()
+        {
+            return Err(format!(
+                "ofrep_listen = \"{a}\": must be a loopback address (e.g. 127.0.0.1:8016); flags and metrics are for apps on this endpoint only"
+            ));
+        }
+        if !(1..=3600).contains(&cfg.telemetry_seconds) {
+            return Err(format!("telemetry_seconds = {}: give 1 to 3600", cfg.telemetry_seconds));
+        }
         let mut seen = std::collections::BTreeSet::new();
         for t in &cfg.targets {
             if !seen.insert((t.product.as_str(), t.name.as_str())) {
@@ -114,6 +145,12 @@ impl AgentConfig {
             }
         }
         Ok(cfg)
+    }
+
+    /// Where apps write metrics files.
+    #[must_use]
+    pub fn metrics_dir(&self, state: &Path) -> PathBuf {
+        self.metrics_dir.clone().unwrap_or_else(|| state.join("metrics"))
     }
 
     /// The state directory: `--state`, else `state` here, else
@@ -147,6 +184,15 @@ mod tests {
         let e =
             AgentConfig::parse("coordinator = \"https://c\"\nca = \"ca.pem\"\n[labels]\nring = \"a b\"").unwrap_err();
         assert!(e.contains("ring"), "{e}");
+        let e = AgentConfig::parse("coordinator = \"https://c\"\nca = \"ca.pem\"\nofrep_listen = \"0.0.0.0:8016\"")
+            .unwrap_err();
+        assert!(e.contains("ofrep_listen") && e.contains("loopback"), "{e}");
+        let e = AgentConfig::parse("coordinator = \"https://c\"\nca = \"ca.pem\"\ntelemetry_seconds = 0").unwrap_err();
+        assert!(e.contains("telemetry_seconds"), "{e}");
+        let ok = AgentConfig::parse("coordinator = \"https://c\"\nca = \"ca.pem\"\nofrep_listen = \"127.0.0.1:8016\"")
+            .unwrap();
+        assert_eq!(ok.ofrep_listen.unwrap().port(), 8016);
+        assert_eq!(ok.telemetry_seconds, 10);
     }
 }
 
@@ -164,5 +210,7 @@ mod deploy_example {
         assert_eq!(c.labels["ring"], "canary");
         assert_eq!(c.targets.len(), 2);
         assert_eq!(c.state_dir(None), PathBuf::from("/var/lib/rewind"));
+        assert_eq!(c.ofrep_listen, Some("127.0.0.1:8016".parse().unwrap()));
+        assert_eq!(c.metrics_dir(Path::new("/x")), PathBuf::from("/var/lib/rewind/metrics"));
     }
 }

@@ -10,17 +10,20 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rewind_shared::channel::{self, ChannelOptions, ClientTls};
 use rewind_shared::digest::database_digest;
 use rewind_shared::fleet::{AuditHead, Hello, InstalledProduct, Inventory, TargetDigest, TargetState};
 use rewind_shared::wire::v1;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::config::{AgentConfig, TargetConfig};
 use super::identity::Identity;
+use super::telemetry::Hub;
+use super::{endpoint, local, progress, telemetry};
 use crate::error::{Error, Result};
 use crate::outbox;
 use crate::state::State;
@@ -69,11 +72,6 @@ impl Backoff {
 /// unreadable; never for network failures (those are retried).
 pub fn run(cfg: &AgentConfig, state: &Path) -> Result<()> {
     let identity = Identity::load(state)?;
-    if cfg.local_revert {
-        eprintln!(
-            "rewind-agent: local_revert = true: not implemented yet (health triggers); the agent only reverts when the coordinator sends a rollback"
-        );
-    }
     let ca_pem =
         std::fs::read_to_string(&cfg.ca).map_err(|e| Error::BadInput(format!("ca {}: {e}", cfg.ca.display())))?;
     let tls = ClientTls { ca_pem, identity: Some((identity.cert_pem.clone(), identity.key_pem.clone())) };
@@ -82,6 +80,29 @@ pub fn run(cfg: &AgentConfig, state: &Path) -> Result<()> {
         .build()
         .map_err(|e| Error::Failed(format!("runtime: {e}")))?;
     rt.block_on(async {
+        let daemon = Daemon { hub: Arc::new(Hub::default()), outbox: Arc::new(Notify::new()) };
+        let mut products: Vec<String> = cfg.targets.iter().map(|t| t.product.clone()).collect();
+        products.sort();
+        products.dedup();
+        if let Some(addr) = cfg.ofrep_listen {
+            let l = Arc::new(endpoint::Local {
+                state: state.to_path_buf(),
+                hub: Arc::clone(&daemon.hub),
+                products: products.clone(),
+            });
+            let server = endpoint::bind(addr, l).await.map_err(|e| {
+                Error::BadInput(format!(
+                    "ofrep_listen = \"{addr}\": cannot listen there: {e}; choose a free loopback port"
+                ))
+            })?;
+            tokio::spawn(async move {
+                if let Err(e) = server.await {
+                    tracing::error!("local endpoint: {e}");
+                }
+            });
+            eprintln!("rewind-agent: serving OFREP and POST /metrics on http://{addr}");
+        }
+        tokio::spawn(watch_health(cfg.clone(), state.to_path_buf(), products, daemon.clone()));
         let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let mut attempt = 0usize;
         let stop = shutdown_signal();
@@ -89,7 +110,7 @@ pub fn run(cfg: &AgentConfig, state: &Path) -> Result<()> {
         loop {
             let url = &cfg.coordinator[attempt % cfg.coordinator.len()];
             let end = tokio::select! {
-                end = session(url, &tls, &identity, cfg, state) => end,
+                end = session(url, &tls, &identity, cfg, state, &daemon) => end,
                 () = &mut stop => break,
             };
             match end {
@@ -113,6 +134,73 @@ pub fn run(cfg: &AgentConfig, state: &Path) -> Result<()> {
     })
 }
 
+/// What the stream shares with the daemon's other tasks.
+#[derive(Clone)]
+struct Daemon {
+    hub: Arc<Hub>,
+    /// Woken when a result entered the outbox outside a delivery (local
+    /// revert), so it is sent at once.
+    outbox: Arc<Notify>,
+}
+
+fn unix_ms() -> i64 {
+    now_ms()
+}
+
+/// Takes a telemetry sample every `telemetry_seconds` (and at once after a
+/// push), and with `local_revert` judges the bakes' triggers on it and
+/// reverts when one fires. Runs whether or not the coordinator is reachable.
+async fn watch_health(cfg: AgentConfig, state: PathBuf, products: Vec<String>, daemon: Daemon) {
+    let every = Duration::from_secs(cfg.telemetry_seconds);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let metrics_dir = cfg.metrics_dir(&state);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = daemon.hub.pushed.notified() => {}
+        }
+        let (hub, dir, st, prods) = (Arc::clone(&daemon.hub), metrics_dir.clone(), state.clone(), products.clone());
+        let Ok(samples) =
+            tokio::task::spawn_blocking(move || telemetry::collect(&hub, &st, &dir, &prods, unix_ms())).await
+        else {
+            continue;
+        };
+        daemon.hub.record(samples);
+        if !cfg.local_revert {
+            continue;
+        }
+        let (hub, st) = (Arc::clone(&daemon.hub), state.clone());
+        let fired = tokio::task::spawn_blocking(move || local::judge(&st, &hub, unix_ms())).await.unwrap_or_default();
+        for f in fired {
+            tracing::warn!(product = %f.bake.product, release = %f.bake.release, "{}", f.reason());
+            eprintln!("rewind-agent: {}; rolling back", f.reason());
+            let (c, st) = (cfg.clone(), state.clone());
+            match tokio::task::spawn_blocking(move || local::revert(&c, &st, &f)).await {
+                Ok(Ok(done)) => {
+                    tracing::warn!("{done}");
+                    eprintln!("rewind-agent: {done}");
+                }
+                Ok(Err(e)) => {
+                    tracing::error!("local revert failed: {e}");
+                    eprintln!("rewind-agent: local revert failed: {e}");
+                }
+                Err(e) => tracing::error!("local revert task: {e}"),
+            }
+            daemon.outbox.notify_one();
+        }
+    }
+}
+
+/// Sends the newest telemetry sample of each product.
+async fn send_telemetry(tx: &mpsc::Sender<v1::AgentMessage>, hub: &Hub) -> std::result::Result<(), String> {
+    for s in hub.latest() {
+        let msg = v1::AgentMessage { body: Some(v1::agent_message::Body::Telemetry((&s).into())) };
+        tx.send(msg).await.map_err(|_| "stream closed".to_string())?;
+    }
+    Ok(())
+}
+
 enum End {
     /// The coordinator welcomed us, then the stream ended.
     AfterWelcome(String),
@@ -120,7 +208,14 @@ enum End {
     BeforeWelcome(String),
 }
 
-async fn session(url: &str, tls: &ClientTls, identity: &Identity, cfg: &AgentConfig, state: &Path) -> End {
+async fn session(
+    url: &str,
+    tls: &ClientTls,
+    identity: &Identity,
+    cfg: &AgentConfig,
+    state: &Path,
+    daemon: &Daemon,
+) -> End {
     let ch = match channel::connect(url, tls, ChannelOptions::stream(KEEPALIVE)).await {
         Ok(ch) => ch,
         Err(e) => return End::BeforeWelcome(e.to_string()),
@@ -167,8 +262,23 @@ async fn session(url: &str, tls: &ClientTls, identity: &Identity, cfg: &AgentCon
     if let Err(why) = send_outbox(&tx, state, &mut sent).await {
         return End::AfterWelcome(why);
     }
+    let mut samples = daemon.hub.changed.subscribe();
+    samples.mark_unchanged();
+    if let Err(why) = send_telemetry(&tx, &daemon.hub).await {
+        return End::AfterWelcome(why);
+    }
     loop {
         tokio::select! {
+            Ok(()) = samples.changed() => {
+                if let Err(why) = send_telemetry(&tx, &daemon.hub).await {
+                    return End::AfterWelcome(why);
+                }
+            }
+            () = daemon.outbox.notified() => {
+                if let Err(why) = send_outbox(&tx, state, &mut sent).await {
+                    return End::AfterWelcome(why);
+                }
+            }
             m = inbound.message() => match m {
                 Ok(Some(msg)) => {
                     if handle(msg, state, cfg, &tx).await {
@@ -242,6 +352,7 @@ async fn send_outbox(
         }
         Err(e) => return Err(format!("reading the outbox: {e}")),
     };
+    let reasons = local::reasons(state);
     for item in pending {
         if sent.contains(&item.id) {
             continue;
@@ -251,6 +362,7 @@ async fn send_outbox(
             tracing::error!(result = %item.id, "outbox item is not hex; skipped");
             continue;
         };
+        let reason = local::reason_for(&reasons, &report);
         let result = v1::Result {
             id: item.id.clone(),
             plan_id: item.plan.clone(),
@@ -259,7 +371,7 @@ async fn send_outbox(
             signature,
             digests: Vec::new(),
             audit: None,
-            reason: String::new(),
+            reason,
         };
         tx.send(v1::AgentMessage { body: Some(v1::agent_message::Body::Result(result)) })
             .await
@@ -331,9 +443,57 @@ async fn handle(
     match msg.body {
         Some(Body::Plan(p)) => {
             let id = p.id.clone();
+            let (kind, product) = (p.kind.clone(), p.product.clone());
+            // Another plan for the product: the coordinator moved on, the bake is over.
+            if let Err(e) = local::end(state, &p.product) {
+                tracing::warn!("ending the bake of {}: {e}", p.product);
+            }
+            let (dir, plan_id, did, prod) = (state.to_path_buf(), p.plan_id.clone(), p.id.clone(), p.product.clone());
+            let mut watch =
+                tokio::task::spawn_blocking(move || progress::Watch::new(&dir, &plan_id, &did, &prod)).await.ok();
             let (dir, cfg2) = (state.to_path_buf(), cfg.clone());
-            match tokio::task::spawn_blocking(move || run_delivery(&cfg2, &dir, &p)).await {
-                Ok(Ok(status)) => tracing::info!(delivery = %id, status, "plan ran"),
+            let job = tokio::task::spawn_blocking(move || run_delivery(&cfg2, &dir, &p));
+            tokio::pin!(job);
+            let mut look = tokio::time::interval(PROGRESS_LOOK);
+            let outcome = loop {
+                tokio::select! {
+                    r = &mut job => break r,
+                    _ = look.tick() => {
+                        if let Some(w) = watch.take() {
+                            watch = send_progress(w, tx).await;
+                        }
+                    }
+                }
+            };
+            if let Some(w) = watch.take() {
+                watch = send_progress(w, tx).await;
+            }
+            let said = match &outcome {
+                Ok(Ok(status)) => format!("{kind} {status}"),
+                Ok(Err(e)) => format!("{kind} not run: {e}"),
+                Err(e) => format!("{kind} task failed: {e}"),
+            };
+            if let Some(w) = &watch {
+                let fin =
+                    v1::AgentMessage { body: Some(v1::agent_message::Body::Progress((&w.finished(&said)).into())) };
+                let _ = tx.send(fin).await;
+            }
+            match outcome {
+                Ok(Ok(status)) => {
+                    tracing::info!(delivery = %id, status, "plan ran");
+                    if cfg.local_revert && kind == "apply" && status == "done" {
+                        let (c, dir, did) = (cfg.clone(), state.to_path_buf(), id.clone());
+                        let bundle = state.join("inbox").join(format!("{id}.bundle.json"));
+                        match tokio::task::spawn_blocking(move || local::begin(&c, &dir, &did, &bundle, now_ms())).await
+                        {
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => {
+                                tracing::warn!(delivery = %id, product = %product, "local revert cannot watch this release: {e}")
+                            }
+                            Err(e) => tracing::warn!("local revert: {e}"),
+                        }
+                    }
+                }
                 Ok(Err(e)) => tracing::warn!(delivery = %id, "plan not run: {e}"),
                 Err(e) => {
                     tracing::error!(delivery = %id, "plan task failed: {e}; not acknowledged");
@@ -363,6 +523,23 @@ async fn handle(
         Some(Body::Welcome(_)) | None => tracing::warn!("unexpected message from the coordinator"),
     }
     false
+}
+
+/// How often the journal is read for progress while a plan runs.
+const PROGRESS_LOOK: Duration = Duration::from_millis(200);
+
+/// Reads the journal and sends the new steps; gives the watch back.
+async fn send_progress(mut w: progress::Watch, tx: &mpsc::Sender<v1::AgentMessage>) -> Option<progress::Watch> {
+    let (w, steps) = tokio::task::spawn_blocking(move || {
+        let steps = w.poll();
+        (w, steps)
+    })
+    .await
+    .ok()?;
+    for s in &steps {
+        let _ = tx.send(v1::AgentMessage { body: Some(v1::agent_message::Body::Progress(s.into())) }).await;
+    }
+    Some(w)
 }
 
 fn now_ms() -> i64 {
