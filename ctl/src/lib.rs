@@ -9,6 +9,8 @@
 pub mod bundle_cmd;
 pub mod coordinator;
 pub mod demo;
+pub mod demo_fleet;
+pub mod demo_local;
 pub mod error;
 pub mod examples;
 pub mod fleet;

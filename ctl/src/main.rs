@@ -30,7 +30,7 @@ enum Command {
     /// Release directories and bundles: lint, rehearse, build, sign, verify.
     #[command(subcommand)]
     Release(ReleaseCmd),
-    /// Local walkthrough: rehearse, apply, a bad release that reverts itself, a proven rollback.
+    /// The fleet demo: embedded coordinator, agent processes, a failing canary rolled back, a good release to all.
     Demo(demo::DemoArgs),
     /// Plan-signing keys: generate.
     #[command(subcommand)]
