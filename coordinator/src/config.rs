@@ -47,6 +47,9 @@ pub struct Config {
     pub ca_key: Option<PathBuf>,
     /// Seconds between agent heartbeats (told to agents in the Welcome).
     pub heartbeat_seconds: u32,
+    /// `[[webhook]]` tables: where incident and rollout events are POSTed.
+    #[serde(default, rename = "webhook", skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
 }
 
 /// Keys that `REWIND_<KEY>` may set; other `REWIND_*` variables (e.g.
@@ -77,6 +80,7 @@ impl Default for Config {
             ca_cert: None,
             ca_key: None,
             heartbeat_seconds: 30,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -157,6 +161,7 @@ impl Config {
         if self.heartbeat_seconds == 0 {
             return Err(ConfigError("heartbeat_seconds: must be at least 1".into()));
         }
+        crate::webhooks::check_config(&self.webhooks).map_err(ConfigError)?;
         Ok(())
     }
 

@@ -9,6 +9,8 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod ca;
+pub mod comms;
+pub mod comms_api;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -18,6 +20,7 @@ pub mod results;
 pub mod rollouts;
 pub mod server;
 pub mod store;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -124,6 +127,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         key,
         events: events::Events::default(),
     });
+    // Subscribed before the first event.
+    webhooks::spawn(&app)?;
+    comms::spawn(&app);
     audit::record(
         &app,
         "coordinator.start",

@@ -53,6 +53,7 @@ pub async fn serve(app: Arc<App>, identity: &ca::Identity) -> anyhow::Result<()>
         .max_decoding_message_size(FLEET_MAX_MESSAGE);
     let admin = v1::admin_server::AdminServer::new(AdminService { app: Arc::clone(&app) })
         .max_decoding_message_size(ADMIN_MAX_MESSAGE);
+    let comms = v1::comms_server::CommsServer::new(crate::comms_api::CommsService { app: Arc::clone(&app) });
     let router = Server::builder()
         .tls_config(tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -63,9 +64,10 @@ pub async fn serve(app: Arc<App>, identity: &ca::Identity) -> anyhow::Result<()>
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(fleet)
-        .add_service(admin);
+        .add_service(admin)
+        .add_service(comms);
     // The store is open and migrated by now: report SERVING.
-    for name in ["", "rewind.v1.Fleet", "rewind.v1.Admin"] {
+    for name in ["", "rewind.v1.Fleet", "rewind.v1.Admin", "rewind.v1.Comms"] {
         health.set_service_status(name, ServingStatus::Serving).await;
     }
     tracing::info!(%local, "rewind-coordinator listening (gRPC over TLS)");
@@ -79,7 +81,7 @@ pub async fn serve(app: Arc<App>, identity: &ca::Identity) -> anyhow::Result<()>
         r = &mut server => r?,
         () = shutdown_signal() => {
             tracing::info!(agents = app.sessions.count(), "shutting down: ending agent streams");
-            for name in ["", "rewind.v1.Fleet", "rewind.v1.Admin"] {
+            for name in ["", "rewind.v1.Fleet", "rewind.v1.Admin", "rewind.v1.Comms"] {
                 health.set_service_status(name, ServingStatus::NotServing).await;
             }
             app.sessions.close_all();
