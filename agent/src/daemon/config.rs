@@ -60,8 +60,9 @@ pub struct AgentConfig {
     pub targets: Vec<TargetConfig>,
 }
 
+/// The coordinator's default heartbeat: an idle agent wakes no more often.
 fn default_telemetry_seconds() -> u64 {
-    10
+    30
 }
 
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
@@ -192,7 +193,7 @@ mod tests {
         let ok = AgentConfig::parse("coordinator = \"https://c\"\nca = \"ca.pem\"\nofrep_listen = \"127.0.0.1:8016\"")
             .unwrap();
         assert_eq!(ok.ofrep_listen.unwrap().port(), 8016);
-        assert_eq!(ok.telemetry_seconds, 10);
+        assert_eq!(ok.telemetry_seconds, 30);
     }
 }
 
