@@ -24,6 +24,17 @@ need_openfeature() {
         python3 -m pip install --quiet --break-system-packages openfeature-sdk openfeature-provider-ofrep
 }
 
+# What scripts/demo.sh needs to build and run the demo on a fresh Debian
+# machine: Rust (rustup, not packaged here) and a C compiler for the bundled
+# SQLite and ring. The demo itself needs nothing else (no sqlite3, no browser).
+need_demo_deps() {
+    command -v cargo >/dev/null || {
+        echo "cargo not found: install Rust first (https://rustup.rs: curl -sSf https://sh.rustup.rs | sh)" >&2
+        exit 2
+    }
+    command -v cc >/dev/null || apt_install gcc libc6-dev
+}
+
 need_test_deps() {
     command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
     # chattr (e2fsprogs) and mount: the agent tests make files immutable and
