@@ -35,8 +35,18 @@ need_demo_deps() {
     command -v cc >/dev/null || apt_install gcc libc6-dev
 }
 
+# PostgreSQL server for the coordinator's PostgreSQL store tests
+# (tests/src/postgres.rs runs initdb and postgres from
+# /usr/lib/postgresql/<major>/bin as an unprivileged user; psql makes databases).
+need_postgres() {
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v psql >/dev/null && return 0
+    # The tests start clusters of their own on free ports; any cluster the
+    # package sets up is left alone.
+    apt_install postgresql postgresql-client
+}
 need_test_deps() {
     command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
+    need_postgres
     # chattr (e2fsprogs) and mount: the agent tests make files immutable and
     # mount small tmpfs disks to fill them.
     apt_install sqlite3 python3 e2fsprogs mount

@@ -158,6 +158,12 @@ impl Config {
                 "hostnames: give at least one name or address for the coordinator's certificate".into(),
             ));
         }
+        if self.store == StoreKind::Postgres {
+            let url = self.store_url.as_deref().ok_or_else(|| {
+                ConfigError("store = \"postgres\" needs store_url (or REWIND_STORE_URL), e.g. postgres://USER:PASSWORD@HOST:5432/DBNAME".into())
+            })?;
+            crate::store::postgres::check_url(url).map_err(ConfigError)?;
+        }
         if self.heartbeat_seconds == 0 {
             return Err(ConfigError("heartbeat_seconds: must be at least 1".into()));
         }

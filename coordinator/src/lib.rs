@@ -93,9 +93,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 config.store_url.as_deref().map_or_else(|| state.join("coordinator.db"), std::path::PathBuf::from);
             Arc::new(store::sqlite::SqliteStore::open(&path).await?)
         }
-        StoreKind::Postgres => anyhow::bail!(
-            "not implemented yet: store = \"postgres\" (comes with coordinator replicas); use store = \"sqlite\""
-        ),
+        StoreKind::Postgres => {
+            let url = config.store_url.as_deref().ok_or_else(|| anyhow::anyhow!("store = \"postgres\" needs store_url"))?;
+            Arc::new(store::postgres::PostgresStore::open(url).await?)
+        }
     };
     eprintln!(
         "rewind-coordinator: web_listen {}: not implemented yet (status page, dashboard, /metrics); nothing listens there",

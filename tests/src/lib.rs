@@ -3,6 +3,8 @@
 //! sample databases from `examples/notes-app`, and waits with a bounded
 //! [`eventually`] instead of bare sleeps.
 
+pub mod postgres;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

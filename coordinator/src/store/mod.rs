@@ -4,6 +4,7 @@
 //! callers and tests with [`sqlite::SqliteStore`]. Secrets (tokens) are only
 //! ever stored as BLAKE3 hashes.
 
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -259,10 +260,25 @@ pub fn token_hash(token: &str) -> String {
     blake3::hash(token.as_bytes()).to_hex().to_string()
 }
 
-#[cfg(test)]
-pub(crate) mod suite {
-    //! The behaviour every [`Store`] implementation must have.
+/// The behaviour every [`Store`] implementation must have: each function
+/// takes a fresh store and panics on a deviation. Run against SQLite by the
+/// unit tests and against a real PostgreSQL by `tests/tests/store_postgres.rs`
+/// (hence public, not `cfg(test)`).
+#[doc(hidden)]
+#[allow(clippy::missing_panics_doc, clippy::unwrap_used)]
+pub mod suite {
     use super::*;
+
+    /// Eight redeemers race for one token of `uses` uses: exactly `uses` win.
+    async fn race(s: &dyn Store, hash: &str, uses: u32) {
+        s.create_token(hash.into(), Labels::new(), uses, i64::MAX).await.unwrap();
+        let r = || s.redeem_token(hash.into(), 10);
+        let all = tokio::join!(r(), r(), r(), r(), r(), r(), r(), r());
+        let all = [all.0, all.1, all.2, all.3, all.4, all.5, all.6, all.7].map(Result::unwrap);
+        let won = all.iter().filter(|o| matches!(o, Redeem::Accepted(_))).count();
+        assert_eq!(won, uses as usize, "{uses}-use token raced by 8: {all:?}");
+        assert_eq!(all.iter().filter(|o| **o == Redeem::UsedUp).count(), 8 - uses as usize, "{all:?}");
+    }
 
     pub async fn tokens(s: &dyn Store) {
         s.create_token("h1".into(), Labels::from([("ring".into(), "canary".into())]), 2, 1000).await.unwrap();
@@ -272,6 +288,8 @@ pub(crate) mod suite {
         assert_eq!(s.redeem_token("h1".into(), 10).await.unwrap(), Redeem::UsedUp);
         s.create_token("h2".into(), Labels::new(), 1, 1000).await.unwrap();
         assert_eq!(s.redeem_token("h2".into(), 1000).await.unwrap(), Redeem::Expired);
+        race(s, "race1", 1).await;
+        race(s, "race3", 3).await;
     }
 
     pub async fn agents(s: &dyn Store) {

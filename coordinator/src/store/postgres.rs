@@ -1,0 +1,1080 @@
+//! The PostgreSQL [`Store`]: tokio-postgres behind a deadpool connection
+//! pool, for production and for several coordinator replicas on one
+//! database. Same semantics as [`super::sqlite::SqliteStore`] (one shared
+//! conformance suite, `store::suite`), same versioned schema idea: its own
+//! `schema_version` table, forward migrations in one transaction at open
+//! (serialized between replicas by an advisory lock), a newer schema refused.
+//!
+//! Connection URL: libpq style, either `postgres://user:password@host:port/db?sslmode=...`
+//! or `host=... user=... dbname=...`. TLS: `sslmode=require`, `verify-ca` or
+//! `verify-full` connect over TLS (rustls with ring) and always verify the
+//! server's certificate and host name against the CA given by
+//! `sslrootcert=FILE`; without `sslmode`, or with `disable` or `prefer`, the
+//! connection is plain (loopback or a private network). See docs/store.md.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use rewind_shared::audit::{AuditEntry, Checkpoint};
+use rewind_shared::fleet::{AgentId, Inventory, Labels};
+use rewind_shared::report::ChainPoint;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::{
+    AgentRecord, BundleRecord, Delivery, IncidentUpdate, Redeem, RolloutRecord, Store, StoredResult, TemplateVersion,
+    WebhookAttempt,
+};
+use crate::auth::Role;
+use crate::error::{Error, Result};
+
+/// Schema migrations, in order; `schema_version` holds how many ran. Append
+/// new ones at the end, never edit one that shipped.
+const MIGRATIONS: &[&str] = &[
+    r"
+CREATE TABLE enrollment_tokens(
+    hash TEXT PRIMARY KEY,
+    labels TEXT NOT NULL,          -- JSON object
+    uses_left BIGINT NOT NULL,
+    expires_unix BIGINT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE TABLE agents(
+    id TEXT PRIMARY KEY,
+    hostname TEXT NOT NULL,
+    labels TEXT NOT NULL,          -- JSON object
+    fingerprint TEXT NOT NULL UNIQUE,
+    enrolled TEXT NOT NULL,
+    last_seen TEXT,
+    inventory TEXT NOT NULL,       -- JSON
+    revoked BOOLEAN NOT NULL DEFAULT false,
+    audit_key TEXT NOT NULL DEFAULT '',
+    chain TEXT                     -- JSON ChainPoint of the newest accepted result
+);
+CREATE TABLE operators(
+    hash TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL
+);
+CREATE TABLE results(
+    n BIGINT GENERATED ALWAYS AS IDENTITY,
+    id TEXT PRIMARY KEY,           -- the agent's report id: delivery is idempotent by it
+    agent TEXT NOT NULL REFERENCES agents(id),
+    plan TEXT NOT NULL,
+    signed_plan TEXT,
+    product TEXT NOT NULL,
+    release TEXT NOT NULL,
+    sequence BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    continuity TEXT NOT NULL,      -- ok | gap | fork
+    payload BYTEA NOT NULL,        -- exact signed bytes
+    signature BYTEA NOT NULL,
+    received TEXT NOT NULL
+);
+CREATE INDEX results_agent ON results(agent, n);
+CREATE TABLE integrity_alarms(
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    agent TEXT NOT NULL,
+    kind TEXT NOT NULL,            -- bad_signature | chain_gap | chain_fork
+    detail TEXT NOT NULL,
+    time TEXT NOT NULL
+);
+CREATE INDEX integrity_alarms_agent ON integrity_alarms(agent, id);
+CREATE TABLE bundles(
+    id TEXT PRIMARY KEY,
+    product TEXT NOT NULL,
+    release TEXT NOT NULL,
+    sequence BIGINT NOT NULL,
+    bytes BYTEA NOT NULL,          -- the bundle file as uploaded
+    uploaded TEXT NOT NULL,
+    UNIQUE(product, release)
+);
+CREATE TABLE deliveries(
+    n BIGINT GENERATED ALWAYS AS IDENTITY,
+    id TEXT PRIMARY KEY,
+    agent TEXT NOT NULL REFERENCES agents(id),
+    bundle TEXT NOT NULL REFERENCES bundles(id),
+    kind TEXT NOT NULL,            -- apply | rollback
+    created TEXT NOT NULL,
+    acked TEXT                     -- set when the agent ran it and acknowledged
+);
+CREATE INDEX deliveries_pending ON deliveries(agent, n) WHERE acked IS NULL;
+CREATE INDEX deliveries_bundle ON deliveries(bundle, n);
+CREATE TABLE audit(
+    seq BIGINT PRIMARY KEY,
+    time TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    params TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    signature TEXT NOT NULL
+);
+CREATE TABLE audit_checkpoints(
+    n BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    seq BIGINT NOT NULL,
+    body TEXT NOT NULL             -- rewind_shared::audit::Checkpoint as JSON
+);
+",
+    r"
+CREATE TABLE rollouts(
+    n BIGINT GENERATED ALWAYS AS IDENTITY,
+    id TEXT PRIMARY KEY,           -- <product>@<sequence>
+    product TEXT NOT NULL,
+    sequence BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    doc TEXT NOT NULL,             -- the engine's JSON document (machine + bookkeeping)
+    updated TEXT NOT NULL
+);
+",
+    r"
+CREATE TABLE templates(
+    product TEXT NOT NULL,
+    name TEXT NOT NULL,            -- event: incident_started, rollback_started, ...
+    version BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    author TEXT NOT NULL,
+    source TEXT NOT NULL,          -- edit | release <version> (bundle <id>)
+    time TEXT NOT NULL,
+    PRIMARY KEY(product, name, version)
+);
+CREATE TABLE template_imports(
+    product TEXT NOT NULL,
+    bundle TEXT NOT NULL,
+    time TEXT NOT NULL,
+    PRIMARY KEY(product, bundle)
+);
+CREATE TABLE incident_updates(
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    incident TEXT NOT NULL,
+    product TEXT NOT NULL,
+    release TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    title TEXT NOT NULL,
+    markdown TEXT NOT NULL,
+    text TEXT NOT NULL,
+    cause TEXT NOT NULL,
+    time TEXT NOT NULL
+);
+CREATE TABLE webhook_attempts(
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    delivery TEXT NOT NULL,
+    webhook TEXT NOT NULL,
+    event TEXT NOT NULL,
+    attempt BIGINT NOT NULL,
+    status INTEGER,
+    error TEXT,
+    outcome TEXT NOT NULL,         -- delivered | retrying | failed
+    duration_ms BIGINT NOT NULL,
+    retry_in_ms BIGINT,
+    time TEXT NOT NULL
+);
+",
+];
+
+/// Advisory lock key held while migrating (any constant shared by replicas).
+const MIGRATION_LOCK: i64 = 0x7265_7769_6e64_0001;
+
+/// A PostgreSQL-backed store: a pool of connections, safe to share between
+/// coordinator replicas.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    /// The URL without its password, for messages.
+    shown: String,
+}
+
+/// An error with its sources (tokio-postgres says only "db error" at the top).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+fn pg(e: tokio_postgres::Error) -> Error {
+    Error::Store(chain(&e))
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> Error {
+    Error::Store(format!("PostgreSQL connection: {}", chain(&e)))
+}
+
+fn conv(col: &str, e: impl std::fmt::Display) -> Error {
+    Error::Store(format!("column {col}: {e}"))
+}
+
+/// `url` with any password replaced by `***`, for messages and logs.
+#[must_use]
+pub fn redact(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest = &out[scheme_end + 3..];
+        let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..auth_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            let (a, b) = (scheme_end + 3 + colon + 1, scheme_end + 3 + at);
+            out.replace_range(a..b, "***");
+        }
+    }
+    // `password=...` in a query string or a key=value string.
+    let mut res = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(i) = rest.find("password=") {
+        let before_ok = i == 0 || matches!(rest.as_bytes()[i - 1], b'?' | b'&' | b' ');
+        res.push_str(&rest[..i + 9]);
+        rest = &rest[i + 9..];
+        if before_ok {
+            let end = rest.find(['&', ' ']).unwrap_or(rest.len());
+            res.push_str("***");
+            rest = &rest[end..];
+        }
+    }
+    res.push_str(rest);
+    res
+}
+
+/// TLS settings taken out of the URL before tokio-postgres parses it.
+struct TlsWanted {
+    required: bool,
+    root: Option<PathBuf>,
+}
+
+/// Splits `sslrootcert` (not understood by tokio-postgres) off the URL and
+/// maps `verify-ca` / `verify-full` to `require` (rustls always verifies).
+fn split_tls(url: &str) -> (String, TlsWanted) {
+    let mut wanted = TlsWanted { required: false, root: None };
+    let mut fix = |key: &str, value: &str| -> Option<String> {
+        match key {
+            "sslrootcert" => {
+                wanted.root = Some(PathBuf::from(value));
+                None
+            }
+            "sslmode" => {
+                let required = matches!(value, "require" | "verify-ca" | "verify-full");
+                wanted.required = required;
+                Some(format!("sslmode={}", if required { "require" } else { value }))
+            }
+            _ => Some(format!("{key}={value}")),
+        }
+    };
+    let cleaned = if url.contains("://") {
+        match url.split_once('?') {
+            None => url.to_string(),
+            Some((base, query)) => {
+                let kept: Vec<String> = query
+                    .split('&')
+                    .filter(|p| !p.is_empty())
+                    .filter_map(|p| {
+                        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                        fix(k, v)
+                    })
+                    .collect();
+                if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) }
+            }
+        }
+    } else {
+        url.split_whitespace()
+            .filter_map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                fix(k, v)
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    (cleaned, wanted)
+}
+
+/// Checks that `url` parses as a PostgreSQL connection string (no I/O).
+///
+/// # Errors
+/// A message naming the URL (without its password) and what is wrong.
+pub fn check_url(url: &str) -> std::result::Result<(), String> {
+    let (cleaned, tls) = split_tls(url);
+    tokio_postgres::Config::from_str(&cleaned).map_err(|e| {
+        format!("store_url {}: {e}; give a PostgreSQL URL like postgres://USER:PASSWORD@HOST:5432/DBNAME", redact(url))
+    })?;
+    if tls.required && tls.root.is_none() {
+        return Err(format!(
+            "store_url {}: sslmode=require needs sslrootcert=FILE (the PEM CA certificate that signed the server's certificate)",
+            redact(url)
+        ));
+    }
+    Ok(())
+}
+
+fn tls_config(root: &std::path::Path) -> Result<rustls::ClientConfig> {
+    let pem = std::fs::read(root).map_err(|e| Error::Io { path: root.to_path_buf(), source: e })?;
+    let mut roots = rustls::RootCertStore::empty();
+    let mut n = 0;
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+        let cert: rustls::pki_types::CertificateDer<'static> =
+            cert.map_err(|e| Error::Store(format!("sslrootcert {}: {e}", root.display())))?;
+        roots.add(cert).map_err(|e| Error::Store(format!("sslrootcert {}: {e}", root.display())))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(Error::Store(format!("sslrootcert {}: no PEM certificate in the file", root.display())));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Store(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+impl PostgresStore {
+    /// Connects to `url`, checks the server answers, and creates or migrates
+    /// the schema.
+    ///
+    /// # Errors
+    /// When the URL does not parse, the server cannot be reached or refuses
+    /// the login, or the schema was written by a newer coordinator. Every
+    /// message names the URL without its password.
+    pub async fn open(url: &str) -> Result<Self> {
+        let shown = redact(url);
+        check_url(url).map_err(Error::Store)?;
+        let (cleaned, tls) = split_tls(url);
+        let mut config = tokio_postgres::Config::from_str(&cleaned).map_err(pg)?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("rewind-coordinator");
+        }
+        let mc = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match &tls.root {
+            Some(root) if tls.required => {
+                Manager::from_config(config, tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(root)?), mc)
+            }
+            _ => Manager::from_config(config, tokio_postgres::NoTls, mc),
+        };
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(Duration::from_secs(15)))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| Error::Store(format!("{shown}: {e}")))?;
+        let store = PostgresStore { pool, shown };
+        store.migrate().await.map_err(|e| {
+            Error::Store(format!(
+                "PostgreSQL at {}: {}; check that the server runs, the URL is right and the user may create tables",
+                store.shown,
+                e.to_string().trim_start_matches("store: ")
+            ))
+        })?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut c = self.pool.get().await.map_err(|e| Error::Store(chain(&e)))?;
+        let tx = c.transaction().await.map_err(pg)?;
+        tx.query("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg)?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version(version BIGINT NOT NULL)").await.map_err(pg)?;
+        let version: Option<i64> =
+            tx.query_opt("SELECT version FROM schema_version", &[]).await.map_err(pg)?.map(|r| r.get(0));
+        let version = usize::try_from(version.unwrap_or(0)).unwrap_or(usize::MAX);
+        if version > MIGRATIONS.len() {
+            return Err(Error::Store(format!(
+                "schema version {version} is newer than this coordinator's {}; run a newer rewind-coordinator",
+                MIGRATIONS.len()
+            )));
+        }
+        for m in &MIGRATIONS[version..] {
+            tx.batch_execute(m).await.map_err(pg)?;
+        }
+        tx.execute("DELETE FROM schema_version", &[]).await.map_err(pg)?;
+        tx.execute("INSERT INTO schema_version VALUES ($1)", &[&(MIGRATIONS.len() as i64)]).await.map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(())
+    }
+
+    /// The URL without its password.
+    #[must_use]
+    pub fn shown_url(&self) -> &str {
+        &self.shown
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pool_err)
+    }
+
+    async fn exec(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(sql).await.map_err(pg)?;
+        c.execute(&st, params).await.map_err(pg)
+    }
+
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(sql).await.map_err(pg)?;
+        c.query(&st, params).await.map_err(pg)
+    }
+
+    async fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(sql).await.map_err(pg)?;
+        c.query_opt(&st, params).await.map_err(pg)
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("value serializes")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(col: &str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| conv(col, e))
+}
+
+fn get<'a, T: tokio_postgres::types::FromSql<'a>>(r: &'a Row, i: usize) -> Result<T> {
+    r.try_get(i).map_err(|e| conv(r.columns()[i].name(), e))
+}
+
+fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+const AGENT_COLS: &str = "id, hostname, labels, fingerprint, enrolled, last_seen, inventory, revoked, audit_key, chain";
+
+fn row_to_agent(r: &Row) -> Result<AgentRecord> {
+    let id: String = get(r, 0)?;
+    Ok(AgentRecord {
+        id: AgentId::parse(&id).map_err(|e| conv("id", e))?,
+        hostname: get(r, 1)?,
+        labels: from_json("labels", &get::<String>(r, 2)?)?,
+        fingerprint: get(r, 3)?,
+        enrolled: get(r, 4)?,
+        last_seen: get(r, 5)?,
+        inventory: from_json("inventory", &get::<String>(r, 6)?)?,
+        revoked: get(r, 7)?,
+        audit_key: get(r, 8)?,
+        chain: get::<Option<String>>(r, 9)?.map(|s| from_json("chain", &s)).transpose()?,
+    })
+}
+
+const AUDIT_COLS: &str = "seq, time, kind, params, prev, hash, signature";
+
+fn row_to_audit(r: &Row) -> Result<AuditEntry> {
+    let digest = |i: usize| -> Result<rewind_shared::Digest> {
+        get::<String>(r, i)?.parse().map_err(|e| conv(r.columns()[i].name(), e))
+    };
+    Ok(AuditEntry {
+        seq: u64_of(get(r, 0)?),
+        time: get(r, 1)?,
+        kind: get(r, 2)?,
+        params: get(r, 3)?,
+        prev: digest(4)?,
+        hash: digest(5)?,
+        signature: get(r, 6)?,
+    })
+}
+
+fn row_to_bundle(r: &Row, at: usize) -> Result<BundleRecord> {
+    Ok(BundleRecord {
+        id: get(r, at)?,
+        product: get(r, at + 1)?,
+        release: get(r, at + 2)?,
+        sequence: u64_of(get(r, at + 3)?),
+        bytes: get(r, at + 4)?,
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_token(&self, hash: String, labels: Labels, uses: u32, expires_unix: i64) -> Result<()> {
+        self.exec(
+            "INSERT INTO enrollment_tokens(hash, labels, uses_left, expires_unix, created) VALUES ($1, $2, $3, $4, $5)",
+            &[&hash, &json(&labels), &i64::from(uses), &expires_unix, &crate::now()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn redeem_token(&self, hash: String, now_unix: i64) -> Result<Redeem> {
+        // One statement: the row lock taken by UPDATE makes concurrent
+        // redeemers of the same token queue, and each re-checks uses_left.
+        let row = self
+            .query_opt(
+                "UPDATE enrollment_tokens SET uses_left = uses_left - 1
+                 WHERE hash = $1 AND uses_left > 0 AND expires_unix > $2 RETURNING labels",
+                &[&hash, &now_unix],
+            )
+            .await?;
+        if let Some(r) = row {
+            return Ok(Redeem::Accepted(from_json("labels", &get::<String>(&r, 0)?)?));
+        }
+        let row =
+            self.query_opt("SELECT uses_left, expires_unix FROM enrollment_tokens WHERE hash = $1", &[&hash]).await?;
+        Ok(match row {
+            None => Redeem::Unknown,
+            Some(r) if get::<i64>(&r, 1)? <= now_unix => Redeem::Expired,
+            Some(_) => Redeem::UsedUp,
+        })
+    }
+
+    async fn insert_agent(&self, a: AgentRecord) -> Result<()> {
+        self.exec(
+            &format!("INSERT INTO agents({AGENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
+            &[
+                &a.id.as_str(),
+                &a.hostname,
+                &json(&a.labels),
+                &a.fingerprint,
+                &a.enrolled,
+                &a.last_seen,
+                &json(&a.inventory),
+                &a.revoked,
+                &a.audit_key,
+                &a.chain.as_ref().map(json),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn agent(&self, id: AgentId) -> Result<Option<AgentRecord>> {
+        self.query_opt(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = $1"), &[&id.as_str()])
+            .await?
+            .as_ref()
+            .map(row_to_agent)
+            .transpose()
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentRecord>> {
+        self.query(&format!("SELECT {AGENT_COLS} FROM agents ORDER BY id"), &[])
+            .await?
+            .iter()
+            .map(row_to_agent)
+            .collect()
+    }
+
+    async fn record_hello(&self, id: AgentId, hostname: String, inventory: Inventory, seen: String) -> Result<()> {
+        self.exec(
+            "UPDATE agents SET hostname = $2, inventory = $3, last_seen = $4 WHERE id = $1",
+            &[&id.as_str(), &hostname, &json(&inventory), &seen],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn touch(&self, id: AgentId, seen: String) -> Result<()> {
+        self.exec("UPDATE agents SET last_seen = $2 WHERE id = $1", &[&id.as_str(), &seen]).await?;
+        Ok(())
+    }
+
+    async fn record_inventory(&self, id: AgentId, inventory: Inventory, seen: String) -> Result<()> {
+        self.exec(
+            "UPDATE agents SET inventory = $2, last_seen = $3 WHERE id = $1",
+            &[&id.as_str(), &json(&inventory), &seen],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn revoke(&self, id: AgentId) -> Result<bool> {
+        if self.exec("UPDATE agents SET revoked = true WHERE id = $1 AND NOT revoked", &[&id.as_str()]).await? == 1 {
+            return Ok(true);
+        }
+        match self.query_opt("SELECT 1 FROM agents WHERE id = $1", &[&id.as_str()]).await? {
+            Some(_) => Ok(false),
+            None => Err(Error::NotFound(format!("agent {id} is not enrolled here; list agents with rewindctl agents"))),
+        }
+    }
+
+    async fn counts(&self, id: AgentId) -> Result<(u64, u64)> {
+        let r = self
+            .query_opt(
+                "SELECT (SELECT count(*) FROM results WHERE agent = $1), (SELECT count(*) FROM integrity_alarms WHERE agent = $1)",
+                &[&id.as_str()],
+            )
+            .await?
+            .ok_or_else(|| Error::Store("counts: no row".into()))?;
+        Ok((u64_of(get(&r, 0)?), u64_of(get(&r, 1)?)))
+    }
+
+    async fn put_operator(&self, hash: String, name: String, role: Role) -> Result<()> {
+        self.exec(
+            "INSERT INTO operators(hash, name, role) VALUES ($1, $2, $3)
+             ON CONFLICT (hash) DO UPDATE SET name = excluded.name, role = excluded.role",
+            &[&hash, &name, &role.as_str()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn operator(&self, hash: String) -> Result<Option<(String, Role)>> {
+        let Some(r) = self.query_opt("SELECT name, role FROM operators WHERE hash = $1", &[&hash]).await? else {
+            return Ok(None);
+        };
+        let (name, role): (String, String) = (get(&r, 0)?, get(&r, 1)?);
+        Role::parse(&role)
+            .map(|role| Some((name, role)))
+            .ok_or_else(|| Error::Store(format!("operator {hash}: unknown role {role:?}")))
+    }
+
+    async fn store_result(&self, r: StoredResult, advance: Option<ChainPoint>) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO results(id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature, received)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING",
+            )
+            .await
+            .map_err(pg)?;
+        let new = tx
+            .execute(
+                &st,
+                &[
+                    &r.id,
+                    &r.agent.as_str(),
+                    &r.plan,
+                    &r.signed_plan,
+                    &r.product,
+                    &r.release,
+                    &i64_of(r.sequence),
+                    &r.status,
+                    &r.continuity,
+                    &r.payload,
+                    &r.signature,
+                    &crate::now(),
+                ],
+            )
+            .await
+            .map_err(pg)?
+            == 1;
+        if let (true, Some(point)) = (new, advance) {
+            tx.execute("UPDATE agents SET chain = $2 WHERE id = $1", &[&r.agent.as_str(), &json(&point)])
+                .await
+                .map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(new)
+    }
+
+    async fn results(&self, agent: AgentId) -> Result<Vec<StoredResult>> {
+        self.query(
+            "SELECT id, plan, signed_plan, product, release, sequence, status, continuity, payload, signature
+             FROM results WHERE agent = $1 ORDER BY n",
+            &[&agent.as_str()],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(StoredResult {
+                id: get(r, 0)?,
+                agent: agent.clone(),
+                plan: get(r, 1)?,
+                signed_plan: get(r, 2)?,
+                product: get(r, 3)?,
+                release: get(r, 4)?,
+                sequence: u64_of(get(r, 5)?),
+                status: get(r, 6)?,
+                continuity: get(r, 7)?,
+                payload: get(r, 8)?,
+                signature: get(r, 9)?,
+            })
+        })
+        .collect()
+    }
+
+    async fn alarm(&self, agent: AgentId, kind: String, detail: String) -> Result<()> {
+        self.exec(
+            "INSERT INTO integrity_alarms(agent, kind, detail, time) VALUES ($1, $2, $3, $4)",
+            &[&agent.as_str(), &kind, &detail, &crate::now()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn alarms(&self, agent: AgentId) -> Result<Vec<(String, String)>> {
+        self.query("SELECT kind, detail FROM integrity_alarms WHERE agent = $1 ORDER BY id", &[&agent.as_str()])
+            .await?
+            .iter()
+            .map(|r| Ok((get(r, 0)?, get(r, 1)?)))
+            .collect()
+    }
+
+    async fn put_bundle(&self, b: BundleRecord) -> Result<()> {
+        self.exec(
+            "INSERT INTO bundles(id, product, release, sequence, bytes, uploaded) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (product, release) DO UPDATE SET id = excluded.id, sequence = excluded.sequence, bytes = excluded.bytes, uploaded = excluded.uploaded",
+            &[&b.id, &b.product, &b.release, &i64_of(b.sequence), &b.bytes, &crate::now()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn bundle(&self, product: String, release: Option<String>) -> Result<Option<BundleRecord>> {
+        let row = match release {
+            Some(rel) => {
+                self.query_opt(
+                    "SELECT id, product, release, sequence, bytes FROM bundles WHERE product = $1 AND release = $2",
+                    &[&product, &rel],
+                )
+                .await?
+            }
+            None => {
+                self.query_opt(
+                    "SELECT b.id, b.product, b.release, b.sequence, b.bytes FROM deliveries d JOIN bundles b ON b.id = d.bundle
+                     WHERE b.product = $1 AND d.kind = 'apply' ORDER BY d.n DESC LIMIT 1",
+                    &[&product],
+                )
+                .await?
+            }
+        };
+        row.as_ref().map(|r| row_to_bundle(r, 0)).transpose()
+    }
+
+    async fn add_delivery(&self, d: Delivery) -> Result<()> {
+        self.exec(
+            "INSERT INTO deliveries(id, agent, bundle, kind, created) VALUES ($1, $2, $3, $4, $5)",
+            &[&d.id, &d.agent.as_str(), &d.bundle, &d.kind, &crate::now()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn pending_deliveries(&self, agent: AgentId) -> Result<Vec<(Delivery, BundleRecord)>> {
+        self.query(
+            "SELECT d.id, d.kind, b.id, b.product, b.release, b.sequence, b.bytes FROM deliveries d JOIN bundles b ON b.id = d.bundle
+             WHERE d.agent = $1 AND d.acked IS NULL ORDER BY d.n",
+            &[&agent.as_str()],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let bundle = row_to_bundle(r, 2)?;
+            Ok((Delivery { id: get(r, 0)?, agent: agent.clone(), bundle: bundle.id.clone(), kind: get(r, 1)? }, bundle))
+        })
+        .collect()
+    }
+
+    async fn ack_delivery(&self, agent: AgentId, id: String) -> Result<()> {
+        self.exec(
+            "UPDATE deliveries SET acked = $3 WHERE id = $1 AND agent = $2 AND acked IS NULL",
+            &[&id, &agent.as_str(), &crate::now()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn deliveries_of(&self, bundle: String) -> Result<Vec<(Delivery, bool)>> {
+        self.query("SELECT id, agent, kind, acked IS NOT NULL FROM deliveries WHERE bundle = $1 ORDER BY n", &[&bundle])
+            .await?
+            .iter()
+            .map(|r| {
+                let agent: String = get(r, 1)?;
+                Ok((
+                    Delivery {
+                        id: get(r, 0)?,
+                        agent: AgentId::parse(&agent).map_err(|e| conv("agent", e))?,
+                        bundle: bundle.clone(),
+                        kind: get(r, 2)?,
+                    },
+                    get(r, 3)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn append_audit(&self, kind: String, params: String, key: ed25519_dalek::SigningKey) -> Result<AuditEntry> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        // Serializes appenders (from every replica) while readers go on: this
+        // mode conflicts with itself but not with SELECT.
+        tx.batch_execute("LOCK TABLE audit IN SHARE ROW EXCLUSIVE MODE").await.map_err(pg)?;
+        let head = tx
+            .query_opt(&format!("SELECT {AUDIT_COLS} FROM audit ORDER BY seq DESC LIMIT 1"), &[])
+            .await
+            .map_err(pg)?
+            .as_ref()
+            .map(row_to_audit)
+            .transpose()?;
+        let e = AuditEntry::new_signed(head.as_ref(), crate::now(), &kind, params, &key);
+        tx.execute(
+            &format!("INSERT INTO audit({AUDIT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+            &[&i64_of(e.seq), &e.time, &e.kind, &e.params, &e.prev.to_string(), &e.hash.to_string(), &e.signature],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(e)
+    }
+
+    async fn audit_entries(&self) -> Result<Vec<AuditEntry>> {
+        self.query(&format!("SELECT {AUDIT_COLS} FROM audit ORDER BY seq"), &[])
+            .await?
+            .iter()
+            .map(row_to_audit)
+            .collect()
+    }
+
+    async fn put_checkpoint(&self, checkpoint: Checkpoint) -> Result<()> {
+        self.exec(
+            "INSERT INTO audit_checkpoints(seq, body) VALUES ($1, $2)",
+            &[&i64_of(checkpoint.seq), &json(&checkpoint)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        self.query("SELECT body FROM audit_checkpoints ORDER BY n", &[])
+            .await?
+            .iter()
+            .map(|r| from_json("body", &get::<String>(r, 0)?))
+            .collect()
+    }
+
+    async fn put_templates(
+        &self,
+        product: String,
+        templates: Vec<(String, String)>,
+        author: String,
+        source: String,
+        import: Option<String>,
+    ) -> Result<Vec<TemplateVersion>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        // Versions are numbered newest + 1 per (product, name): serialize
+        // writers of one product (a transaction-scoped advisory lock).
+        tx.query("SELECT pg_advisory_xact_lock(hashtext('rewind.templates'), hashtext($1))", &[&product])
+            .await
+            .map_err(pg)?;
+        let time = crate::now();
+        if let Some(bundle) = &import {
+            let new = tx
+                .execute(
+                    "INSERT INTO template_imports(product, bundle, time) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    &[&product, bundle, &time],
+                )
+                .await
+                .map_err(pg)?
+                == 1;
+            if !new {
+                return Ok(Vec::new());
+            }
+        }
+        let mut out = Vec::new();
+        for (name, body) in templates {
+            let row = tx
+                .query_one(
+                    "SELECT coalesce(max(version), 0)::BIGINT FROM templates WHERE product = $1 AND name = $2",
+                    &[&product, &name],
+                )
+                .await
+                .map_err(pg)?;
+            let newest: i64 = get(&row, 0)?;
+            let v = TemplateVersion {
+                product: product.clone(),
+                name,
+                version: u32::try_from(newest + 1).unwrap_or(u32::MAX),
+                body,
+                author: author.clone(),
+                source: source.clone(),
+                time: time.clone(),
+            };
+            tx.execute(
+                "INSERT INTO templates(product, name, version, body, author, source, time) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&v.product, &v.name, &i64::from(v.version), &v.body, &v.author, &v.source, &v.time],
+            )
+            .await
+            .map_err(pg)?;
+            out.push(v);
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(out)
+    }
+
+    async fn template_versions(&self, product: Option<String>) -> Result<Vec<TemplateVersion>> {
+        self.query(
+            "SELECT product, name, version, body, author, source, time FROM templates
+             WHERE $1::TEXT IS NULL OR product = $1 ORDER BY product, name, version",
+            &[&product],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(TemplateVersion {
+                product: get(r, 0)?,
+                name: get(r, 1)?,
+                version: u32::try_from(get::<i64>(r, 2)?).unwrap_or(u32::MAX),
+                body: get(r, 3)?,
+                author: get(r, 4)?,
+                source: get(r, 5)?,
+                time: get(r, 6)?,
+            })
+        })
+        .collect()
+    }
+
+    async fn add_incident_update(&self, u: IncidentUpdate) -> Result<()> {
+        self.exec(
+            "INSERT INTO incident_updates(incident, product, release, kind, state, title, markdown, text, cause, time)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            &[
+                &u.incident,
+                &u.product,
+                &u.release,
+                &u.kind,
+                &u.state,
+                &u.title,
+                &u.markdown,
+                &u.text,
+                &u.cause,
+                &u.time,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn incident_updates(&self) -> Result<Vec<IncidentUpdate>> {
+        self.query(
+            "SELECT incident, product, release, kind, state, title, markdown, text, cause, time
+             FROM incident_updates ORDER BY id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(IncidentUpdate {
+                incident: get(r, 0)?,
+                product: get(r, 1)?,
+                release: get(r, 2)?,
+                kind: get(r, 3)?,
+                state: get(r, 4)?,
+                title: get(r, 5)?,
+                markdown: get(r, 6)?,
+                text: get(r, 7)?,
+                cause: get(r, 8)?,
+                time: get(r, 9)?,
+            })
+        })
+        .collect()
+    }
+
+    async fn add_webhook_attempt(&self, a: WebhookAttempt) -> Result<()> {
+        self.exec(
+            "INSERT INTO webhook_attempts(delivery, webhook, event, attempt, status, error, outcome, duration_ms, retry_in_ms, time)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            &[
+                &a.delivery,
+                &a.webhook,
+                &a.event,
+                &i64::from(a.attempt),
+                &a.status.map(i32::from),
+                &a.error,
+                &a.outcome,
+                &i64_of(a.duration_ms),
+                &a.retry_in_ms.map(i64_of),
+                &a.time,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn webhook_attempts(&self, limit: u32) -> Result<Vec<WebhookAttempt>> {
+        self.query(
+            "SELECT delivery, webhook, event, attempt, status, error, outcome, duration_ms, retry_in_ms, time FROM
+             (SELECT * FROM webhook_attempts ORDER BY id DESC LIMIT $1) newest ORDER BY id",
+            &[&i64::from(limit)],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(WebhookAttempt {
+                delivery: get(r, 0)?,
+                webhook: get(r, 1)?,
+                event: get(r, 2)?,
+                attempt: u32::try_from(get::<i64>(r, 3)?).unwrap_or(u32::MAX),
+                status: get::<Option<i32>>(r, 4)?.map(|v| u16::try_from(v).unwrap_or(0)),
+                error: get(r, 5)?,
+                outcome: get(r, 6)?,
+                duration_ms: u64_of(get(r, 7)?),
+                retry_in_ms: get::<Option<i64>>(r, 8)?.map(u64_of),
+                time: get(r, 9)?,
+            })
+        })
+        .collect()
+    }
+
+    async fn put_rollout(&self, r: RolloutRecord) -> Result<()> {
+        self.exec(
+            "INSERT INTO rollouts(id, product, sequence, state, doc, updated) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, doc = excluded.doc, updated = excluded.updated",
+            &[&r.id, &r.product, &i64_of(r.sequence), &r.state, &r.doc, &crate::now()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn rollouts(&self) -> Result<Vec<RolloutRecord>> {
+        self.query("SELECT id, product, sequence, state, doc FROM rollouts ORDER BY n", &[])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(RolloutRecord {
+                    id: get(r, 0)?,
+                    product: get(r, 1)?,
+                    sequence: u64_of(get(r, 2)?),
+                    state: get(r, 3)?,
+                    doc: get(r, 4)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // Every write above is committed (durable on the server) before its
+        // call returns; nothing is buffered here. Checks the server answers.
+        self.query("SELECT 1", &[]).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact("postgres://u@h/db?password=secret&x=1"), "postgres://u@h/db?password=***&x=1");
+        assert_eq!(redact("host=h user=u password=secret dbname=d"), "host=h user=u password=*** dbname=d");
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+    }
+
+    #[test]
+    fn tls_settings_are_split_off() {
+        let (u, t) = split_tls("postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem&connect_timeout=3");
+        assert_eq!(u, "postgres://u@h/db?sslmode=require&connect_timeout=3");
+        assert!(t.required);
+        assert_eq!(t.root.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        let (u, t) = split_tls("host=h sslmode=disable");
+        assert_eq!((u.as_str(), t.required), ("host=h sslmode=disable", false));
+        assert!(check_url("postgres://u@h/db?sslmode=require").unwrap_err().contains("sslrootcert"));
+        assert!(check_url("postgres://u:pw@h/db?bogus=1").unwrap_err().contains("u:***@h"));
+        assert!(check_url("postgres://u:pw@h:5432/db").is_ok());
+    }
+}

@@ -1,0 +1,229 @@
+//! A real PostgreSQL server for tests: `initdb` in a temp dir, `postgres` on
+//! a free loopback port with its unix socket in that dir, torn down (`pg_ctl
+//! stop -m immediate`) when the [`Postgres`] is dropped, also when a test
+//! panics. PostgreSQL refuses to run as root, so as root (CI) the cluster is
+//! owned by and run as the unprivileged user `nobody`; as any other user it
+//! runs directly. The server binaries come from Debian's `postgresql`
+//! package (`/usr/lib/postgresql/<major>/bin`, or `REWIND_PG_BIN`), which
+//! `scripts/deps.sh` (`need_postgres`) installs when missing. When they are
+//! absent the test fails saying so: no test skips.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The login every test cluster is created with.
+pub const USER: &str = "rewind";
+/// Its password (the cluster uses scram-sha-256, so URLs must carry it).
+pub const PASSWORD: &str = "rewind-test-pw";
+
+/// A running PostgreSQL cluster, stopped on drop.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    as_nobody: bool,
+    stopped: bool,
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// The directory holding `initdb`, `postgres` and `pg_ctl`.
+///
+/// # Panics
+/// When PostgreSQL's server binaries are not installed, saying how to get them.
+#[must_use]
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("REWIND_PG_BIN") {
+        return PathBuf::from(d);
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let major = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((major, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, b)| b).unwrap_or_else(|| {
+        panic!(
+            "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin (nor REWIND_PG_BIN): \
+             run the tests with scripts/test.sh, which installs them (apt-get install postgresql)"
+        )
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("local addr").port()
+}
+
+impl Postgres {
+    /// Creates and starts a fresh cluster with a database named `rewind`.
+    ///
+    /// # Panics
+    /// When PostgreSQL is not installed or does not start, with its log.
+    #[must_use]
+    pub fn start() -> Self {
+        let bin = bin_dir();
+        let as_nobody = is_root();
+        let dir = tempfile::Builder::new().prefix("rewind-pg-").tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("pw"), format!("{PASSWORD}\n")).expect("password file");
+        if as_nobody {
+            let out = Command::new("chown").args(["-R", "nobody:"]).arg(dir.path()).output().expect("chown runs");
+            assert!(
+                out.status.success(),
+                "chown nobody {}: {}",
+                dir.path().display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut pg = Postgres { dir, bin, port: 0, as_nobody, stopped: true };
+        let data = pg.data();
+        let pw = pg.dir.path().join("pw");
+        pg.run_checked(
+            "initdb",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-U",
+                USER,
+                "--pwfile",
+                &pw.to_string_lossy(),
+                "--auth=scram-sha-256",
+                "--no-sync",
+                "--no-instructions",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        );
+        // The port is free when picked; another process could take it before
+        // postgres binds, so retry a few times on a fresh one.
+        for attempt in 0..3 {
+            pg.port = free_port();
+            let opts = format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+                pg.port,
+                pg.dir.path().display()
+            );
+            let log = pg.dir.path().join("postgres.log");
+            let out = pg.run(
+                "pg_ctl",
+                &["-D", &data.to_string_lossy(), "-l", &log.to_string_lossy(), "-o", &opts, "-w", "-t", "60", "start"],
+            );
+            if out.status.success() {
+                pg.stopped = false;
+                break;
+            }
+            let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(
+                attempt < 2 && log_text.contains("could not bind"),
+                "PostgreSQL did not start: {}{}\n{log_text}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        pg.psql("postgres", "CREATE DATABASE rewind");
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The loopback TCP port the server listens on.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The directory holding the server's unix socket.
+    #[must_use]
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `postgres://rewind:PASSWORD@127.0.0.1:PORT/<db>`.
+    #[must_use]
+    pub fn url_for(&self, db: &str) -> String {
+        format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The URL of the `rewind` database.
+    #[must_use]
+    pub fn url(&self) -> String {
+        self.url_for("rewind")
+    }
+
+    /// Creates another empty database and returns its URL.
+    #[must_use]
+    pub fn create_db(&self, name: &str) -> String {
+        self.psql("postgres", &format!("CREATE DATABASE \"{name}\""));
+        self.url_for(name)
+    }
+
+    /// Runs SQL with `psql` over the unix socket; returns its unaligned,
+    /// tuples-only output.
+    ///
+    /// # Panics
+    /// When psql fails.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let psql = ["psql", "/usr/bin/psql"]
+            .iter()
+            .map(|p| self.bin.join(p))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("psql"));
+        let out = Command::new(psql)
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.dir.path())
+            .args(["-p", &self.port.to_string(), "-U", USER, "-d", db, "-c", sql])
+            .env("PGPASSWORD", PASSWORD)
+            .output()
+            .expect("psql starts (Debian package postgresql-client)");
+        assert!(out.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Stops the server at once (as a crash would), keeping its data.
+    pub fn stop(&mut self) {
+        if !self.stopped {
+            let _ = self.run("pg_ctl", &["-D", &self.data().to_string_lossy(), "-m", "immediate", "-w", "stop"]);
+            self.stopped = true;
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Output {
+        let exe = self.bin.join(tool);
+        let mut c = if self.as_nobody {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        // postgres and its tools need a current directory they may read.
+        c.args(args).current_dir(self.dir.path()).env_remove("PGDATA");
+        c.output().unwrap_or_else(|e| panic!("{} does not start: {e}", exe.display()))
+    }
+
+    fn run_checked(&self, tool: &str, args: &[&str]) {
+        let out = self.run(tool, args);
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,144 @@
+//! The coordinator's PostgreSQL store against a real PostgreSQL server
+//! (started by `rewind_tests::postgres`): the same conformance suite the
+//! SQLite store passes, reopening without re-migrating, a newer schema
+//! refused, and the guarantees that matter with several connections (and
+//! several coordinator replicas) at once: a 1-use token redeemed by exactly
+//! one of two racing tasks, a result stored once by id, audit appends from
+//! two stores forming one valid chain, concurrent first starts migrating once.
+
+use std::sync::Arc;
+
+use rewind_coordinator::store::postgres::PostgresStore;
+use rewind_coordinator::store::{Redeem, Store, StoredResult, suite};
+use rewind_shared::fleet::{AgentId, Labels};
+use rewind_tests::postgres::Postgres;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_passes_the_store_suite_and_reopens_without_migrating_again() {
+    let pg = Postgres::start();
+    let s = PostgresStore::open(&pg.url()).await.unwrap();
+    suite::tokens(&s).await;
+    suite::agents(&s).await;
+    suite::comms(&s).await;
+    suite::rollouts(&s).await;
+    let version = pg.psql("rewind", "SELECT version FROM schema_version");
+    drop(s);
+    let s = PostgresStore::open(&pg.url()).await.unwrap();
+    assert_eq!(s.agents().await.unwrap().len(), 1, "data kept");
+    assert_eq!(pg.psql("rewind", "SELECT version FROM schema_version"), version);
+    assert_eq!(pg.psql("rewind", "SELECT count(*) FROM schema_version"), "1");
+
+    // A schema written by a newer coordinator is refused, naming the URL
+    // without its password.
+    pg.psql("rewind", "UPDATE schema_version SET version = 9999");
+    let e = PostgresStore::open(&pg.url()).await.err().expect("a newer schema is refused").to_string();
+    assert!(e.contains("schema version 9999 is newer") && e.contains("run a newer rewind-coordinator"), "{e}");
+    assert!(e.contains("rewind:***@127.0.0.1") && !e.contains(rewind_tests::postgres::PASSWORD), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_tasks_redeeming_a_one_use_token_exactly_one_wins() {
+    let pg = Postgres::start();
+    let s: Arc<dyn Store> = Arc::new(PostgresStore::open(&pg.url()).await.unwrap());
+    for round in 0..25 {
+        let hash = format!("tok{round}");
+        s.create_token(hash.clone(), Labels::new(), 1, i64::MAX).await.unwrap();
+        let (a, b) = (Arc::clone(&s), Arc::clone(&s));
+        let (h1, h2) = (hash.clone(), hash.clone());
+        let t1 = tokio::spawn(async move { a.redeem_token(h1, 10).await.unwrap() });
+        let t2 = tokio::spawn(async move { b.redeem_token(h2, 10).await.unwrap() });
+        let (r1, r2) = (t1.await.unwrap(), t2.await.unwrap());
+        let won = [&r1, &r2].iter().filter(|r| matches!(r, Redeem::Accepted(_))).count();
+        assert_eq!(won, 1, "round {round}: {r1:?} {r2:?}");
+        assert!(r1 == Redeem::UsedUp || r2 == Redeem::UsedUp, "round {round}: the loser is told UsedUp");
+    }
+    let left = pg.psql("rewind", "SELECT count(*) FROM enrollment_tokens WHERE uses_left <> 0");
+    assert_eq!(left, "0", "every token used exactly once, none below zero");
+}
+
+fn agent(id: &str) -> rewind_coordinator::store::AgentRecord {
+    rewind_coordinator::store::AgentRecord {
+        id: AgentId::parse(id).unwrap(),
+        hostname: "h".into(),
+        labels: Labels::new(),
+        fingerprint: format!("fp-{id}"),
+        enrolled: "2026-01-01T00:00:00Z".into(),
+        last_seen: None,
+        inventory: rewind_shared::fleet::Inventory::default(),
+        revoked: false,
+        audit_key: String::new(),
+        chain: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_store_each_result_once_and_append_one_audit_chain() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    // Two stores on one fresh database, opened at the same time, as two
+    // coordinator replicas starting together: both migrate safely.
+    let (a, b) = tokio::join!(PostgresStore::open(&url), PostgresStore::open(&url));
+    let (a, b): (Arc<dyn Store>, Arc<dyn Store>) = (Arc::new(a.unwrap()), Arc::new(b.unwrap()));
+    assert_eq!(pg.psql("rewind", "SELECT count(*) FROM schema_version"), "1");
+
+    a.insert_agent(agent("agt-1")).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let result = StoredResult {
+            id: format!("res-{}", i / 2),
+            agent: AgentId::parse("agt-1").unwrap(),
+            plan: "p".into(),
+            signed_plan: None,
+            product: "notes".into(),
+            release: "1".into(),
+            sequence: 1,
+            status: "applied".into(),
+            continuity: "ok".into(),
+            payload: vec![1, 2, 3],
+            signature: vec![0; 64],
+        };
+        let s = Arc::clone(if i % 2 == 0 { &a } else { &b });
+        tasks.push(tokio::spawn(async move { s.store_result(result, None).await.unwrap() }));
+    }
+    let mut new = 0;
+    for t in tasks {
+        new += usize::from(t.await.unwrap());
+    }
+    assert_eq!(new, 20, "each of the 20 ids is new exactly once, whichever replica got it");
+    assert_eq!(a.results(AgentId::parse("agt-1").unwrap()).await.unwrap().len(), 20);
+
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let s = Arc::clone(if i % 2 == 0 { &a } else { &b });
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move { s.append_audit(format!("k{i}"), "{}".into(), key).await.unwrap() }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let chain = b.audit_entries().await.unwrap();
+    assert_eq!(chain.len(), 60);
+    rewind_shared::audit::verify_chain(&chain, &key.verifying_key()).expect("one unbroken, signed chain");
+}
+
+#[tokio::test]
+async fn unreachable_server_and_bad_urls_are_clear_errors_without_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("postgres://rewind:s3cret@127.0.0.1:{port}/rewind?connect_timeout=2");
+    let e = PostgresStore::open(&url).await.err().expect("nothing listens there").to_string();
+    assert!(e.contains(&format!("rewind:***@127.0.0.1:{port}/rewind")), "names the URL: {e}");
+    assert!(!e.contains("s3cret"), "never the password: {e}");
+    assert!(e.contains("check that the server runs"), "says what to do: {e}");
+
+    let e = PostgresStore::open("postgres://u:s3cret@h/db?nonsense=1").await.err().unwrap().to_string();
+    assert!(e.contains("u:***@h/db") && !e.contains("s3cret") && e.contains("postgres://USER:PASSWORD@HOST"), "{e}");
+    let e = PostgresStore::open("postgres://u@h/db?sslmode=require").await.err().unwrap().to_string();
+    assert!(e.contains("sslrootcert"), "{e}");
+
+    // A wrong password against a real server is refused, naming the URL.
+    let pg = Postgres::start();
+    let bad = format!("postgres://rewind:wrong@127.0.0.1:{}/rewind", pg.port());
+    let e = PostgresStore::open(&bad).await.err().expect("wrong password refused").to_string();
+    assert!(e.contains("rewind:***@127.0.0.1") && e.contains("password authentication failed"), "{e}");
+}
