@@ -319,9 +319,12 @@ async fn session(app: Arc<App>, id: AgentId, conn: u64, mut inbound: Streaming<v
             Some(Body::Telemetry(t)) => match rewind_shared::telemetry::Sample::try_from(t) {
                 Ok(s) => {
                     tracing::debug!(agent = %id, product = %s.product, metrics = ?s.metrics, "telemetry");
+                    // `time`: the agent's sample time, RFC 3339 like every event's.
+                    let at = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(s.time_unix_ms).unwrap_or(0));
+                    let time = humantime::format_rfc3339_millis(at).to_string();
                     app.events.publish(
                         "telemetry",
-                        serde_json::json!({"agent": id, "product": s.product, "metrics": s.metrics, "time": s.time_unix_ms}),
+                        serde_json::json!({"agent": id, "product": s.product, "metrics": s.metrics, "time": time}),
                     );
                 }
                 Err(e) => {

@@ -85,6 +85,13 @@ impl TryFrom<v1::Telemetry> for Sample {
                 message: format!("{} metrics: at most {MAX_METRICS}", w.metrics.len()),
             });
         }
+        // Up to the last millisecond of year 9999, the end of RFC 3339.
+        if !(0..=253_402_300_799_999).contains(&w.time_unix_ms) {
+            return Err(WireError::Invalid {
+                field: "telemetry.time_unix_ms",
+                message: format!("{} is not a time between 1970 and 9999 in Unix milliseconds", w.time_unix_ms),
+            });
+        }
         let metrics: BTreeMap<String, f64> = w.metrics.into_iter().collect();
         check_metrics(&metrics).map_err(|message| WireError::Invalid { field: "telemetry.metrics", message })?;
         Ok(Sample { product, time_unix_ms: w.time_unix_ms, metrics })
@@ -242,6 +249,9 @@ mod tests {
         let mut many = ok.clone();
         many.metrics = (0..=MAX_METRICS).map(|i| (format!("m{i}"), 1.0)).collect();
         assert!(Sample::try_from(many).unwrap_err().to_string().contains("at most 256"));
+        let mut late = ok.clone();
+        late.time_unix_ms = i64::MAX;
+        assert!(Sample::try_from(late).unwrap_err().to_string().contains("time_unix_ms"));
         let mut none = ok;
         none.product = String::new();
         assert!(Sample::try_from(none).is_err());
