@@ -13,7 +13,9 @@
 //!   incident (`incident_started`), `rollout.rolling_back` and the fleet-wide
 //!   `rollback.start` add `rollback_started`, `rollout.rolled_back` adds
 //!   `rollback_completed`, and `rollout.done` resolves an open incident
-//!   (`resolved`), as does an operator ([`resolve`]). [`schedule_maintenance`]
+//!   (`resolved`), as does an operator ([`resolve`]). The engine's
+//!   `rollout.notify` (which names the message) maps the same way; a step
+//!   told twice gives one message. [`schedule_maintenance`]
 //!   announces an update. Every message is stored, then recorded in the audit
 //!   log as `incident.<event>` (so webhooks and the status page follow it).
 //!
@@ -471,13 +473,22 @@ pub async fn on_event(app: &App, kind: &str, params: &Value) -> Result<Option<In
         return Ok(None);
     }
     let open = open_incident(app, product).await?;
-    let (event, state) = match kind {
-        "rollout.halted" => (Event::IncidentStarted, "investigating"),
-        "rollout.rolling_back" | "rollback.start" => (Event::RollbackStarted, "rolling_back"),
-        "rollout.rolled_back" => (Event::RollbackCompleted, "rolled_back"),
-        "rollout.done" if open.is_some() => (Event::Resolved, "resolved"),
+    // The rollout engine names the message itself (`rollout.notify`); its
+    // transitions map the same way, and carry the wave and reason.
+    let notify = (kind == "rollout.notify").then(|| str_param(params, "event").and_then(Event::from_name)).flatten();
+    let (event, state) = match (kind, notify) {
+        (_, Some(Event::IncidentStarted)) | ("rollout.halted", _) => (Event::IncidentStarted, "investigating"),
+        (_, Some(Event::RollbackStarted)) | ("rollout.rolling_back" | "rollback.start", _) => {
+            (Event::RollbackStarted, "rolling_back")
+        }
+        (_, Some(Event::RollbackCompleted)) | ("rollout.rolled_back", _) => (Event::RollbackCompleted, "rolled_back"),
+        (_, Some(Event::Resolved)) | ("rollout.done", _) if open.is_some() => (Event::Resolved, "resolved"),
         _ => return Ok(None),
     };
+    if open.as_ref().is_some_and(|i| i.kind == event.name()) {
+        // The same step told twice (transition and notify): one message.
+        return Ok(None);
+    }
     let params = if event == Event::Resolved && str_param(params, "reason").is_none() {
         let mut p = params.clone();
         p["reason"] = json!("The rollout finished and every endpoint is in a verified state.");
@@ -517,6 +528,75 @@ pub fn spawn(app: &Arc<App>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn app(dir: &Path) -> App {
+        App {
+            config: crate::config::Config { state: dir.to_path_buf(), ..Default::default() },
+            store: Arc::new(crate::store::sqlite::SqliteStore::open(&dir.join("c.db")).await.unwrap()),
+            ca: crate::ca::Ca::load_or_create(dir, None).unwrap(),
+            sessions: crate::fleet::Sessions::default(),
+            key: ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
+            events: crate::events::Events::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_halt_rollback_and_resolution_make_one_incident_with_one_message_per_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path()).await;
+        let mut bus = app.events.subscribe();
+        let p =
+            json!({"product": "notes", "version": "2026.11.0", "wave": "canary", "reason": "crash rate <b>high</b>"});
+        assert!(on_event(&app, "rollout.done", &p).await.unwrap().is_none(), "nothing to resolve");
+        on_event(&app, "rollout.halted", &p).await.unwrap().unwrap();
+        let notify = |e: &str| json!({"product": "notes", "version": "2026.11.0", "event": e});
+        assert!(on_event(&app, "rollout.notify", &notify("incident_started")).await.unwrap().is_none(), "told twice");
+        on_event(
+            &app,
+            "rollout.rolling_back",
+            &json!({"product": "notes", "version": "2026.11.0", "wave": "canary", "reason": "auto", "agents": 2}),
+        )
+        .await
+        .unwrap();
+        on_event(&app, "rollout.notify", &notify("rollback_completed")).await.unwrap();
+        let done = on_event(&app, "rollout.notify", &notify("resolved")).await.unwrap().unwrap();
+        assert_eq!(done.state, "resolved");
+        let kinds: Vec<&str> = done.updates.iter().map(|u| u.kind.as_str()).collect();
+        assert_eq!(kinds, ["incident_started", "rollback_started", "rollback_completed", "resolved"]);
+        let first = &done.updates[0];
+        assert_eq!(first.title, "Investigating a problem with notes 2026.11.0");
+        assert!(
+            first.markdown.contains("in wave canary") && first.markdown.contains(r"crash rate \<b\>high\</b\>"),
+            "{}",
+            first.markdown
+        );
+        assert!(done.updates[1].text.contains("on 2 endpoint(s) in wave canary"), "{}", done.updates[1].text);
+        assert!(!done.html.contains("<b>"), "{}", done.html);
+        assert_eq!(incidents(&app).await.unwrap().len(), 1);
+        // Each message is an audit entry on the bus.
+        let mut seen = Vec::new();
+        while let Ok(ev) = bus.try_recv() {
+            seen.push(ev.kind);
+        }
+        assert_eq!(
+            seen,
+            [
+                "incident.incident_started",
+                "incident.rollback_started",
+                "incident.rollback_completed",
+                "incident.resolved"
+            ]
+        );
+        // A new halt opens a new incident.
+        on_event(&app, "rollout.halted", &p).await.unwrap().unwrap();
+        assert_eq!(
+            incidents(&app).await.unwrap().iter().map(|i| i.state.as_str()).collect::<Vec<_>>(),
+            ["investigating", "resolved"]
+        );
+        assert!(resolve(&app, "other", "", "alice").await.is_err());
+        let r = resolve(&app, "notes", "", "alice").await.unwrap();
+        assert!(r.text.contains("Resolved by alice."), "{}", r.text);
+    }
 
     #[test]
     fn html_is_built_from_escaped_text_only() {
