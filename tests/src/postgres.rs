@@ -69,10 +69,55 @@ impl Postgres {
     /// When PostgreSQL is not installed or does not start, with its log.
     #[must_use]
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Like [`Postgres::start`] with TLS on: a fresh CA (written to
+    /// [`Postgres::ca_pem`]) signs the server's certificate for `localhost`
+    /// and `127.0.0.1`; plain connections are still accepted.
+    ///
+    /// # Panics
+    /// As [`Postgres::start`].
+    #[must_use]
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    /// The CA certificate (PEM) of a [`Postgres::start_tls`] server.
+    #[must_use]
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn write_tls(dir: &Path) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(rcgen::DnType::CommonName, "rewind test PostgreSQL CA");
+        let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().expect("server key");
+        let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("params");
+        let cert = params.signed_by(&key, &issuer).expect("server certificate");
+        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("ca.pem");
+        std::fs::write(dir.join("server.crt"), cert.pem()).expect("server.crt");
+        std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("server.key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+    }
+
+    fn start_with(tls: bool) -> Self {
         let bin = bin_dir();
         let as_nobody = is_root();
         let dir = tempfile::Builder::new().prefix("rewind-pg-").tempdir().expect("temp dir");
         std::fs::write(dir.path().join("pw"), format!("{PASSWORD}\n")).expect("password file");
+        if tls {
+            Self::write_tls(dir.path());
+        }
         if as_nobody {
             let out = Command::new("chown").args(["-R", "nobody:"]).arg(dir.path()).output().expect("chown runs");
             assert!(
@@ -106,11 +151,15 @@ impl Postgres {
         // postgres binds, so retry a few times on a fresh one.
         for attempt in 0..3 {
             pg.port = free_port();
-            let opts = format!(
+            let mut opts = format!(
                 "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
                 pg.port,
                 pg.dir.path().display()
             );
+            if tls {
+                let d = pg.dir.path().display();
+                opts.push_str(&format!(" -c ssl=on -c ssl_cert_file={d}/server.crt -c ssl_key_file={d}/server.key"));
+            }
             let log = pg.dir.path().join("postgres.log");
             let out = pg.run(
                 "pg_ctl",

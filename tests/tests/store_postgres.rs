@@ -142,3 +142,37 @@ async fn unreachable_server_and_bad_urls_are_clear_errors_without_the_password()
     let e = PostgresStore::open(&bad).await.err().expect("wrong password refused").to_string();
     assert!(e.contains("rewind:***@127.0.0.1") && e.contains("password authentication failed"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_verify_full_connects_over_tls_and_refuses_a_server_it_cannot_verify() {
+    let pg = Postgres::start_tls();
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}&application_name=rewind-tls-test",
+        pg.url(),
+        pg.ca_pem().display()
+    );
+    let s = PostgresStore::open(&url).await.expect("TLS to a server the CA vouches for");
+    suite::tokens(&s).await;
+    let seen = pg.psql(
+        "rewind",
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) FROM pg_stat_ssl s \
+         JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'rewind-tls-test'",
+    );
+    let (tls, plain) = seen.split_once('|').expect("two counts");
+    assert!(tls.parse::<u32>().unwrap() >= 1 && plain == "0", "every store connection is TLS: {seen}");
+
+    // A root that did not sign the server's certificate: refused.
+    let other = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(other.path().join("ca.pem"), params.self_signed(&key).unwrap().pem()).unwrap();
+    let url = format!("{}?sslmode=require&sslrootcert={}", pg.url(), other.path().join("ca.pem").display());
+    let e = PostgresStore::open(&url).await.err().expect("an unknown issuer is refused").to_string();
+    assert!(e.contains("certificate") && e.contains("rewind:***@127.0.0.1"), "{e}");
+    // A root file that is not PEM: named.
+    std::fs::write(other.path().join("junk.pem"), "not a certificate").unwrap();
+    let url = format!("{}?sslmode=require&sslrootcert={}", pg.url(), other.path().join("junk.pem").display());
+    let e = PostgresStore::open(&url).await.err().unwrap().to_string();
+    assert!(e.contains("junk.pem") && e.contains("no PEM certificate"), "{e}");
+}
