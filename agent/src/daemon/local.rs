@@ -31,6 +31,13 @@ use crate::fsutil;
 use crate::state::State;
 
 const BAKES: &str = "bake.json";
+/// `bake.json` is read-modified-written by the stream (begin, end) and the
+/// health task (judge) on blocking threads: one at a time.
+static BAKES_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn bakes_lock() -> std::sync::MutexGuard<'static, ()> {
+    BAKES_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 const REASONS: &str = "local_revert.json";
 
 /// A release being baked on this endpoint.
@@ -70,6 +77,7 @@ fn save(state: &Path, bakes: &BTreeMap<String, Bake>) -> Result<()> {
 /// # Errors
 /// When `bake.json` cannot be written.
 pub fn end(state: &Path, product: &str) -> Result<()> {
+    let _one = bakes_lock();
     let mut bakes = load(state);
     if bakes.remove(product).is_some() {
         save(state, &bakes)?;
@@ -104,6 +112,7 @@ pub fn begin(cfg: &AgentConfig, state: &Path, delivery: &str, bundle: &Path, now
         until_ms: now_ms.saturating_add(i64::try_from(bake.as_millis()).unwrap_or(i64::MAX)),
         triggers: plan.steps.triggers.clone(),
     };
+    let _one = bakes_lock();
     let mut bakes = load(state);
     bakes.insert(bake.product.clone(), bake.clone());
     save(state, &bakes)?;
@@ -138,6 +147,7 @@ impl Fired {
 /// Judges every bake's triggers on the hub's samples; bakes past their
 /// deadline end (and are dropped from `bake.json`).
 pub fn judge(state: &Path, hub: &Hub, now_ms: i64) -> Vec<Fired> {
+    let _one = bakes_lock();
     let mut bakes = load(state);
     let before = bakes.len();
     bakes.retain(|_, b| {
@@ -214,5 +224,64 @@ pub fn reason_for(reasons: &BTreeMap<String, String>, payload: &[u8]) -> String 
     match p["bundle"].as_str().and_then(|b| reasons.get(b)) {
         Some(r) if is_local => r.clone(),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rewind_shared::telemetry::Sample;
+    use std::time::Duration;
+
+    fn bake(applied_ms: i64, until_ms: i64) -> Bake {
+        Bake {
+            product: "notes".into(),
+            release: "2026.11.0".into(),
+            sequence: 7,
+            delivery: "dlv-1".into(),
+            bundle: "b.json".into(),
+            applied_ms,
+            until_ms,
+            triggers: vec![Trigger {
+                metric: "app.crash_count".into(),
+                above: Some(3.0),
+                below: None,
+                window: Duration::from_secs(600),
+            }],
+        }
+    }
+
+    fn sample(at: i64, crashes: f64) -> Sample {
+        Sample { product: "notes".into(), time_unix_ms: at, metrics: [("app.crash_count".to_string(), crashes)].into() }
+    }
+
+    #[test]
+    fn triggers_fire_only_on_points_after_the_apply_and_bakes_end_at_their_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Hub::default();
+        hub.record(vec![sample(900, 9.0)]);
+        save(dir.path(), &[("notes".to_string(), bake(1000, 5000))].into()).unwrap();
+        assert!(judge(dir.path(), &hub, 1500).is_empty(), "9 crashes before the apply do not count");
+        hub.record(vec![sample(2000, 2.0)]);
+        assert!(judge(dir.path(), &hub, 2000).is_empty());
+        hub.record(vec![sample(3000, 5.0)]);
+        let fired = judge(dir.path(), &hub, 3000);
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].value, 5.0);
+        assert!(fired[0].reason().starts_with("local_revert: trigger app.crash_count fired: app.crash_count = 5 "));
+        assert!(judge(dir.path(), &hub, 6000).is_empty(), "the bake is over");
+        assert!(load(dir.path()).is_empty(), "and forgotten");
+    }
+
+    #[test]
+    fn only_a_local_rollback_of_the_reverted_bundle_carries_the_reason() {
+        let reasons: BTreeMap<String, String> = [("bnd-1".to_string(), "local_revert: x".to_string())].into();
+        let payload = |kind: &str, status: &str, bundle: &str| {
+            serde_json::to_vec(&json!({"kind": kind, "status": status, "bundle": bundle})).unwrap()
+        };
+        assert_eq!(reason_for(&reasons, &payload("rollback", "rolled_back", "bnd-1")), "local_revert: x");
+        assert_eq!(reason_for(&reasons, &payload("rollback", "refused", "bnd-1")), "");
+        assert_eq!(reason_for(&reasons, &payload("apply", "applied", "bnd-1")), "");
+        assert_eq!(reason_for(&reasons, &payload("rollback", "rolled_back", "bnd-2")), "");
     }
 }
