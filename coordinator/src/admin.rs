@@ -13,7 +13,6 @@ use tonic::{Request, Response, Status};
 
 use crate::App;
 use crate::auth::{Role, authorize};
-use crate::error::Error;
 use crate::store::token_hash;
 
 /// Default lifetime of an enrollment token.
@@ -32,13 +31,8 @@ impl AdminService {
     }
 }
 
-fn not_yet(what: &str) -> Status {
-    Status::from(Error::NotImplemented(format!(
-        "{what} (comes with the phased-rollout engine); roll back the whole release fleet-wide with rewindctl rollback PRODUCT"
-    )))
-}
-
 type AuditStream = Pin<Box<dyn Stream<Item = Result<v1::AuditRecord, Status>> + Send>>;
+type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::RolloutStatusResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl v1::admin_server::Admin for AdminService {
@@ -137,14 +131,9 @@ impl v1::admin_server::Admin for AdminService {
     ) -> Result<Response<v1::StartRolloutResponse>, Status> {
         let who = self.auth(&request, Role::Operator, "StartRollout").await?;
         let r = request.into_inner();
-        let (rollout_id, agents) = crate::rollouts::start(&self.app, &r.product, &r.version).await?;
-        crate::audit::record(
-            &self.app,
-            "rollout.start",
-            json!({"by": who, "product": r.product, "version": r.version, "bundle": rollout_id, "agents": agents}),
-        )
-        .await;
-        Ok(Response::new(v1::StartRolloutResponse { rollout_id, agents }))
+        let (rollout_id, agents) = crate::rollouts::start(&self.app, &r.product, &r.version, r.supersede, &who).await?;
+        let json = crate::rollouts::status(&self.app, &r.product).await?;
+        Ok(Response::new(v1::StartRolloutResponse { rollout_id, agents, json: json.to_string() }))
     }
 
     async fn rollout_status(
@@ -156,25 +145,100 @@ impl v1::admin_server::Admin for AdminService {
         Ok(Response::new(v1::RolloutStatusResponse { json: json.to_string() }))
     }
 
+    type WatchRolloutStream = WatchStream;
+
+    async fn watch_rollout(&self, request: Request<v1::RolloutStatusRequest>) -> Result<Response<WatchStream>, Status> {
+        self.auth(&request, Role::Viewer, "WatchRollout").await?;
+        let product = request.into_inner().product;
+        // The first status now, so a product without a rollout is an error.
+        let first = crate::rollouts::status(&self.app, &product).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let app = Arc::clone(&self.app);
+        let mut events = app.events.subscribe();
+        tokio::spawn(async move {
+            let mut last = String::new();
+            let mut current = first;
+            loop {
+                let text = current.to_string();
+                if text != last {
+                    if tx.send(Ok(v1::RolloutStatusResponse { json: text.clone() })).await.is_err() {
+                        return;
+                    }
+                    last = text;
+                }
+                if crate::rollouts::is_terminal(current["state"].as_str().unwrap_or("")) {
+                    return;
+                }
+                // A rollout event, a result, or a second: look again.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+                    loop {
+                        match events.recv().await {
+                            Ok(e) if e.kind.starts_with("rollout.") || e.kind == "result" => return,
+                            Ok(_) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                    }
+                })
+                .await;
+                match crate::rollouts::status(&app, &product).await {
+                    Ok(s) => current = s,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as WatchStream))
+    }
+
+    async fn control_rollout(
+        &self,
+        request: Request<v1::ControlRolloutRequest>,
+    ) -> Result<Response<v1::RolloutStatusResponse>, Status> {
+        let (role, call) = match request.get_ref().command.as_str() {
+            "approve" => (Role::Approver, "ControlRollout(approve)"),
+            "pause" | "resume" | "abort" => (Role::Operator, "ControlRollout"),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "command {other:?}: expected pause, resume, abort or approve"
+                )));
+            }
+        };
+        let who = self.auth(&request, role, call).await?;
+        let r = request.into_inner();
+        let app = &self.app;
+        let json = match r.command.as_str() {
+            "pause" => crate::rollouts::pause(app, &r.product, &who).await?,
+            "resume" => crate::rollouts::resume(app, &r.product, &who).await?,
+            "abort" => crate::rollouts::abort(app, &r.product, &who).await?,
+            _ => {
+                if r.wave.is_empty() {
+                    return Err(Status::invalid_argument("approve needs the wave's name"));
+                }
+                crate::rollouts::approve(app, &r.product, &r.wave, &who).await?
+            }
+        };
+        Ok(Response::new(v1::RolloutStatusResponse { json: json.to_string() }))
+    }
+
     async fn rollback(&self, request: Request<v1::RollbackRequest>) -> Result<Response<v1::RollbackResponse>, Status> {
         let who = self.auth(&request, Role::Operator, "Rollback").await?;
         let r = request.into_inner();
-        if r.to_sequence != 0
-            || !(r.granularity.is_empty() || r.granularity == "release")
-            || !(r.scope.is_empty() || r.scope == "fleet")
-        {
-            return Err(not_yet(
-                "Rollback with --to-sequence, a granularity other than release or a scope other than fleet",
-            ));
-        }
-        let agents = crate::rollouts::rollback(&self.app, &r.product).await?;
-        crate::audit::record(
-            &self.app,
-            "rollback.start",
-            json!({"by": who, "product": r.product, "granularity": "release", "scope": "fleet", "agents": agents}),
-        )
-        .await;
-        Ok(Response::new(v1::RollbackResponse { agents }))
+        let req = crate::rollouts::RollbackRequest {
+            to_sequence: (r.to_sequence != 0).then_some(r.to_sequence),
+            granularity: r.granularity,
+            subject: (!r.subject.is_empty()).then_some(r.subject),
+            scope: r.scope,
+            reason: String::new(),
+        };
+        let started = crate::rollouts::rollback(&self.app, &r.product, req, &who).await?;
+        let status = crate::rollouts::status(&self.app, &r.product).await?;
+        let json = json!({"rollouts": started.rollouts, "agents": started.agents, "status": status});
+        Ok(Response::new(v1::RollbackResponse { agents: started.agents, json: json.to_string() }))
     }
 
     async fn fleet_verify(

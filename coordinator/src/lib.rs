@@ -17,6 +17,7 @@ pub mod events;
 pub mod files;
 pub mod fleet;
 pub mod results;
+pub mod rollout_engine;
 pub mod rollouts;
 pub mod server;
 pub mod store;
@@ -138,5 +139,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await;
     audit::checkpoint(&app).await?;
+    tokio::spawn(rollout_engine::run(Arc::clone(&app)));
     server::serve(app, &identity).await
 }

@@ -1,23 +1,28 @@
-//! Interim plan delivery (issue 5 item 7; the phased-rollout engine replaces
-//! it): bundles are checked against the coordinator's trust root at upload,
-//! `StartRollout` queues the apply plan for every enrolled, unrevoked agent
-//! whose inventory has the product, `Rollback` queues the pre-signed
-//! release rollback plan for every agent that got the apply. Deliveries are
-//! kept in the store until the agent acknowledges them (after it ran the
-//! plan), so an agent that is offline gets its plan when it returns, and
-//! agents check every plan against their own trust root again.
+//! Rollouts as operators drive them (DESIGN.md §7, §8): bundles are checked
+//! against the coordinator's trust root at upload; `start` hands the release
+//! to the phased-rollout engine ([`crate::rollout_engine`], the
+//! `rewind-rollout` state machine), which releases wave after wave, counts
+//! outcomes, halts on bad signals and sends the pre-signed rollback plans.
+//! Plans are kept in the store until the agent acknowledges them (after it
+//! ran the plan), so an agent that is offline gets its plan when it
+//! returns, and agents check every plan against their own trust root again.
+//!
+//! The functions here are what the Admin service and the web dashboard
+//! call: [`start`], [`statuses`], [`status`], [`pause`], [`resume`],
+//! [`abort`], [`approve`], [`rollback`].
 
 use std::collections::BTreeMap;
 
+use rewind_rollout::{Event, Scope, Selector};
 use rewind_shared::bundle::{BUNDLE_FORMAT, Bundle, MAX_BUNDLE_BYTES};
 use rewind_shared::fleet::AgentId;
 use rewind_shared::trust::TrustFile;
-use rewind_shared::wire::v1;
 use serde_json::json;
 
 use crate::App;
 use crate::error::{Error, Result};
-use crate::store::{BundleRecord, Delivery};
+use crate::rollout_engine::{engine, plan_message};
+use crate::store::BundleRecord;
 
 fn trust(app: &App) -> Result<TrustFile> {
     let path = app.config.trust.as_ref().ok_or_else(|| {
@@ -64,20 +69,9 @@ pub async fn upload(app: &App, bytes: Vec<u8>) -> Result<BundleRecord> {
     Ok(rec)
 }
 
-fn plan_message(d: &Delivery, b: &BundleRecord) -> v1::CoordinatorMessage {
-    v1::CoordinatorMessage {
-        body: Some(v1::coordinator_message::Body::Plan(v1::PlanDelivery {
-            id: d.id.clone(),
-            plan_id: b.id.clone(),
-            product: b.product.clone(),
-            sequence: b.sequence,
-            kind: d.kind.clone(),
-            envelope: b.bytes.clone(),
-        })),
-    }
-}
-
-/// Sends `agent`'s unacknowledged deliveries on its stream.
+/// Sends `agent`'s unacknowledged deliveries on its stream, then tells the
+/// rollout engine the agent is online (a late joiner falls into its wave
+/// and gets its plan, or its rollback, now).
 ///
 /// # Errors
 /// When the store cannot be read.
@@ -87,120 +81,278 @@ pub async fn send_pending(app: &App, agent: &AgentId) -> Result<usize> {
     for (d, b) in pending {
         app.sessions.send(agent, plan_message(&d, &b));
     }
+    let engine = engine(app);
+    let mut inner = engine.inner.lock().await;
+    inner.load(app).await?;
+    inner.connected(app, agent).await?;
     Ok(n)
 }
 
-async fn queue(app: &App, agents: Vec<AgentId>, bundle: &BundleRecord, kind: &str) -> Result<u32> {
-    let mut n = 0;
-    for agent in agents {
-        let d = Delivery {
-            id: crate::random_id("dlv", 8),
-            agent: agent.clone(),
-            bundle: bundle.id.clone(),
-            kind: kind.to_string(),
-        };
-        app.store.add_delivery(d.clone()).await?;
-        app.sessions.send(&agent, plan_message(&d, bundle));
-        n += 1;
-    }
-    Ok(n)
+/// `rewind_plans_sent_total`, `rewind_rollout_halts_total`.
+pub(crate) fn count(name: &'static str, n: u64) {
+    metrics::counter!(name).increment(n);
 }
 
-/// Queues the apply plan of `product` `version` for every enrolled agent
-/// that has the product.
+/// `rewind_plan_push_seconds`: from the engine's decision to the agent's
+/// signed result for that plan.
+pub(crate) fn observe(name: &'static str, v: f64) {
+    metrics::histogram!(name).record(v);
+}
+
+/// Starts the phased rollout of `product` `version` (an uploaded bundle)
+/// over every enrolled agent that has the product. Returns the rollout id
+/// (`<product>@<sequence>`) and how many agents it covers.
 ///
 /// # Errors
-/// [`Error::NotFound`] when no such bundle was uploaded.
-pub async fn start(app: &App, product: &str, version: &str) -> Result<(String, u32)> {
+/// [`Error::NotFound`] when no such bundle was uploaded;
+/// [`Error::FailedPrecondition`] when the product has an active rollout and
+/// `supersede` is false, or this release already rolled out.
+pub async fn start(app: &App, product: &str, version: &str, supersede: bool, actor: &str) -> Result<(String, u32)> {
     let bundle = app.store.bundle(product.to_string(), Some(version.to_string())).await?.ok_or_else(|| {
         Error::NotFound(format!("no bundle for {product} {version}; upload it with rewindctl release upload BUNDLE"))
     })?;
-    let agents: Vec<AgentId> = app
-        .store
-        .agents()
-        .await?
-        .into_iter()
-        .filter(|a| {
-            !a.revoked
-                && (a.inventory.targets.iter().any(|t| t.product == product)
-                    || a.inventory.products.iter().any(|p| p.name == product))
-        })
-        .map(|a| a.id)
-        .collect();
-    let n = queue(app, agents, &bundle, "apply").await?;
-    tracing::info!(product, version, agents = n, "rollout started");
-    Ok((bundle.id, n))
+    let engine = engine(app);
+    let mut inner = engine.inner.lock().await;
+    inner.load(app).await?;
+    let (id, n) = inner.start(app, &bundle, supersede, actor).await?;
+    tracing::info!(product, version, agents = n, rollout = %id, "rollout started");
+    Ok((id, u32::try_from(n).unwrap_or(u32::MAX)))
 }
 
-/// Queues the pre-signed release rollback plan of the product's newest
-/// rollout for every agent that got its apply plan.
+fn status_json(id: &str, m: &rewind_rollout::RolloutMachine) -> serde_json::Value {
+    let st = m.status();
+    let proven = st.agents.iter().filter(|a| a.rollback.as_deref() == Some("proven")).count();
+    let summary = match st.state.as_str() {
+        "rolled_back" => {
+            format!("rolled back, verified: {proven} endpoint(s) proved their rollback by digest")
+        }
+        "halted" if !st.needs_human.is_empty() => format!(
+            "halted: {} endpoint(s) need a human (see needs_human for the commands): {}",
+            st.needs_human.len(),
+            st.reason.clone().unwrap_or_default()
+        ),
+        "awaiting_approval" => format!(
+            "awaiting approval of wave {}: rewindctl rollout approve {} {}",
+            st.awaiting_approval.clone().unwrap_or_default(),
+            st.product,
+            st.awaiting_approval.clone().unwrap_or_default()
+        ),
+        s => match &st.reason {
+            Some(r) => format!("{s}: {r}"),
+            None => s.to_string(),
+        },
+    };
+    let mut v = serde_json::to_value(&st).expect("status serializes");
+    v["rollout"] = json!(id);
+    v["summary"] = json!(summary);
+    v
+}
+
+/// The DESIGN.md §8 status JSON (plus `"product"`, `"rollout"`,
+/// `"summary"`) of every product with an active or most recent rollout.
 ///
 /// # Errors
-/// [`Error::NotFound`] when the product has no rollout.
-pub async fn rollback(app: &App, product: &str) -> Result<u32> {
-    let bundle = app
-        .store
-        .bundle(product.to_string(), None)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("{product} has no rollout to roll back")))?;
-    let mut agents: Vec<AgentId> = app
-        .store
-        .deliveries_of(bundle.id.clone())
-        .await?
-        .into_iter()
-        .filter(|(d, _)| d.kind == "apply")
-        .map(|(d, _)| d.agent)
-        .collect();
-    agents.sort();
-    agents.dedup();
-    let n = queue(app, agents, &bundle, "rollback").await?;
-    tracing::warn!(product, release = %bundle.release, agents = n, "rollback started");
-    Ok(n)
+/// When the store fails.
+pub async fn statuses(app: &App) -> Result<Vec<serde_json::Value>> {
+    let engine = engine(app);
+    let mut inner = engine.inner.lock().await;
+    inner.load(app).await?;
+    let registry = inner.registry();
+    let products: std::collections::BTreeSet<String> =
+        inner.docs.values().map(|d| d.machine.spec().product.clone()).collect();
+    Ok(products.iter().filter_map(|p| registry.current(p)).map(|m| status_json(&m.spec().id(), m)).collect())
 }
 
-/// `rollout status PRODUCT --json`: per agent, the outcome of the newest
-/// rollout's plans from the stored (verified) results.
+/// `rollout status PRODUCT --json`: the product's active rollout, else its
+/// latest.
 ///
 /// # Errors
 /// [`Error::NotFound`] when the product has no rollout.
 pub async fn status(app: &App, product: &str) -> Result<serde_json::Value> {
-    let bundle = app
-        .store
-        .bundle(product.to_string(), None)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("{product} has no rollout; start one with rollout start")))?;
-    let deliveries = app.store.deliveries_of(bundle.id.clone()).await?;
-    let mut per_agent: BTreeMap<AgentId, bool> = BTreeMap::new();
-    for (d, _) in &deliveries {
-        *per_agent.entry(d.agent.clone()).or_default() |= d.kind == "rollback";
-    }
-    let mut agents = Vec::new();
-    let (mut succeeded, mut failed, mut pending) = (0, 0, 0);
-    for (agent, rolled_back) in per_agent {
-        let results = app.store.results(agent.clone()).await?;
-        let latest = results.iter().rev().find(|r| r.product == bundle.product && r.sequence == bundle.sequence);
-        let outcome = match latest.map(|r| r.status.as_str()) {
-            Some("applied") => "applied",
-            Some("rolled_back") => "rolled_back",
-            Some("refused") => "refused",
-            Some("failed" | "needs_human") => "failed",
-            _ => "pending",
-        };
-        let done = if rolled_back { outcome == "rolled_back" } else { outcome == "applied" };
-        match outcome {
-            "pending" => pending += 1,
-            "failed" | "refused" => failed += 1,
-            _ if done => succeeded += 1,
-            _ => pending += 1,
+    let engine = engine(app);
+    let mut inner = engine.inner.lock().await;
+    inner.load(app).await?;
+    let registry = inner.registry();
+    let m = registry
+        .current(product)
+        .ok_or_else(|| Error::NotFound(format!("{product} has no rollout; start one with rewindctl rollout start")))?;
+    Ok(status_json(&m.spec().id(), m))
+}
+
+/// Feeds an operator command to the product's active rollout and returns
+/// its new status.
+async fn command(app: &App, product: &str, make: impl FnOnce() -> Event) -> Result<serde_json::Value> {
+    let engine = engine(app);
+    let mut inner = engine.inner.lock().await;
+    inner.load(app).await?;
+    let id = inner
+        .registry()
+        .active(product)
+        .map(|m| m.spec().id())
+        .ok_or_else(|| Error::NotFound(format!("{product} has no active rollout")))?;
+    inner.handle(app, &id, make()).await?;
+    Ok(status_json(&id, &inner.docs[&id].machine))
+}
+
+/// `rollout pause PRODUCT`: no plans go out; signals still halt.
+///
+/// # Errors
+/// No active rollout, or one that cannot pause now (the message says why).
+pub async fn pause(app: &App, product: &str, actor: &str) -> Result<serde_json::Value> {
+    command(app, product, || Event::Pause { actor: actor.to_string() }).await
+}
+
+/// `rollout resume PRODUCT`.
+///
+/// # Errors
+/// No active rollout, or it is not paused.
+pub async fn resume(app: &App, product: &str, actor: &str) -> Result<serde_json::Value> {
+    command(app, product, || Event::Resume { actor: actor.to_string() }).await
+}
+
+/// `rollout abort PRODUCT`: halts without rolling back.
+///
+/// # Errors
+/// No active rollout, or it is not progressing.
+pub async fn abort(app: &App, product: &str, actor: &str) -> Result<serde_json::Value> {
+    command(app, product, || Event::Abort { actor: actor.to_string() }).await
+}
+
+/// `rollout approve PRODUCT WAVE` (approver role).
+///
+/// # Errors
+/// No active rollout, or `wave` is not the one awaiting approval.
+pub async fn approve(app: &App, product: &str, wave: &str, actor: &str) -> Result<serde_json::Value> {
+    command(app, product, || Event::Approve { wave: wave.to_string(), actor: actor.to_string() }).await
+}
+
+/// `rewindctl rollback PRODUCT [--to-sequence N] [--granularity G]
+/// [--subject NAME] [--scope S]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RollbackRequest {
+    /// Roll back to this epoch: every rollout above it, latest first.
+    pub to_sequence: Option<u64>,
+    /// `release` (default), `target`, `migration`, `flag`.
+    pub granularity: String,
+    pub subject: Option<String>,
+    /// `fleet` (default), `wave:NAME`, `cohort:SELECTOR`, `agent:ID[,ID...]`.
+    pub scope: String,
+    /// Why (recorded in the audit log).
+    pub reason: String,
+}
+
+/// Parses `--scope`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the accepted forms.
+pub fn parse_scope(s: &str) -> Result<Scope> {
+    let bad = |m: String| {
+        Error::InvalidArgument(format!(
+            "--scope {s:?}: {m}; expected fleet, wave:NAME, cohort:SELECTOR (e.g. cohort:ring=canary) or agent:ID[,ID...]"
+        ))
+    };
+    match s.split_once(':') {
+        None if s.is_empty() || s == "fleet" => Ok(Scope::Fleet),
+        Some(("wave", name)) if !name.is_empty() => Ok(Scope::Wave { name: name.to_string() }),
+        Some(("cohort", sel)) if !sel.is_empty() => {
+            Ok(Scope::Cohort { selector: Selector::parse(sel).map_err(|e| bad(e.to_string()))? })
         }
-        agents.push(json!({"id": agent, "wave": "all", "outcome": outcome}));
+        Some(("agent", ids)) if !ids.is_empty() => Ok(Scope::Agents {
+            agents: ids
+                .split(',')
+                .map(|a| AgentId::parse(a.trim()).map_err(|e| bad(e.to_string())))
+                .collect::<Result<_>>()?,
+        }),
+        _ => Err(bad("unknown form".into())),
     }
-    let state = if pending > 0 { "running" } else { "done" };
-    Ok(json!({
-        "product": bundle.product, "version": bundle.release, "sequence": bundle.sequence, "state": state,
-        "waves": [{"name": "all", "state": state, "succeeded": succeeded, "failed": failed, "pending": pending}],
-        "agents": agents,
-    }))
+}
+
+/// What a rollback request set in motion.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RollbackStarted {
+    /// The rollouts rolled back, in the order their plans go out.
+    pub rollouts: Vec<String>,
+    /// Rollback plans sent or queued.
+    pub agents: u32,
+}
+
+/// Starts a manual rollback: the pre-signed rollback plans go at once to
+/// every endpoint in scope that applied (offline ones when they return),
+/// skipping bake and approvals. With `to_sequence`, every rollout of the
+/// product above it is rolled back, latest first.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a bad scope or granularity;
+/// [`Error::NotImplemented`] for a granularity other than `release` (the
+/// agent daemon runs release rollback plans only); [`Error::NotFound`] when
+/// there is nothing to roll back; [`Error::FailedPrecondition`] when the
+/// rollback was already sent.
+pub async fn rollback(app: &App, product: &str, req: RollbackRequest, actor: &str) -> Result<RollbackStarted> {
+    let scope = parse_scope(&req.scope)?;
+    match req.granularity.as_str() {
+        "" | "release" => {
+            if req.subject.is_some() {
+                return Err(Error::InvalidArgument(
+                    "--subject goes with --granularity target|migration|flag, not release".into(),
+                ));
+            }
+        }
+        g @ ("target" | "migration" | "flag") => {
+            return Err(Error::NotImplemented(format!(
+                "--granularity {g} through the coordinator: the agent daemon runs release-granularity rollback plans only; \
+                 on the endpoint run: rewind-agent rollback --bundle BUNDLE --trust trust.toml --granularity {g} --subject {} --db TARGET=FILE",
+                req.subject.as_deref().unwrap_or("NAME")
+            )));
+        }
+        g => {
+            return Err(Error::InvalidArgument(format!(
+                "--granularity {g:?}: expected release, target, migration or flag"
+            )));
+        }
+    }
+    let engine = engine(app);
+    let mut inner = engine.inner.lock().await;
+    inner.load(app).await?;
+    let registry = inner.registry();
+    let ids: Vec<String> = match req.to_sequence {
+        Some(seq) => registry.epoch_rollback_order(product, seq),
+        None => registry.current(product).map(|m| m.spec().id()).into_iter().collect(),
+    };
+    if ids.is_empty() {
+        return Err(Error::NotFound(match req.to_sequence {
+            Some(seq) => format!("{product} has no rollout above sequence {seq} that is not rolled back"),
+            None => format!("{product} has no rollout to roll back"),
+        }));
+    }
+    let reason = if req.reason.is_empty() { "requested with rewindctl rollback".to_string() } else { req.reason };
+    let mut agents = 0u32;
+    for id in &ids {
+        let before = sent_rollbacks(&inner.docs[id].machine);
+        inner
+            .handle(app, id, Event::Rollback { actor: actor.to_string(), reason: reason.clone(), scope: scope.clone() })
+            .await?;
+        let after = sent_rollbacks(&inner.docs[id].machine);
+        agents += u32::try_from(after.saturating_sub(before)).unwrap_or(u32::MAX);
+    }
+    tracing::warn!(product, rollouts = ?ids, agents, "rollback started");
+    Ok(RollbackStarted { rollouts: ids, agents })
+}
+
+impl std::fmt::Display for RollbackStarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} rollback plan(s) for {}", self.agents, self.rollouts.join(", "))
+    }
+}
+
+fn sent_rollbacks(m: &rewind_rollout::RolloutMachine) -> usize {
+    use rewind_rollout::machine::RollbackProgress;
+    m.agents().values().filter(|r| !matches!(r.rollback, RollbackProgress::NotNeeded)).count()
+}
+
+/// Whether a rollout state ends `rollout watch`.
+#[must_use]
+pub fn is_terminal(state: &str) -> bool {
+    matches!(state, "done" | "rolled_back" | "superseded" | "halted")
 }
 
 /// `fleet verify PRODUCT VERSION`: groups the endpoints that report the

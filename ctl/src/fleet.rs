@@ -44,7 +44,7 @@ pub struct AgentsArgs {
 }
 
 #[derive(Clone)]
-struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+pub(crate) struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
 
 impl Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -53,16 +53,16 @@ impl Interceptor for Bearer {
     }
 }
 
-type Admin = v1::admin_client::AdminClient<InterceptedService<Channel, Bearer>>;
+pub(crate) type Admin = v1::admin_client::AdminClient<InterceptedService<Channel, Bearer>>;
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Failed(format!("starting the runtime: {e}")))
 }
 
-async fn admin(c: &CoordinatorArgs) -> Result<Admin> {
+pub(crate) async fn admin(c: &CoordinatorArgs) -> Result<Admin> {
     let ca = c.ca.as_ref().ok_or_else(|| {
         Error::BadInput(
             "the coordinator's CA is needed: pass --ca FILE or set REWIND_CA (the coordinator writes <state>/ca.pem)"
@@ -85,7 +85,7 @@ async fn admin(c: &CoordinatorArgs) -> Result<Admin> {
 
 /// Maps a call's status to an exit code: the caller's mistakes exit 2, the
 /// rest 1.
-fn status(call: &str, s: &tonic::Status) -> Error {
+pub(crate) fn status(call: &str, s: &tonic::Status) -> Error {
     use tonic::Code;
     let m = format!("{call}: {} ({:?})", s.message(), s.code());
     match s.code() {
@@ -258,40 +258,6 @@ pub struct UploadArgs {
     pub json: bool,
 }
 
-#[derive(Debug, Args)]
-#[command(after_help = "Example: rewindctl rollout start notes 2026.11.0")]
-pub struct RolloutStartArgs {
-    pub product: String,
-    pub version: String,
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-#[command(after_help = "Example: rewindctl rollout status notes --json")]
-pub struct RolloutStatusArgs {
-    pub product: String,
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-#[command(after_help = "Example: rewindctl rollback notes")]
-pub struct RollbackArgs {
-    pub product: String,
-    /// Roll back to this epoch (not implemented yet).
-    #[arg(long)]
-    pub to_sequence: Option<u64>,
-    /// release | target | migration | flag (only release so far).
-    #[arg(long, default_value = "release")]
-    pub granularity: String,
-    /// fleet (only fleet so far).
-    #[arg(long, default_value = "fleet")]
-    pub scope: String,
-    #[arg(long)]
-    pub json: bool,
-}
-
 /// `rewindctl release upload`.
 ///
 /// # Errors
@@ -309,84 +275,6 @@ pub fn upload(c: &CoordinatorArgs, a: &UploadArgs) -> Result<u8> {
             println!("{}", json!({"product": r.product, "version": r.version, "sequence": r.sequence}));
         } else {
             println!("uploaded {} {} (sequence {})", r.product, r.version, r.sequence);
-        }
-        Ok(0)
-    })
-}
-
-/// `rewindctl rollout start PRODUCT VERSION`.
-///
-/// # Errors
-/// No such bundle (exit 2), an unreachable coordinator.
-pub fn rollout_start(c: &CoordinatorArgs, a: &RolloutStartArgs) -> Result<u8> {
-    runtime()?.block_on(async {
-        let mut client = admin(c).await?;
-        let r = client
-            .start_rollout(v1::StartRolloutRequest { product: a.product.clone(), version: a.version.clone() })
-            .await
-            .map_err(|s| status("rollout start", &s))?
-            .into_inner();
-        if a.json {
-            println!("{}", json!({"rollout": r.rollout_id, "agents": r.agents}));
-        } else {
-            println!("rollout of {} {} started: plan sent to {} agent(s)", a.product, a.version, r.agents);
-        }
-        Ok(0)
-    })
-}
-
-/// `rewindctl rollout status PRODUCT`.
-///
-/// # Errors
-/// No rollout (exit 2), an unreachable coordinator.
-pub fn rollout_status(c: &CoordinatorArgs, a: &RolloutStatusArgs) -> Result<u8> {
-    runtime()?.block_on(async {
-        let mut client = admin(c).await?;
-        let r = client
-            .rollout_status(v1::RolloutStatusRequest { product: a.product.clone() })
-            .await
-            .map_err(|s| status("rollout status", &s))?
-            .into_inner();
-        let v: serde_json::Value = serde_json::from_str(&r.json)
-            .map_err(|e| Error::Failed(format!("rollout status: bad JSON from the coordinator: {e}")))?;
-        if a.json {
-            println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
-        } else {
-            println!(
-                "{} {}: {}",
-                v["product"].as_str().unwrap_or(""),
-                v["version"].as_str().unwrap_or(""),
-                v["state"].as_str().unwrap_or("")
-            );
-            for ag in v["agents"].as_array().into_iter().flatten() {
-                println!("  {}  {}", ag["id"].as_str().unwrap_or(""), ag["outcome"].as_str().unwrap_or(""));
-            }
-        }
-        Ok(0)
-    })
-}
-
-/// `rewindctl rollback PRODUCT`: sends the pre-signed release rollback plan.
-///
-/// # Errors
-/// No rollout (exit 2), options not built yet, an unreachable coordinator.
-pub fn rollback(c: &CoordinatorArgs, a: &RollbackArgs) -> Result<u8> {
-    runtime()?.block_on(async {
-        let mut client = admin(c).await?;
-        let r = client
-            .rollback(v1::RollbackRequest {
-                product: a.product.clone(),
-                to_sequence: a.to_sequence.unwrap_or(0),
-                granularity: a.granularity.clone(),
-                scope: a.scope.clone(),
-            })
-            .await
-            .map_err(|s| status("rollback", &s))?
-            .into_inner();
-        if a.json {
-            println!("{}", json!({"agents": r.agents}));
-        } else {
-            println!("rollback of {} sent to {} agent(s)", a.product, r.agents);
         }
         Ok(0)
     })

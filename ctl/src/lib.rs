@@ -19,6 +19,7 @@ pub mod lint;
 pub mod output;
 pub mod rehearsal;
 pub mod release_cmd;
+pub mod rollout_cmd;
 pub mod runbook;
 pub mod trust;
 

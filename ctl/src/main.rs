@@ -49,11 +49,11 @@ enum Command {
     /// Fleet-wide verification (coordinator): verify.
     #[command(subcommand)]
     Fleet(FleetCmd),
-    /// Interim rollouts (coordinator): start sends the apply plan to every agent of the product; status.
+    /// Phased rollouts (coordinator): start, status, watch, pause, resume, approve, abort.
     #[command(subcommand)]
     Rollout(RolloutCmd),
-    /// Send the pre-signed release rollback plan to every agent that got the apply (coordinator).
-    Rollback(rewindctl::fleet::RollbackArgs),
+    /// Send pre-signed rollback plans to every endpoint in scope that applied, skipping bake and approvals (coordinator).
+    Rollback(rewindctl::rollout_cmd::RollbackArgs),
     /// Operator tokens with roles (coordinator): create.
     #[command(subcommand)]
     Operator(OperatorCmd),
@@ -71,10 +71,20 @@ enum OperatorCmd {
 
 #[derive(Subcommand)]
 enum RolloutCmd {
-    /// Send a release's apply plan to every enrolled agent of the product (now, or when it returns).
-    Start(rewindctl::fleet::RolloutStartArgs),
-    /// Per-agent outcome of the product's newest rollout.
-    Status(rewindctl::fleet::RolloutStatusArgs),
+    /// Start the phased rollout of an uploaded release (refused while one is active, unless --supersede).
+    Start(rewindctl::rollout_cmd::StartArgs),
+    /// The product's rollout: state, waves, per-agent outcome.
+    Status(rewindctl::rollout_cmd::StatusArgs),
+    /// Follow the rollout until it ends (exit 0 done, 1 rolled back or halted, 3 needs a human).
+    Watch(rewindctl::rollout_cmd::StatusArgs),
+    /// Stop sending plans; bad signals still halt.
+    Pause(rewindctl::rollout_cmd::ProductArgs),
+    /// Continue a paused rollout.
+    Resume(rewindctl::rollout_cmd::ProductArgs),
+    /// Halt without rolling back (rewindctl rollback takes data back).
+    Abort(rewindctl::rollout_cmd::ProductArgs),
+    /// Release the wave awaiting approval (approver role).
+    Approve(rewindctl::rollout_cmd::ApproveArgs),
 }
 
 #[derive(Subcommand)]
@@ -162,9 +172,14 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Audit(AuditCmd::Verify(a)) => rewindctl::fleet::audit_verify(&cli.coordinator, &a),
         Command::Audit(AuditCmd::Export(a)) => rewindctl::fleet::audit_export(&cli.coordinator, &a),
         Command::Fleet(FleetCmd::Verify(a)) => rewindctl::fleet::fleet_verify(&cli.coordinator, &a),
-        Command::Rollout(RolloutCmd::Start(a)) => rewindctl::fleet::rollout_start(&cli.coordinator, &a),
-        Command::Rollout(RolloutCmd::Status(a)) => rewindctl::fleet::rollout_status(&cli.coordinator, &a),
-        Command::Rollback(a) => rewindctl::fleet::rollback(&cli.coordinator, &a),
+        Command::Rollout(RolloutCmd::Start(a)) => rewindctl::rollout_cmd::start(&cli.coordinator, &a),
+        Command::Rollout(RolloutCmd::Status(a)) => rewindctl::rollout_cmd::show(&cli.coordinator, &a),
+        Command::Rollout(RolloutCmd::Watch(a)) => rewindctl::rollout_cmd::watch(&cli.coordinator, &a),
+        Command::Rollout(RolloutCmd::Pause(a)) => rewindctl::rollout_cmd::pause(&cli.coordinator, &a),
+        Command::Rollout(RolloutCmd::Resume(a)) => rewindctl::rollout_cmd::resume(&cli.coordinator, &a),
+        Command::Rollout(RolloutCmd::Abort(a)) => rewindctl::rollout_cmd::abort(&cli.coordinator, &a),
+        Command::Rollout(RolloutCmd::Approve(a)) => rewindctl::rollout_cmd::approve(&cli.coordinator, &a),
+        Command::Rollback(a) => rewindctl::rollout_cmd::rollback(&cli.coordinator, &a),
         Command::Release(ReleaseCmd::Upload(a)) => rewindctl::fleet::upload(&cli.coordinator, &a),
         Command::Operator(OperatorCmd::Create(a)) => rewindctl::fleet::operator_create(&cli.coordinator, &a),
         Command::Revoke(a) => rewindctl::fleet::revoke(&cli.coordinator, &a),

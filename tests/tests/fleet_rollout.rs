@@ -1,4 +1,5 @@
-//! End-to-end interim rollout: a 2-of-3 trust root, a release bundle built
+//! End-to-end single-wave rollout (a release whose `[rollout]` is one wave
+//! of the whole fleet, as for a release without one): a 2-of-3 trust root, a release bundle built
 //! and signed by two people, refused by the coordinator while under-signed,
 //! uploaded, started for five real agents over mTLS, applied everywhere
 //! (each agent re-checks the signatures against its own trust root),
@@ -51,7 +52,7 @@ fn outcomes(status: &Value) -> Vec<String> {
 }
 
 #[test]
-fn a_signed_release_reaches_five_agents_and_rolls_back_with_proofs() {
+fn a_single_wave_release_reaches_five_agents_and_rolls_back_with_proofs() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let p = |name: &str| t.join(name).to_string_lossy().into_owned();
@@ -81,12 +82,24 @@ fn a_signed_release_reaches_five_agents_and_rolls_back_with_proofs() {
     let samples = t.join("samples");
     std::fs::create_dir_all(&samples).unwrap();
     let (sn, ss) = (seed_db(&samples, "notes"), seed_db(&samples, "settings"));
+    // The example's four waves (with 15 minute and one hour bakes) become
+    // one wave of everyone: what a release without [rollout] gets.
+    let copy = t.join("2026.11.0");
+    std::fs::create_dir_all(copy.join("migrations")).unwrap();
+    copy_dir(&release("2026.11.0"), &copy);
+    let text = std::fs::read_to_string(copy.join("release.toml")).unwrap();
+    let head = &text[..text.find("\n[rollout]").unwrap()];
+    std::fs::write(
+        copy.join("release.toml"),
+        format!("{head}\n[rollout]\nwaves = [{{ name = \"all\", percent = 100 }}]\nauto_rollback = true\n"),
+    )
+    .unwrap();
     ok(&run(
         "rewindctl",
         &[
             "release",
             "build",
-            &release("2026.11.0").to_string_lossy(),
+            &copy.to_string_lossy(),
             "--sample",
             &format!("notes={}", sn.display()),
             "--sample",
@@ -104,6 +117,13 @@ fn a_signed_release_reaches_five_agents_and_rolls_back_with_proofs() {
         Command::new(bin("rewind-coordinator"))
             .args(["--state", &fleet.state.to_string_lossy()])
             .env("REWIND_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "REWIND_WEB_LISTEN",
+                format!(
+                    "127.0.0.1:{}",
+                    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+                ),
+            )
             .env("REWIND_TRUST", p("trust.toml"))
             .env("REWIND_HEARTBEAT_SECONDS", "1")
             .env("REWIND_LOG", "warn")
@@ -174,8 +194,9 @@ fn a_signed_release_reaches_five_agents_and_rolls_back_with_proofs() {
     let r = fleet.ctl(&["rollout", "start", "notes", "2026.11.0", "--json"]);
     ok(&r);
     assert_eq!(r.json()["agents"], 5, "{r:?}");
-    let s =
-        eventually("applied on all five", Duration::from_secs(60), || fleet.status().filter(|s| s["state"] == "done"));
+    let s = eventually("applied on all five", Duration::from_secs(60), || {
+        fleet.status().filter(|s| s["state"] == "done" && s["waves"][0]["succeeded"] == 5)
+    });
     assert_eq!(outcomes(&s), vec!["applied"; 5], "{s}");
     assert_eq!(s["waves"][0]["succeeded"], 5, "{s}");
     for (_, notes, _, before, _) in &endpoints {
@@ -226,16 +247,21 @@ fn a_signed_release_reaches_five_agents_and_rolls_back_with_proofs() {
     ok(&r);
     assert_eq!(r.json()["agents"], 5);
     let s = eventually("rolled back on all five", Duration::from_secs(60), || {
-        fleet.status().filter(|s| s["state"] == "done" && outcomes(s).iter().all(|o| o == "rolled_back"))
+        fleet.status().filter(|s| s["state"] == "rolled_back" && outcomes(s).iter().all(|o| o == "rolled_back"))
     });
-    assert_eq!(s["waves"][0]["succeeded"], 5, "{s}");
+    assert_eq!(s["waves"][0]["rolled_back"], 5, "{s}");
+    assert!(s["summary"].as_str().unwrap().starts_with("rolled back, verified"), "{s}");
     for (dir, notes, settings, dn, ds) in &endpoints {
         assert_eq!(&digest(notes), dn, "notes.db in {} is back to its digest", dir.display());
         assert_eq!(&digest(settings), ds, "settings.db in {} is back to its digest", dir.display());
     }
-    let r = fleet.ctl(&["rollback", "notes", "--to-sequence", "3"]);
-    assert_eq!(r.code, 1, "not built yet, said so: {r:?}");
-    assert!(r.stderr.contains("not implemented yet"), "{r:?}");
+    // Nothing above sequence 7 is left to roll back; a second rollback of
+    // the same rollout is refused; both change nothing (exit 2).
+    let r = fleet.ctl(&["rollback", "notes", "--to-sequence", "7"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("no rollout above sequence 7"), "{r:?}");
+    let r = fleet.ctl(&["rollback", "notes"]);
+    assert_eq!(r.code, 2, "{r:?}");
 
     // The coordinator's audit log recorded every step, chained and signed.
     let public = fleet.state.join("coordinator.pub").to_string_lossy().into_owned();
@@ -252,7 +278,12 @@ fn a_signed_release_reaches_five_agents_and_rolls_back_with_proofs() {
     let count = |k: &str| kinds.iter().filter(|x| *x == k).count();
     assert_eq!(count("agent.enroll"), 5, "{kinds:?}");
     assert_eq!(count("bundle.upload"), 1, "{kinds:?}");
-    assert_eq!((count("rollout.start"), count("rollback.start")), (1, 1), "{kinds:?}");
+    assert_eq!(
+        (count("rollout.started"), count("rollout.rolling_back"), count("rollout.rolled_back")),
+        (1, 1, 1),
+        "{kinds:?}"
+    );
+    assert_eq!((count("plan.sent"), count("rollback.sent")), (5, 1), "{kinds:?}");
     assert_eq!(count("result"), 10, "an apply and a rollback result per agent, once each: {kinds:?}");
     assert!(count("token.create") >= 1 && count("coordinator.start") == 1, "{kinds:?}");
     // An edited entry is detected.
@@ -264,4 +295,17 @@ fn a_signed_release_reaches_five_agents_and_rolls_back_with_proofs() {
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stdout.contains("BROKEN"), "{r:?}");
     drop(daemons);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
 }
