@@ -105,4 +105,12 @@ fn ofrep_serves_the_flags_a_plan_set_and_a_rollback_restored() {
     let sdk = python_sdk(port);
     assert_eq!(sdk["new_checkout"], false, "{sdk}");
     assert!(ep.proc.alive(), "the daemon is still running: {}", ep.log());
+
+    // A second daemon on the same ofrep_listen port: exit 2 naming it.
+    let r = rewind_tests::run("rewind-agent", &["run", "--config", &ep.dir.join("agent.toml").to_string_lossy()], &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!("ofrep_listen = \"127.0.0.1:{port}\"")) && r.stderr.contains("cannot listen"),
+        "{r:?}"
+    );
 }

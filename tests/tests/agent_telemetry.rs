@@ -79,10 +79,15 @@ fn metrics_reach_the_coordinator_and_a_trigger_during_the_bake_reverts_locally()
 
     // A crash count above the release's trigger (app.crash_count above 3)
     // during the bake: the agent rolls back on its own.
+    let fired = std::time::Instant::now();
     std::fs::write(metrics.join("notes.json"), "{\"crash_count\": 5}").unwrap();
     eventually("rolled back locally", Duration::from_secs(60), || {
         (digest(&ep.notes) == notes0 && digest(&ep.settings) == settings0).then_some(())
     });
+    eprintln!(
+        "local revert: metrics file written -> both databases back to their digests in {:?} (telemetry_seconds = 1)",
+        fired.elapsed()
+    );
     let log = eventually("the coordinator has the result with its reason", Duration::from_secs(30), || {
         let log = fleet.log();
         log.contains("local_revert: trigger app.crash_count fired").then_some(log)
