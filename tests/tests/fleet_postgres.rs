@@ -33,6 +33,7 @@ fn coordinator(state: &Path, port: u16, url: &str) -> Proc {
         Command::new(bin("rewind-coordinator"))
             .args(["--state", &state.to_string_lossy()])
             .env("REWIND_LISTEN", format!("127.0.0.1:{port}"))
+            .env("REWIND_WEB_LISTEN", "127.0.0.1:0")
             .env("REWIND_STORE", "postgres")
             .env("REWIND_STORE_URL", url)
             .env("REWIND_HEARTBEAT_SECONDS", "1")
@@ -182,7 +183,8 @@ fn a_missing_malformed_or_unreachable_store_url_is_a_clear_startup_error() {
     let state = tmp.path().join("s");
     let st = state.to_string_lossy().into_owned();
     let start = |env: &[(&str, &str)]| {
-        let mut all = vec![("REWIND_STORE", "postgres"), ("REWIND_LISTEN", "127.0.0.1:0")];
+        let mut all =
+            vec![("REWIND_STORE", "postgres"), ("REWIND_LISTEN", "127.0.0.1:0"), ("REWIND_WEB_LISTEN", "127.0.0.1:0")];
         all.extend_from_slice(env);
         run("rewind-coordinator", &["--state", &st], &all)
     };
