@@ -7,6 +7,7 @@
 //! input, 3 needs a human.
 
 pub mod bundle_cmd;
+pub mod comms_cmd;
 pub mod coordinator;
 pub mod demo;
 pub mod demo_fleet;

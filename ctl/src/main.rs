@@ -61,6 +61,15 @@ enum Command {
     Revoke(rewindctl::fleet::RevokeArgs),
     /// Write a release's incident playbook: owners, rollback commands per granularity, verification, restore window, messages.
     Runbook(rewindctl::runbook::RunbookArgs),
+    /// Communication templates (coordinator): list, show, edit (admin; every edit is a new version).
+    #[command(subcommand)]
+    Templates(rewindctl::comms_cmd::TemplatesCmd),
+    /// Incidents and their rendered messages (coordinator): list, maintenance, resolve.
+    #[command(subcommand)]
+    Incidents(rewindctl::comms_cmd::IncidentsCmd),
+    /// Webhooks (coordinator): the delivery log of every attempt, a test delivery.
+    #[command(subcommand)]
+    Webhooks(rewindctl::comms_cmd::WebhooksCmd),
 }
 
 #[derive(Subcommand)]
@@ -183,5 +192,8 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Release(ReleaseCmd::Upload(a)) => rewindctl::fleet::upload(&cli.coordinator, &a),
         Command::Operator(OperatorCmd::Create(a)) => rewindctl::fleet::operator_create(&cli.coordinator, &a),
         Command::Revoke(a) => rewindctl::fleet::revoke(&cli.coordinator, &a),
+        Command::Templates(c) => rewindctl::comms_cmd::templates(&cli.coordinator, &c),
+        Command::Incidents(c) => rewindctl::comms_cmd::incidents(&cli.coordinator, &c),
+        Command::Webhooks(c) => rewindctl::comms_cmd::webhooks(&cli.coordinator, &c),
     }
 }
