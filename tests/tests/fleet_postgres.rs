@@ -3,9 +3,13 @@
 //! An agent enrolls and connects, delivers a signed result; the coordinator
 //! is killed (-9) and restarted: the agent, its result and the audit chain
 //! come back from PostgreSQL (no SQLite file is written), the agent
-//! reconnects and nothing is counted twice. And the refusals: no store_url,
+//! reconnects and nothing is counted twice. A phased rollout (canary, then
+//! an approval wave) runs with its state in PostgreSQL, survives a kill -9
+//! while awaiting approval, and finishes. And the refusals: no store_url,
 //! a malformed one (exit 2, nothing started), an unreachable server (names
 //! the URL without its password, says what to do).
+
+mod fleet_rollout_common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -214,4 +218,109 @@ fn a_missing_malformed_or_unreachable_store_url_is_a_clear_startup_error() {
     assert!(r.stderr.contains(&format!("PostgreSQL at postgres://rw:***@127.0.0.1:{port}/rewind")), "{r:?}");
     assert!(r.stderr.contains("check that the server runs"), "says what to do: {r:?}");
     assert!(!r.stderr.contains("hunter2") && !r.stderr.contains(PASSWORD), "{r:?}");
+}
+
+/// The phased-rollout fixture's fleet, its coordinator on PostgreSQL.
+fn pg_fleet(dir: &Path, url: &str) -> fleet_rollout_common::Fleet {
+    use fleet_rollout_common::ok;
+    let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    for k in ["alice", "bob"] {
+        ok(&run("rewindctl", &["keys", "generate", "--out", &p(k)], &[]));
+    }
+    ok(&run(
+        "rewindctl",
+        &[
+            "trust",
+            "init",
+            "--threshold",
+            "2",
+            "--key",
+            &p("alice.pub"),
+            "--key",
+            &p("bob.pub"),
+            "--out",
+            &p("trust.toml"),
+        ],
+        &[],
+    ));
+    let mut f = fleet_rollout_common::Fleet {
+        dir: dir.to_path_buf(),
+        state: dir.join("coordinator"),
+        port: free_port(),
+        trust: dir.join("trust.toml"),
+        coordinator: None,
+        endpoints: Vec::new(),
+    };
+    start_pg_coordinator(&mut f, url);
+    f
+}
+
+fn start_pg_coordinator(f: &mut fleet_rollout_common::Fleet, url: &str) {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(f.dir.join("coordinator.log")).unwrap();
+    f.coordinator = Some(fleet_rollout_common::Proc(
+        Command::new(bin("rewind-coordinator"))
+            .args(["--state", &f.state.to_string_lossy()])
+            .env("REWIND_LISTEN", format!("127.0.0.1:{}", f.port))
+            .env("REWIND_WEB_LISTEN", "127.0.0.1:0")
+            .env("REWIND_TRUST", &f.trust)
+            .env("REWIND_STORE", "postgres")
+            .env("REWIND_STORE_URL", url)
+            .env("REWIND_HEARTBEAT_SECONDS", "1")
+            .env("REWIND_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap(),
+    ));
+    eventually("coordinator ready on PostgreSQL", Duration::from_secs(30), || {
+        (f.ctl(&["agents", "--json"]).code == 0).then_some(())
+    });
+}
+
+const WAVES: &str = r#"[rollout]
+waves = [
+  { name = "canary", selector = "ring=canary", bake = "1s" },
+  { name = "rest", percent = 100, approval = true },
+]
+report_timeout = "120s"
+auto_rollback = true
+"#;
+
+#[test]
+fn a_phased_rollout_keeps_its_state_in_postgres_across_a_coordinator_kill_9() {
+    use fleet_rollout_common::{ok, wave};
+    let pg = Postgres::start();
+    let tmp = fleet_rollout_common::tempdir();
+    let mut fleet = pg_fleet(tmp.path(), &pg.url());
+    fleet.add("canary", 1);
+    fleet.add("main", 2);
+    fleet.wait_connected();
+    fleet.bundle("2026.11.0", WAVES, &|t| t, true);
+    let r = fleet.ctl(&["rollout", "start", "notes", "2026.11.0", "--json"]);
+    ok(&r);
+    assert_eq!(r.json()["agents"], 3, "{r:?}");
+    let s =
+        fleet.wait_status("the rest awaits approval", Duration::from_secs(90), |s| s["state"] == "awaiting_approval");
+    assert_eq!(wave(&s, "canary")["succeeded"], 1, "{s:#}");
+    assert_eq!(pg.psql("rewind", "SELECT state FROM rollouts"), "awaiting_approval");
+
+    fleet.kill_coordinator();
+    start_pg_coordinator(&mut fleet, &pg.url());
+    let after = fleet.status();
+    assert_eq!(after["state"], "awaiting_approval", "{after:#}");
+    assert_eq!(after["waves"], s["waves"], "counts survive the restart");
+    fleet.wait_connected();
+    ok(&fleet.ctl(&["rollout", "approve", "notes", "rest"]));
+    let s = fleet.wait_status("done", Duration::from_secs(90), |s| s["state"] == "done");
+    assert!(s["agents"].as_array().unwrap().iter().all(|a| a["outcome"] == "applied"), "{s:#}");
+    for e in &fleet.endpoints {
+        assert_ne!(rewind_tests::digest(&e.notes), e.start_notes, "{} applied the release", e.id);
+    }
+    assert_eq!(pg.psql("rewind", "SELECT state FROM rollouts"), "done");
+    assert_eq!(pg.psql("rewind", "SELECT count(*) FROM results"), "3", "one result per agent, once");
+    assert_eq!(
+        pg.psql("rewind", "SELECT count(*) FILTER (WHERE acked IS NULL) FROM deliveries"),
+        "0",
+        "every delivery acknowledged"
+    );
 }
