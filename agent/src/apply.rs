@@ -210,12 +210,16 @@ fn apply_plan(
         message: String::new(),
     };
 
-    // Snapshots: nothing has changed until they are all taken and verified.
+    // Snapshots: every target is copied now (each under its own read
+    // lock, released right after the copy); their verification runs on other
+    // threads while the first migration runs, and nothing changes — no flag
+    // set, no migration committed — until they are all verified.
     crash::point("apply.before_snapshot");
     let names: Vec<String> = run.targets.keys().cloned().collect();
+    let mut snaps = Snapshots::default();
     for name in &names {
         let path = run.plan.targets[name].clone();
-        let n = run.begin("snapshot", Some(name), &json!({"db": path}))?;
+        let step = run.begin("snapshot", Some(name), &json!({"db": path}))?;
         let started = Instant::now();
         let origin = Origin {
             label: Some(format!("before {} {}", run.plan.product, run.plan.release)),
@@ -228,40 +232,22 @@ fn apply_plan(
         // connection wrote, so the snapshot's table digests still hold for
         // tables no script wrote (docs/digest.md "Incremental proofs").
         let version = run.target(name).data_version().ok();
-        let (snap, digest) = match snapshot::create(state, &path, &origin) {
-            Ok(s) => s,
-            Err(e) => {
-                let msg = match e.to_string() {
-                    m if m.contains("nothing changed") => m,
-                    m => format!("snapshot of {} failed, nothing changed: {m}", path.display()),
-                };
-                report.status = "failed".into();
-                report.error = Some(msg.clone());
-                report.message = msg.clone();
-                run.finish("reverted", &report)?;
-                return Err(Error::BadInput(msg));
+        match snapshot::start(state, &path, &origin) {
+            Ok(pending) => {
+                snaps.pending.push(PendingSnapshot { name: name.clone(), path, step, started, version, pending })
             }
-        };
-        if let Some(v) = version {
-            run.target(name).set_baseline(v, digest.clone());
+            Err(e) => {
+                drop(snaps);
+                return snapshot_failed(&run, report, &path, e);
+            }
         }
-        run.done(n, &json!({"snapshot": snap.id, "digest": snap.digest, "schema": snap.schema}))?;
-        report.steps.push(StepTime {
-            step: format!("snapshot {name}"),
-            millis: started.elapsed().as_millis(),
-            reversible: None,
-        });
-        report.targets.push(TargetReport {
-            name: name.clone(),
-            db: path,
-            before: Some(digest.digest.to_string()),
-            schema_before: Some(digest.schema.to_string()),
-            snapshot: Some(snap.id),
-            ..TargetReport::default()
-        });
     }
-    crash::point("apply.after_snapshot");
 
+    if !desired_flags(release, Activation::WithRelease).is_empty()
+        && let Err((path, e)) = snaps.settle(&run, &mut report)
+    {
+        return snapshot_failed(&run, report, &path, e);
+    }
     if let Err(e) = apply_flags(&mut run, release, Activation::WithRelease) {
         return rollback::revert(run, report, e);
     }
@@ -269,12 +255,23 @@ fn apply_plan(
         run.plan.migrations.iter().filter(|m| pending.contains(&m.id)).cloned().collect();
     for m in &pending_migrations {
         let started = Instant::now();
-        if let Err(e) = apply_migration(&mut run, m) {
-            return rollback::revert(run, report, e);
+        let waited = snaps.waited;
+        match apply_migration(&mut run, m, &mut snaps, &mut report) {
+            Ok(()) => {}
+            Err(Stop::Failed(e)) => {
+                // Reverted against verified snapshots, as if they had been
+                // taken before the migration started.
+                if let Err((path, e)) = snaps.settle(&run, &mut report) {
+                    return snapshot_failed(&run, report, &path, e);
+                }
+                return rollback::revert(run, report, e);
+            }
+            Err(Stop::Snapshot(path, e)) => return snapshot_failed(&run, report, &path, e),
         }
         report.steps.push(StepTime {
             step: format!("migration {}", m.id),
-            millis: started.elapsed().as_millis(),
+            // The migration's own work: waiting for the snapshots is theirs.
+            millis: started.elapsed().saturating_sub(snaps.waited - waited).as_millis(),
             reversible: Some(
                 m.reversible || !m.preserve.is_empty() || m.rollback == rewind_shared::release::RollbackMode::Restore,
             ),
@@ -282,6 +279,9 @@ fn apply_plan(
         if let Some(t) = report.targets.iter_mut().find(|t| t.name == m.target) {
             t.migrations.push(m.id.clone());
         }
+    }
+    if let Err((path, e)) = snaps.settle(&run, &mut report) {
+        return snapshot_failed(&run, report, &path, e);
     }
     if let Err(e) = apply_flags(&mut run, release, Activation::AfterMigrations) {
         return rollback::revert(run, report, e);
@@ -418,8 +418,105 @@ fn preserve(t: &Target, m: &Migration) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// One migration in one transaction: preserve, up, verify, ledger row.
-fn apply_migration(run: &mut Run<'_>, m: &Migration) -> std::result::Result<(), String> {
+/// A snapshot started by [`snapshot::start`], not yet verified.
+struct PendingSnapshot {
+    name: String,
+    path: PathBuf,
+    step: i64,
+    started: Instant,
+    version: Option<i64>,
+    pending: snapshot::Pending,
+}
+
+/// The plan's snapshots whose verification is still running.
+#[derive(Default)]
+struct Snapshots {
+    pending: Vec<PendingSnapshot>,
+    settled: bool,
+    /// Time spent waiting in [`Snapshots::settle`].
+    waited: std::time::Duration,
+}
+
+impl Snapshots {
+    /// Waits until every snapshot is verified and listed, and journals and
+    /// reports each; the first failure is returned with its target's path
+    /// (the snapshots not yet finished are discarded).
+    fn settle(&mut self, run: &Run<'_>, report: &mut Report) -> std::result::Result<(), (PathBuf, Error)> {
+        if self.settled {
+            return Ok(());
+        }
+        let waiting = Instant::now();
+        let result = self.settle_all(run, report);
+        self.waited += waiting.elapsed();
+        result?;
+        self.settled = true;
+        crash::point("apply.after_snapshot");
+        Ok(())
+    }
+
+    fn settle_all(&mut self, run: &Run<'_>, report: &mut Report) -> std::result::Result<(), (PathBuf, Error)> {
+        for p in std::mem::take(&mut self.pending) {
+            let (snap, digest) = p.pending.finish(run.state).map_err(|e| (p.path.clone(), e))?;
+            if let Some(v) = p.version {
+                run.target(&p.name).set_baseline(v, digest.clone());
+            }
+            run.done(p.step, &json!({"snapshot": snap.id, "digest": snap.digest, "schema": snap.schema}))
+                .map_err(|e| (p.path.clone(), e))?;
+            report.steps.push(StepTime {
+                step: format!("snapshot {}", p.name),
+                millis: p.started.elapsed().as_millis(),
+                reversible: None,
+            });
+            report.targets.push(TargetReport {
+                name: p.name.clone(),
+                db: p.path,
+                before: Some(digest.digest.to_string()),
+                schema_before: Some(digest.schema.to_string()),
+                snapshot: Some(snap.id),
+                ..TargetReport::default()
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A snapshot that could not be taken or verified: nothing changed; the
+/// plan is finished as reverted and the error says so (exit 2).
+fn snapshot_failed(run: &Run<'_>, mut report: Report, path: &std::path::Path, e: Error) -> Result<Report> {
+    let msg = match e.to_string() {
+        m if m.contains("nothing changed") => m,
+        m => format!("snapshot of {} failed, nothing changed: {m}", path.display()),
+    };
+    report.status = "failed".into();
+    report.error = Some(msg.clone());
+    report.message = msg.clone();
+    run.finish("reverted", &report)?;
+    Err(Error::BadInput(msg))
+}
+
+/// Why a migration stopped.
+enum Stop {
+    /// The migration failed (rolled back); the plan is reverted.
+    Failed(String),
+    /// A snapshot did not verify before the migration could commit (rolled
+    /// back): nothing changed.
+    Snapshot(PathBuf, Error),
+}
+
+impl From<String> for Stop {
+    fn from(e: String) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+/// One migration in one transaction: preserve, up, verify, ledger row; it
+/// commits only once every snapshot of the plan is verified (`snaps`).
+fn apply_migration(
+    run: &mut Run<'_>,
+    m: &Migration,
+    snaps: &mut Snapshots,
+    report: &mut Report,
+) -> std::result::Result<(), Stop> {
     let n = run.begin("migration", Some(&m.target), &json!({"migration": m.id})).map_err(|e| e.to_string())?;
     let started = Instant::now();
     let t = run.target(&m.target);
@@ -448,11 +545,15 @@ fn apply_migration(run: &mut Run<'_>, m: &Migration) -> std::result::Result<(), 
             },
         )
         .map_err(sqlerr)?;
-        crash::point("apply.migration.before_commit");
-        t.conn.execute_batch("COMMIT").map_err(sqlerr)?;
         Ok((before, after))
     };
-    let (before, after) = match body() {
+    let mut commit = || -> std::result::Result<(), Stop> {
+        snaps.settle(run, report).map_err(|(path, e)| Stop::Snapshot(path, e))?;
+        crash::point("apply.migration.before_commit");
+        t.conn.execute_batch("COMMIT").map_err(|e| format!("migration {}: {}", m.id, classify(&t.path, e)))?;
+        Ok(())
+    };
+    let (before, after) = match body().map_err(Stop::Failed).and_then(|v| commit().map(|()| v)) {
         Ok(v) => v,
         Err(e) => {
             if !t.conn.is_autocommit() {

@@ -58,3 +58,19 @@ pub fn point(name: &str) {
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub fn point(_name: &str) {}
+
+/// Whether `REWIND_FAULT` (comma-separated names) asks for the fault `name`
+/// (fault-injection builds only; tests use it to make a step misbehave, e.g.
+/// `snapshot.copy_differs` corrupts a snapshot's copy before it is verified).
+#[cfg(feature = "fault-injection")]
+#[must_use]
+pub fn fault(name: &str) -> bool {
+    std::env::var("REWIND_FAULT").is_ok_and(|v| v.split(',').any(|f| f.trim() == name))
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+#[must_use]
+pub fn fault(_name: &str) -> bool {
+    false
+}

@@ -143,6 +143,13 @@ fn copy_file_hashed(source: &Path, src: &std::fs::File, tmp: &Path) -> Result<bl
     });
     copied.map_err(|e| not_taken("writing", e))?;
     crash::point("snapshot.during_copy");
+    #[cfg(unix)]
+    if crash::fault("snapshot.copy_differs") {
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(tmp).map_err(Error::io(tmp))?;
+        let at = f.metadata().map_err(Error::io(tmp))?.len() / 2;
+        let mut b = [0u8; 1];
+        read_exact_at(&f, &mut b, at).and_then(|()| write_all_at(&f, &[!b[0]], at)).map_err(Error::io(tmp))?;
+    }
     hashed.map_err(|e| Error::io(source)(e))
 }
 

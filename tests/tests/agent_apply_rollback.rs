@@ -339,3 +339,45 @@ fn digests_cover_trigger_side_effects_and_renamed_tables() {
     assert_eq!(target(&rj, "notes")["proof"], "identical", "{rj}");
     assert_eq!(digest(&e.notes), start);
 }
+
+/// Switches a seeded database (WAL) to a rollback journal, where a snapshot
+/// is a copy of the file verified while the first migration already runs.
+fn to_rollback_journal(db: &std::path::Path) {
+    let mode: String =
+        Connection::open(db).unwrap().query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "delete");
+}
+
+/// The snapshot's verification overlaps the first migration, but a copy
+/// that does not verify still stops the apply before anything commits:
+/// exit 2, both targets at their start digests, no ledger, no flag set, no
+/// snapshot listed, no plan left running; the same apply then succeeds.
+#[test]
+fn a_snapshot_that_does_not_verify_stops_the_apply_before_any_commit() {
+    let e = Endpoint::new();
+    to_rollback_journal(&e.notes);
+    to_rollback_journal(&e.settings);
+    let rel = release("2026.11.0");
+    let start = e.digests();
+    let r = e.plan("apply", &rel, &["--json"], &[("REWIND_FAULT", "snapshot.copy_differs")]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("differs from the source") && r.stderr.contains("nothing changed"), "{r:?}");
+    assert_eq!(e.digests(), start, "nothing committed");
+    for db in [&e.notes, &e.settings] {
+        let ledger: i64 = Connection::open(db)
+            .unwrap()
+            .query_row("SELECT count(*) FROM sqlite_schema WHERE name = '_rewind_ledger'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ledger, 0, "no migration committed on {}", db.display());
+    }
+    assert_eq!(count(&e.state, "snapshots"), 0, "an unverified snapshot is never listed");
+    assert_eq!(count(&e.state, "plans WHERE state = 'running'"), 0);
+    let status = e.agent(&["status", "--json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(status.json()["installed"].as_array().unwrap().is_empty(), "{status:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(e.state.join("snapshots")).unwrap().flatten().map(|f| f.path()).collect();
+    assert!(leftovers.is_empty(), "the discarded copies are deleted: {leftovers:?}");
+    let again = e.apply(&rel);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_ne!(e.digests(), start);
+}

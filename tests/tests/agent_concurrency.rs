@@ -210,16 +210,14 @@ fn apply_reports_the_digest_of_the_file_when_the_app_wrote_after_the_snapshot() 
             .unwrap();
         let snapshots = e.state.join("snapshots");
         let notes = e.notes.clone();
-        // The app waits for the agent's first snapshot (notes), then writes
-        // once; it notes whether a migration had already started.
+        // The app waits for the agent's first snapshot copy (notes) to
+        // appear, then writes once (its commit waits for the copy's read
+        // lock); it notes whether a migration had already started.
         let app = std::thread::spawn(move || {
             let c = Connection::open(&notes).unwrap();
             c.busy_timeout(Duration::from_secs(10)).unwrap();
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while std::fs::read_dir(&snapshots)
-                .map_or(0, |d| d.flatten().filter(|f| f.path().extension().is_some_and(|x| x == "json")).count())
-                == 0
-            {
+            while std::fs::read_dir(&snapshots).map_or(0, |d| d.flatten().count()) == 0 {
                 assert!(std::time::Instant::now() < deadline, "no snapshot appeared");
                 std::thread::sleep(Duration::from_micros(200));
             }
