@@ -88,6 +88,8 @@ pub struct Fleet {
     pub trust: PathBuf,
     pub coordinator: Option<Proc>,
     pub endpoints: Vec<Endpoint>,
+    /// Top-level agent.toml lines for agents added from now on.
+    pub agent_extra: String,
 }
 
 impl Fleet {
@@ -121,6 +123,7 @@ impl Fleet {
             trust: dir.join("trust.toml"),
             coordinator: None,
             endpoints: Vec::new(),
+            agent_extra: String::new(),
         };
         f.start_coordinator();
         f
@@ -185,12 +188,13 @@ impl Fleet {
             std::fs::write(
                 &config,
                 format!(
-                    "coordinator = \"https://127.0.0.1:{}\"\nca = \"{}\"\ntrust = \"{}\"\nstate = \"state\"\n\n\
+                    "coordinator = \"https://127.0.0.1:{}\"\nca = \"{}\"\ntrust = \"{}\"\nstate = \"state\"\n{}\n\
                      [[target]]\nproduct = \"notes\"\nname = \"notes\"\npath = \"notes.db\"\n\n\
                      [[target]]\nproduct = \"notes\"\nname = \"settings\"\npath = \"settings.db\"\n",
                     self.port,
                     self.state.join("ca.pem").display(),
-                    self.trust.display()
+                    self.trust.display(),
+                    self.agent_extra
                 ),
             )
             .unwrap();
