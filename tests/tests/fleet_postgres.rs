@@ -220,37 +220,11 @@ fn a_missing_malformed_or_unreachable_store_url_is_a_clear_startup_error() {
     assert!(!r.stderr.contains("hunter2") && !r.stderr.contains(PASSWORD), "{r:?}");
 }
 
-/// The phased-rollout fixture's fleet, its coordinator on PostgreSQL.
+/// The phased-rollout fixture's fleet (trust root, keys, state dir), its
+/// coordinator restarted on PostgreSQL before anything is stored.
 fn pg_fleet(dir: &Path, url: &str) -> fleet_rollout_common::Fleet {
-    use fleet_rollout_common::ok;
-    let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    for k in ["alice", "bob"] {
-        ok(&run("rewindctl", &["keys", "generate", "--out", &p(k)], &[]));
-    }
-    ok(&run(
-        "rewindctl",
-        &[
-            "trust",
-            "init",
-            "--threshold",
-            "2",
-            "--key",
-            &p("alice.pub"),
-            "--key",
-            &p("bob.pub"),
-            "--out",
-            &p("trust.toml"),
-        ],
-        &[],
-    ));
-    let mut f = fleet_rollout_common::Fleet {
-        dir: dir.to_path_buf(),
-        state: dir.join("coordinator"),
-        port: free_port(),
-        trust: dir.join("trust.toml"),
-        coordinator: None,
-        endpoints: Vec::new(),
-    };
+    let mut f = fleet_rollout_common::Fleet::new(dir);
+    f.kill_coordinator();
     start_pg_coordinator(&mut f, url);
     f
 }
