@@ -14,6 +14,29 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# PostgreSQL server for the coordinator's PostgreSQL store tests
+# (tests/src/postgres.rs runs initdb and postgres from
+# /usr/lib/postgresql/<major>/bin as an unprivileged user; psql makes databases).
+need_postgres() {
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v psql >/dev/null && return 0
+    # The tests start clusters of their own on free ports; any cluster the
+    # package sets up is left alone.
+    apt_install postgresql postgresql-client
+}
+
+# Debian's Chromium and ChromeDriver, Selenium and the Prometheus text
+# parser from PyPI: tests/tests/web_surface.rs drives the status page and
+# the dashboard in a real headless browser (tests/web/browser.py).
+need_browser() {
+    apt_install chromium chromium-driver
+    python3 -c "import selenium, prometheus_client" 2>/dev/null || {
+        echo "installing PyPI packages: selenium prometheus-client" >&2
+        python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+        python3 -m pip install --quiet selenium prometheus-client 2>/dev/null ||
+            python3 -m pip install --quiet --break-system-packages selenium prometheus-client
+    }
+}
+
 # The OpenFeature Python SDK and its OFREP provider: tests/tests/agent_ofrep.rs
 # reads the agent's flags with them (tests/tests/agent_ofrep_client.py).
 need_openfeature() {
@@ -35,15 +58,6 @@ need_demo_deps() {
     command -v cc >/dev/null || apt_install gcc libc6-dev
 }
 
-# PostgreSQL server for the coordinator's PostgreSQL store tests
-# (tests/src/postgres.rs runs initdb and postgres from
-# /usr/lib/postgresql/<major>/bin as an unprivileged user; psql makes databases).
-need_postgres() {
-    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v psql >/dev/null && return 0
-    # The tests start clusters of their own on free ports; any cluster the
-    # package sets up is left alone.
-    apt_install postgresql postgresql-client
-}
 need_test_deps() {
     command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
     need_postgres
@@ -51,6 +65,7 @@ need_test_deps() {
     # mount small tmpfs disks to fill them.
     apt_install sqlite3 python3 e2fsprogs mount
     need_openfeature
+    need_browser
     # docs/digest_reference.py (the digest's independent re-implementation,
     # run by shared/tests/digest_reference.rs) needs the PyPI package blake3.
     python3 -c "import blake3" 2>/dev/null || {

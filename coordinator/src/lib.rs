@@ -21,6 +21,7 @@ pub mod rollout_engine;
 pub mod rollouts;
 pub mod server;
 pub mod store;
+pub mod web;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -95,14 +96,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Arc::new(store::sqlite::SqliteStore::open(&path).await?)
         }
         StoreKind::Postgres => {
-            let url = config.store_url.as_deref().ok_or_else(|| anyhow::anyhow!("store = \"postgres\" needs store_url"))?;
+            let url =
+                config.store_url.as_deref().ok_or_else(|| anyhow::anyhow!("store = \"postgres\" needs store_url"))?;
             Arc::new(store::postgres::PostgresStore::open(url).await?)
         }
     };
-    eprintln!(
-        "rewind-coordinator: web_listen {}: not implemented yet (status page, dashboard, /metrics); nothing listens there",
-        config.web_listen
-    );
     let own_ca = config.ca_cert.as_deref().zip(config.ca_key.as_deref());
     let ca = ca::Ca::load_or_create(&state, own_ca)?;
     let identity = ca.server_identity(&config.hostnames)?;
@@ -140,5 +138,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .await;
     audit::checkpoint(&app).await?;
     tokio::spawn(rollout_engine::run(Arc::clone(&app)));
-    server::serve(app, &identity).await
+    let web = web::start(Arc::clone(&app)).await;
+    let served = server::serve(app, &identity).await;
+    web.stop().await;
+    served
 }
