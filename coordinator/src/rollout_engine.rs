@@ -181,21 +181,19 @@ impl Inner {
             None
         };
         let machine = self.docs[id].machine.clone();
+        // Apply plans decided in one step are queued, then audited as one entry.
+        let mut plans: Vec<AgentId> = Vec::new();
         for a in actions {
+            if let Action::SendPlan { agent } = a {
+                let b = bundle.as_ref().expect("looked up above");
+                queue(app, &agent, b, "apply").await?;
+                self.decided.insert((id.to_string(), agent.clone(), "apply"), Instant::now());
+                plans.push(agent);
+                continue;
+            }
+            self.plans_sent(app, id, &machine, &mut plans).await;
             match a {
-                Action::SendPlan { agent } => {
-                    let b = bundle.as_ref().expect("looked up above");
-                    queue(app, &agent, b, "apply").await?;
-                    self.decided.insert((id.to_string(), agent.clone(), "apply"), Instant::now());
-                    crate::rollouts::count("rewind_plans_sent_total", 1);
-                    crate::audit::record(
-                        app,
-                        "plan.sent",
-                        json!({"product": machine.spec().product, "version": machine.spec().version, "rollout": id,
-                               "agent": agent, "kind": "apply", "wave": machine.wave_of(&agent)}),
-                    )
-                    .await;
-                }
+                Action::SendPlan { .. } => unreachable!("handled above"),
                 Action::SendRollback { agents } => {
                     let b = bundle.as_ref().expect("looked up above");
                     for agent in &agents {
@@ -239,7 +237,24 @@ impl Inner {
                 }
             }
         }
+        self.plans_sent(app, id, &machine, &mut plans).await;
         Ok(())
+    }
+
+    async fn plans_sent(&self, app: &App, id: &str, machine: &RolloutMachine, plans: &mut Vec<AgentId>) {
+        if plans.is_empty() {
+            return;
+        }
+        let agents = std::mem::take(plans);
+        crate::rollouts::count("rewind_plans_sent_total", agents.len() as u64);
+        let waves: BTreeSet<&str> = agents.iter().filter_map(|a| machine.wave_of(a)).collect();
+        crate::audit::record(
+            app,
+            "plan.sent",
+            json!({"product": machine.spec().product, "version": machine.spec().version, "rollout": id,
+                   "agents": agents, "kind": "apply", "waves": waves}),
+        )
+        .await;
     }
 
     async fn persist(&self, app: &App, id: &str) -> Result<()> {
@@ -692,3 +707,35 @@ async fn on_event(app: &App, inner: &mut Inner, ev: &crate::events::Event) -> Re
 
 /// The actor recorded for the engine's own transitions.
 pub const ENGINE_ACTOR: &str = SYSTEM_ACTOR;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_machine_transition_has_its_audit_kind() {
+        let cases = [
+            ("pending", "running(canary)", "", vec!["rollout.started", "rollout.wave_started"]),
+            ("pending", "awaiting_approval(canary)", "", vec!["rollout.started", "rollout.awaiting_approval"]),
+            ("running(canary)", "baking(canary)", "", vec!["rollout.baking"]),
+            ("baking(canary)", "running(early)", "", vec!["rollout.wave_started"]),
+            ("baking(early)", "awaiting_approval(broad)", "", vec!["rollout.awaiting_approval"]),
+            ("awaiting_approval(broad)", "running(broad)", "", vec!["rollout.approved", "rollout.wave_started"]),
+            ("running(canary)", "paused(running)", "", vec!["rollout.paused"]),
+            ("paused(baking)", "baking(canary)", "", vec!["rollout.resumed"]),
+            ("running(canary)", "halted", "integrity: failed verify", vec!["rollout.halted"]),
+            ("running(canary)", "halted", "aborted by alice; data stays", vec!["rollout.aborted"]),
+            ("halted", "rolling_back", "", vec!["rollout.rolling_back"]),
+            ("rolling_back", "rolled_back", "", vec!["rollout.rolled_back"]),
+            ("running(all)", "done", "", vec!["rollout.done"]),
+            ("running(all)", "superseded", "", vec!["rollout.superseded"]),
+            ("done", "done", "integrity: digest drift (recorded)", vec!["rollout.signal"]),
+        ];
+        for (from, to, reason, want) in cases {
+            assert_eq!(transition_kinds(from, to, reason), want, "{from} -> {to}");
+        }
+        assert_eq!(wave_in("baking(early)").as_deref(), Some("early"));
+        assert_eq!(wave_in("paused(running)"), None);
+        assert_eq!(wave_in("halted"), None);
+    }
+}

@@ -406,3 +406,25 @@ pub async fn verify(app: &App, product: &str, version: &str) -> Result<(bool, se
     let ok = drift.is_empty();
     Ok((ok, json!({"ok": ok, "product": product, "version": version, "groups": out_groups, "drift": drift})))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_parse_and_bad_ones_name_the_forms() {
+        assert_eq!(parse_scope("").unwrap(), Scope::Fleet);
+        assert_eq!(parse_scope("fleet").unwrap(), Scope::Fleet);
+        assert_eq!(parse_scope("wave:canary").unwrap(), Scope::Wave { name: "canary".into() });
+        let Scope::Cohort { selector } = parse_scope("cohort:ring=canary,os!=mac").unwrap() else { panic!() };
+        assert_eq!(selector.as_str(), "ring=canary,os!=mac");
+        assert_eq!(
+            parse_scope("agent:agt-1, agt-2").unwrap(),
+            Scope::Agents { agents: vec![AgentId::parse("agt-1").unwrap(), AgentId::parse("agt-2").unwrap()] }
+        );
+        for bad in ["planet:earth", "wave:", "cohort:ring in (a", "agent:", "agent:no spaces", "everyone"] {
+            let e = parse_scope(bad).unwrap_err().to_string();
+            assert!(e.contains("--scope") && e.contains("wave:NAME"), "{bad}: {e}");
+        }
+    }
+}
