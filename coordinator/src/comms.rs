@@ -301,6 +301,18 @@ fn affected(params: &Value) -> Option<u64> {
     })
 }
 
+/// How many endpoints the product's rollout of `release` has reached (the
+/// apply plan was sent to them, whether or not they reported yet), from the
+/// rollout engine's status.
+async fn reached(app: &App, product: &str, release: Option<&str>) -> Option<u64> {
+    let s = crate::rollouts::status(app, product).await.ok()?;
+    if release.is_some_and(|r| s.get("version").and_then(Value::as_str) != Some(r)) {
+        return None;
+    }
+    let agents = s.get("agents")?.as_array()?;
+    Some(agents.iter().filter(|a| a.get("plan_sent").and_then(Value::as_bool) == Some(true)).count() as u64)
+}
+
 /// What `started_at` shows: RFC 3339 cut to minutes, `2026-11-25 08:00 UTC`.
 fn display_time(rfc3339: &str) -> String {
     match (rfc3339.get(..10), rfc3339.get(11..16)) {
@@ -489,13 +501,15 @@ pub async fn on_event(app: &App, kind: &str, params: &Value) -> Result<Option<In
         // The same step told twice (transition and notify): one message.
         return Ok(None);
     }
-    let params = if event == Event::Resolved && str_param(params, "reason").is_none() {
-        let mut p = params.clone();
-        p["reason"] = json!("The rollout finished and every endpoint is in a verified state.");
-        p
-    } else {
-        params.clone()
-    };
+    let mut params = params.clone();
+    if event == Event::Resolved && str_param(&params, "reason").is_none() {
+        params["reason"] = json!("The rollout finished and every endpoint is in a verified state.");
+    }
+    if affected(&params).is_none()
+        && let Some(n) = reached(app, product, release).await
+    {
+        params["affected_count"] = json!(n);
+    }
     let m = Message { product, release, event, state, cause: kind.to_string(), params: &params, incident: open };
     publish(app, m).await.map(Some)
 }

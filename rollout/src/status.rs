@@ -48,6 +48,10 @@ pub struct AgentStatus {
     pub wave: Option<String>,
     pub outcome: String,
     pub online: bool,
+    /// Whether the apply plan was sent to it (it is then among the
+    /// endpoints the release reached, whatever it reported).
+    #[serde(default)]
+    pub plan_sent: bool,
     /// `timed_out` when the failure is a missing report.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -174,6 +178,7 @@ impl RolloutMachine {
                     wave: r.wave.map(|w| spec.rollout.waves[w].name.clone()),
                     outcome: outcome.to_string(),
                     online: r.online,
+                    plan_sent: r.plan_sent_ms.is_some(),
                     detail: (r.outcome == ApplyOutcome::TimedOut).then(|| "timed_out".to_string()),
                     rollback: rollback.map(str::to_string),
                 }
