@@ -24,6 +24,8 @@ pub struct Postgres {
     port: u16,
     as_nobody: bool,
     stopped: bool,
+    /// `pg_ctl -o` options of the running server (port, socket dir, TLS).
+    opts: String,
 }
 
 fn is_root() -> bool {
@@ -127,7 +129,7 @@ impl Postgres {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let mut pg = Postgres { dir, bin, port: 0, as_nobody, stopped: true };
+        let mut pg = Postgres { dir, bin, port: 0, as_nobody, stopped: true, opts: String::new() };
         let data = pg.data();
         let pw = pg.dir.path().join("pw");
         pg.run_checked(
@@ -151,20 +153,17 @@ impl Postgres {
         // postgres binds, so retry a few times on a fresh one.
         for attempt in 0..3 {
             pg.port = free_port();
-            let mut opts = format!(
+            pg.opts = format!(
                 "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
                 pg.port,
                 pg.dir.path().display()
             );
             if tls {
                 let d = pg.dir.path().display();
-                opts.push_str(&format!(" -c ssl=on -c ssl_cert_file={d}/server.crt -c ssl_key_file={d}/server.key"));
+                pg.opts.push_str(&format!(" -c ssl=on -c ssl_cert_file={d}/server.crt -c ssl_key_file={d}/server.key"));
             }
             let log = pg.dir.path().join("postgres.log");
-            let out = pg.run(
-                "pg_ctl",
-                &["-D", &data.to_string_lossy(), "-l", &log.to_string_lossy(), "-o", &opts, "-w", "-t", "60", "start"],
-            );
+            let out = pg.pg_ctl_start();
             if out.status.success() {
                 pg.stopped = false;
                 break;
@@ -236,6 +235,42 @@ impl Postgres {
             .expect("psql starts (Debian package postgresql-client)");
         assert!(out.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Starts the server again on the same port and options, with its
+    /// data, after a graceful [`Postgres::shutdown`] (an operator's restart).
+    ///
+    /// # Panics
+    /// When it does not start.
+    pub fn restart(&mut self) {
+        self.shutdown();
+        let out = self.pg_ctl_start();
+        assert!(
+            out.status.success(),
+            "PostgreSQL did not start again: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.stopped = false;
+    }
+
+    /// Stops the server as an operator would (fast shutdown: sessions are
+    /// cut, committed data is kept — unlike [`Postgres::stop`], which under
+    /// this harness's `synchronous_commit = off` may lose the last commits).
+    pub fn shutdown(&mut self) {
+        if !self.stopped {
+            let _ = self.run("pg_ctl", &["-D", &self.data().to_string_lossy(), "-m", "fast", "-w", "stop"]);
+            self.stopped = true;
+        }
+    }
+
+    fn pg_ctl_start(&self) -> Output {
+        let log = self.dir.path().join("postgres.log");
+        let data = self.data();
+        self.run(
+            "pg_ctl",
+            &["-D", &data.to_string_lossy(), "-l", &log.to_string_lossy(), "-o", &self.opts, "-w", "-t", "60", "start"],
+        )
     }
 
     /// Stops the server at once (as a crash would), keeping its data.

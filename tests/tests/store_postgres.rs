@@ -176,3 +176,25 @@ async fn sslmode_verify_full_connects_over_tls_and_refuses_a_server_it_cannot_ve
     let e = PostgresStore::open(&url).await.err().unwrap().to_string();
     assert!(e.contains("junk.pem") && e.contains("no PEM certificate"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_reconnects_after_postgres_restarts() {
+    let mut pg = Postgres::start();
+    let s = PostgresStore::open(&pg.url()).await.unwrap();
+    s.create_token("before".into(), Labels::new(), 1, i64::MAX).await.unwrap();
+    pg.shutdown();
+    let e = s.redeem_token("before".into(), 10).await.err().expect("no server, no answer").to_string();
+    assert!(e.contains("PostgreSQL") || e.contains("connection"), "a clear error while it is down: {e}");
+    pg.restart();
+    // Pooled connections broken by the restart are dropped and new ones made.
+    let started = std::time::Instant::now();
+    let outcome = loop {
+        match s.redeem_token("before".into(), 10).await {
+            Ok(o) => break o,
+            Err(e) => assert!(started.elapsed() < std::time::Duration::from_secs(10), "not back after 10 s: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(matches!(outcome, Redeem::Accepted(_)), "the token written before the restart: {outcome:?}");
+    assert_eq!(s.redeem_token("before".into(), 10).await.unwrap(), Redeem::UsedUp);
+}

@@ -631,18 +631,17 @@ impl Store for PostgresStore {
     }
 
     async fn store_result(&self, r: StoredResult, advance: Option<ChainPoint>) -> Result<bool> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg)?;
-        let st = tx
-            .prepare_cached(
-                "INSERT INTO results(id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature, received)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING",
-            )
-            .await
-            .map_err(pg)?;
-        let new = tx
-            .execute(
-                &st,
+        // One statement (so one round trip, and atomic): the insert, and the
+        // chain point moved only when the insert happened.
+        let row = self
+            .query_opt(
+                "WITH ins AS (
+                    INSERT INTO results(id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature, received)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING RETURNING agent
+                 ), adv AS (
+                    UPDATE agents SET chain = $13 WHERE $13::TEXT IS NOT NULL AND id IN (SELECT agent FROM ins) RETURNING id
+                 )
+                 SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM adv)",
                 &[
                     &r.id,
                     &r.agent.as_str(),
@@ -656,18 +655,12 @@ impl Store for PostgresStore {
                     &r.payload,
                     &r.signature,
                     &crate::now(),
+                    &advance.as_ref().map(json),
                 ],
             )
-            .await
-            .map_err(pg)?
-            == 1;
-        if let (true, Some(point)) = (new, advance) {
-            tx.execute("UPDATE agents SET chain = $2 WHERE id = $1", &[&r.agent.as_str(), &json(&point)])
-                .await
-                .map_err(pg)?;
-        }
-        tx.commit().await.map_err(pg)?;
-        Ok(new)
+            .await?
+            .ok_or_else(|| Error::Store("store_result: no row".into()))?;
+        Ok(get::<i64>(&row, 0)? == 1)
     }
 
     async fn results(&self, agent: AgentId) -> Result<Vec<StoredResult>> {
