@@ -359,59 +359,78 @@ impl Demo {
             .map_or_else(|| id.to_string(), |e| format!("{} ({})", e.name, e.ring))
     }
 
+    /// Starts the rollout of `version`; returns its id.
+    fn start_rollout(&mut self, version: &str) -> Result<String, String> {
+        let r = self.step_ctl(&["rollout", "start", PRODUCT, version, "--json"])?;
+        r.json()
+            .and_then(|j| j["rollout"].as_str().map(str::to_string))
+            .ok_or_else(|| format!("rollout start: no rollout id in {}", r.stdout.trim()))
+    }
+
     /// Follows a rollout until it settles, printing each change of state
     /// and approving approval waves as the demo operator.
-    fn follow(&mut self, version: &str, limit: Duration) -> Result<(Value, Vec<Value>), String> {
+    fn follow(&mut self, id: &str, version: &str, limit: Duration) -> Result<(Value, Vec<Value>), String> {
         let start = Instant::now();
         let mut last = String::new();
         let mut timeline = Vec::new();
         let mut approved: Vec<String> = Vec::new();
+        let mut seen: Option<Value> = None;
         loop {
             self.coord()?;
-            if let Some(s) = self.status().filter(|s| s["version"] == version) {
-                let state = s["state"].as_str().unwrap_or("?").to_string();
-                let waves: Vec<String> = s["waves"]
+            let status = self.status();
+            let s = match status {
+                Some(s) if s["version"] == version => s,
+                // `rollout status` shows the product's active rollout, else the
+                // one with the highest sequence: once ours (a lower sequence than
+                // a rolled-back one) ends, another is shown. Its end is then read
+                // from the coordinator's audit log.
+                Some(_) if seen.is_some() => match self.ended_from_audit(id, version, seen.as_ref()) {
+                    Some(s) => s,
+                    None => {
+                        std::thread::sleep(Duration::from_millis(200));
+                        continue;
+                    }
+                },
+                _ => {
+                    if start.elapsed() > limit {
+                        return Err(format!("timed out after {} s: no status for {version}", limit.as_secs()));
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+            };
+            let state = s["state"].as_str().unwrap_or("?").to_string();
+            let line = format!("{state:<17} {}", waves_text(&s));
+            if line != last {
+                let t = start.elapsed().as_secs_f64();
+                self.w.say(&format!("{t:>5.1} s  {line}"));
+                timeline.push(json!({"seconds": (t * 10.0).round() / 10.0, "state": state, "waves": s["waves"]}));
+                last = line;
+            }
+            if state == "awaiting_approval" {
+                let wave = s["waves"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|wv| {
-                        format!(
-                            "{} {} {}✓ {}✗ {}…",
-                            wv["name"].as_str().unwrap_or("?"),
-                            wv["state"].as_str().unwrap_or("?"),
-                            wv["succeeded"],
-                            wv["failed"],
-                            wv["pending"]
-                        )
-                    })
-                    .collect();
-                let line = format!("{state:<17} {}", waves.join(" | "));
-                if line != last {
-                    let t = start.elapsed().as_secs_f64();
-                    self.w.say(&format!("{t:>5.1} s  {line}"));
-                    timeline.push(json!({"seconds": (t * 10.0).round() / 10.0, "state": state, "waves": s["waves"]}));
-                    last = line;
-                }
-                if state == "awaiting_approval" {
-                    let wave = s["waves"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .find(|wv| wv["state"] == "awaiting_approval")
-                        .or_else(|| s["waves"].as_array().into_iter().flatten().find(|wv| wv["state"] == "pending"))
-                        .and_then(|wv| wv["name"].as_str())
-                        .map(str::to_string);
-                    if let Some(wave) = wave.filter(|wv| !approved.contains(wv)) {
-                        self.w
-                            .say(&format!("        wave {wave} waits for an approver: the demo operator approves it"));
-                        self.step_ctl(&["rollout", "approve", PRODUCT, &wave])?;
-                        approved.push(wave);
-                    }
-                }
-                if SETTLED.contains(&state.as_str()) {
-                    return Ok((s, timeline));
+                    .find(|wv| wv["state"] == "awaiting_approval")
+                    .or_else(|| s["waves"].as_array().into_iter().flatten().find(|wv| wv["state"] == "pending"))
+                    .and_then(|wv| wv["name"].as_str())
+                    .map(str::to_string);
+                if let Some(wave) = wave.filter(|wv| !approved.contains(wv)) {
+                    self.w.say(&format!("        wave {wave} waits for an approver: the demo operator approves it"));
+                    self.step_ctl(&["rollout", "approve", PRODUCT, &wave])?;
+                    approved.push(wave);
                 }
             }
+            if SETTLED.contains(&state.as_str()) {
+                if s.get("source").is_some() {
+                    self.w.say(&format!(
+                        "        (rollout status now shows the product's highest-sequence rollout; the end of {id} is read from the audit log)"
+                    ));
+                }
+                return Ok((s, timeline));
+            }
+            seen = Some(s);
             if start.elapsed() > limit {
                 return Err(format!(
                     "timed out after {} s: the rollout of {version} did not settle (last: {})",
@@ -422,6 +441,85 @@ impl Demo {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+
+    /// The end of rollout `id` from the coordinator's audit log: its last
+    /// transition (`rollout.*` entries, `to`) and each agent's newest result
+    /// for `version`, over the waves of the last status seen. None while
+    /// the log does not show it settled.
+    fn ended_from_audit(&self, id: &str, version: &str, seen: Option<&Value>) -> Option<Value> {
+        let r = self.tools.ctl(&["audit", "export", "--format", "jsonl"]);
+        if r.code != 0 {
+            return None;
+        }
+        let mut state = None;
+        let mut outcomes: BTreeMap<String, String> = BTreeMap::new();
+        for line in r.stdout.lines() {
+            let Ok(e) = serde_json::from_str::<Value>(line) else { continue };
+            let Some(p) = e["params"].as_str().and_then(|p| serde_json::from_str::<Value>(p).ok()) else { continue };
+            let kind = e["kind"].as_str().unwrap_or("");
+            if kind.starts_with("rollout.") && p["rollout"] == id {
+                if let Some(to) = p["to"].as_str() {
+                    state = to.split('(').next().map(str::to_string);
+                }
+            } else if kind == "result"
+                && p["release"] == version
+                && let (Some(a), Some(st)) = (p["agent"].as_str(), p["status"].as_str())
+            {
+                outcomes.insert(a.to_string(), st.to_string());
+            }
+        }
+        let state = state.filter(|s| SETTLED.contains(&s.as_str()))?;
+        let mut s = seen?.clone();
+        let mut agents = Vec::new();
+        for a in s["agents"].as_array().into_iter().flatten() {
+            let mut a = a.clone();
+            if let Some(o) = a["id"].as_str().and_then(|i| outcomes.get(i)) {
+                a["outcome"] = json!(o);
+            }
+            agents.push(a);
+        }
+        if let Some(waves) = s["waves"].as_array_mut() {
+            for wv in waves.iter_mut() {
+                let of = |o: &[&str]| {
+                    agents
+                        .iter()
+                        .filter(|a| a["wave"] == wv["name"] && o.contains(&a["outcome"].as_str().unwrap_or("")))
+                        .count()
+                };
+                let all = agents.iter().filter(|a| a["wave"] == wv["name"]).count();
+                let (ok, bad) = (of(&["applied"]), of(&["failed", "refused"]));
+                wv["succeeded"] = json!(ok);
+                wv["failed"] = json!(bad);
+                wv["pending"] = json!(all - ok - bad);
+                if state == "done" {
+                    wv["state"] = json!("done");
+                }
+            }
+        }
+        s["state"] = json!(state);
+        s["agents"] = json!(agents);
+        s["source"] = json!("audit log (rollout status now shows a later-sequence rollout)");
+        Some(s)
+    }
+}
+
+fn waves_text(s: &Value) -> String {
+    let waves: Vec<String> = s["waves"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|wv| {
+            format!(
+                "{} {} {}✓ {}✗ {}…",
+                wv["name"].as_str().unwrap_or("?"),
+                wv["state"].as_str().unwrap_or("?"),
+                wv["succeeded"],
+                wv["failed"],
+                wv["pending"]
+            )
+        })
+        .collect();
+    waves.join(" | ")
 }
 
 fn ids_with(status: &Value, pred: impl Fn(&str) -> bool) -> Vec<String> {
@@ -668,7 +766,11 @@ fn story(d: &mut Demo, n: u32) -> Result<(), String> {
         .collect();
     let mut tokens = BTreeMap::new();
     for ring in ["canary", "early", "main"] {
-        let uses = rings.iter().filter(|r| **r == ring).count().to_string();
+        let uses = rings.iter().filter(|r| **r == ring).count();
+        if uses == 0 {
+            continue; // a small demo (--agents 3) has no endpoint in this ring
+        }
+        let uses = uses.to_string();
         let label = format!("ring={ring}");
         let r = d.step_ctl(&["token", "create", "--labels", &label, "--uses", &uses, "--ttl", "1h"])?;
         tokens.insert(ring, r.stdout.trim().to_string());
@@ -797,8 +899,8 @@ fn story(d: &mut Demo, n: u32) -> Result<(), String> {
     let before: Vec<BTreeMap<String, String>> =
         d.endpoints.iter().map(Endpoint::digests).collect::<Result<_>>().map_err(|e| e.to_string())?;
     let t0 = Instant::now();
-    d.step_ctl(&["rollout", "start", PRODUCT, BAD.1])?;
-    let (s, timeline) = d.follow(BAD.1, Duration::from_secs(90))?;
+    let id = d.start_rollout(BAD.1)?;
+    let (s, timeline) = d.follow(&id, BAD.1, Duration::from_secs(90))?;
     let settled_s = t0.elapsed().as_secs_f64();
     let canary: Vec<&Endpoint> = d.endpoints.iter().filter(|e| e.ring == "canary").collect();
     let others: Vec<&Endpoint> = d.endpoints.iter().filter(|e| e.ring != "canary").collect();
@@ -862,8 +964,8 @@ fn story(d: &mut Demo, n: u32) -> Result<(), String> {
     // 7. The good release through every wave.
     d.w.heading(&format!("Roll out {} through every wave", GOOD.1));
     let t0 = Instant::now();
-    d.step_ctl(&["rollout", "start", PRODUCT, GOOD.1])?;
-    let (s, timeline) = d.follow(GOOD.1, Duration::from_secs(120))?;
+    let id = d.start_rollout(GOOD.1)?;
+    let (s, timeline) = d.follow(&id, GOOD.1, Duration::from_secs(120))?;
     let done_s = t0.elapsed().as_secs_f64();
     let applied = ids_with(&s, |o| o == "applied");
     let everyone = d.endpoints.iter().all(|e| applied.contains(&e.id));
