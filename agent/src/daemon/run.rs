@@ -7,6 +7,11 @@
 //! ends the stream and the daemon reconnects, trying the configured
 //! coordinators in order, with jittered exponential backoff (1 s doubling
 //! to 60 s, reset after a welcomed stream). SIGTERM / SIGINT stop it.
+//!
+//! Beside the stream: a health task takes telemetry samples and runs local
+//! revert (it works while disconnected); each stream sends every new sample,
+//! and progress for the plans it delivers; the local endpoint (OFREP,
+//! `POST /metrics`) runs when `ofrep_listen` is set. docs/telemetry.md.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -68,8 +73,9 @@ impl Backoff {
 /// Runs the daemon until a shutdown signal.
 ///
 /// # Errors
-/// [`Error::BadInput`] when the agent is not enrolled or the CA file is
-/// unreadable; never for network failures (those are retried).
+/// [`Error::BadInput`] when the agent is not enrolled, the CA file is
+/// unreadable or `ofrep_listen` cannot be bound; never for network failures
+/// (those are retried).
 pub fn run(cfg: &AgentConfig, state: &Path) -> Result<()> {
     let identity = Identity::load(state)?;
     let ca_pem =
@@ -143,10 +149,6 @@ struct Daemon {
     outbox: Arc<Notify>,
 }
 
-fn unix_ms() -> i64 {
-    now_ms()
-}
-
 /// Takes a telemetry sample every `telemetry_seconds` (and at once after a
 /// push), and with `local_revert` judges the bakes' triggers on it and
 /// reverts when one fires. Runs whether or not the coordinator is reachable.
@@ -162,7 +164,7 @@ async fn watch_health(cfg: AgentConfig, state: PathBuf, products: Vec<String>, d
         }
         let (hub, dir, st, prods) = (Arc::clone(&daemon.hub), metrics_dir.clone(), state.clone(), products.clone());
         let Ok(samples) =
-            tokio::task::spawn_blocking(move || telemetry::collect(&hub, &st, &dir, &prods, unix_ms())).await
+            tokio::task::spawn_blocking(move || telemetry::collect(&hub, &st, &dir, &prods, now_ms())).await
         else {
             continue;
         };
@@ -171,7 +173,7 @@ async fn watch_health(cfg: AgentConfig, state: PathBuf, products: Vec<String>, d
             continue;
         }
         let (hub, st) = (Arc::clone(&daemon.hub), state.clone());
-        let fired = tokio::task::spawn_blocking(move || local::judge(&st, &hub, unix_ms())).await.unwrap_or_default();
+        let fired = tokio::task::spawn_blocking(move || local::judge(&st, &hub, now_ms())).await.unwrap_or_default();
         for f in fired {
             tracing::warn!(product = %f.bake.product, release = %f.bake.release, "{}", f.reason());
             eprintln!("rewind-agent: {}; rolling back", f.reason());
