@@ -40,6 +40,39 @@ pub fn release(name: &str) -> PathBuf {
     example().join("releases").join(name)
 }
 
+/// Copies a directory tree (a release, say) to `to`, creating it.
+///
+/// # Panics
+/// When a file cannot be read or written.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{}: {e}", to.display()));
+    for e in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap_or_else(|e| panic!("{}: {e}", dest.display()));
+        }
+    }
+}
+
+/// A copy of the example release `name` in `dir/name` whose `[rollout]`
+/// table is replaced by `rollout` (test timings, one wave, ...).
+///
+/// # Panics
+/// When the copy cannot be made.
+#[must_use]
+pub fn release_with_rollout(name: &str, dir: &Path, rollout: &str) -> PathBuf {
+    let copy = dir.join(name);
+    copy_dir(&release(name), &copy);
+    let toml = copy.join("release.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let head = text.find("\n[rollout]").map_or(text.as_str(), |i| &text[..i]);
+    std::fs::write(&toml, format!("{head}\n\n{rollout}\n")).unwrap();
+    copy
+}
+
 /// Creates `dir/<target>.db` from `examples/notes-app/seed-<target>.sql`.
 ///
 /// # Panics

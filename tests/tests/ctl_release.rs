@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use rewind_tests::{agent, digest, release, run, seed_db};
+use rewind_tests::{agent, copy_dir, digest, release, run, seed_db};
 use serde_json::Value;
 
 fn ctl(args: &[&str]) -> rewind_tests::Run {
@@ -22,18 +22,6 @@ fn s(p: &Path) -> String {
 
 /// Copies a release directory so a test can edit it.
 fn copy_release(name: &str, to: &Path) -> PathBuf {
-    fn copy_dir(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for e in std::fs::read_dir(from).unwrap() {
-            let e = e.unwrap();
-            let dest = to.join(e.file_name());
-            if e.file_type().unwrap().is_dir() {
-                copy_dir(&e.path(), &dest);
-            } else {
-                std::fs::copy(e.path(), &dest).unwrap();
-            }
-        }
-    }
     let dest = to.join(name);
     copy_dir(&release(name), &dest);
     dest
@@ -490,7 +478,7 @@ fn demo_runs_every_step_and_ends_with_a_proven_rollback() {
     let d = dir.path().join("demo");
     // Run from a directory without examples/: the example is embedded.
     let o = std::process::Command::new(rewind_tests::bin("rewindctl"))
-        .args(["demo", "--exit", "--dir", &s(&d)])
+        .args(["demo", "--local", "--exit", "--dir", &s(&d)])
         .current_dir(dir.path())
         .output()
         .unwrap();
@@ -516,7 +504,7 @@ fn demo_runs_every_step_and_ends_with_a_proven_rollback() {
     assert_eq!(st.code, 0, "{st:?}");
 
     // A rerun resets its own directory; --json gives one object.
-    let r = ctl(&["demo", "--exit", "--dir", &s(&d), "--json"]);
+    let r = ctl(&["demo", "--local", "--exit", "--dir", &s(&d), "--json"]);
     assert_eq!(r.code, 0, "{r:?}");
     let j = r.json();
     assert_eq!(j["ok"], true);
@@ -527,7 +515,7 @@ fn demo_runs_every_step_and_ends_with_a_proven_rollback() {
     let other = dir.path().join("other");
     std::fs::create_dir(&other).unwrap();
     std::fs::write(other.join("notes.db"), "mine").unwrap();
-    let r = ctl(&["demo", "--exit", "--dir", &s(&other)]);
+    let r = ctl(&["demo", "--local", "--exit", "--dir", &s(&other)]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("not empty"), "{r:?}");
     assert_eq!(std::fs::read_to_string(other.join("notes.db")).unwrap(), "mine");

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
 
-use rewind_tests::{Run, bin, digest, release, run, seed_db};
+use rewind_tests::{Run, bin, copy_dir, digest, release, run, seed_db};
 use serde_json::Value;
 
 fn ctl(args: &[&str]) -> Run {
@@ -34,19 +34,6 @@ fn example() -> String {
 /// Bytes and mtime of a file, to prove it was not touched.
 fn fingerprint(p: &Path) -> (Vec<u8>, SystemTime) {
     (std::fs::read(p).unwrap(), std::fs::metadata(p).unwrap().modified().unwrap())
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
 }
 
 #[test]

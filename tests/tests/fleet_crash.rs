@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use rewind_tests::{Run, agent, bin, digest, eventually, release, run, seed_db};
+use rewind_tests::{Run, agent, bin, digest, eventually, release_with_rollout, run, seed_db};
 use serde_json::Value;
 
 struct Proc(Child);
@@ -55,7 +55,15 @@ fn an_agent_killed_mid_plan_recovers_and_reports_each_plan_once() {
         &[],
     ));
     let bundle = p("notes.bundle.json");
-    ok(&run("rewindctl", &["release", "build", &release("2026.11.0").to_string_lossy(), "--out", &bundle], &[]));
+    // One wave, and no halt on the interrupted plan's failed report (an
+    // honest failure that would otherwise roll the endpoint back): this test
+    // is about recovery and exactly-once reports, not rollout policy.
+    let rel = release_with_rollout(
+        "2026.11.0",
+        t,
+        "[rollout]\nwaves = [{ name = \"all\", percent = 100 }]\nmax_failure_ratio = 1.0\nauto_rollback = false",
+    );
+    ok(&run("rewindctl", &["release", "build", &rel.to_string_lossy(), "--out", &bundle], &[]));
     ok(&run("rewindctl", &["release", "sign", &bundle, "--key", &p("alice.key")], &[]));
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rewind_tests::{Run, agent, release, run, seed_db};
+use rewind_tests::{Run, agent, copy_dir, release, run, seed_db};
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 
@@ -208,17 +208,6 @@ pub fn installed(state: &Path, product: &str) -> Option<String> {
 }
 
 /// Recursively copies a directory.
-pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
-}
 
 /// Whether a run ended by an injected crash (abort) rather than an exit.
 pub fn crashed(r: &Run) -> bool {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use rewind_tests::{Run, bin, digest, eventually, release, run, seed_db};
+use rewind_tests::{Run, bin, copy_dir, digest, eventually, release, run, seed_db};
 use serde_json::Value;
 
 pub struct Proc(pub Child);
@@ -369,17 +369,4 @@ pub fn ms_between(a: &str, b: &str) -> i64 {
 /// Appends a process's stderr to `path` (kept in the test's temp dir).
 fn log(path: &Path) -> Stdio {
     Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap())
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
 }
