@@ -20,7 +20,7 @@ pub mod status;
 
 pub use cohort::{Cohorts, Selector, SelectorError, bucket};
 pub use machine::{
-    Action, Event, FleetAgent, IntegrityKind, NotifyEvent, Outcome, RolloutError, RolloutMachine, Scope, State,
+    Action, Event, FleetAgent, IntegrityKind, NotifyEvent, Outcome, Part, RolloutError, RolloutMachine, Scope, State,
 };
 pub use policy::{RolloutSpec, default_rollout};
 pub use registry::{Registry, RegistryError, Started};

@@ -25,6 +25,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use rewind_shared::bundle::Granularity;
 use rewind_shared::fleet::{AgentId, Labels};
 use serde::{Deserialize, Serialize};
 
@@ -181,6 +182,32 @@ impl fmt::Display for Scope {
     }
 }
 
+/// A part of a release that is rolled back on its own, by the bundle's
+/// pre-signed plan for it: a target, a migration or a flag
+/// (`rewindctl rollback --granularity`, `rewindctl flags set ... off`).
+/// The release stays installed on the endpoint; the rollout's state does
+/// not change.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Part {
+    /// Never `release` (that is a rollback of the whole release).
+    pub granularity: Granularity,
+    pub subject: String,
+}
+
+impl Part {
+    /// `flag new_checkout`: the key of [`AgentRecord::parts`] and of status.
+    #[must_use]
+    pub fn key(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.granularity, self.subject)
+    }
+}
+
 /// An input to the machine. The time of each comes with
 /// [`RolloutMachine::handle`]; the machine pins every agent's wave itself,
 /// so events carry no wave.
@@ -216,6 +243,24 @@ pub enum Event {
         reason: String,
         #[serde(default)]
         scope: Scope,
+    },
+    /// `rewindctl rollback --granularity target|migration|flag` or
+    /// `rewindctl flags set ... off`: every agent in scope that applied
+    /// (and agents in scope that apply later) gets the part's pre-signed
+    /// rollback plan. The rollout goes on as it was.
+    PartialRollback {
+        actor: String,
+        reason: String,
+        #[serde(default)]
+        scope: Scope,
+        part: Part,
+    },
+    /// A verified report about a part's rollback plan.
+    PartialOutcome {
+        agent: AgentId,
+        part: Part,
+        /// Rolled back with its proof; false: failed, refused or unproven.
+        proven: bool,
     },
     Integrity {
         agent: AgentId,
@@ -262,6 +307,8 @@ pub enum Action {
     SendPlan { agent: AgentId },
     /// Deliver the pre-signed rollback plan to these (connected) agents now.
     SendRollback { agents: Vec<AgentId> },
+    /// Deliver a part's pre-signed rollback plan to these (connected) agents.
+    SendPartialRollback { part: Part, agents: Vec<AgentId> },
     /// The rollout halted (alert, status page).
     Halt { reason: String },
     /// Append to the coordinator's audit log.
@@ -337,6 +384,9 @@ pub struct AgentRecord {
     pub plan_sent_ms: Option<u64>,
     pub outcome: ApplyOutcome,
     pub rollback: RollbackProgress,
+    /// Partial rollbacks that concern the agent, by [`Part::key`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parts: BTreeMap<String, RollbackProgress>,
     /// Recent samples of metrics that a trigger watches.
     pub metrics: BTreeMap<String, Vec<Sample>>,
 }
@@ -353,6 +403,9 @@ pub struct RolloutMachine {
     /// What rollbacks cover, once one began: agents in scope that apply
     /// later are rolled back too. Empty: no rollback.
     pub(crate) rollback_scopes: Vec<Scope>,
+    /// Partial rollbacks asked for, in order, each with its scope.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) partials: Vec<(Part, Scope)>,
 }
 
 /// An agent known when the rollout starts.
@@ -383,6 +436,7 @@ impl RolloutMachine {
             started: 0,
             agents: BTreeMap::new(),
             rollback_scopes: Vec::new(),
+            partials: Vec::new(),
         };
         for a in fleet {
             m.admit(a.id, a.labels, a.online);
@@ -422,6 +476,12 @@ impl RolloutMachine {
         &self.agents
     }
 
+    /// The partial rollbacks asked for, with their scopes, in order.
+    #[must_use]
+    pub fn partials(&self) -> &[(Part, Scope)] {
+        &self.partials
+    }
+
     /// The wave name an agent is pinned to, if it is targeted.
     #[must_use]
     pub fn wave_of(&self, agent: &AgentId) -> Option<&str> {
@@ -442,11 +502,13 @@ impl RolloutMachine {
         };
         let reports = self.agents.values().filter_map(|r| {
             let plan = (r.outcome == ApplyOutcome::Pending).then_some(r.plan_sent_ms).flatten();
-            let rollback = match r.rollback {
-                RollbackProgress::Sent { at_ms } => Some(at_ms),
+            let sent = |p: &RollbackProgress| match p {
+                RollbackProgress::Sent { at_ms } => Some(*at_ms),
                 _ => None,
             };
-            plan.into_iter().chain(rollback).map(|t| t.saturating_add(timeout)).min()
+            let rollback = sent(&r.rollback);
+            let parts = r.parts.values().filter_map(sent);
+            plan.into_iter().chain(rollback).chain(parts).map(|t| t.saturating_add(timeout)).min()
         });
         bake.into_iter().chain(reports).min()
     }
@@ -470,11 +532,23 @@ impl RolloutMachine {
                 }
                 self.flush_plans(now_ms, &mut out);
                 self.flush_rollbacks(now_ms, &mut out);
+                self.flush_partials(now_ms, &mut out);
             }
             Event::AgentOnline { agent } => {
                 self.known(&agent)?.online = true;
                 self.flush_plans(now_ms, &mut out);
                 self.flush_rollbacks(now_ms, &mut out);
+                self.flush_partials(now_ms, &mut out);
+            }
+            Event::PartialRollback { actor, reason, scope, part } => {
+                self.partial_rollback(now_ms, &actor, &reason, scope, part, &mut out)?;
+            }
+            Event::PartialOutcome { agent, part, proven } => {
+                let r = self.known(&agent)?;
+                // Only a part this rollout sent (or queued) to the agent counts.
+                if let Some(p) = r.parts.get_mut(&part.key()) {
+                    *p = if proven { RollbackProgress::Proven } else { RollbackProgress::Failed };
+                }
             }
             Event::AgentOffline { agent } => self.known(&agent)?.online = false,
             Event::AgentOutcome { agent, outcome } => self.outcome(now_ms, agent, outcome, &mut out)?,
@@ -538,6 +612,7 @@ impl RolloutMachine {
                 plan_sent_ms: None,
                 outcome: ApplyOutcome::Pending,
                 rollback: RollbackProgress::NotNeeded,
+                parts: BTreeMap::new(),
                 metrics: BTreeMap::new(),
             },
         );
@@ -631,6 +706,73 @@ impl RolloutMachine {
         }
     }
 
+    /// A partial rollback: refused when the whole release is already
+    /// being rolled back in that scope, or the same part was asked for in
+    /// a scope that covers this one.
+    fn partial_rollback(
+        &mut self,
+        now_ms: u64,
+        actor: &str,
+        reason: &str,
+        scope: Scope,
+        part: Part,
+        out: &mut Vec<Action>,
+    ) -> Result<(), RolloutError> {
+        if part.granularity == Granularity::Release {
+            return Err(self.not_allowed("roll back a part of granularity release", "; use a release rollback"));
+        }
+        if self.rollback_scopes.contains(&Scope::Fleet) || self.rollback_scopes.contains(&scope) {
+            return Err(self.not_allowed(
+                &format!("roll back {part} ({scope})"),
+                "; the whole release was already rolled back in that scope",
+            ));
+        }
+        if self.partials.iter().any(|(p, s)| *p == part && (*s == Scope::Fleet || *s == scope)) {
+            return Err(self.not_allowed(
+                &format!("roll back {part} ({scope})"),
+                "; that rollback was already sent to every agent in scope that applied",
+            ));
+        }
+        self.check_scope(&scope)?;
+        let s = self.label();
+        out.push(audit(&s, &s, &format!("partial rollback of {part} ({scope}) by {actor}: {reason}"), actor));
+        self.partials.push((part, scope));
+        self.flush_partials(now_ms, out);
+        Ok(())
+    }
+
+    /// Sends each asked-for part's rollback plan to every online agent in
+    /// its scope that applied and has not had it (and is not being rolled
+    /// back whole); offline ones are queued.
+    fn flush_partials(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        if matches!(self.state, State::Superseded { .. }) {
+            return;
+        }
+        let waves = &self.spec.rollout.waves;
+        for (part, scope) in &self.partials {
+            let key = part.key();
+            let mut agents = Vec::new();
+            for (id, r) in &mut self.agents {
+                let due = r.outcome == ApplyOutcome::Applied
+                    && r.rollback == RollbackProgress::NotNeeded
+                    && matches!(r.parts.get(&key), None | Some(RollbackProgress::Queued))
+                    && scope.covers(id, r, waves);
+                if !due {
+                    continue;
+                }
+                if r.online {
+                    r.parts.insert(key.clone(), RollbackProgress::Sent { at_ms: now_ms });
+                    agents.push(id.clone());
+                } else {
+                    r.parts.insert(key.clone(), RollbackProgress::Queued);
+                }
+            }
+            if !agents.is_empty() {
+                out.push(Action::SendPartialRollback { part: part.clone(), agents });
+            }
+        }
+    }
+
     fn outcome(
         &mut self,
         now_ms: u64,
@@ -657,8 +799,9 @@ impl RolloutMachine {
             Outcome::RollbackFailed => r.rollback = RollbackProgress::Failed,
         }
         if outcome == Outcome::Applied {
-            // An agent that applied after the rollback began gets it too.
+            // An agent that applied after a rollback began gets it too.
             self.flush_rollbacks(now_ms, out);
+            self.flush_partials(now_ms, out);
         }
         Ok(())
     }
@@ -830,10 +973,12 @@ impl RolloutMachine {
             {
                 r.outcome = ApplyOutcome::TimedOut;
             }
-            if let RollbackProgress::Sent { at_ms } = r.rollback
-                && now_ms >= at_ms.saturating_add(timeout)
-            {
-                r.rollback = RollbackProgress::TimedOut;
+            for p in std::iter::once(&mut r.rollback).chain(r.parts.values_mut()) {
+                if let RollbackProgress::Sent { at_ms } = *p
+                    && now_ms >= at_ms.saturating_add(timeout)
+                {
+                    *p = RollbackProgress::TimedOut;
+                }
             }
         }
         loop {

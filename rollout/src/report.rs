@@ -7,7 +7,7 @@ use rewind_shared::bundle::PlanKind;
 use rewind_shared::fleet::AgentId;
 use rewind_shared::report::{Continuity, ReportPayload, ReportStatus};
 
-use crate::machine::{Event, IntegrityKind, Outcome};
+use crate::machine::{Event, IntegrityKind, Outcome, Part};
 
 /// The rollout a report belongs to, `<product>@<sequence>`; `None` for a
 /// refusal of a plan the agent could not even read.
@@ -29,16 +29,61 @@ pub fn rollout_id(report: &ReportPayload) -> Option<String> {
 /// | rollback | anything else                   | `rollback_failed`              |
 /// | refused, kind unknown | `refused`          | `refused`                      |
 ///
+/// A rollback plan of one `part` (the coordinator knows which of the
+/// bundle's signed plans the report names) is a partial outcome instead:
+/// `partial_outcome` proven for `rolled_back`, not proven otherwise, plus
+/// integrity `failed_rollback_proof` when the endpoint needs a human.
+///
 /// A chain gap adds integrity `audit_gap`, a fork `audit_fork`.
 ///
 /// The failed-verify signal is read from the agent's message (`migration
 /// ID: verify.sql ...`) until reports carry a structured failure code.
 #[must_use]
-pub fn events_from_report(agent: &AgentId, report: &ReportPayload, continuity: &Continuity) -> Vec<Event> {
+pub fn events_from_report(
+    agent: &AgentId,
+    report: &ReportPayload,
+    continuity: &Continuity,
+    part: Option<&Part>,
+) -> Vec<Event> {
     let mut events = Vec::new();
     let outcome = |o: Outcome| Event::AgentOutcome { agent: agent.clone(), outcome: o };
     let integrity = |kind: IntegrityKind, detail: String| Event::Integrity { agent: agent.clone(), kind, detail };
-    match (report.kind, report.status) {
+    match (report.kind, report.status, part) {
+        (Some(PlanKind::Rollback), status, Some(part)) => {
+            let proven = status == ReportStatus::RolledBack;
+            events.push(Event::PartialOutcome { agent: agent.clone(), part: part.clone(), proven });
+            if report.state == "needs_human" {
+                events.push(integrity(
+                    IntegrityKind::FailedRollbackProof,
+                    format!("the rollback of {part} could not be proven: {}", report.message),
+                ));
+            }
+        }
+        (kind, status, _) => events_of_plan(kind, status, report, &mut events, outcome, integrity),
+    }
+    match continuity {
+        Continuity::Ok { .. } => {}
+        Continuity::Gap { missing, .. } => {
+            events.push(integrity(
+                IntegrityKind::AuditGap,
+                format!("audit entries {}..={} are missing", missing.0, missing.1),
+            ));
+        }
+        Continuity::Fork { reason, .. } => events.push(integrity(IntegrityKind::AuditFork, reason.clone())),
+    }
+    events
+}
+
+/// The events of a whole-release plan's report.
+fn events_of_plan(
+    kind: Option<PlanKind>,
+    status: ReportStatus,
+    report: &ReportPayload,
+    events: &mut Vec<Event>,
+    outcome: impl Fn(Outcome) -> Event,
+    integrity: impl Fn(IntegrityKind, String) -> Event,
+) {
+    match (kind, status) {
         (Some(PlanKind::Rollback), ReportStatus::RolledBack) => events.push(outcome(Outcome::RollbackProven)),
         (Some(PlanKind::Rollback), _) => events.push(outcome(Outcome::RollbackFailed)),
         (_, ReportStatus::Applied) => events.push(outcome(Outcome::Applied)),
@@ -56,17 +101,6 @@ pub fn events_from_report(agent: &AgentId, report: &ReportPayload, continuity: &
             }
         }
     }
-    match continuity {
-        Continuity::Ok { .. } => {}
-        Continuity::Gap { missing, .. } => {
-            events.push(integrity(
-                IntegrityKind::AuditGap,
-                format!("audit entries {}..={} are missing", missing.0, missing.1),
-            ));
-        }
-        Continuity::Fork { reason, .. } => events.push(integrity(IntegrityKind::AuditFork, reason.clone())),
-    }
-    events
 }
 
 #[cfg(test)]
@@ -141,13 +175,29 @@ mod tests {
         ];
         for (kind, status, state, message, expected) in cases {
             let p = payload(kind, status, state, message);
-            assert_eq!(outcomes(&events_from_report(&a, &p, &ok)), expected, "{kind:?} {status:?} {state}");
+            assert_eq!(outcomes(&events_from_report(&a, &p, &ok, None)), expected, "{kind:?} {status:?} {state}");
         }
         let p = payload(Some(PlanKind::Apply), ReportStatus::Applied, "applied", "");
         assert_eq!(rollout_id(&p).as_deref(), Some("notes@7"));
         let gap = Continuity::Gap { known: head(), head: head(), missing: (4, 9) };
-        assert_eq!(outcomes(&events_from_report(&a, &p, &gap)), ["applied", "integrity:audit_gap"]);
+        assert_eq!(outcomes(&events_from_report(&a, &p, &gap, None)), ["applied", "integrity:audit_gap"]);
         let fork = Continuity::Fork { known: None, head: head(), reason: "went backwards".into() };
-        assert_eq!(outcomes(&events_from_report(&a, &p, &fork)), ["applied", "integrity:audit_fork"]);
+        assert_eq!(outcomes(&events_from_report(&a, &p, &fork, None)), ["applied", "integrity:audit_fork"]);
+
+        // A part's rollback plan: a partial outcome, never the release's.
+        let part = Part { granularity: rewind_shared::bundle::Granularity::Flag, subject: "new_checkout".into() };
+        let partial = |status, state| {
+            let p = payload(Some(PlanKind::Rollback), status, state, "");
+            events_from_report(&a, &p, &ok, Some(&part))
+        };
+        assert_eq!(
+            partial(ReportStatus::RolledBack, "rolled_back"),
+            [Event::PartialOutcome { agent: a.clone(), part: part.clone(), proven: true }]
+        );
+        assert_eq!(
+            partial(ReportStatus::Refused, "refused"),
+            [Event::PartialOutcome { agent: a.clone(), part: part.clone(), proven: false }]
+        );
+        assert_eq!(outcomes(&partial(ReportStatus::Failed, "needs_human"))[1], "integrity:failed_rollback_proof");
     }
 }

@@ -6,9 +6,11 @@
 //! `report_timeout`), `refused`, `rolled_back` (by the rollout, proven, or
 //! locally by the agent).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::machine::{ApplyOutcome, RollbackProgress, RolloutMachine, State};
+use crate::machine::{ApplyOutcome, Part, RollbackProgress, RolloutMachine, State};
 
 /// `{version, state, waves, agents}` plus what an operator needs next.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +29,9 @@ pub struct Status {
     pub agents: Vec<AgentStatus>,
     /// Agents whose rollback could not be proven, with what to run there.
     pub needs_human: Vec<NeedsHuman>,
+    /// Partial rollbacks asked for (granularity target, migration, flag).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partial_rollbacks: Vec<PartialStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +64,23 @@ pub struct AgentStatus {
     /// concerns the agent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback: Option<String>,
+    /// Partial rollbacks that concern the agent (`"flag new_checkout":
+    /// "proven"`), with the same words as `rollback`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parts: BTreeMap<String, String>,
+}
+
+/// One partial rollback asked for: its part, scope and how far it got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialStatus {
+    /// `flag new_checkout`, `target settings`, `migration 0002_...`.
+    pub part: String,
+    pub scope: String,
+    pub proven: usize,
+    /// Queued for an offline agent, or sent without an answer yet.
+    pub pending: usize,
+    /// Failed, refused, unproven or no answer within `report_timeout`.
+    pub failed: usize,
 }
 
 /// An endpoint whose rollback is unproven, and the commands to run there.
@@ -75,10 +97,17 @@ pub struct NeedsHuman {
 /// pre-signed rollback, or restore the pre-apply snapshot.
 #[must_use]
 pub fn human_commands(product: &str, version: &str) -> Vec<String> {
+    part_commands(product, version, None)
+}
+
+/// [`human_commands`] for the rollback of one part, or of the release.
+#[must_use]
+pub fn part_commands(product: &str, version: &str, part: Option<&Part>) -> Vec<String> {
+    let which = part.map_or(String::new(), |p| format!(" --granularity {} --subject {}", p.granularity, p.subject));
     vec![
         "rewind-agent --state <STATE_DIR> status --json".to_string(),
         format!(
-            "rewind-agent --state <STATE_DIR> rollback --bundle <{product}-{version}.bundle> --trust trust.toml --db <TARGET>=<FILE> --json"
+            "rewind-agent --state <STATE_DIR> rollback --bundle <{product}-{version}.bundle> --trust trust.toml{which} --db <TARGET>=<FILE> --json"
         ),
         "rewind-agent --state <STATE_DIR> snapshot list --json".to_string(),
         "rewind-agent --state <STATE_DIR> snapshot restore <SNAPSHOT_ID> --db <FILE>".to_string(),
@@ -153,14 +182,7 @@ impl RolloutMachine {
                     ApplyOutcome::Refused => "refused",
                     ApplyOutcome::RolledBackLocally => "rolled_back",
                 };
-                let rollback = match r.rollback {
-                    RollbackProgress::NotNeeded => None,
-                    RollbackProgress::Queued => Some("queued"),
-                    RollbackProgress::Sent { .. } => Some("sent"),
-                    RollbackProgress::Proven => Some("proven"),
-                    RollbackProgress::Failed => Some("failed"),
-                    RollbackProgress::TimedOut => Some("timed_out"),
-                };
+                let rollback = progress_word(r.rollback);
                 if matches!(r.rollback, RollbackProgress::Failed | RollbackProgress::TimedOut) {
                     let why = if r.rollback == RollbackProgress::Failed {
                         "its rollback could not be proven by digest or its after-rollback checks failed"
@@ -173,6 +195,23 @@ impl RolloutMachine {
                         commands: human_commands(&spec.product, &spec.version),
                     });
                 }
+                for (part, _) in self.partials() {
+                    let p = r.parts.get(&part.key()).copied();
+                    if matches!(p, Some(RollbackProgress::Failed | RollbackProgress::TimedOut)) {
+                        needs_human.push(NeedsHuman {
+                            agent: id.to_string(),
+                            reason: format!(
+                                "the rollback of {part} {}",
+                                if p == Some(RollbackProgress::Failed) {
+                                    "failed or could not be proven"
+                                } else {
+                                    "sent no result within report_timeout"
+                                }
+                            ),
+                            commands: part_commands(&spec.product, &spec.version, Some(part)),
+                        });
+                    }
+                }
                 AgentStatus {
                     id: id.to_string(),
                     wave: r.wave.map(|w| spec.rollout.waves[w].name.clone()),
@@ -181,6 +220,11 @@ impl RolloutMachine {
                     plan_sent: r.plan_sent_ms.is_some(),
                     detail: (r.outcome == ApplyOutcome::TimedOut).then(|| "timed_out".to_string()),
                     rollback: rollback.map(str::to_string),
+                    parts: r
+                        .parts
+                        .iter()
+                        .filter_map(|(k, p)| progress_word(*p).map(|w| (k.clone(), w.to_string())))
+                        .collect(),
                 }
             })
             .collect();
@@ -194,6 +238,36 @@ impl RolloutMachine {
             waves,
             agents,
             needs_human,
+            partial_rollbacks: self
+                .partials()
+                .iter()
+                .map(|(part, scope)| {
+                    let key = part.key();
+                    let mut st =
+                        PartialStatus { part: key.clone(), scope: scope.to_string(), proven: 0, pending: 0, failed: 0 };
+                    for r in self.agents().values() {
+                        match r.parts.get(&key) {
+                            Some(RollbackProgress::Proven) => st.proven += 1,
+                            Some(RollbackProgress::Queued | RollbackProgress::Sent { .. }) => st.pending += 1,
+                            Some(RollbackProgress::Failed | RollbackProgress::TimedOut) => st.failed += 1,
+                            Some(RollbackProgress::NotNeeded) | None => {}
+                        }
+                    }
+                    st
+                })
+                .collect(),
         }
+    }
+}
+
+/// `queued`, `sent`, `proven`, `failed`, `timed_out`; nothing when not needed.
+fn progress_word(p: RollbackProgress) -> Option<&'static str> {
+    match p {
+        RollbackProgress::NotNeeded => None,
+        RollbackProgress::Queued => Some("queued"),
+        RollbackProgress::Sent { .. } => Some("sent"),
+        RollbackProgress::Proven => Some("proven"),
+        RollbackProgress::Failed => Some("failed"),
+        RollbackProgress::TimedOut => Some("timed_out"),
     }
 }

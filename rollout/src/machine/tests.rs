@@ -2,6 +2,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use proptest::prelude::*;
+use rewind_shared::bundle::Granularity;
 use rewind_shared::fleet::parse_labels;
 use rewind_shared::release::{Rollout, Trigger, Wave};
 
@@ -154,6 +155,78 @@ fn manual_rollback_after_done() {
     assert!(acts.contains(&Action::SendRollback { agents: vec![id("agt-00"), id("agt-01"), id("agt-02")] }));
     assert_eq!(m.state().name(), "rolling_back");
     assert!(m.handle(3, Event::Rollback { actor: "ops".into(), reason: "again".into(), scope: Scope::Fleet }).is_err());
+}
+
+#[test]
+fn a_partial_rollback_reaches_applied_agents_in_scope_and_leaves_the_rollout_as_it_was() {
+    let mut s = spec(7);
+    s.rollout.waves = vec![s.rollout.waves[3].clone()];
+    // agt-04 is offline (fleet(): every fifth).
+    let (mut m, _) = RolloutMachine::start(s, fleet(5), "alice", 0).unwrap();
+    for i in 0..3 {
+        m.handle(1, Event::AgentOutcome { agent: id(&format!("agt-{i:02}")), outcome: Outcome::Applied }).unwrap();
+    }
+    assert_eq!(m.state().name(), "running", "agt-03 has not reported");
+    let flag = Part { granularity: Granularity::Flag, subject: "new_checkout".into() };
+    let kill = |m: &mut RolloutMachine, t, scope| {
+        m.handle(
+            t,
+            Event::PartialRollback { actor: "ops".into(), reason: "checkout errors".into(), scope, part: flag.clone() },
+        )
+    };
+    let acts = kill(&mut m, 2, Scope::Fleet).unwrap();
+    assert!(acts.contains(&Action::SendPartialRollback {
+        part: flag.clone(),
+        agents: vec![id("agt-00"), id("agt-01"), id("agt-02")]
+    }));
+    assert!(
+        matches!(acts.first(), Some(Action::Audit { reason, .. }) if reason.starts_with("partial rollback of flag new_checkout (fleet) by ops"))
+    );
+    assert_eq!(m.state().name(), "running", "the rollout goes on");
+    // The same part again, in the same or a narrower scope: refused, nothing changed.
+    let before = m.clone();
+    assert!(kill(&mut m, 3, Scope::Fleet).is_err());
+    assert!(kill(&mut m, 3, Scope::Agents { agents: vec![id("agt-00")] }).is_err());
+    assert_eq!(m, before);
+    // An agent that applies later gets it too; the one offline gets it when it returns and applies.
+    let acts = m.handle(4, Event::AgentOutcome { agent: id("agt-03"), outcome: Outcome::Applied }).unwrap();
+    assert!(acts.contains(&Action::SendPartialRollback { part: flag.clone(), agents: vec![id("agt-03")] }));
+    // Proofs come back; a failed one is listed for a human with the part's command.
+    m.handle(5, Event::PartialOutcome { agent: id("agt-00"), part: flag.clone(), proven: true }).unwrap();
+    m.handle(5, Event::PartialOutcome { agent: id("agt-01"), part: flag.clone(), proven: false }).unwrap();
+    let st = m.status();
+    let p = &st.partial_rollbacks[0];
+    assert_eq!(
+        (p.part.as_str(), p.scope.as_str(), p.proven, p.pending, p.failed),
+        ("flag new_checkout", "fleet", 1, 2, 1)
+    );
+    assert_eq!(st.agents[0].parts["flag new_checkout"], "proven");
+    assert_eq!(st.needs_human.len(), 1);
+    assert!(
+        st.needs_human[0].commands[1].contains("--granularity flag --subject new_checkout"),
+        "{:?}",
+        st.needs_human
+    );
+    // A report for a part never sent to the agent changes nothing.
+    let other = Part { granularity: Granularity::Target, subject: "settings".into() };
+    m.handle(6, Event::PartialOutcome { agent: id("agt-02"), part: other, proven: true }).unwrap();
+    assert!(!m.agents()[&id("agt-02")].parts.contains_key("target settings"));
+    // No answer within report_timeout: timed out.
+    m.handle(2 + 30 * MIN, Event::Tick).unwrap();
+    assert_eq!(m.agents()[&id("agt-02")].parts["flag new_checkout"], RollbackProgress::TimedOut);
+    // A fleet rollback of the whole release is still possible afterwards; then no more parts.
+    m.handle(2 + 31 * MIN, Event::Rollback { actor: "ops".into(), reason: "all".into(), scope: Scope::Fleet }).unwrap();
+    let target = Part { granularity: Granularity::Target, subject: "settings".into() };
+    let e = m
+        .handle(
+            2 + 32 * MIN,
+            Event::PartialRollback { actor: "ops".into(), reason: "r".into(), scope: Scope::Fleet, part: target },
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("whole release was already rolled back"), "{e}");
+    // The machine with parts survives a store round trip.
+    let back: RolloutMachine = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+    assert_eq!(back, m);
 }
 
 #[test]
