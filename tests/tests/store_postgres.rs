@@ -21,10 +21,11 @@ async fn postgres_passes_the_store_suite_and_reopens_without_migrating_again() {
     suite::agents(&s).await;
     suite::comms(&s).await;
     suite::rollouts(&s).await;
+    suite::deliveries(&s).await;
     let version = pg.psql("rewind", "SELECT version FROM schema_version");
     drop(s);
     let s = PostgresStore::open(&pg.url()).await.unwrap();
-    assert_eq!(s.agents().await.unwrap().len(), 1, "data kept");
+    assert_eq!(s.agents().await.unwrap().len(), 2, "data kept: agt-1 and agt-d");
     assert_eq!(pg.psql("rewind", "SELECT version FROM schema_version"), version);
     assert_eq!(pg.psql("rewind", "SELECT count(*) FROM schema_version"), "1");
 
@@ -183,7 +184,7 @@ async fn the_store_reconnects_after_postgres_restarts() {
     let s = PostgresStore::open(&pg.url()).await.unwrap();
     s.create_token("before".into(), Labels::new(), 1, i64::MAX).await.unwrap();
     pg.shutdown();
-    let e = s.redeem_token("before".into(), 10).await.err().expect("no server, no answer").to_string();
+    let e = s.redeem_token("before".into(), 10).await.expect_err("no server, no answer").to_string();
     assert!(e.contains("PostgreSQL") || e.contains("connection"), "a clear error while it is down: {e}");
     pg.restart();
     // Pooled connections broken by the restart are dropped and new ones made.

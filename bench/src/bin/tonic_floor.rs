@@ -135,6 +135,7 @@ fn main() -> Result<()> {
                             sequence: n,
                             kind: "apply".into(),
                             envelope: payload.clone(),
+                            ..Default::default()
                         })),
                     };
                     let mut live = streams.lock().expect("lock");

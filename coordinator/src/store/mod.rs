@@ -12,8 +12,10 @@ use rewind_shared::fleet::{AgentId, Inventory, Labels};
 use rewind_shared::report::ChainPoint;
 use serde::{Deserialize, Serialize};
 
+pub use rewind_rollout::Part;
+
 use crate::auth::Role;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The outcome of redeeming an enrollment token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,8 +62,32 @@ pub struct Delivery {
     pub id: String,
     pub agent: AgentId,
     pub bundle: String,
-    /// `apply` or `rollback` (the release-granularity rollback plan).
+    /// `apply` or `rollback`.
     pub kind: String,
+    /// For a rollback: the part whose pre-signed plan this is (a target,
+    /// migration or flag); `None` for the release's rollback plan.
+    pub part: Option<Part>,
+}
+
+/// How [`Delivery::part`] is stored: `""` or `"<granularity> <subject>"`.
+#[must_use]
+pub fn part_text(part: Option<&Part>) -> String {
+    part.map(Part::key).unwrap_or_default()
+}
+
+/// Reads [`part_text`] back.
+///
+/// # Errors
+/// When the stored text is not `"<granularity> <subject>"`.
+pub fn part_from_text(text: &str) -> Result<Option<Part>> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let (g, subject) = text
+        .split_once(' ')
+        .ok_or_else(|| Error::Store(format!("delivery part {text:?} is not \"<granularity> <subject>\"")))?;
+    let granularity = g.parse().map_err(|e: String| Error::Store(format!("delivery part {text:?}: {e}")))?;
+    Ok(Some(Part { granularity, subject: subject.to_string() }))
 }
 
 /// A verified agent result, as stored.
@@ -202,7 +228,11 @@ pub trait Store: Send + Sync + 'static {
     /// The bundle of `product` `release`; with no release, the bundle of
     /// the product's newest apply delivery.
     async fn bundle(&self, product: String, release: Option<String>) -> Result<Option<BundleRecord>>;
-    async fn add_delivery(&self, delivery: Delivery) -> Result<()>;
+    async fn add_delivery(&self, delivery: Delivery) -> Result<()> {
+        self.add_deliveries(vec![delivery]).await
+    }
+    /// Stores several deliveries in one transaction (a wave's plans).
+    async fn add_deliveries(&self, deliveries: Vec<Delivery>) -> Result<()>;
     /// Deliveries the agent has not acknowledged, oldest first.
     async fn pending_deliveries(&self, agent: AgentId) -> Result<Vec<(Delivery, BundleRecord)>>;
     async fn ack_delivery(&self, agent: AgentId, id: String) -> Result<()>;
@@ -290,6 +320,60 @@ pub mod suite {
         assert_eq!(s.redeem_token("h2".into(), 1000).await.unwrap(), Redeem::Expired);
         race(s, "race1", 1).await;
         race(s, "race3", 3).await;
+    }
+
+    /// Deliveries: a batch lands together, keeps its order and parts, and
+    /// an acknowledged one is no longer pending.
+    pub async fn deliveries(s: &dyn Store) {
+        let id = AgentId::parse("agt-d").unwrap();
+        s.insert_agent(AgentRecord {
+            id: id.clone(),
+            hostname: "h".into(),
+            labels: Labels::new(),
+            fingerprint: "fd".into(),
+            enrolled: "2026-01-01T00:00:00Z".into(),
+            last_seen: None,
+            inventory: Inventory::default(),
+            revoked: false,
+            audit_key: "00".repeat(32),
+            chain: None,
+        })
+        .await
+        .unwrap();
+        let bundle = BundleRecord {
+            id: "bnd-d".into(),
+            product: "notes".into(),
+            release: "9".into(),
+            sequence: 9,
+            bytes: b"{}".to_vec(),
+        };
+        s.put_bundle(bundle.clone()).await.unwrap();
+        let flag = Part { granularity: rewind_shared::bundle::Granularity::Flag, subject: "new_checkout".into() };
+        let d = |n: &str, kind: &str, part: Option<Part>| Delivery {
+            id: n.into(),
+            agent: id.clone(),
+            bundle: bundle.id.clone(),
+            kind: kind.into(),
+            part,
+        };
+        let batch =
+            vec![d("dlv-1", "apply", None), d("dlv-2", "rollback", Some(flag.clone())), d("dlv-3", "rollback", None)];
+        s.add_deliveries(batch.clone()).await.unwrap();
+        s.add_deliveries(Vec::new()).await.unwrap();
+        let pending: Vec<Delivery> =
+            s.pending_deliveries(id.clone()).await.unwrap().into_iter().map(|(d, _)| d).collect();
+        assert_eq!(pending, batch);
+        assert_eq!(s.bundle("notes".into(), None).await.unwrap().map(|b| b.id), Some("bnd-d".into()));
+        s.ack_delivery(id.clone(), "dlv-2".into()).await.unwrap();
+        let all = s.deliveries_of("bnd-d".into()).await.unwrap();
+        assert_eq!(
+            all.iter().map(|(d, acked)| (d.id.as_str(), d.part.clone(), *acked)).collect::<Vec<_>>(),
+            [("dlv-1", None, false), ("dlv-2", Some(flag), true), ("dlv-3", None, false)]
+        );
+        assert_eq!(s.pending_deliveries(id.clone()).await.unwrap().len(), 2);
+        // A duplicate id fails the whole batch: nothing of it is stored.
+        assert!(s.add_deliveries(vec![d("dlv-4", "apply", None), d("dlv-1", "apply", None)]).await.is_err());
+        assert_eq!(s.deliveries_of("bnd-d".into()).await.unwrap().len(), 3);
     }
 
     pub async fn agents(s: &dyn Store) {

@@ -26,7 +26,7 @@ use tokio_postgres::types::ToSql;
 
 use super::{
     AgentRecord, BundleRecord, Delivery, IncidentUpdate, Redeem, RolloutRecord, Store, StoredResult, TemplateVersion,
-    WebhookAttempt,
+    WebhookAttempt, part_from_text, part_text,
 };
 use crate::auth::Role;
 use crate::error::{Error, Result};
@@ -172,6 +172,10 @@ CREATE TABLE webhook_attempts(
     retry_in_ms BIGINT,
     time TEXT NOT NULL
 );
+",
+    // Partial rollbacks: which part of the bundle a rollback delivery is.
+    r"
+ALTER TABLE deliveries ADD COLUMN part TEXT NOT NULL DEFAULT '';
 ",
 ];
 
@@ -737,10 +741,23 @@ impl Store for PostgresStore {
         row.as_ref().map(|r| row_to_bundle(r, 0)).transpose()
     }
 
-    async fn add_delivery(&self, d: Delivery) -> Result<()> {
+    async fn add_deliveries(&self, ds: Vec<Delivery>) -> Result<()> {
+        if ds.is_empty() {
+            return Ok(());
+        }
+        // One statement for the batch: one round trip, atomic.
+        let (mut ids, mut agents, mut bundles, mut kinds, mut parts) = (vec![], vec![], vec![], vec![], vec![]);
+        for d in ds {
+            ids.push(d.id);
+            agents.push(d.agent.as_str().to_string());
+            bundles.push(d.bundle);
+            kinds.push(d.kind);
+            parts.push(part_text(d.part.as_ref()));
+        }
         self.exec(
-            "INSERT INTO deliveries(id, agent, bundle, kind, created) VALUES ($1, $2, $3, $4, $5)",
-            &[&d.id, &d.agent.as_str(), &d.bundle, &d.kind, &crate::now()],
+            "INSERT INTO deliveries(id, agent, bundle, kind, part, created)
+             SELECT *, $6 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])",
+            &[&ids, &agents, &bundles, &kinds, &parts, &crate::now()],
         )
         .await?;
         Ok(())
@@ -748,7 +765,7 @@ impl Store for PostgresStore {
 
     async fn pending_deliveries(&self, agent: AgentId) -> Result<Vec<(Delivery, BundleRecord)>> {
         self.query(
-            "SELECT d.id, d.kind, b.id, b.product, b.release, b.sequence, b.bytes FROM deliveries d JOIN bundles b ON b.id = d.bundle
+            "SELECT d.id, d.kind, b.id, b.product, b.release, b.sequence, b.bytes, d.part FROM deliveries d JOIN bundles b ON b.id = d.bundle
              WHERE d.agent = $1 AND d.acked IS NULL ORDER BY d.n",
             &[&agent.as_str()],
         )
@@ -756,7 +773,8 @@ impl Store for PostgresStore {
         .iter()
         .map(|r| {
             let bundle = row_to_bundle(r, 2)?;
-            Ok((Delivery { id: get(r, 0)?, agent: agent.clone(), bundle: bundle.id.clone(), kind: get(r, 1)? }, bundle))
+            let part = part_from_text(&get::<String>(r, 7)?)?;
+            Ok((Delivery { id: get(r, 0)?, agent: agent.clone(), bundle: bundle.id.clone(), kind: get(r, 1)?, part }, bundle))
         })
         .collect()
     }
@@ -771,22 +789,26 @@ impl Store for PostgresStore {
     }
 
     async fn deliveries_of(&self, bundle: String) -> Result<Vec<(Delivery, bool)>> {
-        self.query("SELECT id, agent, kind, acked IS NOT NULL FROM deliveries WHERE bundle = $1 ORDER BY n", &[&bundle])
-            .await?
-            .iter()
-            .map(|r| {
-                let agent: String = get(r, 1)?;
-                Ok((
-                    Delivery {
-                        id: get(r, 0)?,
-                        agent: AgentId::parse(&agent).map_err(|e| conv("agent", e))?,
-                        bundle: bundle.clone(),
-                        kind: get(r, 2)?,
-                    },
-                    get(r, 3)?,
-                ))
-            })
-            .collect()
+        self.query(
+            "SELECT id, agent, kind, acked IS NOT NULL, part FROM deliveries WHERE bundle = $1 ORDER BY n",
+            &[&bundle],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let agent: String = get(r, 1)?;
+            Ok((
+                Delivery {
+                    id: get(r, 0)?,
+                    agent: AgentId::parse(&agent).map_err(|e| conv("agent", e))?,
+                    bundle: bundle.clone(),
+                    kind: get(r, 2)?,
+                    part: part_from_text(&get::<String>(r, 4)?)?,
+                },
+                get(r, 3)?,
+            ))
+        })
+        .collect()
     }
 
     async fn append_audit(&self, kind: String, params: String, key: ed25519_dalek::SigningKey) -> Result<AuditEntry> {

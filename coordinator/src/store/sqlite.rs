@@ -14,7 +14,7 @@ use rewind_shared::report::ChainPoint;
 
 use super::{
     AgentRecord, BundleRecord, Delivery, IncidentUpdate, Redeem, RolloutRecord, Store, StoredResult, TemplateVersion,
-    WebhookAttempt,
+    WebhookAttempt, part_from_text, part_text,
 };
 use crate::auth::Role;
 use crate::error::{Error, Result};
@@ -163,6 +163,10 @@ CREATE TABLE webhook_attempts(
     retry_in_ms INTEGER,
     time TEXT NOT NULL
 );
+",
+    // Partial rollbacks: which part of the bundle a rollback delivery is.
+    r"
+ALTER TABLE deliveries ADD COLUMN part TEXT NOT NULL DEFAULT '';
 ",
 ];
 
@@ -580,14 +584,22 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn add_delivery(&self, d: Delivery) -> Result<()> {
+    async fn add_deliveries(&self, ds: Vec<Delivery>) -> Result<()> {
         self.call(move |c| {
-            c.execute(
-                "INSERT INTO deliveries(id, agent, bundle, kind, created) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![d.id, d.agent.as_str(), d.bundle, d.kind, crate::now()],
-            )
-            .map_err(sql)?;
-            Ok(())
+            let tx = c.transaction().map_err(sql)?;
+            {
+                let mut st = tx
+                    .prepare_cached(
+                        "INSERT INTO deliveries(id, agent, bundle, kind, part, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .map_err(sql)?;
+                let now = crate::now();
+                for d in &ds {
+                    st.execute(params![d.id, d.agent.as_str(), d.bundle, d.kind, part_text(d.part.as_ref()), now])
+                        .map_err(sql)?;
+                }
+            }
+            tx.commit().map_err(sql)
         })
         .await
     }
@@ -596,13 +608,19 @@ impl Store for SqliteStore {
         self.call(move |c| {
             let mut st = c
                 .prepare(
-                    "SELECT d.id, d.kind, b.id, b.product, b.release, b.sequence, b.bytes FROM deliveries d JOIN bundles b ON b.id = d.bundle
+                    "SELECT d.id, d.kind, b.id, b.product, b.release, b.sequence, b.bytes, d.part FROM deliveries d JOIN bundles b ON b.id = d.bundle
                      WHERE d.agent = ?1 AND d.acked IS NULL ORDER BY d.created, d.rowid",
                 )
                 .map_err(sql)?;
             st.query_map([agent.as_str()], |r| {
                 Ok((
-                    Delivery { id: r.get(0)?, agent: agent.clone(), bundle: r.get(2)?, kind: r.get(1)? },
+                    Delivery {
+                        id: r.get(0)?,
+                        agent: agent.clone(),
+                        bundle: r.get(2)?,
+                        kind: r.get(1)?,
+                        part: stored_part(r, 7)?,
+                    },
                     BundleRecord {
                         id: r.get(2)?,
                         product: r.get(3)?,
@@ -633,7 +651,7 @@ impl Store for SqliteStore {
 
     async fn deliveries_of(&self, bundle: String) -> Result<Vec<(Delivery, bool)>> {
         self.call(move |c| {
-            let mut st = c.prepare("SELECT id, agent, kind, acked IS NOT NULL FROM deliveries WHERE bundle = ?1 ORDER BY created, rowid").map_err(sql)?;
+            let mut st = c.prepare("SELECT id, agent, kind, acked IS NOT NULL, part FROM deliveries WHERE bundle = ?1 ORDER BY created, rowid").map_err(sql)?;
             st.query_map([&bundle], |r| {
                 let agent: String = r.get(1)?;
                 Ok((
@@ -642,6 +660,7 @@ impl Store for SqliteStore {
                         agent: AgentId::parse(&agent).map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e)))?,
                         bundle: bundle.clone(),
                         kind: r.get(2)?,
+                        part: stored_part(r, 4)?,
                     },
                     r.get(3)?,
                 ))
@@ -930,6 +949,13 @@ impl Store for SqliteStore {
     }
 }
 
+/// [`Delivery::part`] from column `i`.
+fn stored_part(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<rewind_rollout::Part>> {
+    let text: String = r.get(i)?;
+    part_from_text(&text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -942,9 +968,10 @@ mod tests {
         super::super::suite::agents(&s).await;
         super::super::suite::comms(&s).await;
         super::super::suite::rollouts(&s).await;
+        super::super::suite::deliveries(&s).await;
         drop(s);
         // Reopening keeps data and does not re-run migrations.
         let s = SqliteStore::open(&dir.path().join("c.db")).await.unwrap();
-        assert_eq!(s.agents().await.unwrap().len(), 1);
+        assert_eq!(s.agents().await.unwrap().len(), 2, "agt-1 and agt-d");
     }
 }
