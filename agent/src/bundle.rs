@@ -354,11 +354,16 @@ pub fn rollback(
                 .map(|e| e.migration)
                 .collect();
             if !others.is_empty() {
-                return Err(Error::BadInput(format!(
-                    "migration {} cannot be rolled back alone: {} of the same release stay applied on target {t}, \
-                     and this agent undoes a target's migrations together; use --granularity target --subject {t}",
-                    plan.subject,
-                    others.join(", ")
+                // A refusal (reported to the coordinator, nothing changed):
+                // this endpoint's state does not allow the plan.
+                return Err(refused(Refusal::new(
+                    "start-state",
+                    format!(
+                        "migration {} cannot be rolled back alone: {} of the same release stay applied on target {t}, \
+                         and this agent undoes a target's migrations together; use --granularity target --subject {t}",
+                        plan.subject,
+                        others.join(", ")
+                    ),
                 )));
             }
         }

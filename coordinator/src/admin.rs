@@ -1,6 +1,5 @@
 //! The `rewind.v1.Admin` service used by rewindctl. Each handler checks the
-//! caller's role, converts, and forwards; calls whose machinery is not built
-//! yet answer UNIMPLEMENTED with what is missing.
+//! caller's role, converts, and forwards.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -233,9 +232,28 @@ impl v1::admin_server::Admin for AdminService {
             granularity: r.granularity,
             subject: (!r.subject.is_empty()).then_some(r.subject),
             scope: r.scope,
-            reason: String::new(),
+            reason: r.reason,
         };
         let started = crate::rollouts::rollback(&self.app, &r.product, req, &who).await?;
+        let status = crate::rollouts::status(&self.app, &r.product).await?;
+        let json = json!({"rollouts": started.rollouts, "agents": started.agents, "status": status});
+        Ok(Response::new(v1::RollbackResponse { agents: started.agents, json: json.to_string() }))
+    }
+
+    async fn list_flags(
+        &self,
+        request: Request<v1::ListFlagsRequest>,
+    ) -> Result<Response<v1::ListFlagsResponse>, Status> {
+        self.auth(&request, Role::Viewer, "ListFlags").await?;
+        let r = request.into_inner();
+        let rows = crate::flags::list(&self.app, (!r.product.is_empty()).then_some(r.product.as_str())).await?;
+        Ok(Response::new(v1::ListFlagsResponse { json: serde_json::Value::Array(rows).to_string() }))
+    }
+
+    async fn set_flag(&self, request: Request<v1::SetFlagRequest>) -> Result<Response<v1::RollbackResponse>, Status> {
+        let who = self.auth(&request, Role::Operator, "SetFlag").await?;
+        let r = request.into_inner();
+        let started = crate::flags::set(&self.app, &r.product, &r.name, &r.value, &r.scope, &r.reason, &who).await?;
         let status = crate::rollouts::status(&self.app, &r.product).await?;
         let json = json!({"rollouts": started.rollouts, "agents": started.agents, "status": status});
         Ok(Response::new(v1::RollbackResponse { agents: started.agents, json: json.to_string() }))

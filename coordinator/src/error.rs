@@ -25,8 +25,6 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("store: {0}")]
     Store(String),
-    #[error("not implemented yet: {0}")]
-    NotImplemented(String),
     #[error(transparent)]
     Wire(#[from] rewind_shared::wire::WireError),
 }
@@ -42,7 +40,6 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument(_) | Error::BadCsr(_) | Error::Wire(_) => Status::invalid_argument(e.to_string()),
             Error::NotFound(m) => Status::not_found(m),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
-            Error::NotImplemented(_) => Status::unimplemented(e.to_string()),
             Error::Store(_) => Status::unavailable(e.to_string()),
             Error::Config(_) | Error::Io { .. } | Error::Ca(_) => Status::internal(e.to_string()),
         }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod flags;
 pub mod fleet;
 pub mod results;
 pub mod rollout_engine;

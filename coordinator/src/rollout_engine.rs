@@ -26,8 +26,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use rewind_rollout::machine::RollbackProgress;
 use rewind_rollout::machine::SYSTEM_ACTOR;
-use rewind_rollout::{Action, Event, FleetAgent, IntegrityKind, Registry, RolloutMachine, RolloutSpec, State};
+use rewind_rollout::{Action, Event, FleetAgent, IntegrityKind, Part, Registry, RolloutMachine, RolloutSpec, State};
 use rewind_shared::bundle::{Bundle, Plan};
 use rewind_shared::fleet::{AgentId, TargetDigest};
 use rewind_shared::report::{ChainPoint, Continuity, ReportPayload};
@@ -63,6 +64,8 @@ pub(crate) struct Inner {
     pub docs: BTreeMap<String, Doc>,
     /// Predicted schema digest per target (the apply plan's `to`), per rollout.
     predicted: HashMap<String, BTreeMap<String, Option<String>>>,
+    /// Signed plan id -> the part it rolls back, per rollout (from its bundle).
+    parts: HashMap<String, HashMap<String, Part>>,
     /// When each plan was decided, for `rewind_plan_push_seconds`.
     decided: HashMap<(String, AgentId, &'static str), Instant>,
     last_drift_scan: Option<Instant>,
@@ -116,30 +119,33 @@ impl Inner {
     async fn requeue_lost(&mut self, app: &App, id: &str) -> Result<()> {
         let Some(doc) = self.docs.get(id) else { return Ok(()) };
         let deliveries = app.store.deliveries_of(doc.bundle.clone()).await?;
-        let has = |agent: &AgentId, kind: &str| deliveries.iter().any(|(d, _)| &d.agent == agent && d.kind == kind);
-        let mut apply = Vec::new();
-        let mut rollback = Vec::new();
+        let has = |agent: &AgentId, kind: &str, part: Option<&Part>| {
+            deliveries.iter().any(|(d, _)| &d.agent == agent && d.kind == kind && d.part.as_ref() == part)
+        };
+        let sent = |p: &RollbackProgress| matches!(p, RollbackProgress::Sent { .. });
+        let mut lost = Vec::new();
         for (agent, r) in doc.machine.agents() {
-            if r.plan_sent_ms.is_some() && !has(agent, "apply") {
-                apply.push(agent.clone());
+            if r.plan_sent_ms.is_some() && !has(agent, "apply", None) {
+                lost.push((agent.clone(), "apply", None));
             }
-            if matches!(r.rollback, rewind_rollout::machine::RollbackProgress::Sent { .. }) && !has(agent, "rollback") {
-                rollback.push(agent.clone());
+            if sent(&r.rollback) && !has(agent, "rollback", None) {
+                lost.push((agent.clone(), "rollback", None));
+            }
+            for (part, _) in doc.machine.partials() {
+                if r.parts.get(&part.key()).is_some_and(sent) && !has(agent, "rollback", Some(part)) {
+                    lost.push((agent.clone(), "rollback", Some(part.clone())));
+                }
             }
         }
-        if apply.is_empty() && rollback.is_empty() {
+        if lost.is_empty() {
             return Ok(());
         }
         let bundle = self.bundle_of(app, id).await?;
-        for a in apply {
-            tracing::warn!(rollout = id, agent = %a, "apply plan decided before a restart but not queued; queuing it");
-            queue(app, &a, &bundle, "apply").await?;
+        for (a, kind, part) in &lost {
+            let what = part.as_ref().map_or_else(|| kind.to_string(), |p| format!("rollback of {p}"));
+            tracing::warn!(rollout = id, agent = %a, "{what} decided before a restart but not queued; queuing it");
         }
-        for a in rollback {
-            tracing::warn!(rollout = id, agent = %a, "rollback decided before a restart but not queued; queuing it");
-            queue(app, &a, &bundle, "rollback").await?;
-        }
-        Ok(())
+        queue(app, &bundle, lost).await
     }
 
     /// A registry view of the machines (for the one-active rule and epochs).
@@ -175,29 +181,26 @@ impl Inner {
         if actions.is_empty() {
             return Ok(());
         }
-        let bundle = if actions.iter().any(|a| matches!(a, Action::SendPlan { .. } | Action::SendRollback { .. })) {
-            Some(self.bundle_of(app, id).await?)
-        } else {
-            None
+        let sends = |a: &Action| {
+            matches!(a, Action::SendPlan { .. } | Action::SendRollback { .. } | Action::SendPartialRollback { .. })
         };
+        let bundle = if actions.iter().any(sends) { Some(self.bundle_of(app, id).await?) } else { None };
         let machine = self.docs[id].machine.clone();
-        // Apply plans decided in one step are queued, then audited as one entry.
+        // Apply plans decided in one step are queued together (one store
+        // transaction, then every stream at once) and audited as one entry.
         let mut plans: Vec<AgentId> = Vec::new();
         for a in actions {
             if let Action::SendPlan { agent } = a {
-                let b = bundle.as_ref().expect("looked up above");
-                queue(app, &agent, b, "apply").await?;
-                self.decided.insert((id.to_string(), agent.clone(), "apply"), Instant::now());
                 plans.push(agent);
                 continue;
             }
-            self.plans_sent(app, id, &machine, &mut plans).await;
+            self.plans_sent(app, id, &machine, bundle.as_ref(), &mut plans).await?;
             match a {
                 Action::SendPlan { .. } => unreachable!("handled above"),
                 Action::SendRollback { agents } => {
                     let b = bundle.as_ref().expect("looked up above");
+                    queue(app, b, agents.iter().map(|a| (a.clone(), "rollback", None)).collect()).await?;
                     for agent in &agents {
-                        queue(app, agent, b, "rollback").await?;
                         self.decided.insert((id.to_string(), agent.clone(), "rollback"), Instant::now());
                     }
                     crate::rollouts::count("rewind_plans_sent_total", agents.len() as u64);
@@ -206,6 +209,19 @@ impl Inner {
                         "rollback.sent",
                         json!({"product": machine.spec().product, "version": machine.spec().version, "rollout": id,
                                "agents": agents, "kind": "rollback", "granularity": "release"}),
+                    )
+                    .await;
+                }
+                Action::SendPartialRollback { part, agents } => {
+                    let b = bundle.as_ref().expect("looked up above");
+                    queue(app, b, agents.iter().map(|a| (a.clone(), "rollback", Some(part.clone()))).collect()).await?;
+                    crate::rollouts::count("rewind_plans_sent_total", agents.len() as u64);
+                    crate::audit::record(
+                        app,
+                        "rollback.sent",
+                        json!({"product": machine.spec().product, "version": machine.spec().version, "rollout": id,
+                               "agents": agents, "kind": "rollback", "granularity": part.granularity,
+                               "subject": part.subject}),
                     )
                     .await;
                 }
@@ -237,15 +253,29 @@ impl Inner {
                 }
             }
         }
-        self.plans_sent(app, id, &machine, &mut plans).await;
+        self.plans_sent(app, id, &machine, bundle.as_ref(), &mut plans).await?;
         Ok(())
     }
 
-    async fn plans_sent(&self, app: &App, id: &str, machine: &RolloutMachine, plans: &mut Vec<AgentId>) {
+    /// Queues the apply plans collected in `plans` and audits them as one entry.
+    async fn plans_sent(
+        &mut self,
+        app: &App,
+        id: &str,
+        machine: &RolloutMachine,
+        bundle: Option<&BundleRecord>,
+        plans: &mut Vec<AgentId>,
+    ) -> Result<()> {
         if plans.is_empty() {
-            return;
+            return Ok(());
         }
         let agents = std::mem::take(plans);
+        let b = bundle.expect("looked up for the plans");
+        queue(app, b, agents.iter().map(|a| (a.clone(), "apply", None)).collect()).await?;
+        let now = Instant::now();
+        for agent in &agents {
+            self.decided.insert((id.to_string(), agent.clone(), "apply"), now);
+        }
         crate::rollouts::count("rewind_plans_sent_total", agents.len() as u64);
         let waves: BTreeSet<&str> = agents.iter().filter_map(|a| machine.wave_of(a)).collect();
         crate::audit::record(
@@ -255,6 +285,7 @@ impl Inner {
                    "agents": agents, "kind": "apply", "waves": waves}),
         )
         .await;
+        Ok(())
     }
 
     async fn persist(&self, app: &App, id: &str) -> Result<()> {
@@ -369,8 +400,12 @@ impl Inner {
         if let Some(t) = self.decided.remove(&(id.clone(), agent.clone(), kind)) {
             crate::rollouts::observe("rewind_plan_push_seconds", t.elapsed().as_secs_f64());
         }
+        let part = match (payload.kind, payload.signed_plan.as_deref()) {
+            (Some(rewind_shared::bundle::PlanKind::Rollback), Some(plan)) => self.part_of(app, &id, plan).await?,
+            _ => None,
+        };
         let mut changed = false;
-        for event in rewind_rollout::report::events_from_report(agent, &payload, &ok) {
+        for event in rewind_rollout::report::events_from_report(agent, &payload, &ok, part.as_ref()) {
             match self.handle(app, &id, event).await {
                 Ok(()) => changed = true,
                 Err(e) => tracing::warn!(rollout = %id, agent = %agent, result = %r.id, "{e}"),
@@ -380,6 +415,18 @@ impl Inner {
             self.persist(app, &id).await?;
         }
         Ok(())
+    }
+
+    /// Which part a signed rollback plan of the rollout's bundle undoes
+    /// (`None` for the release's own rollback plan or an unknown id).
+    async fn part_of(&mut self, app: &App, id: &str, signed_plan: &str) -> Result<Option<Part>> {
+        if !self.parts.contains_key(id) {
+            let bundle = self.bundle_of(app, id).await?;
+            let b: Bundle = serde_json::from_slice(&bundle.bytes)
+                .map_err(|e| Error::Store(format!("stored bundle {}: {e}", bundle.id)))?;
+            self.parts.insert(id.to_string(), partial_plans(&b));
+        }
+        Ok(self.parts[id].get(signed_plan).cloned())
     }
 
     /// Reads back every stored result of the rollouts' agents that was not
@@ -561,6 +608,19 @@ fn predicted_schemas(plan: &Plan) -> BTreeMap<String, Option<String>> {
     plan.to.targets.iter().map(|(k, s)| (k.clone(), s.schema.clone())).collect()
 }
 
+/// The bundle's partial rollback plans by signed plan id.
+fn partial_plans(b: &Bundle) -> HashMap<String, Part> {
+    b.rollback
+        .iter()
+        .filter(|r| r.granularity != rewind_shared::bundle::Granularity::Release)
+        .filter_map(|r| {
+            let payload = r.envelope.payload_bytes().ok()?;
+            let plan: Plan = serde_json::from_slice(&payload).ok()?;
+            Some((plan.id, Part { granularity: r.granularity, subject: r.subject.clone() }))
+        })
+        .collect()
+}
+
 pub(crate) fn plan_message(d: &Delivery, b: &BundleRecord) -> v1::CoordinatorMessage {
     v1::CoordinatorMessage {
         body: Some(v1::coordinator_message::Body::Plan(v1::PlanDelivery {
@@ -570,20 +630,29 @@ pub(crate) fn plan_message(d: &Delivery, b: &BundleRecord) -> v1::CoordinatorMes
             sequence: b.sequence,
             kind: d.kind.clone(),
             envelope: b.bytes.clone(),
+            granularity: d.part.as_ref().map(|p| p.granularity.to_string()).unwrap_or_default(),
+            subject: d.part.as_ref().map(|p| p.subject.clone()).unwrap_or_default(),
         })),
     }
 }
 
-/// Stores a delivery and sends it now when the agent is connected.
-async fn queue(app: &App, agent: &AgentId, bundle: &BundleRecord, kind: &str) -> Result<()> {
-    let d = Delivery {
-        id: crate::random_id("dlv", 8),
-        agent: agent.clone(),
-        bundle: bundle.id.clone(),
-        kind: kind.to_string(),
-    };
-    app.store.add_delivery(d.clone()).await?;
-    app.sessions.send(agent, plan_message(&d, bundle));
+/// Stores deliveries of one bundle (one transaction), then sends each now
+/// to its agent when connected (offline agents get it when they return).
+async fn queue(app: &App, bundle: &BundleRecord, items: Vec<(AgentId, &str, Option<Part>)>) -> Result<()> {
+    let ds: Vec<Delivery> = items
+        .into_iter()
+        .map(|(agent, kind, part)| Delivery {
+            id: crate::random_id("dlv", 8),
+            agent,
+            bundle: bundle.id.clone(),
+            kind: kind.to_string(),
+            part,
+        })
+        .collect();
+    app.store.add_deliveries(ds.clone()).await?;
+    for d in &ds {
+        app.sessions.send(&d.agent, plan_message(d, bundle));
+    }
     Ok(())
 }
 
@@ -599,7 +668,11 @@ pub(crate) fn transition_kinds(from: &str, to: &str, reason: &str) -> Vec<&'stat
         };
     }
     if from == to {
-        return vec!["rollout.signal"];
+        return vec![if reason.starts_with("partial rollback") {
+            "rollout.partial_rollback"
+        } else {
+            "rollout.signal"
+        }];
     }
     match t.as_str() {
         "paused" => vec!["rollout.paused"],
@@ -730,6 +803,7 @@ mod tests {
             ("running(all)", "done", "", vec!["rollout.done"]),
             ("running(all)", "superseded", "", vec!["rollout.superseded"]),
             ("done", "done", "integrity: digest drift (recorded)", vec!["rollout.signal"]),
+            ("done", "done", "partial rollback of flag x (fleet) by ops: r", vec!["rollout.partial_rollback"]),
         ];
         for (from, to, reason, want) in cases {
             assert_eq!(transition_kinds(from, to, reason), want, "{from} -> {to}");

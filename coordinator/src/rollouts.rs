@@ -13,8 +13,8 @@
 
 use std::collections::BTreeMap;
 
-use rewind_rollout::{Event, Scope, Selector};
-use rewind_shared::bundle::{BUNDLE_FORMAT, Bundle, MAX_BUNDLE_BYTES};
+use rewind_rollout::{Event, Part, RolloutMachine, Scope, Selector};
+use rewind_shared::bundle::{BUNDLE_FORMAT, Bundle, Granularity, MAX_BUNDLE_BYTES};
 use rewind_shared::fleet::AgentId;
 use rewind_shared::trust::TrustFile;
 use serde_json::json;
@@ -279,36 +279,39 @@ pub struct RollbackStarted {
 /// Starts a manual rollback: the pre-signed rollback plans go at once to
 /// every endpoint in scope that applied (offline ones when they return),
 /// skipping bake and approvals. With `to_sequence`, every rollout of the
-/// product above it is rolled back, latest first.
+/// product above it is rolled back, latest first. With a granularity other
+/// than `release`, only that target, migration or flag is rolled back (the
+/// bundle's pre-signed plan for it) on the product's current rollout, which
+/// goes on as it was ([`partial_rollback`]).
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for a bad scope or granularity;
-/// [`Error::NotImplemented`] for a granularity other than `release` (the
-/// agent daemon runs release rollback plans only); [`Error::NotFound`] when
-/// there is nothing to roll back; [`Error::FailedPrecondition`] when the
-/// rollback was already sent.
+/// [`Error::InvalidArgument`] for a bad scope, granularity or subject;
+/// [`Error::NotFound`] when there is nothing to roll back;
+/// [`Error::FailedPrecondition`] when the rollback was already sent.
 pub async fn rollback(app: &App, product: &str, req: RollbackRequest, actor: &str) -> Result<RollbackStarted> {
     let scope = parse_scope(&req.scope)?;
-    match req.granularity.as_str() {
-        "" | "release" => {
-            if req.subject.is_some() {
-                return Err(Error::InvalidArgument(
-                    "--subject goes with --granularity target|migration|flag, not release".into(),
-                ));
-            }
+    let granularity: Granularity = match req.granularity.as_str() {
+        "" => Granularity::Release,
+        g => g.parse().map_err(|e: String| Error::InvalidArgument(format!("--granularity: {e}")))?,
+    };
+    if granularity != Granularity::Release {
+        let subject = req.subject.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "--granularity {granularity} needs --subject NAME: which {granularity} to roll back"
+            ))
+        })?;
+        if req.to_sequence.is_some() {
+            return Err(Error::InvalidArgument(
+                "--to-sequence goes with a release rollback, not with --granularity target|migration|flag".into(),
+            ));
         }
-        g @ ("target" | "migration" | "flag") => {
-            return Err(Error::NotImplemented(format!(
-                "--granularity {g} through the coordinator: the agent daemon runs release-granularity rollback plans only; \
-                 on the endpoint run: rewind-agent rollback --bundle BUNDLE --trust trust.toml --granularity {g} --subject {} --db TARGET=FILE",
-                req.subject.as_deref().unwrap_or("NAME")
-            )));
-        }
-        g => {
-            return Err(Error::InvalidArgument(format!(
-                "--granularity {g:?}: expected release, target, migration or flag"
-            )));
-        }
+        let part = Part { granularity, subject };
+        return partial_rollback(app, product, part, scope, &req.reason, actor).await;
+    }
+    if req.subject.is_some() {
+        return Err(Error::InvalidArgument(
+            "--subject goes with --granularity target|migration|flag, not release".into(),
+        ));
     }
     let engine = engine(app);
     let mut inner = engine.inner.lock().await;
@@ -338,13 +341,75 @@ pub async fn rollback(app: &App, product: &str, req: RollbackRequest, actor: &st
     Ok(RollbackStarted { rollouts: ids, agents })
 }
 
+/// Rolls back one part of the product's current release — a target, a
+/// migration or a flag — with the bundle's pre-signed plan for it, on every
+/// endpoint in `scope` that applied (and those that apply later). The
+/// release stays installed and its rollout goes on; `rollout status` shows
+/// the part's progress under `partial_rollbacks`.
+///
+/// # Errors
+/// [`Error::NotFound`] when the product has no rollout;
+/// [`Error::InvalidArgument`] when its bundle has no plan for the part
+/// (naming the ones it has); [`Error::FailedPrecondition`] when the
+/// release was already rolled back, or this part already sent, in scope.
+pub async fn partial_rollback(
+    app: &App,
+    product: &str,
+    part: Part,
+    scope: Scope,
+    reason: &str,
+    actor: &str,
+) -> Result<RollbackStarted> {
+    let engine = engine(app);
+    let mut inner = engine.inner.lock().await;
+    inner.load(app).await?;
+    let id = inner
+        .registry()
+        .current(product)
+        .map(|m| m.spec().id())
+        .ok_or_else(|| Error::NotFound(format!("{product} has no rollout to roll back a part of")))?;
+    let version = inner.docs[&id].machine.spec().version.clone();
+    let record = app
+        .store
+        .bundle(product.to_string(), Some(version))
+        .await?
+        .ok_or_else(|| Error::Store(format!("rollout {id}: its bundle is no longer stored")))?;
+    let b: Bundle =
+        serde_json::from_slice(&record.bytes).map_err(|e| Error::Store(format!("stored bundle {}: {e}", record.id)))?;
+    b.rollback_envelope(part.granularity, Some(&part.subject)).map_err(|e| {
+        let known: Vec<String> =
+            b.rollback.iter().filter(|r| r.granularity == part.granularity).map(|r| r.subject.clone()).collect();
+        Error::InvalidArgument(format!(
+            "{e}; the bundle of {product} {} has {} rollback plans for: {}",
+            b.release,
+            part.granularity,
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        ))
+    })?;
+    let reason = if reason.is_empty() { "requested with rewindctl" } else { reason };
+    let before = sent_parts(&inner.docs[&id].machine, &part);
+    let event =
+        Event::PartialRollback { actor: actor.to_string(), reason: reason.to_string(), scope, part: part.clone() };
+    inner.handle(app, &id, event).await?;
+    let after = sent_parts(&inner.docs[&id].machine, &part);
+    let agents = u32::try_from(after.saturating_sub(before)).unwrap_or(u32::MAX);
+    tracing::warn!(product, rollout = %id, %part, agents, "partial rollback started");
+    Ok(RollbackStarted { rollouts: vec![id], agents })
+}
+
+/// Agents the part's rollback was sent or queued to.
+fn sent_parts(m: &RolloutMachine, part: &Part) -> usize {
+    let key = part.key();
+    m.agents().values().filter(|r| r.parts.contains_key(&key)).count()
+}
+
 impl std::fmt::Display for RollbackStarted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} rollback plan(s) for {}", self.agents, self.rollouts.join(", "))
     }
 }
 
-fn sent_rollbacks(m: &rewind_rollout::RolloutMachine) -> usize {
+fn sent_rollbacks(m: &RolloutMachine) -> usize {
     use rewind_rollout::machine::RollbackProgress;
     m.agents().values().filter(|r| !matches!(r.rollback, RollbackProgress::NotNeeded)).count()
 }

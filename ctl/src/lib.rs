@@ -14,6 +14,7 @@ pub mod demo_fleet;
 pub mod demo_local;
 pub mod error;
 pub mod examples;
+pub mod flags_cmd;
 pub mod fleet;
 pub mod keys;
 pub mod lint;

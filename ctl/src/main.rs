@@ -54,6 +54,9 @@ enum Command {
     Rollout(RolloutCmd),
     /// Send pre-signed rollback plans to every endpoint in scope that applied, skipping bake and approvals (coordinator).
     Rollback(rewindctl::rollout_cmd::RollbackArgs),
+    /// Feature flags of the current releases (coordinator): list, set a kill switch off fleet-wide.
+    #[command(subcommand)]
+    Flags(rewindctl::flags_cmd::FlagsCmd),
     /// Operator tokens with roles (coordinator): create.
     #[command(subcommand)]
     Operator(OperatorCmd),
@@ -189,6 +192,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Rollout(RolloutCmd::Abort(a)) => rewindctl::rollout_cmd::abort(&cli.coordinator, &a),
         Command::Rollout(RolloutCmd::Approve(a)) => rewindctl::rollout_cmd::approve(&cli.coordinator, &a),
         Command::Rollback(a) => rewindctl::rollout_cmd::rollback(&cli.coordinator, &a),
+        Command::Flags(c) => rewindctl::flags_cmd::run(&cli.coordinator, &c),
         Command::Release(ReleaseCmd::Upload(a)) => rewindctl::fleet::upload(&cli.coordinator, &a),
         Command::Operator(OperatorCmd::Create(a)) => rewindctl::fleet::operator_create(&cli.coordinator, &a),
         Command::Revoke(a) => rewindctl::fleet::revoke(&cli.coordinator, &a),

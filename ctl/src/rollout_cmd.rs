@@ -59,15 +59,16 @@ pub struct ApproveArgs {
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  rewindctl rollback notes\n  rewindctl rollback notes --scope wave:canary\n  \
-rewindctl rollback notes --scope agent:agt-1a2b3c4d5e6f7a8b\n  rewindctl rollback notes --to-sequence 6\n\n\
+rewindctl rollback notes --scope agent:agt-1a2b3c4d5e6f7a8b\n  rewindctl rollback notes --to-sequence 6\n  \
+rewindctl rollback notes --granularity target --subject settings --reason \"theme migration breaks the settings screen\"\n\n\
 The pre-signed rollback plans go at once to every endpoint in scope that applied (offline ones when they return), \
-skipping bake and approvals.")]
+skipping bake and approvals. A release rollback stops the rollout; a target, migration or flag rollback does not.")]
 pub struct RollbackArgs {
     pub product: String,
     /// Roll back to this epoch: every rollout above it, latest first.
     #[arg(long)]
     pub to_sequence: Option<u64>,
-    /// release | target | migration | flag (through the coordinator: release).
+    /// release | target | migration | flag: the whole release (stops the rollout), or one part of it (the rollout goes on).
     #[arg(long, default_value = "release")]
     pub granularity: String,
     /// The target, migration or flag, with --granularity target|migration|flag.
@@ -76,12 +77,15 @@ pub struct RollbackArgs {
     /// fleet | wave:NAME | cohort:SELECTOR | agent:ID[,ID...]
     #[arg(long, default_value = "fleet")]
     pub scope: String,
+    /// Why (recorded in the coordinator's audit log).
+    #[arg(long, default_value = "")]
+    pub reason: String,
     #[arg(long)]
     pub json: bool,
 }
 
 /// A refusal because of the rollout's state is the caller's: nothing changed.
-fn refused(call: &str, s: &tonic::Status) -> Error {
+pub(crate) fn refused(call: &str, s: &tonic::Status) -> Error {
     if s.code() == tonic::Code::FailedPrecondition {
         Error::BadInput(format!("{call}: {}", s.message()))
     } else {
@@ -126,6 +130,16 @@ fn print_status(v: &Value) {
             a["outcome"].as_str().unwrap_or(""),
             if a["online"] == true { "online" } else { "offline" },
             a["rollback"].as_str().map(|r| format!("  rollback {r}")).unwrap_or_default()
+        );
+    }
+    for p in v["partial_rollbacks"].as_array().into_iter().flatten() {
+        println!(
+            "  rollback of {} ({}): proven {}  pending {}  failed {}",
+            p["part"].as_str().unwrap_or(""),
+            p["scope"].as_str().unwrap_or(""),
+            n(&p["proven"]),
+            n(&p["pending"]),
+            n(&p["failed"])
         );
     }
     print_needs_human(v);
@@ -331,23 +345,35 @@ pub fn rollback(c: &CoordinatorArgs, a: &RollbackArgs) -> Result<u8> {
                 granularity: a.granularity.clone(),
                 scope: a.scope.clone(),
                 subject: a.subject.clone().unwrap_or_default(),
+                reason: a.reason.clone(),
             })
             .await
             .map_err(|s| refused("rollback", &s))?
             .into_inner();
-        let v = parse("rollback", &r.json)?;
-        if a.json {
-            println!("{v}");
-        } else {
-            let ids: Vec<&str> = v["rollouts"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-            println!(
-                "rollback of {} ({}) sent to {} agent(s); follow it with rewindctl rollout watch {}",
-                a.product,
-                ids.join(", "),
-                r.agents,
-                a.product
-            );
-        }
-        Ok(0)
+        let what = match a.subject.as_deref() {
+            Some(s) if a.granularity != "release" => format!("{} {s} of {}", a.granularity, a.product),
+            _ => a.product.clone(),
+        };
+        print_sent(&what, &a.product, a.json, &r)
     })
+}
+
+/// What `rollback` and `flags set` print: the JSON, or one line saying how
+/// many endpoints the plans went to and how to follow them.
+///
+/// # Errors
+/// When the coordinator's answer is not JSON.
+pub fn print_sent(what: &str, product: &str, json: bool, r: &v1::RollbackResponse) -> Result<u8> {
+    let v = parse("rollback", &r.json)?;
+    if json {
+        println!("{v}");
+    } else {
+        let ids: Vec<&str> = v["rollouts"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        println!(
+            "rollback of {what} ({}) sent to {} agent(s) now (offline ones get it when they return); follow it with rewindctl rollout status {product}",
+            ids.join(", "),
+            r.agents,
+        );
+    }
+    Ok(0)
 }

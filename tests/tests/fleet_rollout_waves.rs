@@ -140,9 +140,11 @@ fn a_release_goes_through_pause_approval_restart_and_an_offline_agent_then_rolls
         assert_eq!(agent(&s, &e.id)["outcome"], "applied", "{s:#}");
         assert!(!e.at_start(), "{} keeps the release", e.id);
     }
-    let r = fleet.ctl(&["rollback", "notes", "--granularity", "target", "--subject", "settings"]);
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("not implemented yet") && r.stderr.contains("rewind-agent rollback"), "{r:?}");
+    // A part the bundle has no plan for is refused, naming the ones it has
+    // (tests/tests/fleet_partial.rs rolls parts back).
+    let r = fleet.ctl(&["rollback", "notes", "--granularity", "flag", "--subject", "old_checkout"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("new_checkout"), "{r:?}");
     let r = fleet.ctl(&["rollback", "notes", "--scope", "planet:earth"]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("--scope"), "{r:?}");

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rewind_shared::bundle::Granularity;
 use rewind_shared::channel::{self, ChannelOptions, ClientTls};
 use rewind_shared::digest::database_digest;
 use rewind_shared::fleet::{AuditHead, Hello, InstalledProduct, Inventory, TargetDigest, TargetState};
@@ -415,7 +416,14 @@ fn run_delivery(cfg: &AgentConfig, state: &Path, p: &v1::PlanDelivery) -> Result
     let report = match p.kind.as_str() {
         "apply" => crate::bundle::apply(&st, &path, trust, &dbs)?,
         "rollback" => {
-            crate::bundle::rollback(&st, &path, trust, &dbs, rewind_shared::bundle::Granularity::Release, None)?
+            // Which of the bundle's pre-signed rollback plans: the release's,
+            // or one target's, migration's or flag's.
+            let granularity = match p.granularity.as_str() {
+                "" => Granularity::Release,
+                g => g.parse().map_err(|e: String| Error::BadInput(format!("delivery {}: {e}", p.id)))?,
+            };
+            let subject = (granularity != Granularity::Release).then_some(p.subject.as_str());
+            crate::bundle::rollback(&st, &path, trust, &dbs, granularity, subject)?
         }
         other => return Err(Error::BadInput(format!("plan kind {other:?}: expected apply or rollback"))),
     };

@@ -207,8 +207,6 @@ pub fn installed(state: &Path, product: &str) -> Option<String> {
         .map(|i| i["release"].as_str().unwrap().to_string())
 }
 
-/// Recursively copies a directory.
-
 /// Whether a run ended by an injected crash (abort) rather than an exit.
 pub fn crashed(r: &Run) -> bool {
     r.code == -1 && r.stderr.contains("crash injected at")
