@@ -265,7 +265,7 @@ fn table_content(c: &Connection, name: &str) -> Vec<String> {
             (0..n)
                 .map(|i| {
                     Ok(match r.get::<_, Value>(i)? {
-                        Value::Real(x) if x == 0.0 => "real:0".to_string(),
+                        Value::Real(0.0) => "real:0".to_string(),
                         Value::Real(x) => format!("real:{:016x}", x.to_bits()),
                         v => format!("{v:?}"),
                     })
