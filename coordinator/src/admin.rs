@@ -140,7 +140,12 @@ impl v1::admin_server::Admin for AdminService {
         request: Request<v1::RolloutStatusRequest>,
     ) -> Result<Response<v1::RolloutStatusResponse>, Status> {
         self.auth(&request, Role::Viewer, "RolloutStatus").await?;
-        let json = crate::rollouts::status(&self.app, &request.get_ref().product).await?;
+        let r = request.get_ref();
+        let json = if r.rollout.is_empty() {
+            crate::rollouts::status(&self.app, &r.product).await?
+        } else {
+            crate::rollouts::status_of(&self.app, &r.rollout).await?
+        };
         Ok(Response::new(v1::RolloutStatusResponse { json: json.to_string() }))
     }
 

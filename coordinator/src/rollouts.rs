@@ -179,6 +179,28 @@ pub async fn status(app: &App, product: &str) -> Result<serde_json::Value> {
     Ok(status_json(&m.spec().id(), m))
 }
 
+/// `rollout status --json` of one rollout by id (`notes@7`), whatever its
+/// state (reports of finished rollouts use it).
+///
+/// # Errors
+/// [`Error::NotFound`] naming the product's rollouts when there is no such one.
+pub async fn status_of(app: &App, id: &str) -> Result<serde_json::Value> {
+    let engine = engine(app);
+    let mut inner = engine.inner.lock().await;
+    inner.load(app).await?;
+    let registry = inner.registry();
+    if let Some(m) = registry.get(id) {
+        return Ok(status_json(id, m));
+    }
+    let product = id.split('@').next().unwrap_or(id);
+    let known: Vec<&str> =
+        registry.iter().filter(|(_, m)| m.spec().product == product).map(|(k, _)| k.as_str()).collect();
+    Err(Error::NotFound(format!(
+        "no rollout {id:?}; rollouts are named PRODUCT@SEQUENCE{}",
+        if known.is_empty() { String::new() } else { format!(", {product} has: {}", known.join(", ")) }
+    )))
+}
+
 /// Feeds an operator command to the product's active rollout and returns
 /// its new status.
 async fn command(app: &App, product: &str, make: impl FnOnce() -> Event) -> Result<serde_json::Value> {

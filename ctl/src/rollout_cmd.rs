@@ -190,7 +190,7 @@ pub fn show(c: &CoordinatorArgs, a: &StatusArgs) -> Result<u8> {
     runtime()?.block_on(async {
         let mut client = admin(c).await?;
         let r = client
-            .rollout_status(v1::RolloutStatusRequest { product: a.product.clone() })
+            .rollout_status(v1::RolloutStatusRequest { product: a.product.clone(), ..Default::default() })
             .await
             .map_err(|s| status("rollout status", &s))?
             .into_inner();
@@ -224,7 +224,7 @@ pub fn watch(c: &CoordinatorArgs, a: &StatusArgs) -> Result<u8> {
     runtime()?.block_on(async {
         let mut client = admin(c).await?;
         let mut stream = client
-            .watch_rollout(v1::RolloutStatusRequest { product: a.product.clone() })
+            .watch_rollout(v1::RolloutStatusRequest { product: a.product.clone(), ..Default::default() })
             .await
             .map_err(|s| status("rollout watch", &s))?
             .into_inner();
