@@ -4,7 +4,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use rewind_shared::fleet::Selector;
+use rewind_shared::fleet::{AgentId, Selector};
 use rewind_shared::wire::{self, v1};
 use serde_json::json;
 use tokio_stream::Stream;
@@ -262,6 +262,14 @@ impl v1::admin_server::Admin for AdminService {
         let status = crate::rollouts::status(&self.app, &r.product).await?;
         let json = json!({"rollouts": started.rollouts, "agents": started.agents, "status": status});
         Ok(Response::new(v1::RollbackResponse { agents: started.agents, json: json.to_string() }))
+    }
+
+    async fn lineage(&self, request: Request<v1::LineageRequest>) -> Result<Response<v1::LineageResponse>, Status> {
+        self.auth(&request, Role::Viewer, "Lineage").await?;
+        let r = request.into_inner();
+        let agent = AgentId::parse(&r.agent_id).map_err(|e| Status::invalid_argument(format!("agent_id: {e}")))?;
+        let steps = crate::lineage::lineage(&self.app, &agent, &r.target).await?;
+        Ok(Response::new(v1::LineageResponse { json: serde_json::Value::Array(steps).to_string() }))
     }
 
     async fn fleet_verify(

@@ -17,6 +17,7 @@ pub mod events;
 pub mod files;
 pub mod flags;
 pub mod fleet;
+pub mod lineage;
 pub mod results;
 pub mod rollout_engine;
 pub mod rollouts;

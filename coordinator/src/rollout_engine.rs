@@ -609,7 +609,7 @@ fn predicted_schemas(plan: &Plan) -> BTreeMap<String, Option<String>> {
 }
 
 /// The bundle's partial rollback plans by signed plan id.
-fn partial_plans(b: &Bundle) -> HashMap<String, Part> {
+pub(crate) fn partial_plans(b: &Bundle) -> HashMap<String, Part> {
     b.rollback
         .iter()
         .filter(|r| r.granularity != rewind_shared::bundle::Granularity::Release)

@@ -17,6 +17,7 @@ pub mod examples;
 pub mod flags_cmd;
 pub mod fleet;
 pub mod keys;
+pub mod lineage_cmd;
 pub mod lint;
 pub mod output;
 pub mod rehearsal;

@@ -57,6 +57,8 @@ enum Command {
     /// Feature flags of the current releases (coordinator): list, set a kill switch off fleet-wide.
     #[command(subcommand)]
     Flags(rewindctl::flags_cmd::FlagsCmd),
+    /// One endpoint's target: each release and migration applied or reversed, with digests before and after (coordinator).
+    Lineage(rewindctl::lineage_cmd::LineageArgs),
     /// Operator tokens with roles (coordinator): create.
     #[command(subcommand)]
     Operator(OperatorCmd),
@@ -193,6 +195,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Rollout(RolloutCmd::Approve(a)) => rewindctl::rollout_cmd::approve(&cli.coordinator, &a),
         Command::Rollback(a) => rewindctl::rollout_cmd::rollback(&cli.coordinator, &a),
         Command::Flags(c) => rewindctl::flags_cmd::run(&cli.coordinator, &c),
+        Command::Lineage(a) => rewindctl::lineage_cmd::run(&cli.coordinator, &a),
         Command::Release(ReleaseCmd::Upload(a)) => rewindctl::fleet::upload(&cli.coordinator, &a),
         Command::Operator(OperatorCmd::Create(a)) => rewindctl::fleet::operator_create(&cli.coordinator, &a),
         Command::Revoke(a) => rewindctl::fleet::revoke(&cli.coordinator, &a),

@@ -16,7 +16,8 @@
 //!   reported, counted as failed and listed for a human with its command;
 //! - the whole release can still be rolled back afterwards, and every
 //!   endpoint ends at its start digests;
-//! - each step is in the audit log.
+//! - each step is in the audit log, and `rewindctl lineage` shows every
+//!   step on an endpoint's target with its digests.
 
 mod fleet_rollout_common;
 
@@ -207,4 +208,56 @@ fn a_kill_switch_a_target_and_a_refused_migration_roll_back_alone_and_the_releas
         "{sent:?}"
     );
     ok(&fleet.ctl(&["audit", "verify"]));
+
+    // Lineage: what happened to each of the first endpoint's targets, with digests.
+    let l = fleet.ctl(&["lineage", &first, "settings", "--json"]);
+    ok(&l);
+    let steps = l.json();
+    let step = |i: usize, k: &str| steps[i][k].clone();
+    let what: Vec<(String, String, String)> = steps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["kind"].as_str().unwrap().to_string(),
+                s["granularity"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        what,
+        [
+            ("apply".into(), "release".into(), "applied".into()),
+            ("rollback".into(), "target settings".into(), "rolled_back".into()),
+            ("rollback".into(), "release".into(), "rolled_back".into()),
+        ],
+        "{steps:#}"
+    );
+    assert_eq!(step(0, "migrations"), serde_json::json!(["0003_settings_theme"]));
+    assert_eq!(
+        step(0, "data_before"),
+        Value::from(fleet.endpoints[0].start_settings.clone()),
+        "digest of the start state"
+    );
+    assert_eq!(step(0, "data_after"), Value::from(applied[0].1.clone()));
+    assert_eq!(step(1, "data_after"), step(0, "data_before"), "the target rollback came back to the start");
+    assert_eq!(step(1, "proof"), "identical");
+    assert!(steps.as_array().unwrap().iter().all(|s| s["schema_changed_outside"] == false), "{steps:#}");
+    let notes = fleet.ctl(&["lineage", &first, "notes", "--json"]).json();
+    assert_eq!(notes.as_array().unwrap().len(), 2, "apply and the release rollback (a flag has no target): {notes:#}");
+    assert_eq!(notes[1]["schema_after"], notes[0]["schema_before"], "{notes:#}");
+    let table = fleet.ctl(&["lineage", &first, "notes"]);
+    ok(&table);
+    assert!(
+        table.stdout.contains("rollback release") && table.stdout.contains("0001_add_currency"),
+        "{}",
+        table.stdout
+    );
+    let r = fleet.ctl(&["lineage", &first, "photos"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("its results name: notes, settings"), "{r:?}");
+    let r = fleet.ctl(&["lineage", "agt-0000000000000000", "notes"]);
+    assert_eq!(r.code, 2, "{r:?}");
 }
