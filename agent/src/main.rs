@@ -31,7 +31,8 @@ use serde_json::json;
     name = "rewind-agent",
     version,
     about = "Rewind endpoint agent: snapshots, reversible migrations, flags, proofs",
-    after_help = "Exit codes: 0 done; 1 failed, data back in a verified safe state; 2 bad input, nothing changed; \
+    after_help = "Example: rewind-agent apply --release releases/2026.11.0 --db notes=notes.db --db settings=settings.db\n\n\
+                  Exit codes: 0 done; 1 failed, data back in a verified safe state; 2 bad input, nothing changed; \
                   3 needs a human (the next command is printed).\n\n\
                   Environment:\n  \
                   REWIND_STATE            state directory when --state is not given\n  \
@@ -60,7 +61,7 @@ enum Command {
         json: bool,
     },
     /// Create, list, verify, restore and prune snapshots.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example: rewind-agent snapshot create --db notes.db --label \"before cleanup\"")]
     Snapshot(SnapshotCmd),
     /// Apply a release: snapshot, migrate, verify, set flags, check.
     ///
@@ -102,7 +103,7 @@ enum Command {
         json: bool,
     },
     /// Verify the local audit chain.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example: rewind-agent audit verify")]
     Audit(AuditCmd),
     /// Signed results (one per finished or refused plan) and whether the coordinator acknowledged them.
     ///
@@ -119,7 +120,7 @@ enum Command {
         ack: Option<String>,
     },
     /// Tools for tests.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example: rewind-agent debug crash-points")]
     Debug(DebugCmd),
     /// Enroll this endpoint with a coordinator, using a token from `rewindctl token create`.
     ///
@@ -233,6 +234,8 @@ enum AuditCmd {
 #[derive(Subcommand)]
 enum DebugCmd {
     /// List crash points for REWIND_CRASH_AT (fault-injection builds).
+    ///
+    /// Example: REWIND_CRASH_AT=$(rewind-agent debug crash-points | head -1) rewind-agent apply ...
     CrashPoints,
 }
 

@@ -28,52 +28,52 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Release directories and bundles: lint, rehearse, build, sign, verify.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example: rewindctl release build examples/notes-app/releases/2026.11.0 --out notes.bundle.json")]
     Release(ReleaseCmd),
     /// The fleet demo: embedded coordinator, agent processes, a failing canary rolled back, a good release to all.
     Demo(demo::DemoArgs),
     /// Plan-signing keys: generate.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example: rewindctl keys generate --out keys/alice")]
     Keys(KeysCmd),
     /// The trust root (trust.toml): init, rotate.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example: rewindctl trust init --threshold 2 --key alice.pub --key bob.pub --key carol.pub --out trust.toml")]
     Trust(TrustCmd),
     /// Enrollment tokens (coordinator): create.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example: rewindctl token create --labels ring=canary --uses 10 --ttl 24h")]
     Token(TokenCmd),
     /// Enrolled agents with labels, connection state and installed releases (coordinator).
     Agents(rewindctl::fleet::AgentsArgs),
     /// The coordinator's hash-chained, signed audit log: export, verify.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example: rewindctl audit verify")]
     Audit(AuditCmd),
     /// Fleet-wide verification (coordinator): verify.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example: rewindctl fleet verify notes 2026.11.0")]
     Fleet(FleetCmd),
     /// Phased rollouts (coordinator): start, status, watch, pause, resume, approve, abort.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example: rewindctl rollout start notes 2026.11.0")]
     Rollout(RolloutCmd),
     /// Send pre-signed rollback plans to every endpoint in scope that applied, skipping bake and approvals (coordinator).
     Rollback(rewindctl::rollout_cmd::RollbackArgs),
     /// Feature flags of the current releases (coordinator): list, set a kill switch off fleet-wide.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example: rewindctl flags set notes new_checkout off")]
     Flags(rewindctl::flags_cmd::FlagsCmd),
     /// One endpoint's target: each release and migration applied or reversed, with digests before and after (coordinator).
     Lineage(rewindctl::lineage_cmd::LineageArgs),
     /// Operator tokens with roles (coordinator): create.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example: rewindctl operator create alice --role approver")]
     Operator(OperatorCmd),
     /// Revoke an agent: its certificate is refused from now on (coordinator).
     Revoke(rewindctl::fleet::RevokeArgs),
     /// Write a release's incident playbook: owners, rollback commands per granularity, verification, restore window, messages.
     Runbook(rewindctl::runbook::RunbookArgs),
     /// Communication templates (coordinator): list, show, edit (admin; every edit is a new version).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example: rewindctl templates list notes")]
     Templates(rewindctl::comms_cmd::TemplatesCmd),
     /// Incidents and their rendered messages (coordinator): list, maintenance, resolve.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example: rewindctl incidents list notes")]
     Incidents(rewindctl::comms_cmd::IncidentsCmd),
     /// Webhooks (coordinator): the delivery log of every attempt, a test delivery.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example: rewindctl webhooks deliveries")]
     Webhooks(rewindctl::comms_cmd::WebhooksCmd),
 }
 
