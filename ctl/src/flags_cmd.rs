@@ -87,7 +87,7 @@ pub fn table(rows: &[Value]) -> String {
         return "no flags: no current release of any product sets one\n".to_string();
     }
     let mut out = format!(
-        "{:<10} {:<12} {:<18} {:<8} {:<8} {:<16} {:<16} {:<12} {:<11} {}\n",
+        "{:<10} {:<12} {:<18} {:<8} {:<9} {:<16} {:<16} {:<16} {:<11} {}\n",
         "PRODUCT", "RELEASE", "FLAG", "VALUE", "PREVIOUS", "OWNER", "ACTIVATE", "EXPIRES", "KILL SWITCH", "TURNED OFF"
     );
     for f in rows {
@@ -104,7 +104,7 @@ pub fn table(rows: &[Value]) -> String {
             }
         }
         out.push_str(&format!(
-            "{:<10} {:<12} {:<18} {:<8} {:<8} {:<16} {:<16} {:<12} {:<11} {}\n",
+            "{:<10} {:<12} {:<18} {:<8} {:<9} {:<16} {:<16} {:<16} {:<11} {}\n",
             s("product"),
             s("release"),
             s("name"),
@@ -136,4 +136,23 @@ fn set(c: &CoordinatorArgs, a: &SetArgs) -> Result<u8> {
             .into_inner();
         print_sent(&format!("flag {} of {} (kill switch off)", a.name, a.product), &a.product, a.json, &r)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn flags_table() {
+        let rows = [
+            json!({"product": "notes", "release": "2026.11.0", "name": "new_checkout", "value": true, "previous": false,
+                   "owner": "payments-team", "activate": "after-migrations", "expires": "2027-01-31", "stale": false,
+                   "kill_switch": true, "applied": 20, "turned_off": 18, "pending": 1, "failed": 1}),
+            json!({"product": "notes", "release": "2026.11.0", "name": "dark_mode", "value": "auto", "previous": "off",
+                   "owner": "design", "activate": "manual", "expires": "2026-01-01", "stale": true,
+                   "kill_switch": false, "applied": 20, "turned_off": 0, "pending": 0, "failed": 0}),
+        ];
+        insta::assert_snapshot!(super::table(&rows));
+        insta::assert_snapshot!("flags_table_empty", super::table(&[]));
+    }
 }

@@ -96,3 +96,28 @@ pub fn table(agent: &str, target: &str, steps: &[Value]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn lineage_table() {
+        let d = |c: char| format!("b3:{}", c.to_string().repeat(64));
+        let steps = [
+            json!({"time": "2026-12-02T01:47:52.906Z", "release": "2026.11.0", "sequence": 7, "kind": "apply",
+                   "granularity": "release", "status": "applied", "migrations": ["0003_settings_theme"],
+                   "schema_before": d('a'), "schema_after": d('a'), "data_before": d('1'), "data_after": d('2'),
+                   "proof": null, "schema_changed_outside": false}),
+            json!({"time": "2026-12-02T01:47:54.923Z", "release": "2026.11.0", "sequence": 7, "kind": "rollback",
+                   "granularity": "target settings", "status": "rolled_back", "migrations": ["0003_settings_theme"],
+                   "schema_before": null, "schema_after": d('a'), "data_before": d('2'), "data_after": d('1'),
+                   "proof": "identical", "schema_changed_outside": false}),
+            json!({"time": "2026-12-03T09:00:00.000Z", "release": "2026.12.0", "sequence": 8, "kind": "apply",
+                   "granularity": "release", "status": "failed", "migrations": [],
+                   "schema_before": d('b'), "schema_after": d('b'), "data_before": d('3'), "data_after": d('3'),
+                   "proof": null, "schema_changed_outside": true}),
+        ];
+        insta::assert_snapshot!(super::table("agt-8a89492acd5e2ca6", "settings", &steps));
+    }
+}

@@ -207,3 +207,16 @@ fn docs_quote_the_defaults_as_they_are() {
         assert!(doc.contains(&heading), "docs/communication.md does not quote the default of {event} as:\n{heading}");
     }
 }
+
+/// The built-in defaults as every channel shows them (title, Markdown for
+/// the status page, plain text for chat webhooks), reviewed as snapshots.
+#[test]
+fn built_in_templates_render_as_reviewed() {
+    for e in Event::ALL {
+        let r = Template::default_for(e).render(&values());
+        insta::assert_snapshot!(
+            format!("default_{}", e.name()),
+            format!("title: {}\n\n--- markdown ---\n{}\n--- text ---\n{}", r.title, r.markdown, r.text)
+        );
+    }
+}
