@@ -52,8 +52,9 @@ pub struct ProductView {
     pub endpoints: usize,
     /// Of them, how many report the rollout's sequence installed.
     pub installed: usize,
-    /// The release's flags: (name, release value, previous value).
-    pub flags: Vec<(String, String, String)>,
+    /// The release's flags: (name, release value, previous value, where
+    /// the fleet stands: how many endpoints that applied turned it off).
+    pub flags: Vec<(String, String, String, String)>,
     /// Drift from fleet verification: (agent, target, digest, expected).
     pub drift: Vec<(String, String, String, String)>,
     /// Incident updates, newest first.
@@ -163,6 +164,26 @@ pub fn incidents_of(all: &[crate::comms::Incident], product: &str) -> Vec<Incide
         .collect()
 }
 
+/// Where the fleet stands on a flag, from the rollout status: how many of
+/// the endpoints that applied the release had it turned off (a kill switch
+/// or a flag rollback), `as released` when none did.
+fn flag_state(status: &serde_json::Value, flag: &str) -> String {
+    let key = format!("flag {flag}");
+    let applied: Vec<&serde_json::Value> = status["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["outcome"] == "applied")
+        .collect();
+    let off = applied.iter().filter(|a| a["parts"][&key] == "proven").count();
+    let turning = applied.iter().filter(|a| matches!(a["parts"][&key].as_str(), Some("queued" | "sent"))).count();
+    match (off, turning) {
+        (0, 0) => format!("as released on {} endpoint(s)", applied.len()),
+        (off, 0) => format!("turned off on {off} of {} endpoint(s)", applied.len()),
+        (off, t) => format!("turned off on {off} of {} endpoint(s), {t} on the way", applied.len()),
+    }
+}
+
 /// Reads everything the page shows.
 ///
 /// # Errors
@@ -197,7 +218,7 @@ pub async fn snapshot(app: &App) -> Result<Snapshot> {
                     view.flags = release
                         .flags
                         .iter()
-                        .map(|f| (f.name.clone(), f.value.to_string(), f.previous.to_string()))
+                        .map(|f| (f.name.clone(), f.value.to_string(), f.previous.to_string(), flag_state(&s, &f.name)))
                         .collect();
                 }
                 if let Ok((_, v)) = crate::rollouts::verify(app, &name, &version).await {
@@ -282,9 +303,12 @@ pub fn render_live(s: &Snapshot) -> String {
         }
         if !p.flags.is_empty() {
             h.raw("<h3>Flags</h3>");
-            let rows: Vec<Vec<String>> =
-                p.flags.iter().map(|(n, v, prev)| vec![n.clone(), v.clone(), prev.clone()]).collect();
-            h.table("flags", &["flag", "value in this release", "previous value"], &rows);
+            let rows: Vec<Vec<String>> = p
+                .flags
+                .iter()
+                .map(|(n, v, prev, fleet)| vec![n.clone(), v.clone(), prev.clone(), fleet.clone()])
+                .collect();
+            h.table("flags", &["flag", "value in this release", "previous value", "on the fleet"], &rows);
         }
         if !p.drift.is_empty() {
             h.raw("<h3 class=\"warn\">Drift</h3>");
@@ -406,6 +430,20 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn flag_state_counts_endpoints_that_turned_the_flag_off() {
+        let s = json!({"agents": [
+            {"outcome": "applied", "parts": {"flag new_checkout": "proven"}},
+            {"outcome": "applied", "parts": {"flag new_checkout": "sent"}},
+            {"outcome": "applied"},
+            {"outcome": "pending", "parts": {"flag new_checkout": "queued"}},
+        ]});
+        assert_eq!(flag_state(&s, "new_checkout"), "turned off on 1 of 3 endpoint(s), 1 on the way");
+        assert_eq!(flag_state(&s, "dark_mode"), "as released on 3 endpoint(s)");
+        let all_off = json!({"agents": [{"outcome": "applied", "parts": {"flag x": "proven"}}]});
+        assert_eq!(flag_state(&all_off, "x"), "turned off on 1 of 1 endpoint(s)");
+    }
+
     fn hostile() -> &'static str {
         "<script>alert('x')</script>\"><img src=x onerror=alert(1)>"
     }
@@ -420,7 +458,7 @@ mod tests {
                     "waves": [{"name": h, "state": h, "succeeded": 1, "failed": 2, "pending": 3}]})),
                 endpoints: 6,
                 installed: 1,
-                flags: vec![(h.into(), h.into(), h.into())],
+                flags: vec![(h.into(), h.into(), h.into(), h.into())],
                 drift: vec![(h.into(), h.into(), h.into(), h.into())],
                 incidents: vec![IncidentView {
                     time: h.into(),
