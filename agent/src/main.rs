@@ -61,7 +61,10 @@ enum Command {
         json: bool,
     },
     /// Create, list, verify, restore and prune snapshots.
-    #[command(subcommand, after_help = "Example: rewind-agent snapshot create --db notes.db --label \"before cleanup\"")]
+    #[command(
+        subcommand,
+        after_help = "Example: rewind-agent snapshot create --db notes.db --label \"before cleanup\""
+    )]
     Snapshot(SnapshotCmd),
     /// Apply a release: snapshot, migrate, verify, set flags, check.
     ///

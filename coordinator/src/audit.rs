@@ -77,8 +77,20 @@ pub async fn export(app: &App) -> Result<Vec<String>> {
 /// Appends an entry and publishes it on [`App::events`]. A failure is
 /// logged loudly: the action it records has already happened.
 pub async fn record(app: &App, kind: &str, params: serde_json::Value) {
-    if let Err(e) = app.store.append_audit(kind.to_string(), params.to_string(), app.key.clone()).await {
-        tracing::error!(kind, "audit log append failed: {e}");
+    record_many(app, vec![(kind.to_string(), params)]).await;
+}
+
+/// [`record`] for several entries, appended in order in one transaction.
+pub async fn record_many(app: &App, entries: Vec<(String, serde_json::Value)>) {
+    if entries.is_empty() {
+        return;
     }
-    app.events.publish(kind, params);
+    let texts = entries.iter().map(|(k, p)| (k.clone(), p.to_string())).collect();
+    if let Err(e) = app.store.append_audit_batch(texts, app.key.clone()).await {
+        let kinds: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+        tracing::error!(?kinds, "audit log append failed: {e}");
+    }
+    for (kind, params) in entries {
+        app.events.publish(&kind, params);
+    }
 }

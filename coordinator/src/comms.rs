@@ -551,6 +551,7 @@ mod tests {
             sessions: crate::fleet::Sessions::default(),
             key: ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
             events: crate::events::Events::default(),
+            ingestor: crate::results::Ingestor::default(),
         }
     }
 

@@ -41,6 +41,8 @@ pub struct App {
     pub key: ed25519_dalek::SigningKey,
     /// Every audit entry, published as it is written (status page, webhooks).
     pub events: events::Events,
+    /// Batches the agents' results into the store.
+    pub ingestor: results::Ingestor,
 }
 
 /// Current time, RFC 3339 UTC with milliseconds.
@@ -128,6 +130,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         sessions: fleet::Sessions::default(),
         key,
         events: events::Events::default(),
+        ingestor: results::Ingestor::default(),
     });
     // Subscribed before the first event.
     webhooks::spawn(&app)?;

@@ -11,13 +11,19 @@
 //! gap or fork in the audit chain is stored with the result and raises a
 //! `chain_gap` / `chain_fork` alarm.
 
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
+
 use rewind_shared::fleet::AgentId;
-use rewind_shared::report::{ChainContinuity, Continuity, public_key_from_hex, verify_report};
+use rewind_shared::report::{
+    ChainContinuity, ChainPoint, Continuity, ReportPayload, public_key_from_hex, verify_report,
+};
 use rewind_shared::wire::v1;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::App;
 use crate::error::{Error, Result};
-use crate::store::StoredResult;
+use crate::store::{AgentRecord, StoredResult};
 
 /// What became of a result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,90 +34,198 @@ pub enum Ingested {
     Refused(String),
 }
 
-/// Verifies and stores one result from `agent`.
+/// Most results the ingestor takes in one batch.
+pub const MAX_BATCH: usize = 512;
+
+/// One result waiting to be ingested, and where its outcome goes.
+struct Job {
+    agent: AgentId,
+    result: v1::Result,
+    reply: oneshot::Sender<Result<Ingested>>,
+}
+
+/// The coordinator's result ingestor: every stream hands its results to one
+/// task, which takes whatever is waiting (up to [`MAX_BATCH`]) and ingests
+/// it together — one read of the agents, the signatures verified on a
+/// blocking thread, one store transaction for the results and one for
+/// their audit entries — so the store's cost per result falls as the load
+/// rises, while a lone result still goes through at once. Started on first
+/// use; it ends with the [`App`].
+#[derive(Default)]
+pub struct Ingestor(OnceLock<mpsc::Sender<Job>>);
+
+impl Ingestor {
+    fn sender(&self, app: &Arc<App>) -> &mpsc::Sender<Job> {
+        self.0.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+            tokio::spawn(run(Arc::downgrade(app), rx));
+            tx
+        })
+    }
+}
+
+/// Verifies and stores one result from `agent`; answers once it is stored
+/// (or refused).
 ///
 /// # Errors
 /// When the store fails (the result is then not acknowledged and comes
 /// again).
-pub async fn ingest(app: &App, agent: &AgentId, r: v1::Result) -> Result<Ingested> {
-    let record = app
-        .store
-        .agent(agent.clone())
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("agent {agent} is not enrolled")))?;
-    let key = match public_key_from_hex(&record.audit_key) {
+pub async fn ingest(app: &Arc<App>, agent: &AgentId, r: v1::Result) -> Result<Ingested> {
+    let stopped = || Error::Store("the result ingestor stopped (the coordinator is shutting down)".into());
+    let (reply, answer) = oneshot::channel();
+    app.ingestor.sender(app).send(Job { agent: agent.clone(), result: r, reply }).await.map_err(|_| stopped())?;
+    answer.await.map_err(|_| stopped())?
+}
+
+async fn run(app: Weak<App>, mut rx: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let Some(app) = app.upgrade() else { return };
+        let jobs = std::mem::take(&mut batch);
+        let (replies, items): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.reply, (j.agent, j.result))).unzip();
+        match ingest_batch(&app, items).await {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(Error::Store(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// One result after its signature check.
+enum Checked {
+    Ok(Box<ReportPayload>),
+    Refused(String),
+}
+
+/// Ingests a batch, in order (an agent's results are judged for chain
+/// continuity one after another, as they came).
+async fn ingest_batch(app: &App, items: Vec<(AgentId, v1::Result)>) -> Result<Vec<Ingested>> {
+    let mut ids: Vec<AgentId> = items.iter().map(|(a, _)| a.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    let mut records: HashMap<AgentId, AgentRecord> =
+        app.store.agents_by_id(ids).await?.into_iter().map(|a| (a.id.clone(), a)).collect();
+    // Ed25519 verification is CPU work: one blocking task for the batch.
+    let keys: HashMap<AgentId, String> = records.iter().map(|(id, r)| (id.clone(), r.audit_key.clone())).collect();
+    let (items, checked) = tokio::task::spawn_blocking(move || {
+        let checked: Vec<Checked> = items.iter().map(|(agent, r)| check(agent, keys.get(agent), r)).collect();
+        (items, checked)
+    })
+    .await
+    .map_err(|e| Error::Store(format!("verifying results: {e}")))?;
+
+    let mut outcomes: Vec<Option<Ingested>> = vec![None; items.len()];
+    let mut to_store: Vec<(usize, StoredResult, Option<ChainPoint>)> = Vec::new();
+    let mut continuities: Vec<&'static str> = Vec::new();
+    for (i, ((agent, r), c)) in items.into_iter().zip(checked).enumerate() {
+        let payload = match c {
+            Checked::Refused(detail) => {
+                if records.contains_key(&agent) {
+                    app.store.alarm(agent.clone(), "bad_signature".into(), detail.clone()).await?;
+                    crate::audit::record(
+                        app,
+                        "alarm",
+                        serde_json::json!({"agent": agent, "kind": "bad_signature", "detail": detail}),
+                    )
+                    .await;
+                }
+                outcomes[i] = Some(Ingested::Refused(detail));
+                continue;
+            }
+            Checked::Ok(p) => p,
+        };
+        let record = records.get_mut(&agent).expect("checked results have a record");
+        let key = public_key_from_hex(&record.audit_key).expect("checked above");
+        let (continuity, advance) = match ChainContinuity::check(record.chain, &payload, &key) {
+            Continuity::Ok { head, .. } => ("ok", Some(head)),
+            Continuity::Gap { known, head, missing } => {
+                let detail = format!(
+                    "result {}: audit entries {}..={} missing between seq {} and {}",
+                    payload.id, missing.0, missing.1, known.seq, head.seq
+                );
+                app.store.alarm(agent.clone(), "chain_gap".into(), detail.clone()).await?;
+                crate::audit::record(
+                    app,
+                    "alarm",
+                    serde_json::json!({"agent": agent, "kind": "chain_gap", "detail": detail}),
+                )
+                .await;
+                ("gap", None)
+            }
+            Continuity::Fork { reason, .. } => {
+                let detail = format!("result {}: {reason}", payload.id);
+                app.store.alarm(agent.clone(), "chain_fork".into(), detail.clone()).await?;
+                crate::audit::record(
+                    app,
+                    "alarm",
+                    serde_json::json!({"agent": agent, "kind": "chain_fork", "detail": detail}),
+                )
+                .await;
+                ("fork", None)
+            }
+        };
+        // The agent's next result in this batch continues from here.
+        if advance.is_some() {
+            record.chain = advance;
+        }
+        let stored = StoredResult {
+            id: payload.id.clone(),
+            agent: agent.clone(),
+            plan: payload.plan.clone(),
+            signed_plan: payload.signed_plan.clone(),
+            product: payload.product.clone(),
+            release: payload.release.clone(),
+            sequence: payload.sequence,
+            status: payload.status.as_str().to_string(),
+            continuity: continuity.to_string(),
+            payload: r.report,
+            signature: r.signature,
+        };
+        to_store.push((i, stored, advance));
+        continuities.push(continuity);
+    }
+    let news = app.store.store_results(to_store.iter().map(|(_, s, a)| (s.clone(), *a)).collect()).await?;
+    let mut audit = Vec::new();
+    for (((i, s, _), new), continuity) in to_store.iter().zip(&news).zip(&continuities) {
+        if *new {
+            let p: ReportPayload = serde_json::from_slice(&s.payload).expect("verified above");
+            audit.push((
+                "result".to_string(),
+                serde_json::json!({"agent": s.agent, "result": s.id, "plan": s.plan, "product": s.product,
+                    "release": s.release, "sequence": s.sequence, "status": s.status, "continuity": continuity,
+                    "kind": p.kind}),
+            ));
+            if *continuity != "ok" {
+                tracing::error!(agent = %s.agent, result = %s.id, continuity, "integrity alarm: audit chain discontinuity");
+            }
+        }
+        outcomes[*i] = Some(Ingested::Stored { id: s.id.clone(), new: *new, continuity });
+    }
+    crate::audit::record_many(app, audit).await;
+    Ok(outcomes.into_iter().map(|o| o.expect("every result has an outcome")).collect())
+}
+
+/// The signature check of one result against the key bound at enrollment.
+fn check(agent: &AgentId, audit_key: Option<&String>, r: &v1::Result) -> Checked {
+    let Some(audit_key) = audit_key else {
+        return Checked::Refused(format!("result {}: agent {agent} is not enrolled", r.id));
+    };
+    let key = match public_key_from_hex(audit_key) {
         Ok(k) => k,
-        Err(e) => return Ok(Ingested::Refused(format!("agent {agent} has no usable audit key ({e}); re-enroll it"))),
+        Err(e) => return Checked::Refused(format!("agent {agent} has no usable audit key ({e}); re-enroll it")),
     };
-    let payload = match verify_report(&r.report, &r.signature, &key) {
-        Ok(p) => p,
-        Err(e) => {
-            let detail = format!("result {}: {e}", r.id);
-            app.store.alarm(agent.clone(), "bad_signature".into(), detail.clone()).await?;
-            crate::audit::record(
-                app,
-                "alarm",
-                serde_json::json!({"agent": agent, "kind": "bad_signature", "detail": detail}),
-            )
-            .await;
-            return Ok(Ingested::Refused(detail));
-        }
-    };
-    if payload.id != r.id {
-        let detail = format!("result {} carries a signed report with id {}", r.id, payload.id);
-        app.store.alarm(agent.clone(), "bad_signature".into(), detail.clone()).await?;
-        return Ok(Ingested::Refused(detail));
+    match verify_report(&r.report, &r.signature, &key) {
+        Ok(p) if p.id == r.id => Checked::Ok(Box::new(p)),
+        Ok(p) => Checked::Refused(format!("result {} carries a signed report with id {}", r.id, p.id)),
+        Err(e) => Checked::Refused(format!("result {}: {e}", r.id)),
     }
-    let (continuity, advance) = match ChainContinuity::check(record.chain, &payload, &key) {
-        Continuity::Ok { head, .. } => ("ok", Some(head)),
-        Continuity::Gap { known, head, missing } => {
-            let detail = format!(
-                "result {}: audit entries {}..={} missing between seq {} and {}",
-                payload.id, missing.0, missing.1, known.seq, head.seq
-            );
-            app.store.alarm(agent.clone(), "chain_gap".into(), detail.clone()).await?;
-            crate::audit::record(
-                app,
-                "alarm",
-                serde_json::json!({"agent": agent, "kind": "chain_gap", "detail": detail}),
-            )
-            .await;
-            ("gap", None)
-        }
-        Continuity::Fork { reason, .. } => {
-            let detail = format!("result {}: {reason}", payload.id);
-            app.store.alarm(agent.clone(), "chain_fork".into(), detail.clone()).await?;
-            crate::audit::record(
-                app,
-                "alarm",
-                serde_json::json!({"agent": agent, "kind": "chain_fork", "detail": detail}),
-            )
-            .await;
-            ("fork", None)
-        }
-    };
-    let stored = StoredResult {
-        id: payload.id.clone(),
-        agent: agent.clone(),
-        plan: payload.plan.clone(),
-        signed_plan: payload.signed_plan.clone(),
-        product: payload.product.clone(),
-        release: payload.release.clone(),
-        sequence: payload.sequence,
-        status: payload.status.as_str().to_string(),
-        continuity: continuity.to_string(),
-        payload: r.report,
-        signature: r.signature,
-    };
-    let new = app.store.store_result(stored, advance).await?;
-    if new {
-        crate::audit::record(app, "result", serde_json::json!({"agent": agent, "result": payload.id, "plan": payload.plan, "product": payload.product,
-            "release": payload.release, "sequence": payload.sequence, "status": payload.status.as_str(), "continuity": continuity})).await;
-    }
-    if new && continuity != "ok" {
-        tracing::error!(%agent, result = %payload.id, continuity, "integrity alarm: audit chain discontinuity");
-    }
-    Ok(Ingested::Stored { id: payload.id, new, continuity })
 }
 
 /// Checks the audit head an agent announces in its hello against the point
@@ -176,14 +290,15 @@ mod tests {
             })
             .await
             .unwrap();
-        let app = App {
+        let app = Arc::new(App {
             config: Config::default(),
             store: store.clone(),
             ca: crate::ca::Ca::load_or_create(dir.path(), None).unwrap(),
             sessions: Default::default(),
             key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
             events: Default::default(),
-        };
+            ingestor: Default::default(),
+        });
         let forged = v1::Result {
             id: "res-1".into(),
             report: br#"{"format":"rewind-report-1"}"#.to_vec(),

@@ -198,6 +198,8 @@ pub trait Store: Send + Sync + 'static {
     async fn redeem_token(&self, hash: String, now_unix: i64) -> Result<Redeem>;
     async fn insert_agent(&self, agent: AgentRecord) -> Result<()>;
     async fn agent(&self, id: AgentId) -> Result<Option<AgentRecord>>;
+    /// The records of these agents (unknown ids are left out), in one read.
+    async fn agents_by_id(&self, ids: Vec<AgentId>) -> Result<Vec<AgentRecord>>;
     async fn agents(&self) -> Result<Vec<AgentRecord>>;
     /// Records the hostname and inventory from an agent's hello.
     async fn record_hello(&self, id: AgentId, hostname: String, inventory: Inventory, seen: String) -> Result<()>;
@@ -216,7 +218,12 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a verified result unless one with its id exists (then
     /// nothing changes); when new and `advance` is given, records it as the
     /// agent's chain point. Returns whether it was new.
-    async fn store_result(&self, result: StoredResult, advance: Option<ChainPoint>) -> Result<bool>;
+    async fn store_result(&self, result: StoredResult, advance: Option<ChainPoint>) -> Result<bool> {
+        Ok(self.store_results(vec![(result, advance)]).await?.first().copied().unwrap_or(false))
+    }
+    /// [`Store::store_result`] for a batch, in order, in one transaction:
+    /// whether each was new.
+    async fn store_results(&self, batch: Vec<(StoredResult, Option<ChainPoint>)>) -> Result<Vec<bool>>;
     /// An agent's results, oldest first.
     async fn results(&self, agent: AgentId) -> Result<Vec<StoredResult>>;
     /// Records an integrity alarm (bad signature, audit chain gap or fork).
@@ -245,7 +252,19 @@ pub trait Store: Send + Sync + 'static {
         kind: String,
         params: String,
         key: ed25519_dalek::SigningKey,
-    ) -> Result<rewind_shared::audit::AuditEntry>;
+    ) -> Result<rewind_shared::audit::AuditEntry> {
+        self.append_audit_batch(vec![(kind, params)], key)
+            .await?
+            .pop()
+            .ok_or_else(|| Error::Store("append_audit: nothing appended".into()))
+    }
+    /// Appends `(kind, params)` entries in order, atomically after the
+    /// current head, in one transaction.
+    async fn append_audit_batch(
+        &self,
+        entries: Vec<(String, String)>,
+        key: ed25519_dalek::SigningKey,
+    ) -> Result<Vec<rewind_shared::audit::AuditEntry>>;
     /// The whole audit chain, oldest first.
     async fn audit_entries(&self) -> Result<Vec<rewind_shared::audit::AuditEntry>>;
     /// Stores a signed checkpoint of the audit chain.
@@ -428,11 +447,27 @@ pub mod suite {
         let point = ChainPoint { seq: 3, head: rewind_shared::Digest([7; 32]) };
         assert!(s.store_result(r.clone(), Some(point)).await.unwrap(), "new");
         assert!(!s.store_result(r.clone(), None).await.unwrap(), "a second delivery changes nothing");
-        assert_eq!(s.results(id.clone()).await.unwrap(), vec![r]);
+        assert_eq!(s.results(id.clone()).await.unwrap(), vec![r.clone()]);
         assert_eq!(s.agent(id.clone()).await.unwrap().unwrap().chain, Some(point));
+        // A batch: in order, duplicates (in the store or the batch) not new,
+        // the chain point of the last new one kept.
+        let r2 = StoredResult { id: "res-2".into(), ..r.clone() };
+        let r3 = StoredResult { id: "res-3".into(), ..r.clone() };
+        let p3 = ChainPoint { seq: 5, head: rewind_shared::Digest([9; 32]) };
+        let news = s
+            .store_results(vec![(r.clone(), None), (r2.clone(), None), (r2.clone(), None), (r3.clone(), Some(p3))])
+            .await
+            .unwrap();
+        assert_eq!(news, [false, true, false, true]);
+        assert_eq!(s.results(id.clone()).await.unwrap(), vec![r, r2, r3]);
+        assert_eq!(s.agent(id.clone()).await.unwrap().unwrap().chain, Some(p3));
+        assert_eq!(s.store_results(Vec::new()).await.unwrap(), Vec::<bool>::new());
+        let found = s.agents_by_id(vec![id.clone(), AgentId::parse("agt-none").unwrap()]).await.unwrap();
+        assert_eq!(found.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), [id.as_str()]);
+        assert!(s.agents_by_id(Vec::new()).await.unwrap().is_empty());
         s.alarm(id.clone(), "chain_fork".into(), "went backwards".into()).await.unwrap();
         assert_eq!(s.alarms(id.clone()).await.unwrap().len(), 1);
-        assert_eq!(s.counts(id.clone()).await.unwrap(), (1, 1));
+        assert_eq!(s.counts(id.clone()).await.unwrap(), (3, 1));
         assert!(s.revoke(id.clone()).await.unwrap());
         assert!(!s.revoke(id.clone()).await.unwrap(), "already revoked");
         assert!(s.agent(id.clone()).await.unwrap().unwrap().revoked);
@@ -442,8 +477,15 @@ pub mod suite {
         let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
         s.append_audit("a".into(), "{}".into(), key.clone()).await.unwrap();
         s.append_audit("b".into(), "{}".into(), key.clone()).await.unwrap();
+        let batch = s
+            .append_audit_batch(vec![("c".into(), "{}".into()), ("d".into(), "{\"n\":1}".into())], key.clone())
+            .await
+            .unwrap();
+        assert_eq!(batch.iter().map(|e| (e.seq, e.kind.as_str())).collect::<Vec<_>>(), [(3, "c"), (4, "d")]);
+        assert!(s.append_audit_batch(Vec::new(), key.clone()).await.unwrap().is_empty());
         let chain = s.audit_entries().await.unwrap();
-        assert_eq!(chain.len(), 2);
+        assert_eq!(chain.len(), 4);
+        assert_eq!(chain[2..], batch[..]);
         rewind_shared::audit::verify_chain(&chain, &key.verifying_key()).unwrap();
     }
     pub async fn comms(s: &dyn Store) {

@@ -562,6 +562,18 @@ impl Store for PostgresStore {
             .transpose()
     }
 
+    async fn agents_by_id(&self, ids: Vec<AgentId>) -> Result<Vec<AgentRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = ids.iter().map(AgentId::as_str).collect();
+        self.query(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = ANY($1)"), &[&ids])
+            .await?
+            .iter()
+            .map(row_to_agent)
+            .collect()
+    }
+
     async fn agents(&self) -> Result<Vec<AgentRecord>> {
         self.query(&format!("SELECT {AGENT_COLS} FROM agents ORDER BY id"), &[])
             .await?
@@ -634,11 +646,17 @@ impl Store for PostgresStore {
             .ok_or_else(|| Error::Store(format!("operator {hash}: unknown role {role:?}")))
     }
 
-    async fn store_result(&self, r: StoredResult, advance: Option<ChainPoint>) -> Result<bool> {
-        // One statement (so one round trip, and atomic): the insert, and the
-        // chain point moved only when the insert happened.
-        let row = self
-            .query_opt(
+    async fn store_results(&self, batch: Vec<(StoredResult, Option<ChainPoint>)>) -> Result<Vec<bool>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        // Per result one statement: the insert, and the chain point moved
+        // only when the insert happened; the statements are pipelined and
+        // commit together.
+        let st = tx
+            .prepare_cached(
                 "WITH ins AS (
                     INSERT INTO results(id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature, received)
                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING RETURNING agent
@@ -646,25 +664,43 @@ impl Store for PostgresStore {
                     UPDATE agents SET chain = $13 WHERE $13::TEXT IS NOT NULL AND id IN (SELECT agent FROM ins) RETURNING id
                  )
                  SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM adv)",
-                &[
-                    &r.id,
-                    &r.agent.as_str(),
-                    &r.plan,
-                    &r.signed_plan,
-                    &r.product,
-                    &r.release,
-                    &i64_of(r.sequence),
-                    &r.status,
-                    &r.continuity,
-                    &r.payload,
-                    &r.signature,
-                    &crate::now(),
-                    &advance.as_ref().map(json),
-                ],
             )
-            .await?
-            .ok_or_else(|| Error::Store("store_result: no row".into()))?;
-        Ok(get::<i64>(&row, 0)? == 1)
+            .await
+            .map_err(pg)?;
+        let now = crate::now();
+        let owned: Vec<_> = batch
+            .iter()
+            .map(|(r, advance)| (r.agent.as_str().to_string(), i64_of(r.sequence), advance.as_ref().map(json)))
+            .collect();
+        let runs = batch.iter().zip(&owned).map(|((r, _), (agent, sequence, advance))| {
+            let st = &st;
+            let tx = &tx;
+            let now = &now;
+            async move {
+                tx.query_one(
+                    st,
+                    &[
+                        &r.id,
+                        agent,
+                        &r.plan,
+                        &r.signed_plan,
+                        &r.product,
+                        &r.release,
+                        sequence,
+                        &r.status,
+                        &r.continuity,
+                        &r.payload,
+                        &r.signature,
+                        now,
+                        advance,
+                    ],
+                )
+                .await
+            }
+        });
+        let rows = futures_util::future::try_join_all(runs).await.map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        rows.iter().map(|row| Ok(get::<i64>(row, 0)? == 1)).collect()
     }
 
     async fn results(&self, agent: AgentId) -> Result<Vec<StoredResult>> {
@@ -811,28 +847,53 @@ impl Store for PostgresStore {
         .collect()
     }
 
-    async fn append_audit(&self, kind: String, params: String, key: ed25519_dalek::SigningKey) -> Result<AuditEntry> {
+    async fn append_audit_batch(
+        &self,
+        entries: Vec<(String, String)>,
+        key: ed25519_dalek::SigningKey,
+    ) -> Result<Vec<AuditEntry>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
         // Serializes appenders (from every replica) while readers go on: this
         // mode conflicts with itself but not with SELECT.
         tx.batch_execute("LOCK TABLE audit IN SHARE ROW EXCLUSIVE MODE").await.map_err(pg)?;
-        let head = tx
+        let mut head = tx
             .query_opt(&format!("SELECT {AUDIT_COLS} FROM audit ORDER BY seq DESC LIMIT 1"), &[])
             .await
             .map_err(pg)?
             .as_ref()
             .map(row_to_audit)
             .transpose()?;
-        let e = AuditEntry::new_signed(head.as_ref(), crate::now(), &kind, params, &key);
+        let mut out = Vec::with_capacity(entries.len());
+        for (kind, params) in entries {
+            let e = AuditEntry::new_signed(head.as_ref(), crate::now(), &kind, params, &key);
+            head = Some(e.clone());
+            out.push(e);
+        }
+        // One statement for the batch.
+        let cols: [Vec<String>; 6] = [
+            out.iter().map(|e| e.time.clone()).collect(),
+            out.iter().map(|e| e.kind.clone()).collect(),
+            out.iter().map(|e| e.params.clone()).collect(),
+            out.iter().map(|e| e.prev.to_string()).collect(),
+            out.iter().map(|e| e.hash.to_string()).collect(),
+            out.iter().map(|e| e.signature.clone()).collect(),
+        ];
+        let seqs: Vec<i64> = out.iter().map(|e| i64_of(e.seq)).collect();
         tx.execute(
-            &format!("INSERT INTO audit({AUDIT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
-            &[&i64_of(e.seq), &e.time, &e.kind, &e.params, &e.prev.to_string(), &e.hash.to_string(), &e.signature],
+            &format!(
+                "INSERT INTO audit({AUDIT_COLS})
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])"
+            ),
+            &[&seqs, &cols[0], &cols[1], &cols[2], &cols[3], &cols[4], &cols[5]],
         )
         .await
         .map_err(pg)?;
         tx.commit().await.map_err(pg)?;
-        Ok(e)
+        Ok(out)
     }
 
     async fn audit_entries(&self) -> Result<Vec<AuditEntry>> {

@@ -354,6 +354,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn agents_by_id(&self, ids: Vec<AgentId>) -> Result<Vec<AgentRecord>> {
+        self.call(move |c| {
+            let mut st = c.prepare_cached(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1")).map_err(sql)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in &ids {
+                if let Some(a) = st.query_row([id.as_str()], row_to_agent).optional().map_err(sql)? {
+                    out.push(a);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn agents(&self) -> Result<Vec<AgentRecord>> {
         self.call(move |c| {
             let mut st = c.prepare(&format!("SELECT {AGENT_COLS} FROM agents ORDER BY id")).map_err(sql)?;
@@ -455,35 +469,45 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn store_result(&self, r: StoredResult, advance: Option<ChainPoint>) -> Result<bool> {
+    async fn store_results(&self, batch: Vec<(StoredResult, Option<ChainPoint>)>) -> Result<Vec<bool>> {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
-            let new = tx
-                .execute(
-                    "INSERT OR IGNORE INTO results(id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature, received)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                    params![
-                        r.id,
-                        r.agent.as_str(),
-                        r.plan,
-                        r.signed_plan,
-                        r.product,
-                        r.release,
-                        i64::try_from(r.sequence).unwrap_or(i64::MAX),
-                        r.status,
-                        r.continuity,
-                        r.payload,
-                        r.signature,
-                        crate::now()
-                    ],
-                )
-                .map_err(sql)?
-                == 1;
-            if let (true, Some(point)) = (new, advance) {
-                tx.execute("UPDATE agents SET chain = ?2 WHERE id = ?1", params![r.agent.as_str(), json(&point)]).map_err(sql)?;
+            let mut news = Vec::with_capacity(batch.len());
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO results(id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature, received)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    )
+                    .map_err(sql)?;
+                let mut advance = tx.prepare_cached("UPDATE agents SET chain = ?2 WHERE id = ?1").map_err(sql)?;
+                let now = crate::now();
+                for (r, point) in &batch {
+                    let new = insert
+                        .execute(params![
+                            r.id,
+                            r.agent.as_str(),
+                            r.plan,
+                            r.signed_plan,
+                            r.product,
+                            r.release,
+                            i64::try_from(r.sequence).unwrap_or(i64::MAX),
+                            r.status,
+                            r.continuity,
+                            r.payload,
+                            r.signature,
+                            now
+                        ])
+                        .map_err(sql)?
+                        == 1;
+                    if let (true, Some(point)) = (new, point) {
+                        advance.execute(params![r.agent.as_str(), json(point)]).map_err(sql)?;
+                    }
+                    news.push(new);
+                }
             }
             tx.commit().map_err(sql)?;
-            Ok(new)
+            Ok(news)
         })
         .await
     }
@@ -672,10 +696,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append_audit(&self, kind: String, params: String, key: ed25519_dalek::SigningKey) -> Result<AuditEntry> {
+    async fn append_audit_batch(
+        &self,
+        entries: Vec<(String, String)>,
+        key: ed25519_dalek::SigningKey,
+    ) -> Result<Vec<AuditEntry>> {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
-            let head = tx
+            let mut head = tx
                 .query_row(
                     "SELECT seq, time, kind, params, prev, hash, signature FROM audit ORDER BY seq DESC LIMIT 1",
                     [],
@@ -683,22 +711,32 @@ impl Store for SqliteStore {
                 )
                 .optional()
                 .map_err(sql)?;
-            let e = AuditEntry::new_signed(head.as_ref(), crate::now(), &kind, params, &key);
-            tx.execute(
-                "INSERT INTO audit(seq, time, kind, params, prev, hash, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    i64::try_from(e.seq).unwrap_or(i64::MAX),
-                    e.time,
-                    e.kind,
-                    e.params,
-                    e.prev.to_string(),
-                    e.hash.to_string(),
-                    e.signature
-                ],
-            )
-            .map_err(sql)?;
+            let mut out = Vec::with_capacity(entries.len());
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO audit(seq, time, kind, params, prev, hash, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )
+                    .map_err(sql)?;
+                for (kind, params) in entries {
+                    let e = AuditEntry::new_signed(head.as_ref(), crate::now(), &kind, params, &key);
+                    insert
+                        .execute(params![
+                            i64::try_from(e.seq).unwrap_or(i64::MAX),
+                            e.time,
+                            e.kind,
+                            e.params,
+                            e.prev.to_string(),
+                            e.hash.to_string(),
+                            e.signature
+                        ])
+                        .map_err(sql)?;
+                    head = Some(e.clone());
+                    out.push(e);
+                }
+            }
             tx.commit().map_err(sql)?;
-            Ok(e)
+            Ok(out)
         })
         .await
     }
