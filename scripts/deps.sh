@@ -47,6 +47,26 @@ need_openfeature() {
         python3 -m pip install --quiet --break-system-packages openfeature-sdk openfeature-provider-ofrep
 }
 
+# systemd-analyze (Debian's systemd package; only the tool is used, no
+# systemd needs to run): tests/tests/deploy_files.rs verifies the units in
+# deploy/ with `systemd-analyze verify` and `security --offline=yes`.
+need_systemd_analyze() {
+    command -v systemd-analyze >/dev/null && return 0
+    apt_install systemd
+}
+
+# PyYAML: tests/tests/deploy_files.rs parses deploy/compose.yaml with it.
+need_python_yaml() {
+    python3 -c "import yaml" 2>/dev/null && return 0
+    apt_install python3-yaml
+    python3 -c "import yaml" 2>/dev/null && return 0
+    # A python3 other than Debian's (e.g. pyenv) does not see python3-yaml.
+    echo "installing PyPI package: pyyaml" >&2
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    python3 -m pip install --quiet pyyaml 2>/dev/null ||
+        python3 -m pip install --quiet --break-system-packages pyyaml
+}
+
 # What scripts/demo.sh needs to build and run the demo on a fresh Debian
 # machine: Rust (rustup, not packaged here) and a C compiler for the bundled
 # SQLite and ring. The demo itself needs nothing else (no sqlite3, no browser).
@@ -64,6 +84,8 @@ need_test_deps() {
     # chattr (e2fsprogs) and mount: the agent tests make files immutable and
     # mount small tmpfs disks to fill them.
     apt_install sqlite3 python3 e2fsprogs mount
+    need_systemd_analyze
+    need_python_yaml
     need_openfeature
     need_browser
     # docs/digest_reference.py (the digest's independent re-implementation,
