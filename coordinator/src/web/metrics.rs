@@ -20,7 +20,8 @@ use tokio::sync::watch;
 
 use crate::App;
 
-/// Buckets of `rewind_plan_push_seconds` (plan queued → sent on the stream).
+/// Buckets of `rewind_plan_push_seconds` (the engine's decision to send a
+/// plan → the agent's verified result for it).
 pub const PUSH_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 /// The process's recorder handle, installed on first use.
@@ -53,7 +54,7 @@ fn describe() {
     describe_counter!("rewind_events_total", "Audit events published, by kind");
     describe_counter!("rewind_plans_sent_total", "Plans sent to agents");
     describe_counter!("rewind_rollout_halts_total", "Rollouts halted");
-    describe_histogram!("rewind_plan_push_seconds", Unit::Seconds, "Time from a plan queued to sent on the stream");
+    describe_histogram!("rewind_plan_push_seconds", Unit::Seconds, "Time from the engine's decision to send a plan to the agent's verified result for it");
     metrics::counter!("rewind_plans_sent_total").increment(0);
     metrics::counter!("rewind_rollout_halts_total").increment(0);
 }
