@@ -305,6 +305,47 @@ impl v1::admin_server::Admin for AdminService {
         Ok(Response::new(v1::CreateOperatorResponse { token }))
     }
 
+    async fn list_operators(
+        &self,
+        request: Request<v1::ListOperatorsRequest>,
+    ) -> Result<Response<v1::ListOperatorsResponse>, Status> {
+        self.auth(&request, Role::Admin, "ListOperators").await?;
+        let mut rows: Vec<serde_json::Value> = Vec::new();
+        for (name, role) in self.app.store.operators().await? {
+            match rows.iter_mut().find(|r| r["name"] == name.as_str() && r["role"] == role.as_str()) {
+                Some(r) => r["tokens"] = json!(r["tokens"].as_u64().unwrap_or(0) + 1),
+                None => rows.push(json!({"name": name, "role": role.as_str(), "tokens": 1})),
+            }
+        }
+        Ok(Response::new(v1::ListOperatorsResponse { json: serde_json::Value::Array(rows).to_string() }))
+    }
+
+    async fn revoke_operator(
+        &self,
+        request: Request<v1::RevokeOperatorRequest>,
+    ) -> Result<Response<v1::RevokeOperatorResponse>, Status> {
+        let who = self.auth(&request, Role::Admin, "RevokeOperator").await?;
+        let name = request.into_inner().name;
+        let all = self.app.store.operators().await?;
+        let admins_left = all.iter().filter(|(n, r)| *r == Role::Admin && *n != name).count();
+        if admins_left == 0 && all.iter().any(|(n, r)| *n == name && *r == Role::Admin) {
+            return Err(Status::failed_precondition(format!(
+                "{name} holds the last admin token: create another admin first (rewindctl operator create NAME --role admin)"
+            )));
+        }
+        let revoked = self.app.store.revoke_operator(name.clone()).await?;
+        if revoked == 0 {
+            let names: std::collections::BTreeSet<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(Status::not_found(format!(
+                "no operator {name:?}; the operators are: {}",
+                names.into_iter().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        tracing::warn!(operator = %who, name = %name, revoked, "operator tokens revoked");
+        crate::audit::record(&self.app, "operator.revoke", json!({"by": who, "name": name, "tokens": revoked})).await;
+        Ok(Response::new(v1::RevokeOperatorResponse { revoked: u32::try_from(revoked).unwrap_or(u32::MAX) }))
+    }
+
     async fn revoke_agent(
         &self,
         request: Request<v1::RevokeAgentRequest>,

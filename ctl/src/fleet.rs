@@ -225,6 +225,79 @@ pub fn operator_create(c: &CoordinatorArgs, a: &OperatorCreateArgs) -> Result<u8
     })
 }
 
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example: rewindctl operator list --json\n\nNeeds an admin token. Tokens are stored hashed and never shown again."
+)]
+pub struct OperatorListArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example: rewindctl operator revoke vera\n\n\
+Needs an admin token. Every token of that operator is refused from the next call on and their dashboard sessions end; \
+the last admin cannot be revoked.")]
+pub struct OperatorRevokeArgs {
+    /// The operator's name (as given to operator create).
+    pub name: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `rewindctl operator list`.
+///
+/// # Errors
+/// A caller who is not admin (exit 2), an unreachable coordinator (exit 1).
+pub fn operator_list(c: &CoordinatorArgs, a: &OperatorListArgs) -> Result<u8> {
+    runtime()?.block_on(async {
+        let mut client = admin(c).await?;
+        let r = client
+            .list_operators(v1::ListOperatorsRequest {})
+            .await
+            .map_err(|s| status("operator list", &s))?
+            .into_inner();
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&r.json)
+            .map_err(|e| Error::Failed(format!("operator list: bad JSON from the coordinator: {e}")))?;
+        if a.json {
+            crate::output::print_json(&rows);
+        } else {
+            println!("{:<24} {:<9} TOKENS", "NAME", "ROLE");
+            for o in &rows {
+                println!(
+                    "{:<24} {:<9} {}",
+                    o["name"].as_str().unwrap_or(""),
+                    o["role"].as_str().unwrap_or(""),
+                    o["tokens"]
+                );
+            }
+        }
+        Ok(0)
+    })
+}
+
+/// `rewindctl operator revoke NAME`.
+///
+/// # Errors
+/// An unknown operator or the last admin (exit 2), a caller who is not
+/// admin (exit 2), an unreachable coordinator (exit 1).
+pub fn operator_revoke(c: &CoordinatorArgs, a: &OperatorRevokeArgs) -> Result<u8> {
+    runtime()?.block_on(async {
+        let mut client = admin(c).await?;
+        let r = client
+            .revoke_operator(v1::RevokeOperatorRequest { name: a.name.clone() })
+            .await
+            .map_err(|s| crate::rollout_cmd::refused("operator revoke", &s))?
+            .into_inner();
+        if a.json {
+            println!("{}", json!({"name": a.name, "revoked": r.revoked}));
+        } else {
+            println!("revoked {} token(s) of {}; they are refused from now on", r.revoked, a.name);
+        }
+        Ok(0)
+    })
+}
+
 /// `rewindctl revoke AGENT`: the agent's certificate is refused from now on.
 ///
 /// # Errors

@@ -28,7 +28,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Release directories and bundles: lint, rehearse, build, sign, verify.
-    #[command(subcommand, after_help = "Example: rewindctl release build examples/notes-app/releases/2026.11.0 --out notes.bundle.json")]
+    #[command(
+        subcommand,
+        after_help = "Example: rewindctl release build examples/notes-app/releases/2026.11.0 --out notes.bundle.json"
+    )]
     Release(ReleaseCmd),
     /// The fleet demo: embedded coordinator, agent processes, a failing canary rolled back, a good release to all.
     Demo(demo::DemoArgs),
@@ -36,7 +39,10 @@ enum Command {
     #[command(subcommand, after_help = "Example: rewindctl keys generate --out keys/alice")]
     Keys(KeysCmd),
     /// The trust root (trust.toml): init, rotate.
-    #[command(subcommand, after_help = "Example: rewindctl trust init --threshold 2 --key alice.pub --key bob.pub --key carol.pub --out trust.toml")]
+    #[command(
+        subcommand,
+        after_help = "Example: rewindctl trust init --threshold 2 --key alice.pub --key bob.pub --key carol.pub --out trust.toml"
+    )]
     Trust(TrustCmd),
     /// Enrollment tokens (coordinator): create.
     #[command(subcommand, after_help = "Example: rewindctl token create --labels ring=canary --uses 10 --ttl 24h")]
@@ -66,6 +72,8 @@ enum Command {
     Revoke(rewindctl::fleet::RevokeArgs),
     /// Write a release's incident playbook: owners, rollback commands per granularity, verification, restore window, messages.
     Runbook(rewindctl::runbook::RunbookArgs),
+    /// Write the post-rollout review of one rollout (Markdown and HTML): timeline, outcomes per wave, anomalies, time to rollback, incidents (coordinator).
+    Report(rewindctl::report::ReportArgs),
     /// Communication templates (coordinator): list, show, edit (admin; every edit is a new version).
     #[command(subcommand, after_help = "Example: rewindctl templates list notes")]
     Templates(rewindctl::comms_cmd::TemplatesCmd),
@@ -81,6 +89,10 @@ enum Command {
 enum OperatorCmd {
     /// Create an operator token with a role (viewer, operator, approver, admin); prints the token alone.
     Create(rewindctl::fleet::OperatorCreateArgs),
+    /// Operator names and roles (tokens are stored hashed, never shown).
+    List(rewindctl::fleet::OperatorListArgs),
+    /// Revoke every token of an operator; their dashboard sessions end.
+    Revoke(rewindctl::fleet::OperatorRevokeArgs),
 }
 
 #[derive(Subcommand)]
@@ -181,6 +193,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Trust(TrustCmd::Init(a)) => rewindctl::trust::init(&a),
         Command::Trust(TrustCmd::Rotate(a)) => rewindctl::trust::rotate(&a),
         Command::Runbook(a) => rewindctl::runbook::run(&a),
+        Command::Report(a) => rewindctl::report::run(&cli.coordinator, &a),
         Command::Token(TokenCmd::Create(a)) => rewindctl::fleet::token_create(&cli.coordinator, &a),
         Command::Agents(a) => rewindctl::fleet::agents(&cli.coordinator, &a),
         Command::Audit(AuditCmd::Verify(a)) => rewindctl::fleet::audit_verify(&cli.coordinator, &a),
@@ -198,6 +211,8 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Lineage(a) => rewindctl::lineage_cmd::run(&cli.coordinator, &a),
         Command::Release(ReleaseCmd::Upload(a)) => rewindctl::fleet::upload(&cli.coordinator, &a),
         Command::Operator(OperatorCmd::Create(a)) => rewindctl::fleet::operator_create(&cli.coordinator, &a),
+        Command::Operator(OperatorCmd::List(a)) => rewindctl::fleet::operator_list(&cli.coordinator, &a),
+        Command::Operator(OperatorCmd::Revoke(a)) => rewindctl::fleet::operator_revoke(&cli.coordinator, &a),
         Command::Revoke(a) => rewindctl::fleet::revoke(&cli.coordinator, &a),
         Command::Templates(c) => rewindctl::comms_cmd::templates(&cli.coordinator, &c),
         Command::Incidents(c) => rewindctl::comms_cmd::incidents(&cli.coordinator, &c),

@@ -215,6 +215,11 @@ pub trait Store: Send + Sync + 'static {
     async fn put_operator(&self, hash: String, name: String, role: Role) -> Result<()>;
     /// The name and role of an operator token, by hash.
     async fn operator(&self, hash: String) -> Result<Option<(String, Role)>>;
+    /// Every operator token's name and role, by name (tokens are stored
+    /// hashed; a name may hold several).
+    async fn operators(&self) -> Result<Vec<(String, Role)>>;
+    /// Deletes every token of operator `name`; how many there were.
+    async fn revoke_operator(&self, name: String) -> Result<u64>;
     /// Stores a verified result unless one with its id exists (then
     /// nothing changes); when new and `advance` is given, records it as the
     /// agent's chain point. Returns whether it was new.
@@ -431,6 +436,16 @@ pub mod suite {
         s.put_operator("oh".into(), "admin".into(), Role::Admin).await.unwrap();
         assert_eq!(s.operator("oh".into()).await.unwrap(), Some(("admin".into(), Role::Admin)));
         assert_eq!(s.operator("x".into()).await.unwrap(), None);
+        s.put_operator("vh".into(), "vera".into(), Role::Viewer).await.unwrap();
+        s.put_operator("vh2".into(), "vera".into(), Role::Viewer).await.unwrap();
+        assert_eq!(
+            s.operators().await.unwrap(),
+            [("admin".to_string(), Role::Admin), ("vera".into(), Role::Viewer), ("vera".into(), Role::Viewer)]
+        );
+        assert_eq!(s.revoke_operator("vera".into()).await.unwrap(), 2);
+        assert_eq!(s.revoke_operator("vera".into()).await.unwrap(), 0);
+        assert_eq!(s.operator("vh".into()).await.unwrap(), None, "a revoked token no longer authenticates");
+        assert_eq!(s.operators().await.unwrap().len(), 1);
         let r = StoredResult {
             id: "res-1".into(),
             agent: id.clone(),

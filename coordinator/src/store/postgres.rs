@@ -636,6 +636,23 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn operators(&self) -> Result<Vec<(String, Role)>> {
+        self.query("SELECT name, role FROM operators ORDER BY name, role", &[])
+            .await?
+            .iter()
+            .map(|r| {
+                let (name, role): (String, String) = (get(r, 0)?, get(r, 1)?);
+                Role::parse(&role)
+                    .map(|role| (name.clone(), role))
+                    .ok_or_else(|| Error::Store(format!("operator {name}: unknown role {role:?}")))
+            })
+            .collect()
+    }
+
+    async fn revoke_operator(&self, name: String) -> Result<u64> {
+        self.exec("DELETE FROM operators WHERE name = $1", &[&name]).await
+    }
+
     async fn operator(&self, hash: String) -> Result<Option<(String, Role)>> {
         let Some(r) = self.query_opt("SELECT name, role FROM operators WHERE hash = $1", &[&hash]).await? else {
             return Ok(None);

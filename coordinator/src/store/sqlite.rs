@@ -453,6 +453,33 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn operators(&self) -> Result<Vec<(String, Role)>> {
+        self.call(|c| {
+            let mut st = c.prepare("SELECT name, role FROM operators ORDER BY name, role").map_err(sql)?;
+            let rows: Vec<(String, String)> = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sql)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(sql)?;
+            rows.into_iter()
+                .map(|(n, r)| {
+                    Role::parse(&r)
+                        .map(|role| (n.clone(), role))
+                        .ok_or_else(|| Error::Store(format!("operator {n}: unknown role {r:?}")))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn revoke_operator(&self, name: String) -> Result<u64> {
+        self.call(move |c| {
+            let n = c.execute("DELETE FROM operators WHERE name = ?1", [&name]).map_err(sql)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn operator(&self, hash: String) -> Result<Option<(String, Role)>> {
         self.call(move |c| {
             let row: Option<(String, String)> = c

@@ -122,6 +122,7 @@ pub async fn bind(app: Arc<App>) -> anyhow::Result<Running> {
     });
     tokio::spawn(status::renderer(Arc::clone(&app), live, stop_rx.clone()));
     tokio::spawn(metrics::follow(Arc::clone(&app), stop_rx.clone()));
+    tokio::spawn(ui::follow_revocations(Arc::clone(&web), stop_rx.clone()));
     let mut shutdown = stop_rx;
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, router(web)).with_graceful_shutdown(async move {

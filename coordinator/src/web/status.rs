@@ -169,12 +169,8 @@ pub fn incidents_of(all: &[crate::comms::Incident], product: &str) -> Vec<Incide
 /// or a flag rollback), `as released` when none did.
 fn flag_state(status: &serde_json::Value, flag: &str) -> String {
     let key = format!("flag {flag}");
-    let applied: Vec<&serde_json::Value> = status["agents"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|a| a["outcome"] == "applied")
-        .collect();
+    let applied: Vec<&serde_json::Value> =
+        status["agents"].as_array().into_iter().flatten().filter(|a| a["outcome"] == "applied").collect();
     let off = applied.iter().filter(|a| a["parts"][&key] == "proven").count();
     let turning = applied.iter().filter(|a| matches!(a["parts"][&key].as_str(), Some("queued" | "sent"))).count();
     match (off, turning) {

@@ -85,6 +85,36 @@ impl Sessions {
     fn remove(&self, id: &str) {
         self.0.lock().expect("ui sessions lock").remove(id);
     }
+
+    /// Ends every session of operator `name`; how many there were.
+    pub fn end_for(&self, name: &str) -> usize {
+        let mut m = self.0.lock().expect("ui sessions lock");
+        let before = m.len();
+        m.retain(|_, s| s.name != name);
+        before - m.len()
+    }
+}
+
+/// Ends the dashboard sessions of operators whose tokens are revoked
+/// (`operator.revoke` on the event bus) until `stop` turns true.
+pub(super) async fn follow_revocations(web: std::sync::Arc<super::Web>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut rx = web.app.events.subscribe();
+    loop {
+        let e = tokio::select! {
+            _ = stop.changed() => return,
+            r = rx.recv() => match r {
+                Ok(e) => e,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        if e.kind == "operator.revoke"
+            && let Some(name) = e.params["name"].as_str()
+        {
+            let n = web.sessions.end_for(name);
+            tracing::info!(name, sessions = n, "dashboard sessions of a revoked operator ended");
+        }
+    }
 }
 
 fn session_id(headers: &HeaderMap) -> Option<String> {
@@ -577,6 +607,18 @@ pub(super) async fn home(State(web): State<Arc<Web>>, headers: HeaderMap) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ending_an_operators_sessions_leaves_the_others() {
+        let s = Sessions::default();
+        let a = s.create("vera".into(), Role::Viewer);
+        let b = s.create("vera".into(), Role::Viewer);
+        let c = s.create("alice".into(), Role::Admin);
+        assert_eq!(s.end_for("vera"), 2);
+        assert!(s.get(&a).is_none() && s.get(&b).is_none());
+        assert_eq!(s.get(&c).map(|x| x.name), Some("alice".to_string()));
+        assert_eq!(s.end_for("vera"), 0);
+    }
 
     #[test]
     fn cookies_are_found_among_others() {
