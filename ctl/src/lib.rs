@@ -22,6 +22,7 @@ pub mod lint;
 pub mod output;
 pub mod rehearsal;
 pub mod release_cmd;
+pub mod report;
 pub mod rollout_cmd;
 pub mod runbook;
 pub mod trust;
