@@ -10,8 +10,13 @@ use serde_json::json;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use rewind_shared::channel::{self, ChannelOptions, ClientTls};
+use tonic::transport::Channel;
+use v1::admin_client::AdminClient;
+
 use crate::App;
 use crate::auth::{Role, authorize};
+use crate::cluster::Leadership;
 use crate::store::token_hash;
 
 /// Default lifetime of an enrollment token.
@@ -28,6 +33,43 @@ impl AdminService {
     async fn auth<T>(&self, req: &Request<T>, role: Role, call: &str) -> Result<String, Status> {
         Ok(authorize(self.app.store.as_ref(), req.metadata(), role, call).await?)
     }
+
+    /// The leader's Admin service when this replica does not lead (calls
+    /// that change a rollout go there, with the caller's token); `None`
+    /// when this replica leads.
+    async fn leader(&self) -> Result<Option<AdminClient<Channel>>, Status> {
+        let url = match self.app.cluster.leadership() {
+            Leadership::Leader { .. } => return Ok(None),
+            Leadership::Follower { leader: None } => {
+                return Err(Status::unavailable(
+                    "no replica leads right now (the leader lease is changing hands); retry in a few seconds",
+                ));
+            }
+            Leadership::Follower { leader: Some(url) } if url == self.app.cluster.url => {
+                // The lease names this replica's address: an earlier process
+                // here that is gone; the lease passes on when it expires.
+                return Err(Status::unavailable(
+                    "the leader lease is held by a process that is gone; another replica takes over within lease_seconds; retry",
+                ));
+            }
+            Leadership::Follower { leader: Some(url) } => url,
+        };
+        let tls = ClientTls { ca_pem: self.app.ca.cert_pem.clone(), identity: None };
+        let ch = channel::connect(&url, &tls, ChannelOptions::unary()).await.map_err(|e| {
+            Status::unavailable(format!("this replica does not lead and the leader at {url} does not answer: {e}"))
+        })?;
+        tracing::info!(leader = %url, "forwarding an Admin call to the leader");
+        Ok(Some(AdminClient::new(ch).max_decoding_message_size(64 << 20)))
+    }
+}
+
+/// `msg` as a request to the leader, carrying the caller's authorization.
+fn forwarded<T, U>(original: &Request<T>, msg: U) -> Request<U> {
+    let mut r = Request::new(msg);
+    if let Some(auth) = original.metadata().get("authorization") {
+        r.metadata_mut().insert("authorization", auth.clone());
+    }
+    r
 }
 
 type AuditStream = Pin<Box<dyn Stream<Item = Result<v1::AuditRecord, Status>> + Send>>;
@@ -76,7 +118,7 @@ impl v1::admin_server::Admin for AdminService {
             out.push(v1::AgentInfo {
                 results,
                 alarms,
-                connected: self.app.sessions.is_connected(&a.id),
+                connected: self.app.cluster.is_connected(&self.app, &a.id),
                 id: a.id.to_string(),
                 labels: wire::labels_to_wire(&a.labels),
                 hostname: a.hostname,
@@ -129,6 +171,10 @@ impl v1::admin_server::Admin for AdminService {
         request: Request<v1::StartRolloutRequest>,
     ) -> Result<Response<v1::StartRolloutResponse>, Status> {
         let who = self.auth(&request, Role::Operator, "StartRollout").await?;
+        if let Some(mut leader) = self.leader().await? {
+            let msg = request.get_ref().clone();
+            return leader.start_rollout(forwarded(&request, msg)).await;
+        }
         let r = request.into_inner();
         let (rollout_id, agents) = crate::rollouts::start(&self.app, &r.product, &r.version, r.supersede, &who).await?;
         let json = crate::rollouts::status(&self.app, &r.product).await?;
@@ -213,6 +259,10 @@ impl v1::admin_server::Admin for AdminService {
             }
         };
         let who = self.auth(&request, role, call).await?;
+        if let Some(mut leader) = self.leader().await? {
+            let msg = request.get_ref().clone();
+            return leader.control_rollout(forwarded(&request, msg)).await;
+        }
         let r = request.into_inner();
         let app = &self.app;
         let json = match r.command.as_str() {
@@ -231,6 +281,10 @@ impl v1::admin_server::Admin for AdminService {
 
     async fn rollback(&self, request: Request<v1::RollbackRequest>) -> Result<Response<v1::RollbackResponse>, Status> {
         let who = self.auth(&request, Role::Operator, "Rollback").await?;
+        if let Some(mut leader) = self.leader().await? {
+            let msg = request.get_ref().clone();
+            return leader.rollback(forwarded(&request, msg)).await;
+        }
         let r = request.into_inner();
         let req = crate::rollouts::RollbackRequest {
             to_sequence: (r.to_sequence != 0).then_some(r.to_sequence),
@@ -257,6 +311,10 @@ impl v1::admin_server::Admin for AdminService {
 
     async fn set_flag(&self, request: Request<v1::SetFlagRequest>) -> Result<Response<v1::RollbackResponse>, Status> {
         let who = self.auth(&request, Role::Operator, "SetFlag").await?;
+        if let Some(mut leader) = self.leader().await? {
+            let msg = request.get_ref().clone();
+            return leader.set_flag(forwarded(&request, msg)).await;
+        }
         let r = request.into_inner();
         let started = crate::flags::set(&self.app, &r.product, &r.name, &r.value, &r.scope, &r.reason, &who).await?;
         let status = crate::rollouts::status(&self.app, &r.product).await?;

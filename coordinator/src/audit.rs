@@ -44,6 +44,19 @@ pub fn load_or_create_key(state: &Path) -> Result<SigningKey> {
     Ok(SigningKey::from_bytes(&seed))
 }
 
+/// Writes `key` as `<state>/coordinator.key` (0600) and its public half as
+/// `coordinator.pub` (a replica taking the shared key).
+///
+/// # Errors
+/// When the files cannot be written.
+pub fn write_key(state: &Path, key: &SigningKey) -> Result<()> {
+    write_private(&state.join("coordinator.key"), &format!("{}\n", hex::encode(key.to_bytes())))?;
+    crate::files::write_public(
+        &state.join("coordinator.pub"),
+        &rewind_shared::trust::public_key_text(&key.verifying_key()),
+    )
+}
+
 /// Signs and stores a checkpoint of the chain's current head (nothing for
 /// an empty chain): written at start, at shutdown and before every export,
 /// so a later rewrite or truncation disagrees with a published checkpoint.

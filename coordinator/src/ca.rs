@@ -23,6 +23,7 @@ const AGENT_CERT_DAYS: i64 = 365;
 /// A loaded CA: its certificate (PEM) and signing key.
 pub struct Ca {
     pub cert_pem: String,
+    key_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -71,7 +72,26 @@ impl Ca {
             // Agents and tools always find the CA at <state>/ca.pem.
             write_public(&state.join("ca.pem"), &cert_pem)?;
         }
-        Ok(Ca { cert_pem, issuer })
+        Ok(Ca { cert_pem, key_pem, issuer })
+    }
+
+    /// The CA as replicas share it through the store: certificate and key.
+    #[must_use]
+    pub fn shared_bytes(&self) -> Vec<u8> {
+        serde_json::json!({"cert": self.cert_pem, "key": self.key_pem}).to_string().into_bytes()
+    }
+
+    /// `(cert_pem, key_pem)` from [`Ca::shared_bytes`].
+    ///
+    /// # Errors
+    /// When the bytes are not what `shared_bytes` writes.
+    pub fn split_shared(bytes: &[u8]) -> Result<(String, String)> {
+        let v: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| Error::Ca(format!("the CA shared in the store does not parse: {e}")))?;
+        match (v["cert"].as_str(), v["key"].as_str()) {
+            (Some(c), Some(k)) => Ok((c.to_string(), k.to_string())),
+            _ => Err(Error::Ca("the CA shared in the store lacks its certificate or key".into())),
+        }
     }
 
     /// A fresh TLS server certificate for `hostnames` (DNS names or IP

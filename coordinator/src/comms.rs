@@ -552,6 +552,7 @@ mod tests {
             key: ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
             events: crate::events::Events::default(),
             ingestor: crate::results::Ingestor::default(),
+            cluster: crate::cluster::Cluster::default(),
         }
     }
 

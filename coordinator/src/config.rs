@@ -47,6 +47,15 @@ pub struct Config {
     pub ca_key: Option<PathBuf>,
     /// Seconds between agent heartbeats (told to agents in the Welcome).
     pub heartbeat_seconds: u32,
+    /// Replicas on PostgreSQL: how long the leader lease lasts (renewed
+    /// every third of it; another replica takes over within about this
+    /// long after the leader is lost).
+    pub lease_seconds: u32,
+    /// Replicas on PostgreSQL: the gRPC URL the other replicas reach this
+    /// one at (Admin calls that change a rollout go to the leader).
+    /// Default: `https://<first hostname>:<listen port>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
     /// `[[webhook]]` tables: where incident and rollout events are POSTed.
     #[serde(default, rename = "webhook", skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<crate::webhooks::WebhookConfig>,
@@ -65,6 +74,8 @@ const ENV_KEYS: &[&str] = &[
     "ca_cert",
     "ca_key",
     "heartbeat_seconds",
+    "lease_seconds",
+    "advertise",
 ];
 
 impl Default for Config {
@@ -80,6 +91,8 @@ impl Default for Config {
             ca_cert: None,
             ca_key: None,
             heartbeat_seconds: 30,
+            lease_seconds: 10,
+            advertise: None,
             webhooks: Vec::new(),
         }
     }
@@ -114,6 +127,28 @@ fn list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 pub struct ConfigError(String);
 
 impl Config {
+    /// Whether other replicas may share the store (PostgreSQL).
+    #[must_use]
+    pub fn is_replicated(&self) -> bool {
+        self.store == StoreKind::Postgres
+    }
+
+    /// The leader lease, in milliseconds.
+    #[must_use]
+    pub fn lease_ms(&self) -> u64 {
+        u64::from(self.lease_seconds.max(1)) * 1000
+    }
+
+    /// The URL other replicas reach this one at.
+    #[must_use]
+    pub fn advertised_url(&self) -> String {
+        self.advertise.clone().unwrap_or_else(|| {
+            let host = self.hostnames.first().map_or("localhost", String::as_str);
+            let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+            format!("https://{host}:{}", self.listen.port())
+        })
+    }
+
     /// Loads defaults < `file` < `REWIND_*` env < `state_flag`.
     ///
     /// # Errors
@@ -166,6 +201,19 @@ impl Config {
         }
         if self.heartbeat_seconds == 0 {
             return Err(ConfigError("heartbeat_seconds: must be at least 1".into()));
+        }
+        if !(2..=300).contains(&self.lease_seconds) {
+            return Err(ConfigError(format!(
+                "lease_seconds = {}: must be between 2 and 300 (the leader renews every third of it)",
+                self.lease_seconds
+            )));
+        }
+        if let Some(a) = &self.advertise
+            && !(a.starts_with("https://") && a.len() > "https://".len())
+        {
+            return Err(ConfigError(format!(
+                "advertise = {a:?}: the https:// URL other replicas reach this one's gRPC at, e.g. https://coord-1.internal:7443"
+            )));
         }
         crate::webhooks::check_config(&self.webhooks).map_err(ConfigError)?;
         Ok(())

@@ -25,6 +25,10 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("store: {0}")]
     Store(String),
+    /// A rollout or delivery write by a replica that no longer holds the
+    /// leader lease (docs/replicas.md): refused, nothing written.
+    #[error("fenced: {0}")]
+    Fenced(String),
     #[error(transparent)]
     Wire(#[from] rewind_shared::wire::WireError),
 }
@@ -40,7 +44,7 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument(_) | Error::BadCsr(_) | Error::Wire(_) => Status::invalid_argument(e.to_string()),
             Error::NotFound(m) => Status::not_found(m),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
-            Error::Store(_) => Status::unavailable(e.to_string()),
+            Error::Store(_) | Error::Fenced(_) => Status::unavailable(e.to_string()),
             Error::Config(_) | Error::Io { .. } | Error::Ca(_) => Status::internal(e.to_string()),
         }
     }

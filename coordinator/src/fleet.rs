@@ -2,7 +2,7 @@
 //! handlers are thin: they authenticate, convert wire messages with
 //! `rewind_shared::wire`, and hand over to [`enroll`] and [`Sessions`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +28,8 @@ type Outbound = mpsc::Sender<Result<v1::CoordinatorMessage, Status>>;
 struct Session {
     conn: u64,
     tx: Outbound,
+    /// Deliveries sent on this stream (each goes once per stream).
+    sent: HashSet<String>,
 }
 
 /// The agents connected to this coordinator right now, one stream each (a
@@ -47,7 +49,8 @@ impl Default for Sessions {
 impl Sessions {
     fn register(&self, id: &AgentId, tx: Outbound) -> u64 {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let old = self.live.lock().expect("sessions lock").insert(id.clone(), Session { conn, tx });
+        let old =
+            self.live.lock().expect("sessions lock").insert(id.clone(), Session { conn, tx, sent: HashSet::new() });
         if let Some(old) = old {
             let _ = old.tx.try_send(Err(Status::aborted(format!("agent {id} opened a newer stream"))));
         }
@@ -61,14 +64,26 @@ impl Sessions {
         }
     }
 
-    /// Sends a message on `id`'s stream, if it is connected (else the
-    /// message waits in the store for the agent's next stream).
-    pub fn send(&self, id: &AgentId, msg: v1::CoordinatorMessage) {
-        if let Some(s) = self.live.lock().expect("sessions lock").get(id)
-            && s.tx.try_send(Ok(msg)).is_err()
-        {
+    /// Sends delivery `delivery` on `id`'s stream unless this stream already
+    /// carried it; false when the agent has no stream here.
+    pub fn deliver(&self, id: &AgentId, delivery: &str, msg: v1::CoordinatorMessage) -> bool {
+        let mut live = self.live.lock().expect("sessions lock");
+        let Some(s) = live.get_mut(id) else { return false };
+        if !s.sent.insert(delivery.to_string()) {
+            return true;
+        }
+        if s.tx.try_send(Ok(msg)).is_err() {
+            // Not sent after all: the next stream (or a resync) sends it.
+            s.sent.remove(delivery);
             tracing::warn!(agent = %id, "stream full or closed; the plan is sent again on the next stream");
         }
+        true
+    }
+
+    /// The agents connected to this replica now.
+    #[must_use]
+    pub fn ids(&self) -> Vec<AgentId> {
+        self.live.lock().expect("sessions lock").keys().cloned().collect()
     }
 
     /// Ends `id`'s stream, if any, with `status`.
@@ -373,6 +388,9 @@ async fn session(app: Arc<App>, id: AgentId, conn: u64, mut inbound: Streaming<v
         }
     }
     app.sessions.unregister(&id, conn);
+    if !app.sessions.is_connected(&id) {
+        crate::cluster::presence(&app, &id, false).await;
+    }
     if let Err(e) = app.store.touch(id.clone(), crate::now()).await {
         tracing::warn!(agent = %id, "recording last seen: {e}");
     }

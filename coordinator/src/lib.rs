@@ -9,6 +9,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod ca;
+pub mod cluster;
 pub mod comms;
 pub mod comms_api;
 pub mod config;
@@ -43,6 +44,8 @@ pub struct App {
     pub events: events::Events,
     /// Batches the agents' results into the store.
     pub ingestor: results::Ingestor,
+    /// This replica, the leader lease and the other replicas' agents.
+    pub cluster: cluster::Cluster,
 }
 
 /// Current time, RFC 3339 UTC with milliseconds.
@@ -105,24 +108,52 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Arc::new(store::postgres::PostgresStore::open(url).await?)
         }
     };
-    let own_ca = config.ca_cert.as_deref().zip(config.ca_key.as_deref());
-    let ca = ca::Ca::load_or_create(&state, own_ca)?;
+    // The CA, the admin token and the audit key are shared by every replica
+    // through the store: the first replica to start makes them, the others
+    // take them (and write ca.pem and admin.token into their own state).
+    let ca = shared_ca(store.as_ref(), &state, &config).await?;
     let identity = ca.server_identity(&config.hostnames)?;
     let token_path = state.join("admin.token");
-    let admin_token = if token_path.exists() {
-        files::read_text(&token_path)?.trim().to_string()
-    } else {
-        let t = random_id("rwa", 24);
-        files::write_private(&token_path, &format!("{t}\n"))?;
+    let local_token =
+        if token_path.exists() { files::read_text(&token_path)?.trim().to_string() } else { random_id("rwa", 24) };
+    let admin_token = String::from_utf8(store.share("admin.token".into(), local_token.clone().into_bytes()).await?)
+        .map_err(|e| anyhow::anyhow!("the shared admin token in the store is not text: {e}"))?;
+    if !token_path.exists() || admin_token != local_token {
+        files::write_private(&token_path, &format!("{admin_token}\n"))?;
         eprintln!(
             "rewind-coordinator: wrote the admin token to {} and the CA to {}",
             token_path.display(),
             state.join("ca.pem").display()
         );
-        t
-    };
+    }
     store.put_operator(store::token_hash(&admin_token), "admin".into(), auth::Role::Admin).await?;
-    let key = audit::load_or_create_key(&state)?;
+    let local_key = audit::load_or_create_key(&state)?;
+    let shared_key = store.share("coordinator.key".into(), local_key.to_bytes().to_vec()).await?;
+    let key = match <[u8; 32]>::try_from(shared_key.as_slice()) {
+        Ok(seed) if seed == local_key.to_bytes() => local_key,
+        Ok(seed) => {
+            // Another replica's key signs the shared audit chain: keep it here too.
+            let k = ed25519_dalek::SigningKey::from_bytes(&seed);
+            audit::write_key(&state, &k)?;
+            k
+        }
+        Err(_) => anyhow::bail!("the shared coordinator key in the store is not 32 bytes; restore it from a backup"),
+    };
+    let cluster = if config.is_replicated() {
+        // The replica's name survives restarts (its state directory).
+        let id_path = state.join("replica.id");
+        let replica = match files::read_text(&id_path) {
+            Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+            _ => {
+                let id = random_id("rpl", 8);
+                files::write_private(&id_path, &format!("{id}\n"))?;
+                id
+            }
+        };
+        cluster::Cluster::new(replica, config.advertised_url(), cluster::Leadership::Follower { leader: None })
+    } else {
+        cluster::Cluster::default()
+    };
     let app = Arc::new(App {
         config,
         store,
@@ -131,7 +162,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         key,
         events: events::Events::default(),
         ingestor: results::Ingestor::default(),
+        cluster,
     });
+    cluster::spawn(&app).await;
     // Subscribed before the first event.
     webhooks::spawn(&app)?;
     comms::spawn(&app);
@@ -147,4 +180,38 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let served = server::serve(app, &identity).await;
     web.stop().await;
     served
+}
+
+/// The CA every replica shares: the one in the store, else this state
+/// directory's (or the operator's own, `ca_cert` / `ca_key`), which then
+/// becomes the shared one. An operator's CA that differs from the store's
+/// is an error (two CAs would split the fleet).
+async fn shared_ca(store: &dyn Store, state: &std::path::Path, config: &Config) -> anyhow::Result<ca::Ca> {
+    let own = config.ca_cert.as_deref().zip(config.ca_key.as_deref());
+    if let Some(bytes) = store.shared("ca".into()).await? {
+        let (cert_pem, key_pem) = ca::Ca::split_shared(&bytes)?;
+        if let Some((cert, _)) = own
+            && files::read_text(cert)?.trim() != cert_pem.trim()
+        {
+            anyhow::bail!(
+                "ca_cert {} is not the CA the other replicas use (the one in the store): use the same files on every replica",
+                cert.display()
+            );
+        }
+        if own.is_none() {
+            files::write_private(&state.join("ca.key"), &key_pem)?;
+            files::write_public(&state.join("ca.pem"), &cert_pem)?;
+        }
+        return Ok(ca::Ca::load_or_create(state, own)?);
+    }
+    let local = ca::Ca::load_or_create(state, own)?;
+    let stored = store.share("ca".into(), local.shared_bytes()).await?;
+    if stored == local.shared_bytes() {
+        return Ok(local);
+    }
+    // Another replica stored its CA first: use that one.
+    let (cert_pem, key_pem) = ca::Ca::split_shared(&stored)?;
+    files::write_private(&state.join("ca.key"), &key_pem)?;
+    files::write_public(&state.join("ca.pem"), &cert_pem)?;
+    Ok(ca::Ca::load_or_create(state, None)?)
 }

@@ -298,6 +298,7 @@ mod tests {
             key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
             events: Default::default(),
             ingestor: Default::default(),
+            cluster: Default::default(),
         });
         let forged = v1::Result {
             id: "res-1".into(),

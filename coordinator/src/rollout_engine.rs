@@ -97,15 +97,27 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Inner {
-    /// Reads every stored rollout once.
+    /// Reads every stored rollout: once on the leader (its machines are
+    /// the truth from then on), on every call on a follower (the leader
+    /// writes them; a follower only reads).
     pub async fn load(&mut self, app: &App) -> Result<()> {
-        if self.loaded {
+        let leader = app.cluster.is_leader();
+        if self.loaded && leader {
             return Ok(());
+        }
+        if !leader {
+            self.loaded = false;
+            self.docs.clear();
+            self.predicted.clear();
+            self.parts.clear();
         }
         for rec in app.store.rollouts().await? {
             let doc: Doc = serde_json::from_str(&rec.doc)
                 .map_err(|e| Error::Store(format!("rollout {}: stored document does not parse: {e}", rec.id)))?;
             self.docs.insert(rec.id, doc);
+        }
+        if !leader {
+            return Ok(());
         }
         self.loaded = true;
         // A decision stored without its delivery (a crash in between) is queued now.
@@ -326,7 +338,7 @@ impl Inner {
             .await?
             .into_iter()
             .filter(|a| !a.revoked && has_product(a, &spec.product))
-            .map(|a| FleetAgent { online: app.sessions.is_connected(&a.id), id: a.id, labels: a.labels })
+            .map(|a| FleetAgent { online: app.cluster.is_connected(app, &a.id), id: a.id, labels: a.labels })
             .collect();
         let n = fleet.len();
         let mut registry = self.registry();
@@ -512,7 +524,7 @@ impl Inner {
             let m = &self.docs[id].machine;
             let mut events = Vec::new();
             for (agent, r) in m.agents() {
-                let online = app.sessions.is_connected(agent);
+                let online = app.cluster.is_connected(app, agent);
                 if online != r.online {
                     events.push(if online {
                         Event::AgentOnline { agent: agent.clone() }
@@ -650,8 +662,15 @@ async fn queue(app: &App, bundle: &BundleRecord, items: Vec<(AgentId, &str, Opti
         })
         .collect();
     app.store.add_deliveries(ds.clone()).await?;
+    let mut elsewhere = Vec::new();
     for d in &ds {
-        app.sessions.send(&d.agent, plan_message(d, bundle));
+        if !app.sessions.deliver(&d.agent, &d.id, plan_message(d, bundle)) {
+            elsewhere.push(d.agent.clone());
+        }
+    }
+    // Agents with a stream on another replica get them from there.
+    if !elsewhere.is_empty() {
+        crate::cluster::deliveries(app, elsewhere).await;
     }
     Ok(())
 }
@@ -711,26 +730,35 @@ fn current_wave(m: &RolloutMachine) -> Option<String> {
         .or_else(|| m.status().waves.iter().rev().find(|w| w.state != "pending").map(|w| w.name.clone()))
 }
 
-/// The engine task: events from the bus, and a tick.
+/// The engine task: events from the bus, and a tick. It acts only while
+/// this replica leads (always, for a single coordinator); on taking the
+/// lead it loads every rollout and reads back the results it missed.
 pub async fn run(app: Arc<App>) {
     let mut rx = app.events.subscribe();
     let engine = engine(&app);
-    {
-        let mut inner = engine.inner.lock().await;
-        if let Err(e) = async {
-            inner.load(&app).await?;
-            inner.reconcile(&app).await
-        }
-        .await
-        {
-            tracing::error!("rollout engine: loading stored rollouts: {e}");
-        }
-    }
+    let mut leading = false;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        if app.cluster.is_leader() != leading {
+            leading = !leading;
+            let mut inner = engine.inner.lock().await;
+            inner.loaded = false;
+            if leading
+                && let Err(e) = async {
+                    inner.load(&app).await?;
+                    inner.reconcile(&app).await
+                }
+                .await
+            {
+                tracing::error!("rollout engine: loading stored rollouts: {e}");
+            }
+        }
         tokio::select! {
             ev = rx.recv() => {
+                if !leading {
+                    continue;
+                }
                 let mut inner = engine.inner.lock().await;
                 let r = match ev {
                     Ok(ev) => on_event(&app, &mut inner, &ev).await,
@@ -745,6 +773,9 @@ pub async fn run(app: Arc<App>) {
                 }
             }
             _ = tick.tick() => {
+                if !leading {
+                    continue;
+                }
                 let mut inner = engine.inner.lock().await;
                 let r = async {
                     inner.load(&app).await?;
@@ -776,6 +807,59 @@ async fn on_event(app: &App, inner: &mut Inner, ev: &crate::events::Event) -> Re
         _ => {}
     }
     Ok(())
+}
+
+/// An event another replica received (`result`, `alarm`, `telemetry`),
+/// fed to this replica's engine while it leads.
+pub(crate) async fn remote_event(app: &App, kind: &str, params: &serde_json::Value) {
+    if !app.cluster.is_leader() {
+        return;
+    }
+    let engine = engine(app);
+    let mut inner = engine.inner.lock().await;
+    let ev = crate::events::Event {
+        seq: 0,
+        kind: kind.to_string(),
+        time: crate::now(),
+        product: None,
+        params: params.clone(),
+    };
+    if let Err(e) = on_event(app, &mut inner, &ev).await {
+        tracing::error!("rollout engine: {kind} from another replica: {e}");
+    }
+}
+
+/// An agent connected to another replica: online (or joining) in the
+/// leader's rollouts.
+pub(crate) async fn agent_connected(app: &App, agent: &AgentId) {
+    if !app.cluster.is_leader() {
+        return;
+    }
+    let engine = engine(app);
+    let mut inner = engine.inner.lock().await;
+    if let Err(e) = async {
+        inner.load(app).await?;
+        inner.connected(app, agent).await
+    }
+    .await
+    {
+        tracing::warn!(%agent, "rollout engine: agent connected elsewhere: {e}");
+    }
+}
+
+/// Reads back the results this leader may have missed (its channel to the
+/// other replicas was down).
+pub(crate) async fn catch_up(app: &App) {
+    let engine = engine(app);
+    let mut inner = engine.inner.lock().await;
+    if let Err(e) = async {
+        inner.load(app).await?;
+        inner.reconcile(app).await
+    }
+    .await
+    {
+        tracing::error!("rollout engine: catching up: {e}");
+    }
 }
 
 /// The actor recorded for the engine's own transitions.

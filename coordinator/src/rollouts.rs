@@ -69,22 +69,36 @@ pub async fn upload(app: &App, bytes: Vec<u8>) -> Result<BundleRecord> {
     Ok(rec)
 }
 
-/// Sends `agent`'s unacknowledged deliveries on its stream, then tells the
-/// rollout engine the agent is online (a late joiner falls into its wave
+/// Sends `agent`'s unacknowledged deliveries on its stream with this
+/// replica (each once per stream); how many were pending.
+///
+/// # Errors
+/// When the store cannot be read.
+pub async fn send_deliveries(app: &App, agent: &AgentId) -> Result<usize> {
+    let pending = app.store.pending_deliveries(agent.clone()).await?;
+    let n = pending.len();
+    for (d, b) in pending {
+        app.sessions.deliver(agent, &d.id, plan_message(&d, &b));
+    }
+    Ok(n)
+}
+
+/// An agent's stream opened here: its unacknowledged deliveries go out,
+/// the other replicas hear it is connected here, and the rollout engine
+/// (on the leader) learns it is online (a late joiner falls into its wave
 /// and gets its plan, or its rollback, now).
 ///
 /// # Errors
 /// When the store cannot be read.
 pub async fn send_pending(app: &App, agent: &AgentId) -> Result<usize> {
-    let pending = app.store.pending_deliveries(agent.clone()).await?;
-    let n = pending.len();
-    for (d, b) in pending {
-        app.sessions.send(agent, plan_message(&d, &b));
+    let n = send_deliveries(app, agent).await?;
+    crate::cluster::presence(app, agent, true).await;
+    if app.cluster.is_leader() {
+        let engine = engine(app);
+        let mut inner = engine.inner.lock().await;
+        inner.load(app).await?;
+        inner.connected(app, agent).await?;
     }
-    let engine = engine(app);
-    let mut inner = engine.inner.lock().await;
-    inner.load(app).await?;
-    inner.connected(app, agent).await?;
     Ok(n)
 }
 
@@ -108,6 +122,7 @@ pub(crate) fn observe(name: &'static str, v: f64) {
 /// [`Error::FailedPrecondition`] when the product has an active rollout and
 /// `supersede` is false, or this release already rolled out.
 pub async fn start(app: &App, product: &str, version: &str, supersede: bool, actor: &str) -> Result<(String, u32)> {
+    crate::cluster::require_leader(app)?;
     let bundle = app.store.bundle(product.to_string(), Some(version.to_string())).await?.ok_or_else(|| {
         Error::NotFound(format!("no bundle for {product} {version}; upload it with rewindctl release upload BUNDLE"))
     })?;
@@ -204,6 +219,7 @@ pub async fn status_of(app: &App, id: &str) -> Result<serde_json::Value> {
 /// Feeds an operator command to the product's active rollout and returns
 /// its new status.
 async fn command(app: &App, product: &str, make: impl FnOnce() -> Event) -> Result<serde_json::Value> {
+    crate::cluster::require_leader(app)?;
     let engine = engine(app);
     let mut inner = engine.inner.lock().await;
     inner.load(app).await?;
@@ -311,6 +327,7 @@ pub struct RollbackStarted {
 /// [`Error::NotFound`] when there is nothing to roll back;
 /// [`Error::FailedPrecondition`] when the rollback was already sent.
 pub async fn rollback(app: &App, product: &str, req: RollbackRequest, actor: &str) -> Result<RollbackStarted> {
+    crate::cluster::require_leader(app)?;
     let scope = parse_scope(&req.scope)?;
     let granularity: Granularity = match req.granularity.as_str() {
         "" => Granularity::Release,
@@ -382,6 +399,7 @@ pub async fn partial_rollback(
     reason: &str,
     actor: &str,
 ) -> Result<RollbackStarted> {
+    crate::cluster::require_leader(app)?;
     let engine = engine(app);
     let mut inner = engine.inner.lock().await;
     inner.load(app).await?;

@@ -199,3 +199,77 @@ async fn the_store_reconnects_after_postgres_restarts() {
     assert!(matches!(outcome, Redeem::Accepted(_)), "the token written before the restart: {outcome:?}");
     assert_eq!(s.redeem_token("before".into(), 10).await.unwrap(), Redeem::UsedUp);
 }
+
+/// The leader lease and its fencing token, and the replicas' channel:
+/// one holder at a time; a lapsed lease passes to another replica with a
+/// larger token, after which the old holder's rollout and delivery writes
+/// are refused and change nothing; a restarted replica takes its own lease
+/// over at once (new token); shared values have one winner; NOTIFY reaches
+/// every listener, after a first `Resync`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_lease_fences_a_stale_leader_and_replicas_hear_each_other() {
+    use rewind_coordinator::store::{Fence, Lease, RolloutRecord, Signal};
+    let pg = Postgres::start();
+    let url = pg.url();
+    let (a, b) = tokio::join!(PostgresStore::open(&url), PostgresStore::open(&url));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let ttl = 400;
+    let rec = |doc: &str| RolloutRecord {
+        id: "notes@7".into(),
+        product: "notes".into(),
+        sequence: 7,
+        state: "running".into(),
+        doc: doc.into(),
+    };
+
+    assert_eq!(a.lead("rpl_a/p1".into(), "https://a:7443".into(), ttl).await.unwrap(), Lease::Leader { token: 1 });
+    assert_eq!(
+        b.lead("rpl_b/p1".into(), "https://b:7443".into(), ttl).await.unwrap(),
+        Lease::Follower { leader: Some("https://a:7443".into()) }
+    );
+    assert_eq!(
+        a.lead("rpl_a/p1".into(), "https://a:7443".into(), ttl).await.unwrap(),
+        Lease::Leader { token: 1 },
+        "renewed, same token"
+    );
+    a.set_fence(Some(Fence { holder: "rpl_a/p1".into(), token: 1 }));
+    a.put_rollout(rec("from a")).await.unwrap();
+
+    // A stops renewing; once the lease lapses B takes it with a larger token.
+    tokio::time::sleep(std::time::Duration::from_millis(ttl + 200)).await;
+    assert_eq!(b.lead("rpl_b/p1".into(), "https://b:7443".into(), ttl).await.unwrap(), Lease::Leader { token: 2 });
+    b.set_fence(Some(Fence { holder: "rpl_b/p1".into(), token: 2 }));
+    b.put_rollout(rec("from b")).await.unwrap();
+    let e = a.put_rollout(rec("stale a")).await.unwrap_err().to_string();
+    assert!(e.contains("fenced") && e.contains("rpl_b/p1"), "{e}");
+    let d = rewind_coordinator::store::Delivery {
+        id: "dlv-stale".into(),
+        agent: AgentId::parse("agt-1").unwrap(),
+        bundle: "b".into(),
+        kind: "apply".into(),
+        part: None,
+    };
+    assert!(a.add_deliveries(vec![d]).await.unwrap_err().to_string().contains("fenced"));
+    assert_eq!(b.rollouts().await.unwrap()[0].doc, "from b", "the stale write changed nothing");
+    assert_eq!(pg.psql("rewind", "SELECT count(*) FROM deliveries"), "0");
+    // A's next try finds B leading.
+    assert_eq!(
+        a.lead("rpl_a/p1".into(), "https://a:7443".into(), ttl).await.unwrap(),
+        Lease::Follower { leader: Some("https://b:7443".into()) }
+    );
+    // B restarted (a new process of the same replica): it takes over at once, with a new token.
+    assert_eq!(b.lead("rpl_b/p2".into(), "https://b:7443".into(), ttl).await.unwrap(), Lease::Leader { token: 3 });
+    assert!(b.put_rollout(rec("old process")).await.is_err(), "the old process's fence is stale");
+
+    // Shared values: two replicas starting at once agree on one.
+    let (x, y) = tokio::join!(a.share("ca".into(), b"from a".to_vec()), b.share("ca".into(), b"from b".to_vec()));
+    assert_eq!(x.unwrap(), y.unwrap());
+
+    // The channel: a listener gets Resync once listening, then every message.
+    let mut rx = a.listen().await.expect("PostgreSQL has a channel");
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await.unwrap();
+    assert_eq!(first, Some(Signal::Resync));
+    b.notify("{\"hello\":1}".into()).await.unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await.unwrap();
+    assert_eq!(got, Some(Signal::Message("{\"hello\":1}".into())));
+}

@@ -188,6 +188,36 @@ pub struct RolloutRecord {
     pub doc: String,
 }
 
+/// The leader lease as one replica sees it after trying to take or renew
+/// it ([`Store::lead`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// This replica holds the lease; `token` (the fencing token) grows with
+    /// every change of holder.
+    Leader { token: i64 },
+    /// Another replica holds it; `leader` is the URL it advertises.
+    Follower { leader: Option<String> },
+}
+
+/// Who may write rollouts and deliveries: the lease holder and its token.
+/// A store that was given a fence refuses those writes once the lease
+/// names another holder or token ([`crate::error::Error::Fenced`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub holder: String,
+    pub token: i64,
+}
+
+/// What the replicas' channel brings ([`Store::listen`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// One message a replica sent with [`Store::notify`].
+    Message(String),
+    /// The channel was down (messages may have been missed): catch up from
+    /// the store.
+    Resync,
+}
+
 /// Persistent coordinator state. Every method may block on I/O inside the
 /// implementation but never blocks the async runtime.
 #[async_trait]
@@ -302,6 +332,33 @@ pub trait Store: Send + Sync + 'static {
     async fn webhook_attempts(&self, limit: u32) -> Result<Vec<WebhookAttempt>>;
     /// Makes sure everything written is durable (graceful shutdown).
     async fn flush(&self) -> Result<()>;
+    /// A value every replica shares (the CA, the audit key, the admin
+    /// token): stores `value` under `name` unless one is there, and returns
+    /// the one stored (this `value` for the first replica to get there).
+    async fn share(&self, name: String, value: Vec<u8>) -> Result<Vec<u8>>;
+    /// The shared value under `name`, if any.
+    async fn shared(&self, name: String) -> Result<Option<Vec<u8>>>;
+    /// Takes or renews the leader lease for `replica` (advertising `url`)
+    /// for `ttl_ms`. A store only one coordinator uses (SQLite) always
+    /// answers leader.
+    async fn lead(&self, replica: String, url: String, ttl_ms: u64) -> Result<Lease> {
+        let _ = (replica, url, ttl_ms);
+        Ok(Lease::Leader { token: 0 })
+    }
+    /// From now on, [`Store::put_rollout`] and [`Store::add_deliveries`]
+    /// land only while `fence` still holds the lease (`None`: no check).
+    fn set_fence(&self, fence: Option<Fence>) {
+        let _ = fence;
+    }
+    /// Tells every replica listening (including this one's listener).
+    async fn notify(&self, message: String) -> Result<()> {
+        let _ = message;
+        Ok(())
+    }
+    /// The replicas' channel; `None` for a store only one coordinator uses.
+    async fn listen(&self) -> Option<tokio::sync::mpsc::Receiver<Signal>> {
+        None
+    }
     /// Stores a rollout's document, replacing the one with its id.
     async fn put_rollout(&self, rollout: RolloutRecord) -> Result<()>;
     /// Every rollout, oldest first (by first store).
@@ -489,6 +546,11 @@ pub mod suite {
         assert!(s.revoke(AgentId::parse("agt-none").unwrap()).await.is_err());
         s.record_inventory(id.clone(), Inventory::default(), "2026-01-03T00:00:00Z".into()).await.unwrap();
         assert_eq!(s.agent(id.clone()).await.unwrap().unwrap().inventory, Inventory::default());
+        // Shared values: the first one stored wins.
+        assert_eq!(s.shared("ca".into()).await.unwrap(), None);
+        assert_eq!(s.share("ca".into(), b"first".to_vec()).await.unwrap(), b"first");
+        assert_eq!(s.share("ca".into(), b"second".to_vec()).await.unwrap(), b"first");
+        assert_eq!(s.shared("ca".into()).await.unwrap().as_deref(), Some(&b"first"[..]));
         let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
         s.append_audit("a".into(), "{}".into(), key.clone()).await.unwrap();
         s.append_audit("b".into(), "{}".into(), key.clone()).await.unwrap();

@@ -177,7 +177,22 @@ CREATE TABLE webhook_attempts(
     r"
 ALTER TABLE deliveries ADD COLUMN part TEXT NOT NULL DEFAULT '';
 ",
+    // Replicas: values they share (CA, audit key, admin token) and the
+    // leader lease with its fencing token (docs/replicas.md).
+    r"
+CREATE TABLE shared_values(name TEXT PRIMARY KEY, value BYTEA NOT NULL);
+CREATE TABLE leader(
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    holder TEXT NOT NULL,
+    url TEXT NOT NULL,
+    token BIGINT NOT NULL,
+    expires TIMESTAMPTZ NOT NULL
+);
+",
 ];
+
+/// The channel replicas talk on (LISTEN / NOTIFY).
+pub const CHANNEL: &str = "rewind_replicas";
 
 /// Advisory lock key held while migrating (any constant shared by replicas).
 const MIGRATION_LOCK: i64 = 0x7265_7769_6e64_0001;
@@ -189,6 +204,11 @@ pub struct PostgresStore {
     pool: Pool,
     /// The URL without its password, for messages.
     shown: String,
+    /// How to open the listening connection (outside the pool).
+    config: tokio_postgres::Config,
+    tls: Option<rustls::ClientConfig>,
+    /// Set while this replica leads: rollout and delivery writes check it.
+    fence: std::sync::Arc<std::sync::Mutex<Option<super::Fence>>>,
 }
 
 /// An error with its sources (tokio-postgres says only "db error" at the top).
@@ -359,11 +379,15 @@ impl PostgresStore {
             config.application_name("rewind-coordinator");
         }
         let mc = ManagerConfig { recycling_method: RecyclingMethod::Fast };
-        let manager = match &tls.root {
-            Some(root) if tls.required => {
-                Manager::from_config(config, tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(root)?), mc)
+        let tls = match &tls.root {
+            Some(root) if tls.required => Some(tls_config(root)?),
+            _ => None,
+        };
+        let manager = match &tls {
+            Some(t) => {
+                Manager::from_config(config.clone(), tokio_postgres_rustls::MakeRustlsConnect::new(t.clone()), mc)
             }
-            _ => Manager::from_config(config, tokio_postgres::NoTls, mc),
+            None => Manager::from_config(config.clone(), tokio_postgres::NoTls, mc),
         };
         let pool = Pool::builder(manager)
             .max_size(16)
@@ -373,7 +397,7 @@ impl PostgresStore {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| Error::Store(format!("{shown}: {e}")))?;
-        let store = PostgresStore { pool, shown };
+        let store = PostgresStore { pool, shown, config, tls, fence: Default::default() };
         store.migrate().await.map_err(|e| {
             Error::Store(format!(
                 "PostgreSQL at {}: {}; check that the server runs, the URL is right and the user may create tables",
@@ -415,6 +439,77 @@ impl PostgresStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(pool_err)
+    }
+
+    /// Inside a write transaction: refuses it unless this replica's fence
+    /// (if any) still holds the lease. The lease row is locked until the
+    /// transaction ends, so a takeover waits for this write, or this write
+    /// sees the takeover.
+    async fn check_fence(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<()> {
+        let Some(fence) = self.fence.lock().expect("fence lock").clone() else { return Ok(()) };
+        let row = tx.query_opt("SELECT holder, token FROM leader WHERE id = 1 FOR SHARE", &[]).await.map_err(pg)?;
+        match row {
+            Some(r) if get::<String>(&r, 0)? == fence.holder && get::<i64>(&r, 1)? == fence.token => Ok(()),
+            Some(r) => Err(Error::Fenced(format!(
+                "replica {} with token {} no longer leads (the lease is {}'s, token {}); the write was refused",
+                fence.holder,
+                fence.token,
+                get::<String>(&r, 0)?,
+                get::<i64>(&r, 1)?
+            ))),
+            None => Err(Error::Fenced(format!("replica {} holds no lease; the write was refused", fence.holder))),
+        }
+    }
+
+    /// A connection outside the pool that LISTENs on [`CHANNEL`] and hands
+    /// every notification to `tx`; returns when the connection ends.
+    async fn listen_once(&self, tx: &tokio::sync::mpsc::Sender<super::Signal>) -> Result<()> {
+        use futures_util::StreamExt;
+        let (client, mut connection) = match &self.tls {
+            Some(t) => {
+                let (c, conn) =
+                    self.config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(t.clone())).await.map_err(pg)?;
+                (c, futures_util::future::Either::Left(conn))
+            }
+            None => {
+                let (c, conn) = self.config.connect(tokio_postgres::NoTls).await.map_err(pg)?;
+                (c, futures_util::future::Either::Right(conn))
+            }
+        };
+        let (ntx, mut nrx) = tokio::sync::mpsc::unbounded_channel();
+        let pump = tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| match &mut connection {
+                futures_util::future::Either::Left(c) => c.poll_message(cx),
+                futures_util::future::Either::Right(c) => c.poll_message(cx),
+            });
+            while let Some(m) = messages.next().await {
+                match m {
+                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                        if ntx.send(n.payload().to_string()).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!("replica channel: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await.map_err(pg)?;
+        // Listening now: whatever was missed before is caught up from the store.
+        if tx.send(super::Signal::Resync).await.is_err() {
+            return Ok(());
+        }
+        while let Some(payload) = nrx.recv().await {
+            if tx.send(super::Signal::Message(payload)).await.is_err() {
+                break;
+            }
+        }
+        pump.abort();
+        drop(client);
+        Ok(())
     }
 
     async fn exec(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
@@ -807,13 +902,17 @@ impl Store for PostgresStore {
             kinds.push(d.kind);
             parts.push(part_text(d.part.as_ref()));
         }
-        self.exec(
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        self.check_fence(&tx).await?;
+        tx.execute(
             "INSERT INTO deliveries(id, agent, bundle, kind, part, created)
              SELECT *, $6 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])",
             &[&ids, &agents, &bundles, &kinds, &parts, &crate::now()],
         )
-        .await?;
-        Ok(())
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)
     }
 
     async fn pending_deliveries(&self, agent: AgentId) -> Result<Vec<(Delivery, BundleRecord)>> {
@@ -1113,13 +1212,91 @@ impl Store for PostgresStore {
     }
 
     async fn put_rollout(&self, r: RolloutRecord) -> Result<()> {
-        self.exec(
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        self.check_fence(&tx).await?;
+        tx.execute(
             "INSERT INTO rollouts(id, product, sequence, state, doc, updated) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (id) DO UPDATE SET state = excluded.state, doc = excluded.doc, updated = excluded.updated",
             &[&r.id, &r.product, &i64_of(r.sequence), &r.state, &r.doc, &crate::now()],
         )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn share(&self, name: String, value: Vec<u8>) -> Result<Vec<u8>> {
+        // Two statements: a racing replica's insert waits for the winner's
+        // commit and then does nothing; the read after it sees the winner.
+        self.exec(
+            "INSERT INTO shared_values(name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            &[&name, &value],
+        )
         .await?;
-        Ok(())
+        self.shared(name.clone())
+            .await?
+            .ok_or_else(|| Error::Store(format!("shared value {name}: stored but not found again")))
+    }
+
+    async fn shared(&self, name: String) -> Result<Option<Vec<u8>>> {
+        self.query_opt("SELECT value FROM shared_values WHERE name = $1", &[&name])
+            .await?
+            .map(|r| get(&r, 0))
+            .transpose()
+    }
+
+    async fn lead(&self, replica: String, url: String, ttl_ms: u64) -> Result<super::Lease> {
+        let ttl = i64::try_from(ttl_ms).unwrap_or(i64::MAX);
+        // Take the lease when it is free or expired, or held by an earlier
+        // process of the same replica (`<replica>/<process>`: a restart
+        // takes over at once) — a new holder, so the token grows — or
+        // renew our own (same token).
+        let won = self
+            .query_opt(
+                "INSERT INTO leader(id, holder, url, token, expires) VALUES (1, $1, $2, 1, now() + $3::float8 * interval '1 millisecond')
+                 ON CONFLICT (id) DO UPDATE SET
+                    token = CASE WHEN leader.holder = excluded.holder THEN leader.token ELSE leader.token + 1 END,
+                    holder = excluded.holder, url = excluded.url, expires = excluded.expires
+                 WHERE leader.holder = excluded.holder OR leader.expires < now()
+                    OR split_part(leader.holder, '/', 1) = split_part(excluded.holder, '/', 1)
+                 RETURNING token",
+                &[&replica, &url, &(ttl as f64)],
+            )
+            .await?;
+        if let Some(r) = won {
+            return Ok(super::Lease::Leader { token: get(&r, 0)? });
+        }
+        let holder = self.query_opt("SELECT url FROM leader WHERE id = 1", &[]).await?;
+        Ok(super::Lease::Follower { leader: holder.map(|r| get(&r, 0)).transpose()? })
+    }
+
+    fn set_fence(&self, fence: Option<super::Fence>) {
+        *self.fence.lock().expect("fence lock") = fence;
+    }
+
+    async fn notify(&self, message: String) -> Result<()> {
+        self.exec("SELECT pg_notify($1, $2)", &[&CHANNEL, &message]).await.map(|_| ())
+    }
+
+    async fn listen(&self) -> Option<tokio::sync::mpsc::Receiver<super::Signal>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(200);
+            loop {
+                match me.listen_once(&tx).await {
+                    Ok(()) if tx.is_closed() => return,
+                    Ok(()) => tracing::warn!("replica channel closed; listening again"),
+                    Err(e) => tracing::warn!("replica channel at {}: {e}; retrying in {delay:?}", me.shown),
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        });
+        Some(rx)
     }
 
     async fn rollouts(&self) -> Result<Vec<RolloutRecord>> {

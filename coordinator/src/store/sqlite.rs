@@ -168,6 +168,10 @@ CREATE TABLE webhook_attempts(
     r"
 ALTER TABLE deliveries ADD COLUMN part TEXT NOT NULL DEFAULT '';
 ",
+    // Values every replica shares (CA, audit key, admin token).
+    r"
+CREATE TABLE shared_values(name TEXT PRIMARY KEY, value BLOB NOT NULL);
+",
 ];
 
 /// A SQLite-backed store.
@@ -449,6 +453,24 @@ impl Store for SqliteStore {
             )
             .map_err(sql)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn share(&self, name: String, value: Vec<u8>) -> Result<Vec<u8>> {
+        self.call(move |c| {
+            c.execute("INSERT OR IGNORE INTO shared_values(name, value) VALUES (?1, ?2)", params![name, value])
+                .map_err(sql)?;
+            c.query_row("SELECT value FROM shared_values WHERE name = ?1", [&name], |r| r.get(0)).map_err(sql)
+        })
+        .await
+    }
+
+    async fn shared(&self, name: String) -> Result<Option<Vec<u8>>> {
+        self.call(move |c| {
+            c.query_row("SELECT value FROM shared_values WHERE name = ?1", [&name], |r| r.get(0))
+                .optional()
+                .map_err(sql)
         })
         .await
     }

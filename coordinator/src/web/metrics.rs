@@ -54,7 +54,11 @@ fn describe() {
     describe_counter!("rewind_events_total", "Audit events published, by kind");
     describe_counter!("rewind_plans_sent_total", "Plans sent to agents");
     describe_counter!("rewind_rollout_halts_total", "Rollouts halted");
-    describe_histogram!("rewind_plan_push_seconds", Unit::Seconds, "Time from the engine's decision to send a plan to the agent's verified result for it");
+    describe_histogram!(
+        "rewind_plan_push_seconds",
+        Unit::Seconds,
+        "Time from the engine's decision to send a plan to the agent's verified result for it"
+    );
     metrics::counter!("rewind_plans_sent_total").increment(0);
     metrics::counter!("rewind_rollout_halts_total").increment(0);
 }

@@ -145,6 +145,8 @@ async fn healthz(State(web): State<Arc<Web>>) -> Response {
             "store": match web.app.config.store { crate::config::StoreKind::Sqlite => "sqlite", crate::config::StoreKind::Postgres => "postgres" },
             "agents_connected": web.app.sessions.count(),
             "version": env!("CARGO_PKG_VERSION"),
+            "replica": web.app.cluster.replica,
+            "leader": web.app.cluster.is_leader(),
         }))
         .into_response(),
         Err(e) => (

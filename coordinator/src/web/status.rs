@@ -384,6 +384,9 @@ pub(super) async fn events_handler(
 
 /// Follows the event bus and republishes the rendered fragment after each
 /// event (or burst of events) until `stop` turns true.
+/// How often a replica that does not lead renders the page again.
+pub const FOLLOWER_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub(super) async fn renderer(app: Arc<App>, live: watch::Sender<Arc<String>>, mut stop: watch::Receiver<bool>) {
     use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     let mut rx = app.events.subscribe();
@@ -396,6 +399,9 @@ pub(super) async fn renderer(app: Arc<App>, live: watch::Sender<Arc<String>>, mu
                 Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return,
             },
+            // A replica that does not lead sees the rollout's events only
+            // through the store: it reads it again every few seconds.
+            () = tokio::time::sleep(FOLLOWER_REFRESH), if !app.cluster.is_leader() => {}
         }
         // Coalesce a burst: everything already queued is covered by one render.
         loop {

@@ -385,7 +385,7 @@ pub async fn dashboard(app: &App, s: &Session, flash: Option<(bool, String)>) ->
                 a.last_seen.clone().unwrap_or_else(|| "never".into()),
                 if a.revoked {
                     "revoked".into()
-                } else if app.sessions.is_connected(&a.id) {
+                } else if app.cluster.is_connected(app, &a.id) {
                     "connected".into()
                 } else {
                     "offline".into()
