@@ -151,7 +151,12 @@ async fn healthz(State(web): State<Arc<Web>>) -> Response {
         .into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"status": "unavailable", "error": e.to_string()})),
+            axum::Json(serde_json::json!({
+                "status": "unavailable",
+                "error": e.to_string(),
+                "replica": web.app.cluster.replica,
+                "leader": web.app.cluster.is_leader(),
+            })),
         )
             .into_response(),
     }
