@@ -344,3 +344,106 @@ fn a_leader_cut_off_from_postgres_stops_leading_before_another_takes_over() {
     });
     assert_eq!(b.leads(), Some(true));
 }
+
+/// PostgreSQL restarted in the middle of a rollout: the replicas reconnect
+/// (their pools drop broken connections, their channel listens again and
+/// catches up), a leader leads again, and the rollout finishes with every
+/// agent applied once — the agents only saw a delay.
+#[test]
+fn a_rollout_finishes_across_a_postgresql_restart() {
+    let mut pg = Postgres::start();
+    let store_url = pg.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let p = |name: &str| t.join(name).to_string_lossy().into_owned();
+    ok(&run("rewindctl", &["keys", "generate", "--out", &p("alice")], &[]));
+    ok(&run(
+        "rewindctl",
+        &["trust", "init", "--threshold", "1", "--key", &p("alice.pub"), "--out", &p("trust.toml")],
+        &[],
+    ));
+    let trust = t.join("trust.toml");
+    let rel = release_with_rollout(
+        "2026.11.0",
+        t,
+        "[rollout]\nwaves = [\n  { name = \"canary\", selector = \"ring=canary\", bake = \"3s\" },\n  \
+         { name = \"all\", percent = 100 },\n]\nreport_timeout = \"120s\"\nauto_rollback = true",
+    );
+    let bundle = p("notes.bundle.json");
+    ok(&run("rewindctl", &["release", "build", &rel.to_string_lossy(), "--out", &bundle], &[]));
+    ok(&run("rewindctl", &["release", "sign", &bundle, "--key", &p("alice.key")], &[]));
+    let mut replicas: Vec<Replica> = (0..2)
+        .map(|i| Replica { state: t.join(format!("replica{i}")), port: free_port(), web: free_port(), proc: None })
+        .collect();
+    replicas[0].start(&store_url, &trust);
+    eventually("replica 0 answers", Duration::from_secs(30), || (replicas[0].ctl(&["agents"]).code == 0).then_some(()));
+    replicas[1].start(&store_url, &trust);
+    eventually("replica 1 answers", Duration::from_secs(30), || (replicas[1].ctl(&["agents"]).code == 0).then_some(()));
+    let canary = replicas[0].ctl(&["token", "create", "--labels", "ring=canary"]);
+    let main = replicas[0].ctl(&["token", "create", "--labels", "ring=main", "--uses", "2"]);
+    ok(&canary);
+    ok(&main);
+    let ca = replicas[0].state.join("ca.pem");
+    let mut agents = Vec::new();
+    for i in 0..3 {
+        let dir = t.join(format!("endpoint{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _ = (seed_db(&dir, "notes"), seed_db(&dir, "settings"));
+        let config = dir.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "coordinator = [\"{}\", \"{}\"]\nca = \"{}\"\ntrust = \"{}\"\nstate = \"state\"\n\n\
+                 [[target]]\nproduct = \"notes\"\nname = \"notes\"\npath = \"notes.db\"\n\n\
+                 [[target]]\nproduct = \"notes\"\nname = \"settings\"\npath = \"settings.db\"\n",
+                replicas[i % 2].url(),
+                replicas[(i + 1) % 2].url(),
+                ca.display(),
+                trust.display()
+            ),
+        )
+        .unwrap();
+        let tok = if i == 0 { canary.stdout.trim() } else { main.stdout.trim() };
+        ok(&run("rewind-agent", &["enroll", "--config", &config.to_string_lossy(), "--token", tok], &[]));
+        agents.push(Proc(
+            Command::new(bin("rewind-agent"))
+                .args(["run", "--config", &config.to_string_lossy()])
+                .env("REWIND_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        ));
+    }
+    eventually("three agents connected", Duration::from_secs(60), || {
+        let a = replicas[1].ctl(&["agents", "--json"]);
+        (a.code == 0
+            && a.json().as_array().is_some_and(|v| {
+                v.len() == 3
+                    && v.iter().all(|x| x["connected"] == true && x["targets"].as_array().is_some_and(|t| t.len() == 2))
+            }))
+        .then_some(())
+    });
+    ok(&replicas[1].ctl(&["release", "upload", &bundle]));
+    ok(&replicas[1].ctl(&["rollout", "start", "notes", "2026.11.0"]));
+    let status = |r: &Replica| {
+        let s = r.ctl(&["rollout", "status", "notes", "--json"]);
+        (s.code == 0).then(|| s.json())
+    };
+    eventually("the canary baking", Duration::from_secs(60), || {
+        status(&replicas[0]).filter(|s| s["state"] == "baking")
+    });
+
+    pg.restart();
+    let done = eventually("done after the restart", Duration::from_secs(120), || {
+        replicas.iter().find_map(status).filter(|s| s["state"] == "done")
+    });
+    assert!(done["agents"].as_array().unwrap().iter().all(|a| a["outcome"] == "applied"), "{done:#}");
+    let per_agent = pg.psql(
+        "rewind",
+        "SELECT string_agg(n::text, ',') FROM (SELECT count(*) AS n FROM deliveries WHERE kind = 'apply' GROUP BY agent) x",
+    );
+    assert_eq!(per_agent, "1,1,1", "one apply plan per agent");
+    assert_eq!(pg.psql("rewind", "SELECT count(*), count(DISTINCT id) FROM results"), "3|3", "each result once");
+    assert_eq!(leaders(&replicas).len(), 1, "one leader again");
+}
