@@ -83,7 +83,8 @@ need_test_deps() {
     need_postgres
     # chattr (e2fsprogs) and mount: the agent tests make files immutable and
     # mount small tmpfs disks to fill them.
-    apt_install sqlite3 python3 e2fsprogs mount
+    # script (bsdutils): a pseudo-terminal for the progress-bar test of rollout watch.
+    apt_install sqlite3 python3 e2fsprogs mount bsdutils
     need_systemd_analyze
     need_python_yaml
     need_openfeature

@@ -214,8 +214,10 @@ fn final_code(v: &Value) -> u8 {
 }
 
 /// `rewindctl rollout watch PRODUCT`: the status every time it changes
-/// until the rollout ends. One line per change (JSON lines with --json);
-/// on a terminal the line is rewritten in place.
+/// until the rollout ends. On a terminal, one progress bar per wave
+/// (indicatif: reported of assigned, with its state and counts) under a
+/// line for the rollout; otherwise one plain line per change (JSON lines
+/// with --json).
 ///
 /// # Errors
 /// No rollout (exit 2), an unreachable coordinator.
@@ -228,45 +230,19 @@ pub fn watch(c: &CoordinatorArgs, a: &StatusArgs) -> Result<u8> {
             .await
             .map_err(|s| status("rollout watch", &s))?
             .into_inner();
+        let mut bars = tty.then(Bars::default);
         let mut last = Value::Null;
         while let Some(msg) = stream.message().await.map_err(|s| status("rollout watch", &s))? {
             let v = parse("rollout watch", &msg.json)?;
-            if a.json {
-                println!("{v}");
-            } else {
-                let waves: Vec<String> = v["waves"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|w| {
-                        format!(
-                            "{} {} {}/{} ok {} failed {} pending",
-                            w["name"].as_str().unwrap_or(""),
-                            w["state"].as_str().unwrap_or(""),
-                            n(&w["succeeded"]),
-                            n(&w["succeeded"]) + n(&w["failed"]) + n(&w["pending"]),
-                            n(&w["failed"]),
-                            n(&w["pending"])
-                        )
-                    })
-                    .collect();
-                let line = format!(
-                    "{}: {} | {}",
-                    v["rollout"].as_str().unwrap_or(""),
-                    v["state"].as_str().unwrap_or(""),
-                    waves.join(" | ")
-                );
-                if tty {
-                    print!("\r\x1b[2K{line}");
-                    let _ = std::io::Write::flush(&mut std::io::stdout());
-                } else {
-                    println!("{line}");
-                }
+            match &mut bars {
+                _ if a.json => println!("{v}"),
+                Some(b) => b.show(&v),
+                None => println!("{}", watch_line(&v)),
             }
             last = v;
         }
-        if tty {
-            println!();
+        if let Some(b) = bars {
+            b.finish();
         }
         if !a.json {
             println!("{}", last["summary"].as_str().unwrap_or(""));
@@ -274,6 +250,81 @@ pub fn watch(c: &CoordinatorArgs, a: &StatusArgs) -> Result<u8> {
         }
         Ok(final_code(&last))
     })
+}
+
+/// One plain line of `watch`: the rollout's state, then each wave's.
+fn watch_line(v: &Value) -> String {
+    let waves: Vec<String> = v["waves"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            format!(
+                "{} {} {}/{} ok {} failed {} pending",
+                w["name"].as_str().unwrap_or(""),
+                w["state"].as_str().unwrap_or(""),
+                n(&w["succeeded"]),
+                n(&w["succeeded"]) + n(&w["failed"]) + n(&w["pending"]),
+                n(&w["failed"]),
+                n(&w["pending"])
+            )
+        })
+        .collect();
+    format!("{}: {} | {}", v["rollout"].as_str().unwrap_or(""), v["state"].as_str().unwrap_or(""), waves.join(" | "))
+}
+
+/// `watch` on a terminal: a line for the rollout and a bar per wave.
+#[derive(Default)]
+struct Bars {
+    multi: indicatif::MultiProgress,
+    head: Option<indicatif::ProgressBar>,
+    waves: Vec<indicatif::ProgressBar>,
+}
+
+impl Bars {
+    fn show(&mut self, v: &Value) {
+        let head = self.head.get_or_insert_with(|| {
+            let b = self.multi.add(indicatif::ProgressBar::new_spinner());
+            b.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
+            b.enable_steady_tick(std::time::Duration::from_millis(120));
+            b
+        });
+        head.set_message(format!(
+            "{} {}: {}",
+            v["rollout"].as_str().unwrap_or(""),
+            v["state"].as_str().unwrap_or(""),
+            v["reason"].as_str().or(v["summary"].as_str()).unwrap_or("")
+        ));
+        let style = indicatif::ProgressStyle::with_template("  {prefix:<12} [{bar:30}] {pos}/{len} {msg}")
+            .expect("valid template")
+            .progress_chars("=> ");
+        for (i, w) in v["waves"].as_array().into_iter().flatten().enumerate() {
+            if self.waves.len() <= i {
+                let b = self.multi.add(indicatif::ProgressBar::new(0));
+                b.set_style(style.clone());
+                b.set_prefix(w["name"].as_str().unwrap_or("").to_string());
+                self.waves.push(b);
+            }
+            let (ok, failed, pending) = (n(&w["succeeded"]), n(&w["failed"]), n(&w["pending"]));
+            let b = &self.waves[i];
+            b.set_length(ok + failed + pending);
+            b.set_position(ok + failed);
+            b.set_message(format!(
+                "{} · {ok} ok · {failed} failed · {pending} pending · {} rolled back",
+                w["state"].as_str().unwrap_or(""),
+                n(&w["rolled_back"])
+            ));
+        }
+    }
+
+    fn finish(self) {
+        if let Some(h) = &self.head {
+            h.finish();
+        }
+        for b in &self.waves {
+            b.finish();
+        }
+    }
 }
 
 async fn control(c: &CoordinatorArgs, product: &str, command: &str, wave: &str, json_out: bool) -> Result<u8> {

@@ -146,6 +146,21 @@ fn a_failing_canary_halts_and_a_drifting_canary_is_rolled_back_with_proofs() {
     let r = fleet.ctl(&["rollout", "watch", "notes"]);
     assert_eq!(r.code, 3, "{r:?}");
     assert!(r.stdout.contains("NEEDS A HUMAN") && r.stdout.contains(&canaries[0]), "{r:?}");
+    // On a terminal (a pseudo-terminal from util-linux `script`): a
+    // progress bar per wave instead of plain lines, the same exit code.
+    let out = std::process::Command::new("script")
+        .args(["-qec", &format!("{} rollout watch notes", rewind_tests::bin("rewindctl").display()), "/dev/null"])
+        .env("REWIND_COORDINATOR", format!("https://127.0.0.1:{}", fleet.port))
+        .env("REWIND_CA", fleet.state.join("ca.pem"))
+        .env("REWIND_TOKEN_FILE", fleet.state.join("admin.token"))
+        .env("TERM", "xterm")
+        .output()
+        .expect("script (util-linux) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    let bar = text.lines().find(|l| l.contains("canary") && l.contains('[') && l.contains(']') && l.contains("/2"));
+    assert!(bar.is_some(), "a progress bar for the canary wave (2 agents): {text}");
+    assert!(text.contains("NEEDS A HUMAN"), "{text}");
 }
 
 fn eventually_inventory(fleet: &Fleet, ids: &[String]) {
