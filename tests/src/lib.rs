@@ -146,6 +146,44 @@ pub fn digest(db: &Path) -> String {
     r.json()["digest"].as_str().expect("digest field").to_string()
 }
 
+/// A child process killed (and reaped) when dropped: a coordinator, an
+/// agent daemon, a server a test started.
+pub struct Proc(pub std::process::Child);
+
+impl Proc {
+    /// Whether the process is still running.
+    ///
+    /// # Panics
+    /// When its state cannot be read.
+    pub fn alive(&mut self) -> bool {
+        self.0.try_wait().expect("process state").is_none()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+///
+/// # Panics
+/// When no port can be bound.
+#[must_use]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("a local port").local_addr().expect("bound").port()
+}
+
+/// Asserts that a run exited 0, showing it otherwise.
+///
+/// # Panics
+/// When it did not.
+pub fn ok(r: &Run) {
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
 /// Waits until `f` returns `Some`, polling every 20 ms, at most `limit`.
 ///
 /// # Panics
@@ -188,10 +226,9 @@ impl TcpProxy {
                     continue; // dropped: refused while cut
                 }
                 let Ok(server) = std::net::TcpStream::connect(target) else { continue };
-                for (mut from, mut to) in [
-                    (client.try_clone().expect("clone"), server.try_clone().expect("clone")),
-                    (server, client),
-                ] {
+                for (mut from, mut to) in
+                    [(client.try_clone().expect("clone"), server.try_clone().expect("clone")), (server, client)]
+                {
                     let c = std::sync::Arc::clone(&c);
                     std::thread::spawn(move || {
                         let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
@@ -212,7 +249,11 @@ impl TcpProxy {
                                         return;
                                     }
                                 }
-                                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                    ) => {}
                                 Err(_) => return,
                             }
                         }

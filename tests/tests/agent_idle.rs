@@ -13,19 +13,11 @@
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use rewind_tests::Proc;
 use rewind_tests::{Run, bin, eventually, run};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 const HEARTBEAT_SECONDS: u64 = 1;
 const WINDOW: Duration = Duration::from_secs(5);

@@ -6,24 +6,12 @@
 //! exactly once.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use rewind_tests::{Run, agent, bin, digest, eventually, release_with_rollout, run, seed_db};
+use rewind_tests::{Proc, ok};
+use rewind_tests::{agent, bin, digest, eventually, release_with_rollout, run, seed_db};
 use serde_json::Value;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn ok(r: &Run) {
-    assert_eq!(r.code, 0, "{r:?}");
-}
 
 fn daemon(config: &Path, crash_at: Option<&str>) -> Proc {
     let mut c = Command::new(bin("rewind-agent"));

@@ -12,25 +12,13 @@
 mod fleet_rollout_common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rewind_tests::postgres::{PASSWORD, Postgres};
+use rewind_tests::{Proc, free_port};
 use rewind_tests::{Run, agent, bin, eventually, release, run, seed_db};
 use serde_json::Value;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn coordinator(state: &Path, port: u16, url: &str) -> Proc {
     Proc(

@@ -13,29 +13,13 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rewind_tests::postgres::Postgres;
+use rewind_tests::{Proc, free_port, ok};
 use rewind_tests::{Run, bin, digest, eventually, release_with_rollout, run, seed_db};
 use serde_json::Value;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn ok(r: &Run) {
-    assert_eq!(r.code, 0, "{r:?}");
-}
 
 struct Replica {
     state: PathBuf,

@@ -9,20 +9,12 @@
 //! coordinator's audit log holds every step, chained and signed.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use rewind_tests::{Proc, ok};
 use rewind_tests::{Run, bin, copy_dir, digest, eventually, release, run, seed_db};
 use serde_json::Value;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Fleet {
     state: PathBuf,
@@ -41,10 +33,6 @@ impl Fleet {
         let r = self.ctl(&["rollout", "status", "notes", "--json"]);
         (r.code == 0).then(|| r.json())
     }
-}
-
-fn ok(r: &Run) {
-    assert_eq!(r.code, 0, "{r:?}");
 }
 
 fn outcomes(status: &Value) -> Vec<String> {

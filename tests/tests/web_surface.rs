@@ -13,28 +13,12 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use rewind_tests::{Run, bin, copy_dir, eventually, release, root, run, seed_db};
+use rewind_tests::{Proc, free_port, ok};
+use rewind_tests::{bin, copy_dir, eventually, release, root, run, seed_db};
 use serde_json::{Value, json};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn ok(r: &Run) {
-    assert_eq!(r.code, 0, "{r:?}");
-}
 
 /// One HTTP/1.1 exchange: (status, headers, body).
 fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {

@@ -7,26 +7,11 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+pub use rewind_tests::{Proc, free_port, ok};
 use rewind_tests::{Run, bin, eventually, release, run, seed_db};
-
-pub struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    /// Whether the process is still running.
-    pub fn alive(&mut self) -> bool {
-        self.0.try_wait().unwrap().is_none()
-    }
-}
 
 pub struct Fleet {
     pub dir: PathBuf,
@@ -36,14 +21,6 @@ pub struct Fleet {
     /// The coordinator's stderr (tracing output).
     pub log: PathBuf,
     _proc: Proc,
-}
-
-pub fn ok(r: &Run) {
-    assert_eq!(r.code, 0, "{r:?}");
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Fleet {

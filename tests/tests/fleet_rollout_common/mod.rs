@@ -6,20 +6,12 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+pub use rewind_tests::{Proc, ok};
 use rewind_tests::{Run, bin, copy_dir, digest, eventually, release, run, seed_db};
 use serde_json::Value;
-
-pub struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The test's temp dir; kept (and printed) when REWIND_KEEP_TMP is set, to
 /// read the coordinator.log and endpoint*/agent.log after a failure.
@@ -40,10 +32,6 @@ pub fn tempdir() -> Tmp {
     }
     let p = t.path().to_path_buf();
     Tmp(Some(t), p)
-}
-
-pub fn ok(r: &Run) {
-    assert_eq!(r.code, 0, "{r:?}");
 }
 
 pub struct Endpoint {
