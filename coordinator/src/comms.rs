@@ -115,28 +115,11 @@ fn body_of(text: &str) -> &str {
     text.split_once("\n\n").map_or(text, |(_, body)| body)
 }
 
-/// Escapes `&`, `<`, `>`, `"` and `'`.
-#[must_use]
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn html_paragraphs(text: &str) -> String {
     text.split("\n\n")
         .map(str::trim)
         .filter(|p| !p.is_empty())
-        .map(|p| format!("<p>{}</p>", escape_html(p).replace('\n', "<br>")))
+        .map(|p| format!("<p>{}</p>", crate::web::html::esc(p).replace('\n', "<br>")))
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -24,7 +24,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use rewind_coordinator::comms::escape_html as esc;
+use rewind_coordinator::web::html::esc;
 use rewind_shared::templates::escape_markdown;
 use rewind_shared::wire::v1;
 use serde::{Deserialize, Serialize};
