@@ -1,28 +1,54 @@
 #!/usr/bin/env bash
 # The fleet-scale benchmark (docs/benchmarks.md, "Fleet"): builds release
-# binaries of the coordinator, rewindctl and the rewind-bench crate, then runs
-# `fleet_load`, which starts a real rewind-coordinator and the bare tonic
-# floor (`tonic_floor`) and drives N enrolled simulated agents over mTLS
-# against each, printing every figure beside the floor with ratios and
-# PASS/MISS.
+# binaries of the coordinator, rewindctl, the agent and the rewind-bench
+# crate, then runs
 #
-#   scripts/bench-fleet.sh                       # N = 100 and 1,000
-#   scripts/bench-fleet.sh --agents 5000 --agents 10000
-#   scripts/bench-fleet.sh --agents 20 --results 200     # smoke
+# - `fleet_load`, which starts a real rewind-coordinator and the bare tonic
+#   floor (`tonic_floor`) and drives N enrolled simulated agents over mTLS
+#   against each, printing every figure beside the floor with ratios and
+#   PASS/MISS (halt to verified rollback of the N simulated agents included);
+# - `rollback_real`, halt to verified rollback with real `rewind-agent`
+#   processes on small real databases (default 20; `--real-agents 0` skips
+#   it), at the coordinator's default heartbeat and at 1 s.
 #
-# Any argument is passed to fleet_load (see `fleet_load --help`); without
-# --agents it runs 100 and 1,000. Needs util-linux `prlimit` (it raises the
-# open-file limit to the hard limit; 10,000 agents need ~10,500).
+#   scripts/bench-fleet.sh                       # N = 100 and 1,000; 20 real agents
+#   scripts/bench-fleet.sh --agents 5000 --agents 10000 --real-agents 0
+#   scripts/bench-fleet.sh --agents 20 --results 200 --real-agents 3   # smoke
+#
+# Every other argument is passed to fleet_load (see `fleet_load --help`);
+# without --agents it runs 100 and 1,000. Needs util-linux `prlimit` (it
+# raises the open-file limit to the hard limit; 10,000 agents need ~10,500).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
 command -v prlimit >/dev/null || apt_install util-linux
-cargo build --release --locked -p rewind-coordinator -p rewindctl -p rewind-bench
-target="${CARGO_TARGET_DIR:-target}/release"
-args=("$@")
-case " $* " in
+
+real=20
+args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --real-agents) [ $# -ge 2 ] || { echo "--real-agents needs a number" >&2; exit 2; }; real="$2"; shift 2 ;;
+        --real-agents=*) real="${1#*=}"; shift ;;
+        *) args+=("$1"); shift ;;
+    esac
+done
+case "$real" in
+    ''|*[!0-9]*) echo "--real-agents $real: give a number of agents (0 skips the real-agent run)" >&2; exit 2 ;;
+esac
+case " ${args[*]-} " in
     *" --agents "*|*" --agents="*) ;;
     *) args=(--agents 100 --agents 1000 "${args[@]}") ;;
 esac
-exec "$target/fleet_load" --bin-dir "$target" "${args[@]}"
+
+cargo build --release --locked -p rewind-coordinator -p rewindctl -p rewind-agent -p rewind-bench
+target="${CARGO_TARGET_DIR:-target}/release"
+"$target/fleet_load" --bin-dir "$target" "${args[@]}"
+if [ "$real" -gt 0 ]; then
+    # At the coordinator's default heartbeat (30 s), then at 1 s: an agent
+    # sends a plan's result with its next heartbeat (docs/benchmarks.md).
+    for heartbeat in 30 1; do
+        echo
+        "$target/rollback_real" --bin-dir "$target" --agents "$real" --heartbeat-seconds "$heartbeat"
+    done
+fi

@@ -18,8 +18,6 @@ use rewind_tests::Proc;
 use rewind_tests::{Run, bin, eventually, root, run};
 use serde_json::Value;
 
-/// A child process killed when the test ends, pass or fail.
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }

@@ -12,7 +12,15 @@
 //!   call; for the floor, the `push` line) to receipt on each agent;
 //! - server RSS per idle connected agent ((RSS at N − RSS at 0) / N);
 //! - results ingested per second (signed results, verified and stored by
-//!   the coordinator, counted when acknowledged).
+//!   the coordinator, counted when acknowledged);
+//! - halt to verified rollback (issue 6): a next release goes to every
+//!   agent, each verifies its apply plan's signatures against the trust
+//!   root with the agent's own code and reports it `applied`; then the
+//!   operator's rollback (the Admin Rollback call) sends every agent the
+//!   bundle's pre-signed rollback plan, which each verifies the same way
+//!   and answers with a signed `rolled_back` result; timed from the call to
+//!   the last such result stored and to the rollout's `rolled_back` (every
+//!   endpoint's proof counted).
 //!
 //! Ratios to the floor and PASS/MISS against the goals are printed at the
 //! end, with one JSON line per N. See docs/benchmarks.md, "Fleet".
@@ -28,12 +36,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
+use ed25519_dalek::SigningKey;
 use fleet::{Command, Event, Shared, SimIdentity};
+use rewind_shared::bundle::{Bundle, Granularity, Plan, PlanKind};
 use rewind_shared::channel::{self, ChannelOptions, ClientTls};
+use rewind_shared::report::{
+    ChainPoint, REPORT_FORMAT, RefusalInfo, ReportPayload, ReportStatus, SignedReport, TargetResult,
+};
+use rewind_shared::trust::TrustFile;
 use rewind_shared::wire::v1;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command as Proc};
 use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
 
 #[derive(Parser)]
 #[command(about = "Fleet-scale benchmark: the coordinator beside a bare tonic TLS fan-out floor")]
@@ -63,6 +78,8 @@ const PUSH_P99_GOAL: f64 = 1.3;
 const RSS_GOAL: f64 = 1.3;
 const RESULTS_GOAL: f64 = 5000.0;
 const RECONNECT_GOAL_10K: Duration = Duration::from_secs(30);
+/// Issue 6: halt decision to the last endpoint's verified rollback result.
+const ROLLBACK_GOAL: Duration = Duration::from_secs(1);
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -129,48 +146,62 @@ fn main() -> Result<()> {
 }
 
 /// Keys, a 1-of-1 trust root, a sample database and the signed bundle of a
-/// one-migration release, made once per scratch directory.
+/// one-migration release, made once per scratch directory; and the bundle
+/// of the next release (`bench 1.0.1`, sequence 2, the same migration), the
+/// one the rollback phase rolls out and back.
 struct Release {
     trust: PathBuf,
     bundle: PathBuf,
+    next: PathBuf,
     target: v1::TargetState,
+}
+
+/// The bench release as `version` / `sequence`.
+fn release_toml(version: &str, sequence: u64) -> String {
+    format!(
+        "name = \"bench\"\nversion = \"{version}\"\nsequence = {sequence}\napp_version = \"1.0.0\"\nowner = \"bench\"\n\
+         on_call = \"bench\"\n\n[[target]]\nname = \"kv\"\n\n[[migration]]\nid = \"0001_kv\"\ntarget = \"kv\"\n\
+         after = []\n\n[rollout]\nwaves = [{{ name = \"all\", percent = 100 }}]\n"
+    )
 }
 
 async fn prepare_release(bin: &Path, scratch: &Path) -> Result<Release> {
     let d = scratch.join("release");
     let bundle = d.join("bench.bundle.json");
+    let next = d.join("bench-next.bundle.json");
     let sample = d.join("kv.db");
+    let p = |x: &str| d.join(x).to_string_lossy().into_owned();
+    std::fs::create_dir_all(&d)?;
     if !bundle.exists() {
-        std::fs::create_dir_all(d.join("rel/migrations/0001_kv"))?;
-        std::fs::write(
-            d.join("rel/release.toml"),
-            "name = \"bench\"\nversion = \"1.0.0\"\nsequence = 1\napp_version = \"1.0.0\"\nowner = \"bench\"\n\
-             on_call = \"bench\"\n\n[[target]]\nname = \"kv\"\n\n[[migration]]\nid = \"0001_kv\"\ntarget = \"kv\"\n\
-             after = []\n\n[rollout]\nwaves = [{ name = \"all\", percent = 100 }]\n",
-        )?;
-        std::fs::write(d.join("rel/migrations/0001_kv/up.sql"), "INSERT INTO kv(k, v) VALUES ('bench', '1');\n")?;
-        std::fs::write(d.join("rel/migrations/0001_kv/down.sql"), "DELETE FROM kv WHERE k = 'bench';\n")?;
-        std::fs::write(
-            d.join("rel/migrations/0001_kv/verify.sql"),
-            "SELECT count(*) = 1 FROM kv WHERE k = 'bench';\n",
-        )?;
+        let _ = std::fs::remove_file(&next);
         let _ = std::fs::remove_file(&sample);
         rusqlite::Connection::open(&sample)?.execute_batch("CREATE TABLE kv(k TEXT PRIMARY KEY, v TEXT);")?;
-        let p = |x: &str| d.join(x).to_string_lossy().into_owned();
         ctl(bin, &["keys", "generate", "--out", &p("signer")], &[]).await?;
         ctl(bin, &["trust", "init", "--threshold", "1", "--key", &p("signer.pub"), "--out", &p("trust.toml")], &[])
             .await?;
+    }
+    for (rel, version, sequence, out) in [("rel", "1.0.0", 1, &bundle), ("rel-next", "1.0.1", 2, &next)] {
+        if out.exists() {
+            continue;
+        }
+        let m = d.join(rel).join("migrations/0001_kv");
+        std::fs::create_dir_all(&m)?;
+        std::fs::write(d.join(rel).join("release.toml"), release_toml(version, sequence))?;
+        std::fs::write(m.join("up.sql"), "INSERT INTO kv(k, v) VALUES ('bench', '1');\n")?;
+        std::fs::write(m.join("down.sql"), "DELETE FROM kv WHERE k = 'bench';\n")?;
+        std::fs::write(m.join("verify.sql"), "SELECT count(*) = 1 FROM kv WHERE k = 'bench';\n")?;
         let tmp = p("bench.bundle.tmp");
-        ctl(bin, &["release", "build", &p("rel"), "--sample", &format!("kv={}", sample.display()), "--out", &tmp], &[])
+        ctl(bin, &["release", "build", &p(rel), "--sample", &format!("kv={}", sample.display()), "--out", &tmp], &[])
             .await?;
         ctl(bin, &["release", "sign", &tmp, "--key", &p("signer.key")], &[]).await?;
-        std::fs::rename(&tmp, &bundle)?;
+        std::fs::rename(&tmp, out)?;
     }
     let conn = rusqlite::Connection::open(&sample)?;
     let digest = rewind_shared::digest::database_digest(&conn)?;
     Ok(Release {
         trust: d.join("trust.toml"),
         bundle,
+        next,
         target: v1::TargetState {
             product: "bench".into(),
             name: "kv".into(),
@@ -264,6 +295,7 @@ struct Figures {
     reconnected: usize,
     reconnect_first: Option<Duration>,
     coord_rss_after_kib: u64,
+    rollback: RollbackFigures,
 }
 
 fn ms(d: Duration) -> String {
@@ -326,6 +358,7 @@ impl Figures {
             opt(self.reconnect_first)
         );
         println!("  coordinator RSS after the run: {} KiB", self.coord_rss_after_kib);
+        self.rollback.print(n);
     }
 
     fn verdicts(&self) {
@@ -351,6 +384,18 @@ impl Figures {
                 opt(self.reconnect),
                 RECONNECT_GOAL_10K.as_secs(),
                 verdict(self.reconnect.is_some_and(|d| d < RECONNECT_GOAL_10K))
+            );
+        }
+        // Both ends of "verified": the last endpoint's rollback result
+        // verified and stored, and the rollout counting every proof.
+        let rb = &self.rollback;
+        let complete = rb.verified == n && rb.acked == n;
+        for (what, at) in [("last verified rollback result", rb.last_result()), ("rollout rolled_back", rb.done())] {
+            println!(
+                "  N={n:<6} halt to {what} {} (goal <= {} s): {}",
+                opt(at),
+                ROLLBACK_GOAL.as_secs(),
+                verdict(complete && at.is_some_and(|d| d <= ROLLBACK_GOAL))
             );
         }
     }
@@ -380,6 +425,7 @@ impl Figures {
             "results_per_s": self.results_per_s(),
             "reconnect_s": s(self.reconnect),
             "reconnected": self.reconnected,
+            "rollback": self.rollback.json(),
         })
         .to_string()
     }
@@ -687,9 +733,15 @@ async fn one_run(args: &Args, bin: &Path, dir: &Path, release: &Release, n: usiz
     fig.reconnect_first = times.first().map(|t| *t - t0);
     if let Some(pid) = coord.id() {
         fig.coord_rss_after_kib = rss_kib(pid).unwrap_or(0);
-        let _ = Proc::new("kill").args(["-TERM", &pid.to_string()]).status().await;
     }
     sims.stop().await;
+
+    // Halt to verified rollback, with agents that verify what they get.
+    let at = Coordinator { bin, env: &env, url: &url, ca_pem: &ca_pem, admin_token: &admin_token };
+    fig.rollback = rollback_phase(args, &at, &ids, release).await?;
+    if let Some(pid) = coord.id() {
+        let _ = Proc::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(30), coord.wait()).await;
     let _ = coord.kill().await;
     Ok(fig)
@@ -703,4 +755,618 @@ fn start_request() -> v1::StartRolloutRequest {
     req.product = "bench".into();
     req.version = "1.0.0".into();
     req
+}
+
+// ---- Halt to verified rollback (issue 6, benchmark (a)) ----
+//
+// The phase's agents are the same enrolled identities with the same
+// connection (mTLS, source address, hello, heartbeats) as `fleet::run`, but
+// they act on what they receive, as `rewind-agent run` does (minus the data
+// engine): every PlanDelivery's plan is verified against the trust root
+// with the agent's own code (`Bundle::rollback_envelope` / the apply
+// envelope, `Envelope::open`: threshold of signatures, payload type,
+// format, expiry) and must name what the delivery names; then the delivery
+// is acknowledged and a signed result for that plan sent at once —
+// `applied`, `rolled_back`, or `refused` when it did not verify. Results are
+// kept until acknowledged and resent on a new stream, as the agent's outbox
+// is.
+//
+// The phase rolls out its own release (`bench 1.0.1`, sequence 2), so the
+// rollout it rolls back counts only its own reports (the ingestion phase's
+// results all count towards `bench@1`).
+
+/// How often the rollout's status is read while the rollback runs.
+/// (Every read builds the status of every agent under the engine's lock:
+/// reading more often would slow what is measured.)
+const STATUS_POLL: Duration = Duration::from_millis(50);
+
+#[derive(Default)]
+struct RollbackFigures {
+    connected: usize,
+    /// Apply plans received and verified, `applied` results acknowledged.
+    applies_verified: usize,
+    applied_acked: usize,
+    /// From StartRollout to the rollout `done`.
+    rollout: Option<Duration>,
+    /// The rollout's state when the rollback was asked for.
+    state_before: String,
+    /// The Admin Rollback call, from T0 to its answer.
+    call: Option<Duration>,
+    /// Rollback plans the call reported sent.
+    call_agents: u32,
+    /// T0 to each agent holding its rollback delivery, sorted.
+    delivered: Vec<Duration>,
+    /// Agents whose rollback envelope verified, or was refused.
+    verified: usize,
+    refused: usize,
+    /// `rolled_back` results acknowledged (verified and stored), and T0 to the last.
+    acked: usize,
+    last_ack: Option<Duration>,
+    /// T0 to `RolloutStatus` saying `rolled_back` (read every STATUS_POLL).
+    rolled_back: Option<Duration>,
+    final_state: String,
+    /// From the coordinator's audit log (its clock, ms): T0 to
+    /// `rollout.rolling_back`, to the last rollback result, to `rollout.rolled_back`.
+    audit_rolling_back_ms: Option<i64>,
+    audit_last_result_ms: Option<i64>,
+    audit_rolled_back_ms: Option<i64>,
+}
+
+/// A time from the audit log (ms after T0) as a duration.
+fn audit_ms(v: Option<i64>) -> Option<Duration> {
+    v.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+}
+
+impl RollbackFigures {
+    /// T0 to the last rollback result stored (the audit log's time, else
+    /// the agent seeing its acknowledgement).
+    fn last_result(&self) -> Option<Duration> {
+        audit_ms(self.audit_last_result_ms).or(self.last_ack)
+    }
+
+    /// T0 to the rollout `rolled_back` (the audit log's time, else the
+    /// status read).
+    fn done(&self) -> Option<Duration> {
+        audit_ms(self.audit_rolled_back_ms).or(self.rolled_back)
+    }
+
+    fn print(&self, n: usize) {
+        let ms_opt = |v: Option<i64>| v.map_or_else(|| "not found".into(), |v| format!("{v} ms"));
+        println!(
+            "  halt to verified rollback: {}/{n} connected; bench 1.0.1 verified by {}/{n}, applied acknowledged {}/{n}, \
+             rollout {} after {}",
+            self.connected,
+            self.applies_verified,
+            self.applied_acked,
+            self.state_before,
+            opt(self.rollout)
+        );
+        println!(
+            "    Rollback call returned after {} ({} plans)",
+            self.call.map_or_else(|| "no answer".into(), ms),
+            self.call_agents
+        );
+        println!(
+            "    rollback delivered p50 {} p99 {} last {} ({}/{n}); envelopes verified {} refused {}",
+            ms(fleet::percentile(&self.delivered, 50.0)),
+            ms(fleet::percentile(&self.delivered, 99.0)),
+            ms(self.delivered.last().copied().unwrap_or_default()),
+            self.delivered.len(),
+            self.verified,
+            self.refused
+        );
+        println!(
+            "    last rolled_back result acknowledged after {} ({}/{n})",
+            self.last_ack.map_or_else(|| "not reached".into(), ms),
+            self.acked
+        );
+        println!(
+            "    rollout rolled_back after {} (status read every {} ms; ended {})",
+            opt(self.rolled_back),
+            STATUS_POLL.as_millis(),
+            self.final_state
+        );
+        println!(
+            "    audit (coordinator clock): rolling_back +{}, last rollback result +{}, rolled_back +{}",
+            ms_opt(self.audit_rolling_back_ms),
+            ms_opt(self.audit_last_result_ms),
+            ms_opt(self.audit_rolled_back_ms)
+        );
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let msf = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+        serde_json::json!({
+            "connected": self.connected,
+            "applies_verified": self.applies_verified,
+            "applied_acked": self.applied_acked,
+            "rollout_ms": msf(self.rollout),
+            "state_before": self.state_before,
+            "call_ms": msf(self.call),
+            "call_agents": self.call_agents,
+            "delivered": self.delivered.len(),
+            "delivered_p50_ms": fleet::percentile(&self.delivered, 50.0).as_secs_f64() * 1000.0,
+            "delivered_p99_ms": fleet::percentile(&self.delivered, 99.0).as_secs_f64() * 1000.0,
+            "delivered_last_ms": self.delivered.last().map(|d| d.as_secs_f64() * 1000.0),
+            "verified": self.verified,
+            "refused": self.refused,
+            "acked": self.acked,
+            "last_ack_ms": msf(self.last_ack),
+            "rolled_back_ms": msf(self.rolled_back),
+            "final_state": self.final_state,
+            "audit_rolling_back_ms": self.audit_rolling_back_ms,
+            "audit_last_result_ms": self.audit_last_result_ms,
+            "audit_rolled_back_ms": self.audit_rolled_back_ms,
+        })
+    }
+}
+
+#[derive(Debug)]
+enum RbEvent {
+    Connected(usize),
+    /// A PlanDelivery arrived (apply or rollback).
+    Delivered(usize, PlanKind, Instant),
+    /// Its plan verified (true) or was refused.
+    Checked(PlanKind, bool, String),
+    /// The coordinator acknowledged one of the agent's results.
+    Acked(PlanKind, Instant),
+}
+
+/// What every agent of the phase shares.
+struct RbShared {
+    url: String,
+    ca_pem: String,
+    hello_target: v1::TargetState,
+    trust: TrustFile,
+    events: mpsc::UnboundedSender<RbEvent>,
+    /// True: close the stream and end the task.
+    stop: watch::Receiver<bool>,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Adds the admin token to every Admin call.
+#[derive(Clone)]
+struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+type Admin =
+    v1::admin_client::AdminClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>>;
+
+async fn admin_client(url: &str, ca_pem: &str, token: &str) -> Result<Admin> {
+    let ch = channel::connect(url, &ClientTls { ca_pem: ca_pem.to_string(), identity: None }, ChannelOptions::unary())
+        .await?;
+    Ok(v1::admin_client::AdminClient::with_interceptor(ch, Bearer(format!("Bearer {token}").parse()?)))
+}
+
+/// The rollout's state (`rollout status --json`'s `state`).
+async fn rollout_state(admin: &mut Admin, rollout: &str) -> Result<String> {
+    let req = v1::RolloutStatusRequest { rollout: rollout.to_string(), ..Default::default() };
+    let json =
+        admin.rollout_status(req).await.map_err(|s| anyhow!("RolloutStatus: {}", s.message()))?.into_inner().json;
+    let v: serde_json::Value = serde_json::from_str(&json)?;
+    Ok(v["state"].as_str().unwrap_or("").to_string())
+}
+
+/// The audit log's times (ms after `t0`, the coordinator's clock) of the
+/// rollout's `rolling_back` entry, its last rollback result and its
+/// `rolled_back` entry.
+async fn audit_times(admin: &mut Admin, rollout: &str, t0: std::time::SystemTime) -> Result<[Option<i64>; 3]> {
+    let mut stream = admin
+        .audit_export(v1::AuditExportRequest {})
+        .await
+        .map_err(|s| anyhow!("AuditExport: {}", s.message()))?
+        .into_inner();
+    let unix_ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    };
+    let base = unix_ms(t0);
+    let (product, sequence) = rollout.split_once('@').context("rollout id")?;
+    let mut out = [None; 3];
+    while let Some(r) = stream.message().await.map_err(|s| anyhow!("AuditExport: {}", s.message()))? {
+        let v: serde_json::Value = serde_json::from_str(&r.json)?;
+        let params = match &v["params"] {
+            serde_json::Value::String(s) => serde_json::from_str(s).unwrap_or_default(),
+            p => p.clone(),
+        };
+        let Some(time) = v["time"].as_str().and_then(|t| humantime::parse_rfc3339(t).ok()) else { continue };
+        let at = Some(unix_ms(time) - base);
+        match v["kind"].as_str().unwrap_or("") {
+            "rollout.rolling_back" if params["rollout"] == rollout => out[0] = out[0].or(at),
+            "rollout.rolled_back" if params["rollout"] == rollout => out[2] = at,
+            "result"
+                if params["kind"] == "rollback"
+                    && params["product"] == product
+                    && params["sequence"].as_u64().map(|s| s.to_string()).as_deref() == Some(sequence) =>
+            {
+                out[1] = at;
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Waits until the rollout's state satisfies `until` (or `limit` passed);
+/// returns the last state read and when it was seen to satisfy `until`.
+async fn wait_rollout(
+    admin: &mut Admin,
+    rollout: &str,
+    limit: Duration,
+    until: impl Fn(&str) -> bool,
+) -> (String, Option<Instant>) {
+    let t0 = Instant::now();
+    loop {
+        let state = rollout_state(admin, rollout).await.unwrap_or_default();
+        if until(&state) {
+            return (state, Some(Instant::now()));
+        }
+        if t0.elapsed() > limit {
+            return (state, None);
+        }
+        tokio::time::sleep(STATUS_POLL).await;
+    }
+}
+
+/// How the phase reaches the coordinator it measures.
+struct Coordinator<'a> {
+    bin: &'a Path,
+    /// rewindctl's environment (URL, CA, admin token file).
+    env: &'a [(&'a str, String)],
+    url: &'a str,
+    ca_pem: &'a str,
+    admin_token: &'a str,
+}
+
+#[allow(clippy::too_many_lines)]
+async fn rollback_phase(
+    args: &Args,
+    coord: &Coordinator<'_>,
+    ids: &[SimIdentity],
+    release: &Release,
+) -> Result<RollbackFigures> {
+    let Coordinator { bin, env, url, ca_pem, admin_token } = *coord;
+    let n = ids.len();
+    let mut fig = RollbackFigures::default();
+    let trust = TrustFile::parse(&std::fs::read_to_string(&release.trust)?)
+        .map_err(|e| anyhow!("{}: {e}", release.trust.display()))?;
+    let next: Bundle = serde_json::from_slice(&std::fs::read(&release.next)?)?;
+    let rollout = format!("{}@{}", next.product, next.sequence);
+    ctl(bin, &["release", "upload", &release.next.to_string_lossy()], env).await?;
+    let (etx, mut events) = mpsc::unbounded_channel();
+    let (stop, srx) = watch::channel(false);
+    let shared = Arc::new(RbShared {
+        url: url.to_string(),
+        ca_pem: ca_pem.to_string(),
+        hello_target: release.target.clone(),
+        trust,
+        events: etx,
+        stop: srx,
+    });
+    let tasks: Vec<_> = ids.iter().map(|id| tokio::spawn(rollback_agent(id.clone(), Arc::clone(&shared)))).collect();
+    let mut admin = admin_client(url, ca_pem, admin_token).await?;
+    let deadline = tokio::time::Instant::now() + args.timeout;
+
+    let mut connected = HashSet::new();
+    while connected.len() < n {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(RbEvent::Connected(i))) => {
+                connected.insert(i);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    fig.connected = connected.len();
+
+    // The release goes out; every agent verifies its apply plan and
+    // reports it applied.
+    let t = Instant::now();
+    let req = v1::StartRolloutRequest { product: next.product.clone(), version: next.release.clone(), supersede: true };
+    admin.start_rollout(req).await.map_err(|s| anyhow!("StartRollout {}: {}", next.release, s.message()))?;
+    while fig.applied_acked < fig.connected {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(RbEvent::Checked(PlanKind::Apply, ok, why))) => {
+                if ok {
+                    fig.applies_verified += 1;
+                } else {
+                    println!("  apply plan refused by an agent: {why}");
+                }
+            }
+            Ok(Some(RbEvent::Acked(PlanKind::Apply, _))) => fig.applied_acked += 1,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let (state, seen) = wait_rollout(&mut admin, &rollout, left, |s| s == "done").await;
+    (fig.state_before, fig.rollout) = (state, seen.map(|at| at - t));
+    println!(
+        "  rollback phase: {}/{n} connected, {}/{n} applied acknowledged, {rollout} {}",
+        fig.connected, fig.applied_acked, fig.state_before
+    );
+    if fig.state_before != "done" {
+        println!("  rollback phase: the rollout is not done; no rollback measured");
+        let _ = stop.send(true);
+        return Ok(fig);
+    }
+
+    // T0: the operator's decision is the Admin call.
+    let (t0, wall0) = (Instant::now(), std::time::SystemTime::now());
+    let mut caller = admin.clone();
+    let req = v1::RollbackRequest {
+        product: next.product.clone(),
+        reason: "fleet_load: halt to verified rollback".into(),
+        ..Default::default()
+    };
+    let call = tokio::spawn(async move { caller.rollback(req).await.map(|r| (r.into_inner(), t0.elapsed())) });
+    let (mut poller, id, limit) = (admin.clone(), rollout.clone(), args.timeout);
+    let poll =
+        tokio::spawn(
+            async move { wait_rollout(&mut poller, &id, limit, |s| s == "rolled_back" || s == "halted").await },
+        );
+    let mut delivered = HashSet::new();
+    loop {
+        if delivered.len() == n && fig.verified + fig.refused == n && fig.acked == fig.verified {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_secs(1), events.recv()).await {
+            Ok(Some(RbEvent::Delivered(i, PlanKind::Rollback, t))) => {
+                if delivered.insert(i) {
+                    fig.delivered.push(t - t0);
+                }
+            }
+            Ok(Some(RbEvent::Checked(PlanKind::Rollback, ok, why))) => {
+                if ok {
+                    fig.verified += 1;
+                } else {
+                    fig.refused += 1;
+                    println!("  rollback refused by an agent: {why}");
+                }
+            }
+            Ok(Some(RbEvent::Acked(PlanKind::Rollback, t))) => {
+                fig.acked += 1;
+                fig.last_ack = Some(t - t0);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(_) if poll.is_finished() || t0.elapsed() > args.timeout => break,
+            Err(_) => {}
+        }
+    }
+    fig.delivered.sort();
+    match call.await? {
+        Ok((resp, took)) => {
+            fig.call = Some(took);
+            fig.call_agents = resp.agents;
+        }
+        Err(s) => println!("  Rollback failed: {} ({:?})", s.message(), s.code()),
+    }
+    let (state, seen) = poll.await?;
+    fig.rolled_back = seen.filter(|_| state == "rolled_back").map(|at| at - t0);
+    fig.final_state = state;
+    [fig.audit_rolling_back_ms, fig.audit_last_result_ms, fig.audit_rolled_back_ms] =
+        audit_times(&mut admin, &rollout, wall0).await?;
+    let _ = stop.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+    }
+    Ok(fig)
+}
+
+/// One agent of the rollback phase until told to stop.
+async fn rollback_agent(id: SimIdentity, shared: Arc<RbShared>) {
+    let tls = ClientTls { ca_pem: shared.ca_pem.clone(), identity: Some((id.cert_pem.clone(), id.key_pem.clone())) };
+    let key = SigningKey::from_bytes(&id.report_key);
+    let mut stop = shared.stop.clone();
+    // Results until acknowledged, resent on a new stream (the agent's outbox).
+    let mut outbox: Vec<(v1::Result, PlanKind)> = Vec::new();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        rollback_session(&id, &tls, &key, &shared, &mut stop, &mut outbox).await;
+        if *stop.borrow() {
+            return;
+        }
+        // Spread reconnects over a second.
+        tokio::time::sleep(Duration::from_millis(500 + (id.index % 500) as u64)).await;
+    }
+}
+
+async fn rollback_session(
+    id: &SimIdentity,
+    tls: &ClientTls,
+    key: &SigningKey,
+    shared: &RbShared,
+    stop: &mut watch::Receiver<bool>,
+    outbox: &mut Vec<(v1::Result, PlanKind)>,
+) {
+    use v1::agent_message::Body as Out;
+    use v1::coordinator_message::Body as In;
+    let Ok(ep) = channel::endpoint(&shared.url, tls, ChannelOptions::stream(Duration::from_secs(60))) else { return };
+    let Ok(ch) = ep.local_address(Some(fleet::source_addr(id.index))).connect().await else { return };
+    let (tx, rx) = mpsc::channel::<v1::AgentMessage>(64);
+    let msg = |body| v1::AgentMessage { body: Some(body) };
+    let hello = v1::Hello {
+        agent_id: id.agent_id.clone(),
+        agent_version: "fleet_load".into(),
+        hostname: format!("sim-{}", id.index),
+        inventory: Some(v1::Inventory { products: Vec::new(), targets: vec![shared.hello_target.clone()] }),
+        audit: Some(v1::AuditHead { seq: 0, hash: rewind_shared::audit::GENESIS.to_string() }),
+    };
+    if tx.send(msg(Out::Hello(hello))).await.is_err() {
+        return;
+    }
+    let Ok(resp) = v1::fleet_client::FleetClient::new(ch).connect(ReceiverStream::new(rx)).await else { return };
+    let mut inbound = resp.into_inner();
+    let heartbeat = match inbound.message().await {
+        Ok(Some(v1::CoordinatorMessage { body: Some(In::Welcome(w)) })) => {
+            Duration::from_secs(u64::from(w.heartbeat_seconds.max(1)))
+        }
+        _ => return,
+    };
+    let _ = shared.events.send(RbEvent::Connected(id.index));
+    for (r, _) in outbox.iter() {
+        if tx.send(msg(Out::Result(r.clone()))).await.is_err() {
+            return;
+        }
+    }
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        tokio::select! {
+            m = inbound.message() => match m {
+                Ok(Some(v1::CoordinatorMessage { body: Some(In::Plan(p)) })) => {
+                    let kind = if p.kind == "rollback" { PlanKind::Rollback } else { PlanKind::Apply };
+                    let _ = shared.events.send(RbEvent::Delivered(id.index, kind, Instant::now()));
+                    let r = match verified_plan(&shared.trust, &p, kind) {
+                        Ok(plan) => {
+                            let _ = shared.events.send(RbEvent::Checked(kind, true, String::new()));
+                            let status = if kind == PlanKind::Rollback { ReportStatus::RolledBack } else { ReportStatus::Applied };
+                            signed_report(id, key, shared, Some(&plan), &p, status, None)
+                        }
+                        Err((plan, refusal)) => {
+                            let _ = shared.events.send(RbEvent::Checked(kind, false, refusal.reason.clone()));
+                            signed_report(id, key, shared, plan.as_deref(), &p, ReportStatus::Refused, Some(refusal))
+                        }
+                    };
+                    outbox.push((r.clone(), kind));
+                    // As the agent does: acknowledged once it ran, then the result.
+                    let ack = msg(Out::Ack(v1::Ack { id: p.id.clone() }));
+                    if tx.send(ack).await.is_err() || tx.send(msg(Out::Result(r))).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Some(v1::CoordinatorMessage { body: Some(In::Ack(a)) })) => {
+                    if let Some(i) = outbox.iter().position(|(r, _)| r.id == a.id) {
+                        let (_, kind) = outbox.remove(i);
+                        let _ = shared.events.send(RbEvent::Acked(kind, Instant::now()));
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
+            },
+            _ = tick.tick() => {
+                if tx.send(msg(Out::Heartbeat(v1::Heartbeat { sent_unix_ms: 0 }))).await.is_err() {
+                    return;
+                }
+            }
+            r = stop.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// The delivery's plan, verified as `rewind-agent` verifies a plan before
+/// running anything: the bundle's apply envelope, or its pre-signed
+/// rollback envelope for the granularity asked, opened against the trust
+/// root (threshold of valid signatures from distinct trusted keys, payload
+/// type, format, expiry), of the kind asked and naming what the delivery
+/// names.
+fn verified_plan(
+    trust: &TrustFile,
+    p: &v1::PlanDelivery,
+    kind: PlanKind,
+) -> Result<Plan, (Option<Box<Plan>>, RefusalInfo)> {
+    let refuse =
+        |plan: Option<Box<Plan>>, code: &str, reason: String| (plan, RefusalInfo { code: code.into(), reason });
+    let b: Bundle =
+        serde_json::from_slice(&p.envelope).map_err(|e| refuse(None, "malformed", format!("not a bundle: {e}")))?;
+    let envelope = if kind == PlanKind::Apply {
+        &b.apply
+    } else {
+        let granularity = match p.granularity.as_str() {
+            "" => Granularity::Release,
+            g => g.parse().map_err(|e: String| refuse(None, "kind", e))?,
+        };
+        let subject = (granularity != Granularity::Release).then_some(p.subject.as_str());
+        b.rollback_envelope(granularity, subject).map_err(|e| refuse(None, "kind", e))?
+    };
+    let (plan, _) = envelope.open(trust, unix_now()).map_err(|r| refuse(None, r.code, r.to_string()))?;
+    if plan.kind != kind || plan.product != p.product || plan.sequence != p.sequence || plan.bundle != b.id {
+        let why = format!(
+            "the signed plan is {:?} {}@{}, the delivery names {:?} {}@{}",
+            plan.kind, plan.product, plan.sequence, kind, p.product, p.sequence
+        );
+        return Err(refuse(Some(Box::new(plan)), "kind", why));
+    }
+    Ok(plan)
+}
+
+/// A result for the delivery's plan (`None`: it could not be read), signed
+/// with the agent's key as `rewind-agent` signs its outbox (chain point:
+/// the empty chain).
+fn signed_report(
+    id: &SimIdentity,
+    key: &SigningKey,
+    shared: &RbShared,
+    plan: Option<&Plan>,
+    delivery: &v1::PlanDelivery,
+    status: ReportStatus,
+    refusal: Option<RefusalInfo>,
+) -> v1::Result {
+    let mut nonce = [0u8; 4];
+    getrandom::fill(&mut nonce).expect("OS random source");
+    let rid = format!("res-{}-{}-{}", id.index, status.as_str(), hex::encode(nonce));
+    let schema = Some(shared.hello_target.schema_digest.clone());
+    let data = Some(shared.hello_target.data_digest.clone());
+    let target = TargetResult {
+        name: shared.hello_target.name.clone(),
+        schema_before: schema.clone(),
+        schema_after: schema,
+        data_before: data.clone(),
+        data_after: data,
+        proof: (status == ReportStatus::RolledBack).then(|| "identical".into()),
+        ..TargetResult::default()
+    };
+    let payload = ReportPayload {
+        format: REPORT_FORMAT.into(),
+        id: rid.clone(),
+        agent_key: hex::encode(key.verifying_key().as_bytes()),
+        agent_keyid: rewind_shared::trust::key_id(&key.verifying_key()),
+        plan: plan.map_or_else(String::new, |p| format!("pln-sim-{}-{}", id.index, p.id)),
+        signed_plan: plan.map(|p| p.id.clone()),
+        bundle: Some(delivery.plan_id.clone()),
+        product: delivery.product.clone(),
+        release: plan.map_or_else(String::new, |p| p.release.clone()),
+        sequence: delivery.sequence,
+        kind: plan.map(|p| p.kind),
+        status,
+        state: status.as_str().into(),
+        targets: if refusal.is_some() { Vec::new() } else { vec![target] },
+        message: format!("fleet_load simulated {}", status.as_str()),
+        refusal,
+        chain: ChainPoint { seq: 0, head: rewind_shared::audit::GENESIS },
+        audit_since: Vec::new(),
+        time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+    };
+    let bytes = serde_json::to_vec(&payload).expect("report serialises");
+    let signed = SignedReport::sign_bytes(&bytes, key);
+    let wire = match status {
+        ReportStatus::Applied => v1::ResultStatus::Applied,
+        ReportStatus::RolledBack => v1::ResultStatus::RolledBack,
+        ReportStatus::Failed => v1::ResultStatus::Failed,
+        ReportStatus::Refused => v1::ResultStatus::Refused,
+    };
+    v1::Result {
+        id: rid,
+        plan_id: payload.plan,
+        status: wire as i32,
+        report: bytes,
+        signature: hex::decode(signed.signature).expect("hex"),
+        digests: Vec::new(),
+        audit: None,
+        reason: payload.refusal.map(|r| r.reason).unwrap_or_default(),
+    }
 }
