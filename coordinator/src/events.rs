@@ -23,6 +23,11 @@ pub struct Event {
     pub params: serde_json::Value,
 }
 
+/// Events a slow subscriber may fall behind by before it misses some: a
+/// burst of results from a large wave (one event each) must not push a
+/// rollout transition out of the incident writer's reach.
+pub const CAPACITY: usize = 16_384;
+
 /// Publisher side; cheap to share behind the [`crate::App`].
 pub struct Events {
     tx: broadcast::Sender<Event>,
@@ -31,7 +36,7 @@ pub struct Events {
 
 impl Default for Events {
     fn default() -> Self {
-        Self { tx: broadcast::channel(1024).0, seq: std::sync::atomic::AtomicU64::new(0) }
+        Self { tx: broadcast::channel(CAPACITY).0, seq: std::sync::atomic::AtomicU64::new(0) }
     }
 }
 

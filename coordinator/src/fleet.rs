@@ -261,9 +261,14 @@ impl v1::fleet_server::Fleet for FleetService {
         tx.send(Ok(welcome)).await.map_err(|_| Status::cancelled("stream closed"))?;
         let conn = self.app.sessions.register(&id, tx.clone());
         tracing::info!(agent = %id, products = hello.inventory.products.len(), targets = hello.inventory.targets.len(), audit_seq = hello.audit.seq, "agent connected");
-        if let Err(e) = crate::rollouts::send_pending(&self.app, &id).await {
-            tracing::warn!(agent = %id, "pending plans: {e}");
-        }
+        // Not awaited: the stream is answered at once, even while the
+        // rollout engine is busy (e.g. catching up after a restart).
+        let (app, agent) = (Arc::clone(&self.app), id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::rollouts::send_pending(&app, &agent).await {
+                tracing::warn!(%agent, "pending plans: {e}");
+            }
+        });
         tokio::spawn(session(Arc::clone(&self.app), id, conn, inbound, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

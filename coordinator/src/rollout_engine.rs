@@ -14,9 +14,12 @@
 //! the plan expires), and one audit entry per transition
 //! (`rollout.<transition>`, published on the event bus).
 //!
-//! Persistence and restarts: after every step the machine is stored
+//! Persistence and restarts: after every step that decides something
+//! (a plan, a transition, an audit entry) the machine is stored
 //! (`Store::put_rollout`) *before* its plans are queued, so a restarted
-//! coordinator never decides to send a plan twice; a plan whose decision was
+//! coordinator never decides to send a plan twice (a step that only
+//! counted an outcome is stored at the next tick: its result is in the
+//! store and counted again after a crash); a plan whose decision was
 //! stored but whose delivery was not (a crash in between) is queued at load.
 //! Results that arrived while the engine was not listening (a restart, a
 //! lagging subscriber) are read back from the store: each result counts once
@@ -66,6 +69,11 @@ pub(crate) struct Inner {
     predicted: HashMap<String, BTreeMap<String, Option<String>>>,
     /// Signed plan id -> the part it rolls back, per rollout (from its bundle).
     parts: HashMap<String, HashMap<String, Part>>,
+    /// Rollouts changed by events that decided nothing (an outcome
+    /// counted, a result marked processed): stored at the next tick rather
+    /// than after every result. Losing them in a crash loses nothing: the
+    /// results are in the store and are counted again at load.
+    dirty: BTreeSet<String>,
     /// When each plan was decided, for `rewind_plan_push_seconds`.
     decided: HashMap<(String, AgentId, &'static str), Instant>,
     last_drift_scan: Option<Instant>,
@@ -189,10 +197,11 @@ impl Inner {
     /// Stores the rollout, then queues its plans and writes its audit
     /// entries, in the machine's order.
     pub async fn carry_out(&mut self, app: &App, id: &str, actions: Vec<Action>) -> Result<()> {
-        self.persist(app, id).await?;
         if actions.is_empty() {
+            self.dirty.insert(id.to_string());
             return Ok(());
         }
+        self.persist(app, id).await?;
         let sends = |a: &Action| {
             matches!(a, Action::SendPlan { .. } | Action::SendRollback { .. } | Action::SendPartialRollback { .. })
         };
@@ -239,7 +248,11 @@ impl Inner {
                 }
                 Action::Halt { reason } => {
                     crate::rollouts::count("rewind_rollout_halts_total", 1);
-                    tracing::error!(rollout = id, "rollout halted: {reason}");
+                    if reason.starts_with("manual rollback") || reason.starts_with("aborted by") {
+                        tracing::warn!(rollout = id, "rollout halted: {reason}");
+                    } else {
+                        tracing::error!(rollout = id, "rollout halted: {reason}");
+                    }
                 }
                 Action::Audit { from, to, reason, actor } => {
                     for kind in transition_kinds(&from, &to, &reason) {
@@ -300,7 +313,8 @@ impl Inner {
         Ok(())
     }
 
-    async fn persist(&self, app: &App, id: &str) -> Result<()> {
+    async fn persist(&mut self, app: &App, id: &str) -> Result<()> {
+        self.dirty.remove(id);
         let doc = &self.docs[id];
         let spec = doc.machine.spec();
         app.store
@@ -403,7 +417,8 @@ impl Inner {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(rollout = %id, result = %r.id, "stored report does not parse: {e}");
-                return self.persist(app, &id).await;
+                self.dirty.insert(id);
+                return Ok(());
             }
         };
         // Chain gaps and forks come as alarms (see `alarm`), once each.
@@ -424,7 +439,7 @@ impl Inner {
             }
         }
         if !changed {
-            self.persist(app, &id).await?;
+            self.dirty.insert(id);
         }
         Ok(())
     }
@@ -515,8 +530,13 @@ impl Inner {
         Ok(())
     }
 
-    /// Time, connections and drift.
+    /// Time, connections and drift; stores the rollouts left dirty.
     pub async fn tick(&mut self, app: &App) -> Result<()> {
+        for id in std::mem::take(&mut self.dirty) {
+            if self.docs.contains_key(&id) {
+                self.persist(app, &id).await?;
+            }
+        }
         let now = now_ms();
         let ids: Vec<String> =
             self.docs.iter().filter(|(_, d)| d.machine.state().is_active()).map(|(k, _)| k.clone()).collect();

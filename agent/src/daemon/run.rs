@@ -285,7 +285,11 @@ async fn session(
             m = inbound.message() => match m {
                 Ok(Some(msg)) => {
                     if handle(msg, state, cfg, &tx).await {
-                        // A plan finished since the hello: tell the coordinator the new state.
+                        // A plan finished: its signed result goes at once (not
+                        // at the next heartbeat), then the new state.
+                        if let Err(why) = send_outbox(&tx, state, &mut sent).await {
+                            return End::AfterWelcome(why);
+                        }
                         let (dir, targets) = (state.to_path_buf(), cfg.targets.clone());
                         if let Ok(Ok((now, head))) = tokio::task::spawn_blocking(move || self::inventory(&dir, &targets)).await {
                             let update = v1::InventoryUpdate { inventory: Some((&now).into()), audit: Some((&head).into()) };
@@ -441,7 +445,7 @@ fn wire_status(s: &str) -> v1::ResultStatus {
     }
 }
 
-/// Handles one coordinator message; true when a result was newly
+/// Handles one coordinator message; true when a plan ran or a result was newly
 /// acknowledged (the endpoint's state changed since the last inventory).
 async fn handle(
     msg: v1::CoordinatorMessage,
