@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use rewind_rollout::machine::RollbackProgress;
+use rewind_rollout::machine::{ApplyOutcome, RollbackProgress};
 use rewind_rollout::machine::SYSTEM_ACTOR;
 use rewind_rollout::{Action, Event, FleetAgent, IntegrityKind, Part, Registry, RolloutMachine, RolloutSpec, State};
 use rewind_shared::bundle::{Bundle, Plan};
@@ -402,8 +402,7 @@ impl Inner {
 
     /// One verified result (by id) of `agent`.
     pub async fn result(&mut self, app: &App, agent: &AgentId, result_id: &str) -> Result<()> {
-        let results = app.store.results(agent.clone()).await?;
-        let Some(r) = results.into_iter().find(|r| r.id == result_id) else { return Ok(()) };
+        let Some(r) = app.store.result(agent.clone(), result_id.to_string()).await? else { return Ok(()) };
         self.stored_result(app, agent, &r).await
     }
 
@@ -591,7 +590,7 @@ impl Inner {
             let spec = doc.machine.spec();
             for a in &agents {
                 let Some(r) = doc.machine.agents().get(&a.id) else { continue };
-                if r.outcome != rewind_rollout::machine::ApplyOutcome::Applied
+                if r.outcome != ApplyOutcome::Applied
                     || doc.drifted.contains(a.id.as_str())
                     || !a.inventory.products.iter().any(|p| p.name == spec.product && p.sequence == spec.sequence)
                 {
@@ -815,6 +814,16 @@ async fn on_event(app: &App, inner: &mut Inner, ev: &crate::events::Event) -> Re
     match ev.kind.as_str() {
         "result" => {
             if let (Some(agent), Some(id)) = (agent(), ev.params["result"].as_str()) {
+                // Another `applied` report of an agent counted as applied
+                // changes nothing: skip reading it back (a burst of them
+                // must not hold up the store).
+                let rollout = format!("{}@{}", ev.params["product"].as_str().unwrap_or(""), ev.params["sequence"]);
+                let known_applied = inner.docs.get(&rollout).is_some_and(|d| {
+                    d.machine.agents().get(&agent).is_some_and(|r| r.outcome == ApplyOutcome::Applied)
+                });
+                if known_applied && ev.params["kind"] == "apply" && ev.params["status"] == "applied" {
+                    return Ok(());
+                }
                 inner.result(app, &agent, id).await?;
             }
         }

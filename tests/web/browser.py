@@ -240,6 +240,11 @@ def main():
         d.switch_to.window(status_tab)
         wait(d, "the incident on the status page", lambda d: d.find_elements(By.CSS_SELECTOR, f'[data-product="{product}"] .incident'))
         wait(d, "the rollback to complete live", lambda d: state_of(d, product) == "rolled_back")
+        # The incident is written by its own task after the transition: its
+        # "rollback complete" update (then "resolved", for a fleet-wide
+        # rollback) may arrive a moment after the state.
+        wait(d, "the incident's timeline to show the rollback completed", lambda d: "rollback complete" in d.find_element(
+            By.CSS_SELECTOR, f'[data-product="{product}"] .incident').text)
         assert d.execute_script("return window.__rewindMarker") == "same page", "the page reloaded instead of updating"
         inc = d.find_element(By.CSS_SELECTOR, f'[data-product="{product}"] .incident')
         out["incident"] = {"event": inc.get_attribute("data-event"), "state": inc.get_attribute("data-state"), "text": inc.text}

@@ -261,6 +261,8 @@ pub trait Store: Send + Sync + 'static {
     async fn store_results(&self, batch: Vec<(StoredResult, Option<ChainPoint>)>) -> Result<Vec<bool>>;
     /// An agent's results, oldest first.
     async fn results(&self, agent: AgentId) -> Result<Vec<StoredResult>>;
+    /// One of `agent`'s results, by id.
+    async fn result(&self, agent: AgentId, id: String) -> Result<Option<StoredResult>>;
     /// Records an integrity alarm (bad signature, audit chain gap or fork).
     async fn alarm(&self, agent: AgentId, kind: String, detail: String) -> Result<()>;
     /// An agent's alarms, oldest first, as (kind, detail).
@@ -531,7 +533,10 @@ pub mod suite {
             .await
             .unwrap();
         assert_eq!(news, [false, true, false, true]);
-        assert_eq!(s.results(id.clone()).await.unwrap(), vec![r, r2, r3]);
+        assert_eq!(s.results(id.clone()).await.unwrap(), vec![r.clone(), r2, r3]);
+        assert_eq!(s.result(id.clone(), "res-1".into()).await.unwrap(), Some(r));
+        assert_eq!(s.result(id.clone(), "res-9".into()).await.unwrap(), None);
+        assert_eq!(s.result(AgentId::parse("agt-2").unwrap(), "res-1".into()).await.unwrap(), None, "another agent's");
         assert_eq!(s.agent(id.clone()).await.unwrap().unwrap().chain, Some(p3));
         assert_eq!(s.store_results(Vec::new()).await.unwrap(), Vec::<bool>::new());
         let found = s.agents_by_id(vec![id.clone(), AgentId::parse("agt-none").unwrap()]).await.unwrap();

@@ -569,6 +569,24 @@ fn row_to_agent(r: &Row) -> Result<AgentRecord> {
     })
 }
 
+const RESULT_COLS: &str = "id, plan, signed_plan, product, release, sequence, status, continuity, payload, signature";
+
+fn row_to_result(r: &Row, agent: &AgentId) -> Result<StoredResult> {
+    Ok(StoredResult {
+        id: get(r, 0)?,
+        agent: agent.clone(),
+        plan: get(r, 1)?,
+        signed_plan: get(r, 2)?,
+        product: get(r, 3)?,
+        release: get(r, 4)?,
+        sequence: u64_of(get(r, 5)?),
+        status: get(r, 6)?,
+        continuity: get(r, 7)?,
+        payload: get(r, 8)?,
+        signature: get(r, 9)?,
+    })
+}
+
 const AUDIT_COLS: &str = "seq, time, kind, params, prev, hash, signature";
 
 fn row_to_audit(r: &Row) -> Result<AuditEntry> {
@@ -816,29 +834,18 @@ impl Store for PostgresStore {
     }
 
     async fn results(&self, agent: AgentId) -> Result<Vec<StoredResult>> {
-        self.query(
-            "SELECT id, plan, signed_plan, product, release, sequence, status, continuity, payload, signature
-             FROM results WHERE agent = $1 ORDER BY n",
-            &[&agent.as_str()],
-        )
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(StoredResult {
-                id: get(r, 0)?,
-                agent: agent.clone(),
-                plan: get(r, 1)?,
-                signed_plan: get(r, 2)?,
-                product: get(r, 3)?,
-                release: get(r, 4)?,
-                sequence: u64_of(get(r, 5)?),
-                status: get(r, 6)?,
-                continuity: get(r, 7)?,
-                payload: get(r, 8)?,
-                signature: get(r, 9)?,
-            })
-        })
-        .collect()
+        self.query(&format!("SELECT {RESULT_COLS} FROM results WHERE agent = $1 ORDER BY n"), &[&agent.as_str()])
+            .await?
+            .iter()
+            .map(|r| row_to_result(r, &agent))
+            .collect()
+    }
+
+    async fn result(&self, agent: AgentId, id: String) -> Result<Option<StoredResult>> {
+        self.query_opt(&format!("SELECT {RESULT_COLS} FROM results WHERE id = $1 AND agent = $2"), &[&id, &agent.as_str()])
+            .await?
+            .map(|r| row_to_result(&r, &agent))
+            .transpose()
     }
 
     async fn alarm(&self, agent: AgentId, kind: String, detail: String) -> Result<()> {

@@ -564,29 +564,23 @@ impl Store for SqliteStore {
     async fn results(&self, agent: AgentId) -> Result<Vec<StoredResult>> {
         self.call(move |c| {
             let mut st = c
-                .prepare(
-                    "SELECT id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature
-                     FROM results WHERE agent = ?1 ORDER BY received, id",
-                )
+                .prepare(&format!("SELECT {RESULT_COLS} FROM results WHERE agent = ?1 ORDER BY received, id"))
                 .map_err(sql)?;
-            st.query_map([agent.as_str()], |r| {
-                Ok(StoredResult {
-                    id: r.get(0)?,
-                    agent: agent.clone(),
-                    plan: r.get(2)?,
-                    signed_plan: r.get(3)?,
-                    product: r.get(4)?,
-                    release: r.get(5)?,
-                    sequence: u64::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
-                    status: r.get(7)?,
-                    continuity: r.get(8)?,
-                    payload: r.get(9)?,
-                    signature: r.get(10)?,
-                })
-            })
-            .map_err(sql)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(sql)
+            st.query_map([agent.as_str()], |r| row_to_result(r, &agent))
+                .map_err(sql)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(sql)
+        })
+        .await
+    }
+
+    async fn result(&self, agent: AgentId, id: String) -> Result<Option<StoredResult>> {
+        self.call(move |c| {
+            c.prepare_cached(&format!("SELECT {RESULT_COLS} FROM results WHERE id = ?1 AND agent = ?2"))
+                .map_err(sql)?
+                .query_row([id.as_str(), agent.as_str()], |r| row_to_result(r, &agent))
+                .optional()
+                .map_err(sql)
         })
         .await
     }
@@ -1034,6 +1028,24 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+const RESULT_COLS: &str = "id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature";
+
+fn row_to_result(r: &rusqlite::Row<'_>, agent: &AgentId) -> rusqlite::Result<StoredResult> {
+    Ok(StoredResult {
+        id: r.get(0)?,
+        agent: agent.clone(),
+        plan: r.get(2)?,
+        signed_plan: r.get(3)?,
+        product: r.get(4)?,
+        release: r.get(5)?,
+        sequence: u64::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
+        status: r.get(7)?,
+        continuity: r.get(8)?,
+        payload: r.get(9)?,
+        signature: r.get(10)?,
+    })
 }
 
 /// [`Delivery::part`] from column `i`.
