@@ -29,8 +29,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use rewind_rollout::machine::{ApplyOutcome, RollbackProgress};
 use rewind_rollout::machine::SYSTEM_ACTOR;
+use rewind_rollout::machine::{ApplyOutcome, RollbackProgress};
 use rewind_rollout::{Action, Event, FleetAgent, IntegrityKind, Part, Registry, RolloutMachine, RolloutSpec, State};
 use rewind_shared::bundle::{Bundle, Plan};
 use rewind_shared::fleet::{AgentId, TargetDigest};

@@ -842,10 +842,13 @@ impl Store for PostgresStore {
     }
 
     async fn result(&self, agent: AgentId, id: String) -> Result<Option<StoredResult>> {
-        self.query_opt(&format!("SELECT {RESULT_COLS} FROM results WHERE id = $1 AND agent = $2"), &[&id, &agent.as_str()])
-            .await?
-            .map(|r| row_to_result(&r, &agent))
-            .transpose()
+        self.query_opt(
+            &format!("SELECT {RESULT_COLS} FROM results WHERE id = $1 AND agent = $2"),
+            &[&id, &agent.as_str()],
+        )
+        .await?
+        .map(|r| row_to_result(&r, &agent))
+        .transpose()
     }
 
     async fn alarm(&self, agent: AgentId, kind: String, detail: String) -> Result<()> {

@@ -1030,7 +1030,8 @@ impl Store for SqliteStore {
     }
 }
 
-const RESULT_COLS: &str = "id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature";
+const RESULT_COLS: &str =
+    "id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature";
 
 fn row_to_result(r: &rusqlite::Row<'_>, agent: &AgentId) -> rusqlite::Result<StoredResult> {
     Ok(StoredResult {
