@@ -199,6 +199,7 @@ fn blank(id: String, status: ReportStatus, state_name: &str) -> ReportPayload {
         targets: Vec::new(),
         refusal: None,
         message: String::new(),
+        millis: None,
         chain: ChainPoint { seq: 0, head: rewind_shared::audit::GENESIS },
         audit_since: Vec::new(),
         time: String::new(),
@@ -240,6 +241,8 @@ pub fn enqueue_finished(state: &State, plan: &Plan, final_state: &str, report: &
         })
         .collect();
     p.message.clone_from(&report.message);
+    p.millis =
+        Some(report.steps.iter().map(|s| u64::try_from(s.millis).unwrap_or(u64::MAX)).fold(0, u64::saturating_add));
     enqueue(state, p)
 }
 

@@ -72,6 +72,73 @@ impl Incident {
     }
 }
 
+/// How long plans took on the endpoints, from the `millis` of verified
+/// results (`result` events, whichever replica stored them): the slowest
+/// apply and the slowest rollback per release, since this coordinator
+/// started. Messages take their `restore_window` from it.
+#[derive(Debug, Default)]
+pub struct Timings(std::sync::Mutex<BTreeMap<(String, String), Slowest>>);
+
+/// The slowest plan of each kind and how many were measured.
+#[derive(Debug, Default, Clone, Copy)]
+struct Slowest {
+    apply: Option<(u64, u64)>,
+    rollback: Option<(u64, u64)>,
+}
+
+impl Timings {
+    /// Takes the `millis` of a `result` event's report.
+    pub fn observe(&self, params: &Value) {
+        let (Some(product), Some(release), Some(ms)) =
+            (str_param(params, "product"), str_param(params, "release"), params["millis"].as_u64())
+        else {
+            return;
+        };
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = map.entry((product.to_string(), release.to_string())).or_default();
+        let which = match params["kind"].as_str() {
+            Some("rollback") => &mut slot.rollback,
+            // A failed apply ran and reverted its steps: as good a measure.
+            Some("apply") => &mut slot.apply,
+            _ => return,
+        };
+        let (max, n) = which.unwrap_or((0, 0));
+        *which = Some((max.max(ms), n + 1));
+    }
+
+    /// The restore window of `release`: the slowest rollback measured, else
+    /// an estimate from the slowest apply (a rollback undoes the same steps
+    /// from the same snapshot; a failed apply already undid them); `None`
+    /// before any endpoint reported a time.
+    #[must_use]
+    pub fn restore_window(&self, product: &str, release: &str) -> Option<String> {
+        let map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let s = map.get(&(product.to_string(), release.to_string()))?;
+        let of = |n: u64, one: &str, many: &str| match n {
+            1 => format!("1 {one}"),
+            _ => format!("the slowest of {n} {many}"),
+        };
+        match (s.rollback, s.apply) {
+            (Some((ms, n)), _) => {
+                Some(format!("{} per endpoint ({})", duration(ms), of(n, "measured rollback", "measured rollbacks")))
+            }
+            (None, Some((ms, n))) => {
+                Some(format!("{} per endpoint (estimated from {})", duration(ms), of(n, "apply", "applies")))
+            }
+            (None, None) => None,
+        }
+    }
+}
+
+/// `850 ms`, `2.4 s`, `3 min 5 s`.
+fn duration(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        _ => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1000),
+    }
+}
+
 /// Every incident, newest first.
 ///
 /// # Errors
@@ -461,15 +528,20 @@ pub async fn on_event(app: &App, kind: &str, params: &Value) -> Result<Option<In
         return Ok(None);
     };
     let release = str_param(params, "version").or_else(|| str_param(params, "release"));
+    if kind == "result" {
+        app.timings.observe(params);
+        return Ok(None);
+    }
     if kind == "bundle.upload" {
         if let Some(r) = release {
             import_bundle(app, product, r, str_param(params, "by").unwrap_or("upload")).await?;
         }
         return Ok(None);
     }
-    let open = open_incident(app, product).await?;
     // The rollout engine names the message itself (`rollout.notify`); its
-    // transitions map the same way, and carry the wave and reason.
+    // transitions map the same way, and carry the wave and reason. Every
+    // other event (results, telemetry: thousands a second) is dismissed
+    // here, before the store is read.
     let notify = (kind == "rollout.notify").then(|| str_param(params, "event").and_then(Event::from_name)).flatten();
     let (event, state) = match (kind, notify) {
         (_, Some(Event::IncidentStarted)) | ("rollout.halted", _) => (Event::IncidentStarted, "investigating"),
@@ -477,9 +549,14 @@ pub async fn on_event(app: &App, kind: &str, params: &Value) -> Result<Option<In
             (Event::RollbackStarted, "rolling_back")
         }
         (_, Some(Event::RollbackCompleted)) | ("rollout.rolled_back", _) => (Event::RollbackCompleted, "rolled_back"),
-        (_, Some(Event::Resolved)) | ("rollout.done", _) if open.is_some() => (Event::Resolved, "resolved"),
+        (_, Some(Event::Resolved)) | ("rollout.done", _) => (Event::Resolved, "resolved"),
         _ => return Ok(None),
     };
+    let open = open_incident(app, product).await?;
+    if event == Event::Resolved && open.is_none() {
+        // Nothing to resolve: a rollout that finished without an incident.
+        return Ok(None);
+    }
     if open.as_ref().is_some_and(|i| i.kind == event.name()) {
         // The same step told twice (transition and notify): one message.
         return Ok(None);
@@ -487,6 +564,11 @@ pub async fn on_event(app: &App, kind: &str, params: &Value) -> Result<Option<In
     let mut params = params.clone();
     if event == Event::Resolved && str_param(&params, "reason").is_none() {
         params["reason"] = json!("The rollout finished and every endpoint is in a verified state.");
+    }
+    if str_param(&params, "restore_window").is_none()
+        && let Some(w) = release.and_then(|r| app.timings.restore_window(product, r))
+    {
+        params["restore_window"] = json!(w);
     }
     if affected(&params).is_none()
         && let Some(n) = reached(app, product, release).await
@@ -535,6 +617,7 @@ mod tests {
             key: ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
             events: crate::events::Events::default(),
             ingestor: crate::results::Ingestor::default(),
+            timings: Timings::default(),
             cluster: crate::cluster::Cluster::default(),
         }
     }
@@ -550,6 +633,19 @@ mod tests {
         on_event(&app, "rollout.halted", &p).await.unwrap().unwrap();
         let notify = |e: &str| json!({"product": "notes", "version": "2026.11.0", "event": e});
         assert!(on_event(&app, "rollout.notify", &notify("incident_started")).await.unwrap().is_none(), "told twice");
+        // The restore window comes from the endpoints' reports: the slowest
+        // apply until a rollback was measured.
+        for (kind, status, ms) in [("apply", "applied", 40), ("apply", "failed", 1260), ("apply", "refused", 0)] {
+            let mut r = json!({"product": "notes", "release": "2026.11.0", "kind": kind, "status": status});
+            if status != "refused" {
+                r["millis"] = json!(ms);
+            }
+            assert!(on_event(&app, "result", &r).await.unwrap().is_none());
+        }
+        assert_eq!(
+            app.timings.restore_window("notes", "2026.11.0").as_deref(),
+            Some("1.3 s per endpoint (estimated from the slowest of 2 applies)")
+        );
         on_event(
             &app,
             "rollout.rolling_back",
@@ -557,6 +653,13 @@ mod tests {
         )
         .await
         .unwrap();
+        let r = json!({"product": "notes", "release": "2026.11.0", "kind": "rollback", "status": "rolled_back", "millis": 850});
+        on_event(&app, "result", &r).await.unwrap();
+        assert_eq!(
+            app.timings.restore_window("notes", "2026.11.0").as_deref(),
+            Some("850 ms per endpoint (1 measured rollback)")
+        );
+        assert_eq!(app.timings.restore_window("notes", "2026.12.0"), None, "nothing measured for another release");
         on_event(&app, "rollout.notify", &notify("rollback_completed")).await.unwrap();
         let done = on_event(&app, "rollout.notify", &notify("resolved")).await.unwrap().unwrap();
         assert_eq!(done.state, "resolved");
@@ -570,6 +673,11 @@ mod tests {
             first.markdown
         );
         assert!(done.updates[1].text.contains("on 2 endpoint(s) in wave canary"), "{}", done.updates[1].text);
+        assert!(
+            done.updates[1].text.contains("A restore takes about 1.3 s per endpoint (estimated from the slowest of 2"),
+            "{}",
+            done.updates[1].text
+        );
         assert!(!done.html.contains("<b>"), "{}", done.html);
         assert_eq!(incidents(&app).await.unwrap().len(), 1);
         // Each message is an audit entry on the bus.

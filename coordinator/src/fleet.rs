@@ -283,10 +283,40 @@ fn malformed(id: &AgentId, s: Status) -> Status {
     }
 }
 
+/// Results of one stream handed to the ingestor and not yet acknowledged.
+const RESULTS_IN_FLIGHT: usize = 64;
+
+/// Acknowledges a stream's results in the order they came, each once it is
+/// stored; a refused one (or one the store failed) is not acknowledged and
+/// stays in the agent's outbox.
+async fn acknowledge(id: AgentId, mut results: mpsc::Receiver<(String, crate::results::Outcome)>, tx: Outbound) {
+    while let Some((rid, outcome)) = results.recv().await {
+        match outcome.await {
+            Ok(crate::results::Ingested::Stored { id: rid, new, continuity }) => {
+                tracing::info!(agent = %id, result = %rid, new, continuity, "result stored");
+                let ack =
+                    v1::CoordinatorMessage { body: Some(v1::coordinator_message::Body::Ack(v1::Ack { id: rid })) };
+                if tx.send(Ok(ack)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(crate::results::Ingested::Refused(why)) => {
+                tracing::error!(agent = %id, result = %rid, "result refused: {why}");
+            }
+            Err(e) => tracing::warn!(agent = %id, result = %rid, "storing result: {e}; it will come again"),
+        }
+    }
+}
+
 /// Reads one agent's stream until it ends, the agent reconnects elsewhere or
 /// the coordinator shuts down.
 async fn session(app: Arc<App>, id: AgentId, conn: u64, mut inbound: Streaming<v1::AgentMessage>, tx: Outbound) {
     let mut shutdown = app.sessions.shutdown.subscribe();
+    // Results are handed to the ingestor as they come (several in flight
+    // per stream, so a burst is batched) and acknowledged in order by this
+    // task once each is stored.
+    let (results_tx, results_rx) = mpsc::channel(RESULTS_IN_FLIGHT);
+    let acker = tokio::spawn(acknowledge(id.clone(), results_rx, tx.clone()));
     loop {
         let msg = tokio::select! {
             m = inbound.message() => m,
@@ -365,19 +395,11 @@ async fn session(app: Arc<App>, id: AgentId, conn: u64, mut inbound: Streaming<v
                     // signed report and the agent's audit entries carry the facts.
                     tracing::warn!(agent = %id, result = %rid, reason = %r.reason.chars().take(512).collect::<String>(), "result with a reason");
                 }
-                match crate::results::ingest(&app, &id, r).await {
-                    Ok(crate::results::Ingested::Stored { id: rid, new, continuity }) => {
-                        tracing::info!(agent = %id, result = %rid, new, continuity, "result stored");
-                        let ack = v1::CoordinatorMessage {
-                            body: Some(v1::coordinator_message::Body::Ack(v1::Ack { id: rid })),
-                        };
-                        if tx.send(Ok(ack)).await.is_err() {
+                match crate::results::submit(&app, &id, r).await {
+                    Ok(outcome) => {
+                        if results_tx.send((rid, outcome)).await.is_err() {
                             break;
                         }
-                    }
-                    // Not acknowledged: it stays in the agent's outbox.
-                    Ok(crate::results::Ingested::Refused(why)) => {
-                        tracing::error!(agent = %id, result = %rid, "result refused: {why}")
                     }
                     Err(e) => tracing::warn!(agent = %id, result = %rid, "storing result: {e}; it will come again"),
                 }
@@ -392,6 +414,10 @@ async fn session(app: Arc<App>, id: AgentId, conn: u64, mut inbound: Streaming<v
             }
         }
     }
+    // The results already handed over are stored (or refused) and
+    // acknowledged while the stream is still open.
+    drop(results_tx);
+    let _ = acker.await;
     app.sessions.unregister(&id, conn);
     if !app.sessions.is_connected(&id) {
         crate::cluster::presence(&app, &id, false).await;

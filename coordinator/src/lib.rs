@@ -44,6 +44,8 @@ pub struct App {
     pub events: events::Events,
     /// Batches the agents' results into the store.
     pub ingestor: results::Ingestor,
+    /// How long plans took on the endpoints (the restore window of messages).
+    pub timings: comms::Timings,
     /// This replica, the leader lease and the other replicas' agents.
     pub cluster: cluster::Cluster,
 }
@@ -162,6 +164,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         key,
         events: events::Events::default(),
         ingestor: results::Ingestor::default(),
+        timings: comms::Timings::default(),
         cluster,
     });
     cluster::spawn(&app).await;

@@ -71,61 +71,134 @@ impl Ingestor {
 /// When the store fails (the result is then not acknowledged and comes
 /// again).
 pub async fn ingest(app: &Arc<App>, agent: &AgentId, r: v1::Result) -> Result<Ingested> {
+    submit(app, agent, r).await?.await
+}
+
+/// A result's outcome, once the ingestor got to it.
+pub type Outcome = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Ingested>> + Send>>;
+
+/// Hands one result of `agent` to the ingestor and returns its outcome to
+/// await: results submitted one after another are ingested in that order,
+/// several at a time.
+///
+/// # Errors
+/// When the ingestor stopped (the coordinator is shutting down).
+pub async fn submit(app: &Arc<App>, agent: &AgentId, r: v1::Result) -> Result<Outcome> {
     let stopped = || Error::Store("the result ingestor stopped (the coordinator is shutting down)".into());
     let (reply, answer) = oneshot::channel();
     app.ingestor.sender(app).send(Job { agent: agent.clone(), result: r, reply }).await.map_err(|_| stopped())?;
-    answer.await.map_err(|_| stopped())?
+    Ok(Box::pin(async move { answer.await.map_err(|_| stopped())? }))
 }
 
 async fn run(app: Weak<App>, mut rx: mpsc::Receiver<Job>) {
+    // Two stages: while one batch is stored, the next one is verified.
+    let (verified_tx, verified_rx) = mpsc::channel(1);
+    tokio::spawn(store_stage(app.clone(), verified_rx));
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let Some(app) = app.upgrade() else { return };
         let jobs = std::mem::take(&mut batch);
         let (replies, items): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.reply, (j.agent, j.result))).unzip();
-        match ingest_batch(&app, items).await {
-            Ok(outcomes) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
+        match verify_batch(&app, items).await {
+            Ok(verified) => {
+                if verified_tx.send((replies, verified)).await.is_err() {
+                    return;
                 }
             }
-            Err(e) => {
-                for reply in replies {
-                    let _ = reply.send(Err(Error::Store(e.to_string())));
-                }
+            Err(e) => answer(replies, Err(e)),
+        }
+    }
+}
+
+/// A verified batch and where its outcomes go.
+type Verified = (Vec<oneshot::Sender<Result<Ingested>>>, Vec<(AgentId, v1::Result, Checked)>);
+
+async fn store_stage(app: Weak<App>, mut rx: mpsc::Receiver<Verified>) {
+    while let Some((replies, verified)) = rx.recv().await {
+        let Some(app) = app.upgrade() else { return };
+        answer(replies, store_batch(&app, verified).await);
+    }
+}
+
+fn answer(replies: Vec<oneshot::Sender<Result<Ingested>>>, outcomes: Result<Vec<Ingested>>) {
+    match outcomes {
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(Error::Store(e.to_string())));
             }
         }
     }
 }
 
-/// One result after its signature check.
+/// One result after its signature check (with the key that checked it).
 enum Checked {
-    Ok(Box<ReportPayload>),
+    Ok(Box<ReportPayload>, ed25519_dalek::VerifyingKey),
     Refused(String),
 }
 
-/// Ingests a batch, in order (an agent's results are judged for chain
-/// continuity one after another, as they came).
-async fn ingest_batch(app: &App, items: Vec<(AgentId, v1::Result)>) -> Result<Vec<Ingested>> {
+/// Below this many results a batch is verified on one thread.
+const PARALLEL_FROM: usize = 64;
+
+/// Checks every signature of a batch against the agents' enrolled keys.
+/// Ed25519 verification is CPU work: it runs on blocking threads (the
+/// batch split over the cores when it is large), each agent's key decoded
+/// (a point decompression) once per part.
+async fn verify_batch(app: &App, items: Vec<(AgentId, v1::Result)>) -> Result<Vec<(AgentId, v1::Result, Checked)>> {
     let mut ids: Vec<AgentId> = items.iter().map(|(a, _)| a.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    let keys: Arc<HashMap<AgentId, String>> =
+        Arc::new(app.store.agents_by_id(ids).await?.into_iter().map(|a| (a.id, a.audit_key)).collect());
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let parts = if items.len() < PARALLEL_FROM { 1 } else { cores.min(items.len() / (PARALLEL_FROM / 2)) };
+    let size = items.len().div_ceil(parts.max(1));
+    let mut items = items.into_iter();
+    let mut tasks = Vec::with_capacity(parts);
+    loop {
+        let part: Vec<_> = items.by_ref().take(size).collect();
+        if part.is_empty() {
+            break;
+        }
+        let keys = Arc::clone(&keys);
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let mut decoded = HashMap::new();
+            part.into_iter()
+                .map(|(agent, r)| {
+                    let key = decoded
+                        .entry(agent.clone())
+                        .or_insert_with(|| keys.get(&agent).map(|k| public_key_from_hex(k)));
+                    let c = check(&agent, key.as_ref(), &r);
+                    (agent, r, c)
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.extend(t.await.map_err(|e| Error::Store(format!("verifying results: {e}")))?);
+    }
+    Ok(out)
+}
+
+/// Stores a verified batch, in order (an agent's results are judged for
+/// chain continuity one after another, as they came, against the chain
+/// point the store holds now).
+async fn store_batch(app: &App, items: Vec<(AgentId, v1::Result, Checked)>) -> Result<Vec<Ingested>> {
+    let mut ids: Vec<AgentId> = items.iter().map(|(a, _, _)| a.clone()).collect();
     ids.sort();
     ids.dedup();
     let mut records: HashMap<AgentId, AgentRecord> =
         app.store.agents_by_id(ids).await?.into_iter().map(|a| (a.id.clone(), a)).collect();
-    // Ed25519 verification is CPU work: one blocking task for the batch.
-    let keys: HashMap<AgentId, String> = records.iter().map(|(id, r)| (id.clone(), r.audit_key.clone())).collect();
-    let (items, checked) = tokio::task::spawn_blocking(move || {
-        let checked: Vec<Checked> = items.iter().map(|(agent, r)| check(agent, keys.get(agent), r)).collect();
-        (items, checked)
-    })
-    .await
-    .map_err(|e| Error::Store(format!("verifying results: {e}")))?;
-
     let mut outcomes: Vec<Option<Ingested>> = vec![None; items.len()];
     let mut to_store: Vec<(usize, StoredResult, Option<ChainPoint>)> = Vec::new();
     let mut continuities: Vec<&'static str> = Vec::new();
-    for (i, ((agent, r), c)) in items.into_iter().zip(checked).enumerate() {
-        let payload = match c {
+    for (i, (agent, r, c)) in items.into_iter().enumerate() {
+        let (payload, key) = match c {
             Checked::Refused(detail) => {
                 if records.contains_key(&agent) {
                     app.store.alarm(agent.clone(), "bad_signature".into(), detail.clone()).await?;
@@ -139,10 +212,9 @@ async fn ingest_batch(app: &App, items: Vec<(AgentId, v1::Result)>) -> Result<Ve
                 outcomes[i] = Some(Ingested::Refused(detail));
                 continue;
             }
-            Checked::Ok(p) => p,
+            Checked::Ok(p, key) => (p, key),
         };
         let record = records.get_mut(&agent).expect("checked results have a record");
-        let key = public_key_from_hex(&record.audit_key).expect("checked above");
         let (continuity, advance) = match ChainContinuity::check(record.chain, &payload, &key) {
             Continuity::Ok { head, .. } => ("ok", Some(head)),
             Continuity::Gap { known, head, missing } => {
@@ -200,7 +272,7 @@ async fn ingest_batch(app: &App, items: Vec<(AgentId, v1::Result)>) -> Result<Ve
                 "result".to_string(),
                 serde_json::json!({"agent": s.agent, "result": s.id, "plan": s.plan, "product": s.product,
                     "release": s.release, "sequence": s.sequence, "status": s.status, "continuity": continuity,
-                    "kind": p.kind}),
+                    "kind": p.kind, "millis": p.millis}),
             ));
             if *continuity != "ok" {
                 tracing::error!(agent = %s.agent, result = %s.id, continuity, "integrity alarm: audit chain discontinuity");
@@ -213,16 +285,20 @@ async fn ingest_batch(app: &App, items: Vec<(AgentId, v1::Result)>) -> Result<Ve
 }
 
 /// The signature check of one result against the key bound at enrollment.
-fn check(agent: &AgentId, audit_key: Option<&String>, r: &v1::Result) -> Checked {
+fn check<E: std::fmt::Display>(
+    agent: &AgentId,
+    audit_key: Option<&std::result::Result<ed25519_dalek::VerifyingKey, E>>,
+    r: &v1::Result,
+) -> Checked {
     let Some(audit_key) = audit_key else {
         return Checked::Refused(format!("result {}: agent {agent} is not enrolled", r.id));
     };
-    let key = match public_key_from_hex(audit_key) {
-        Ok(k) => k,
+    let key = match audit_key {
+        Ok(k) => *k,
         Err(e) => return Checked::Refused(format!("agent {agent} has no usable audit key ({e}); re-enroll it")),
     };
     match verify_report(&r.report, &r.signature, &key) {
-        Ok(p) if p.id == r.id => Checked::Ok(Box::new(p)),
+        Ok(p) if p.id == r.id => Checked::Ok(Box::new(p), key),
         Ok(p) => Checked::Refused(format!("result {} carries a signed report with id {}", r.id, p.id)),
         Err(e) => Checked::Refused(format!("result {}: {e}", r.id)),
     }
@@ -298,6 +374,7 @@ mod tests {
             key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
             events: Default::default(),
             ingestor: Default::default(),
+            timings: Default::default(),
             cluster: Default::default(),
         });
         let forged = v1::Result {

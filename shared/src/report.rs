@@ -146,6 +146,11 @@ pub struct ReportPayload {
     pub refusal: Option<RefusalInfo>,
     /// One line for people (the engine's message).
     pub message: String,
+    /// How long the plan took on the endpoint, in milliseconds (the sum of
+    /// its steps); absent for a refusal. The coordinator's restore window
+    /// comes from these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub millis: Option<u64>,
     /// The agent's audit chain head when the report was made.
     pub chain: ChainPoint,
     /// Audit entries after the last head the coordinator acknowledged, up to
@@ -451,6 +456,7 @@ mod tests {
             }],
             refusal: None,
             message: "applied".into(),
+            millis: Some(12),
             chain: head,
             audit_since: since.to_vec(),
             time: "2026-11-25T00:00:00Z".into(),

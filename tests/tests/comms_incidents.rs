@@ -69,6 +69,9 @@ fn a_halted_rollout_opens_an_incident_that_follows_the_rollback_to_resolved() {
     assert!(text.contains("Reason: ") && text.contains("failed verify"), "{text}");
     assert!(text.contains("pager:storage leads the response; storage-team owns the release"), "{text}");
     assert_eq!(incident["release"], "2026.11.1");
+    // The restore window comes from the times in the endpoints' signed reports.
+    let rolling = incident["updates"][1]["text"].as_str().unwrap();
+    assert!(rolling.contains("A restore takes about ") && rolling.contains(" per endpoint ("), "{rolling}");
     assert!(incident["html"].as_str().unwrap().starts_with("<p>"), "{incident:#}");
 
     // Each message is in the audit log, chained and signed with the rest.

@@ -1346,6 +1346,7 @@ fn signed_report(
         state: status.as_str().into(),
         targets: if refusal.is_some() { Vec::new() } else { vec![target] },
         message: format!("fleet_load simulated {}", status.as_str()),
+        millis: Some(1),
         refusal,
         chain: ChainPoint { seq: 0, head: rewind_shared::audit::GENESIS },
         audit_since: Vec::new(),
