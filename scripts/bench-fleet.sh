@@ -14,10 +14,15 @@
 #   scripts/bench-fleet.sh                       # N = 100 and 1,000; 20 real agents
 #   scripts/bench-fleet.sh --agents 5000 --agents 10000 --real-agents 0
 #   scripts/bench-fleet.sh --agents 20 --results 200 --real-agents 3   # smoke
+#   scripts/bench-fleet.sh --agents 1000 --store both --real-agents 0  # SQLite and PostgreSQL
 #
 # Every other argument is passed to fleet_load (see `fleet_load --help`);
-# without --agents it runs 100 and 1,000. Needs util-linux `prlimit` (it
-# raises the open-file limit to the hard limit; 10,000 agents need ~10,500).
+# without --agents it runs 100 and 1,000. `--store sqlite|postgres|both`
+# (repeatable; default sqlite) picks the coordinator's store for fleet_load;
+# postgres (or both) installs PostgreSQL when missing (scripts/deps.sh
+# need_postgres, as scripts/test.sh does) and fleet_load starts a server of
+# its own with the tests' harness. Needs util-linux `prlimit` (it raises the
+# open-file limit to the hard limit; 10,000 agents need ~10,500).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -26,13 +31,20 @@ command -v prlimit >/dev/null || apt_install util-linux
 
 real=20
 args=()
+stores=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --real-agents) [ $# -ge 2 ] || { echo "--real-agents needs a number" >&2; exit 2; }; real="$2"; shift 2 ;;
         --real-agents=*) real="${1#*=}"; shift ;;
+        --store) [ $# -ge 2 ] || { echo "--store needs sqlite, postgres or both" >&2; exit 2; }
+            stores+=("$2"); args+=("$1" "$2"); shift 2 ;;
+        --store=*) stores+=("${1#*=}"); args+=("$1"); shift ;;
         *) args+=("$1"); shift ;;
     esac
 done
+case ",$(IFS=,; echo "${stores[*]-}")," in
+    *,postgres,*|*,both,*) need_postgres ;;
+esac
 case "$real" in
     ''|*[!0-9]*) echo "--real-agents $real: give a number of agents (0 skips the real-agent run)" >&2; exit 2 ;;
 esac

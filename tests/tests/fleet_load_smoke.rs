@@ -1,25 +1,37 @@
-//! Smoke run of the fleet benchmark (`fleet_load`, docs/benchmarks.md
+//! Smoke runs of the fleet benchmark (`fleet_load`, docs/benchmarks.md
 //! "Fleet") with 20 agents, so that the load generator keeps working as the
 //! protocol changes: 20 real enrollments, 20 mTLS streams to the
 //! coordinator and to the bare tonic floor, one push reaching every agent
 //! on both, 200 signed results acknowledged, and every agent back after a
-//! SIGTERM restart of the coordinator. The figures themselves are not
-//! judged here (debug build, shared CI machine).
+//! SIGTERM restart of the coordinator — once on the default SQLite store,
+//! once with `--store postgres` (a real PostgreSQL server started by
+//! fleet_load with the tests' harness, a fresh database; the restarted
+//! coordinator on the same one). The figures themselves are not judged
+//! here (debug build, shared CI machine).
 
 use rewind_tests::bin;
+use serde_json::Value;
 
-#[test]
-fn fleet_load_smoke_run_with_20_agents() {
+/// Runs fleet_load with 20 agents and 200 results plus `extra`; returns its
+/// stdout and the JSON summary line.
+fn smoke_run(extra: &[&str]) -> (String, Value) {
     let dir = bin("fleet_load").parent().unwrap().to_path_buf();
     let out = std::process::Command::new(bin("fleet_load"))
-        .args(["--agents", "20", "--results", "200", "--timeout", "60s", "--bin-dir"])
+        .args(["--agents", "20", "--results", "200", "--timeout", "60s"])
+        .args(extra)
+        .arg("--bin-dir")
         .arg(&dir)
         .output()
         .expect("fleet_load runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let line = stdout.lines().rev().find(|l| l.starts_with('{')).expect("a JSON summary line");
-    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let v: Value = serde_json::from_str(line).unwrap();
+    (stdout, v)
+}
+
+/// What every run must show, whatever the store.
+fn assert_complete(stdout: &str, v: &Value) {
     assert_eq!(v["n"], 20, "{v}");
     for side in ["coordinator", "floor"] {
         assert_eq!(v[side]["push_received"], 20, "{side}: {v}");
@@ -29,4 +41,30 @@ fn fleet_load_smoke_run_with_20_agents() {
     assert_eq!(v["results_acked"], 200, "{v}");
     assert_eq!(v["reconnected"], 20, "{v}");
     assert!(stdout.contains("push p99") && (stdout.contains("PASS") || stdout.contains("MISS")), "{stdout}");
+}
+
+#[test]
+fn fleet_load_smoke_run_with_20_agents() {
+    let (stdout, v) = smoke_run(&[]);
+    assert_complete(&stdout, &v);
+    assert_eq!(v["store"], "sqlite", "the default store: {v}");
+    assert!(stdout.contains("N=20     results ") && stdout.contains("/s into SQLite (goal >= 5000/s): "), "{stdout}");
+}
+
+#[test]
+fn fleet_load_smoke_run_with_20_agents_on_postgres() {
+    let (stdout, v) = smoke_run(&["--store", "postgres"]);
+    assert_complete(&stdout, &v);
+    assert_eq!(v["store"], "postgres", "{v}");
+    assert!(v["store_place"].as_str().unwrap().starts_with("PostgreSQL database "), "{v}");
+    assert!(v["results_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(v["results_goals_per_s"], serde_json::json!([10_000.0]), "{v}");
+    // The results are rows in PostgreSQL (and no coordinator.db was written).
+    assert!(v["stored_results"].as_u64().unwrap() >= 200, "{v}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("/s into PostgreSQL (goal >= 10000/s): "))
+        .unwrap_or_else(|| panic!("no PostgreSQL results line: {stdout}"));
+    assert!(line.trim_start().starts_with("N=20 ") && (line.ends_with("PASS") || line.ends_with("MISS")), "{line}");
+    assert!(!stdout.contains("into SQLite"), "a PostgreSQL-only run: {stdout}");
 }

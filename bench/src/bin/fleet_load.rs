@@ -1,6 +1,8 @@
 //! `fleet_load`: the fleet-scale benchmark (issue 5 "Benchmarks", issue 8
-//! item 5). For each N it starts a real `rewind-coordinator` (SQLite store,
-//! its own CA, a 1-of-1 trust root and a signed release bundle), enrolls N
+//! item 5). For each N and each store asked for (`--store`: the default
+//! SQLite store, and/or PostgreSQL — a real server started from the tests'
+//! harness, a fresh database per run) it starts a real `rewind-coordinator`
+//! (its own CA, a 1-of-1 trust root and a signed release bundle), enrolls N
 //! simulated agents for real (one N-use token, a fresh key and CSR each),
 //! and measures, beside `tonic_floor` (a bare tonic + rustls fan-out server
 //! speaking the same messages over the same mTLS) run in the same process
@@ -23,7 +25,8 @@
 //!   endpoint's proof counted).
 //!
 //! Ratios to the floor and PASS/MISS against the goals are printed at the
-//! end, with one JSON line per N. See docs/benchmarks.md, "Fleet".
+//! end, with one JSON line per N and store; every figure says the store it
+//! was measured on. See docs/benchmarks.md, "Fleet".
 
 #[path = "../fleet/mod.rs"]
 mod fleet;
@@ -45,6 +48,7 @@ use rewind_shared::report::{
 };
 use rewind_shared::trust::TrustFile;
 use rewind_shared::wire::v1;
+use rewind_tests::postgres::Postgres;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command as Proc};
 use tokio::sync::{mpsc, watch};
@@ -71,12 +75,72 @@ struct Args {
     /// Enrollments in flight at once.
     #[arg(long, default_value_t = 16)]
     enroll_concurrency: usize,
+    /// The coordinator's store, one full run per N each: sqlite, postgres or both (repeatable or
+    /// comma-separated). postgres starts a PostgreSQL server (tests/src/postgres.rs; binaries from
+    /// /usr/lib/postgresql/*/bin or REWIND_PG_BIN) and gives each run a fresh database.
+    #[arg(long = "store", value_enum, value_delimiter = ',', default_value = "sqlite")]
+    stores: Vec<StoreArg>,
+}
+
+/// `--store` as given.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreArg {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+/// The store a run's coordinator keeps its state in.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum Store {
+    #[default]
+    Sqlite,
+    Postgres,
+}
+
+impl Store {
+    /// The stores `--store` names, each once, SQLite first.
+    fn from_args(given: &[StoreArg]) -> Vec<Store> {
+        let wants = |s: StoreArg| given.iter().any(|&g| g == s || g == StoreArg::Both);
+        [(StoreArg::Sqlite, Store::Sqlite), (StoreArg::Postgres, Store::Postgres)]
+            .into_iter()
+            .filter_map(|(arg, store)| wants(arg).then_some(store))
+            .collect()
+    }
+
+    /// The coordinator's `store` setting (`REWIND_STORE`), also the JSON summary's `store`.
+    fn key(self) -> &'static str {
+        match self {
+            Store::Sqlite => "sqlite",
+            Store::Postgres => "postgres",
+        }
+    }
+
+    /// How the figures name it.
+    fn name(self) -> &'static str {
+        match self {
+            Store::Sqlite => "SQLite",
+            Store::Postgres => "PostgreSQL",
+        }
+    }
+
+    /// The results/s goals for this store, with how the summary names each.
+    fn results_goals(self) -> &'static [(&'static str, f64)] {
+        match self {
+            Store::Sqlite => &[("goal", RESULTS_GOAL), ("issue 8 goal", RESULTS_GOAL_SQLITE_BATCHED)],
+            Store::Postgres => &[("goal", RESULTS_GOAL_POSTGRES)],
+        }
+    }
 }
 
 /// Goals (issue 5; issue 8 for the scale figures).
 const PUSH_P99_GOAL: f64 = 1.3;
 const RSS_GOAL: f64 = 1.3;
+/// Results ingested per second into SQLite (issue 5); issue 8, with batching:
+/// into SQLite and into PostgreSQL.
 const RESULTS_GOAL: f64 = 5000.0;
+const RESULTS_GOAL_SQLITE_BATCHED: f64 = 20_000.0;
+const RESULTS_GOAL_POSTGRES: f64 = 10_000.0;
 const RECONNECT_GOAL_10K: Duration = Duration::from_secs(30);
 /// Issue 6: halt decision to the last endpoint's verified rollback result.
 const ROLLBACK_GOAL: Duration = Duration::from_secs(1);
@@ -105,6 +169,8 @@ fn main() -> Result<()> {
             );
         }
     }
+    let stores = Store::from_args(&args.stores);
+    let mut pg = if stores.contains(&Store::Postgres) { Some(PgServer::start()?) } else { None };
     let scratch =
         args.scratch.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("fleet_load-{}", std::process::id())));
     std::fs::create_dir_all(&scratch)?;
@@ -119,17 +185,24 @@ fn main() -> Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    if let Some(pg) = &pg {
+        pg.describe();
+    }
     let release = rt.block_on(prepare_release(&bin_dir, &scratch))?;
     let mut all = Vec::new();
     for &n in &args.agents {
-        let dir = scratch.join(format!("n{n}"));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
+        for &store in &stores {
+            let dir = scratch.join(format!("n{n}-{}", store.key()));
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+            std::fs::create_dir_all(&dir)?;
+            let run_store = RunStore::new(store, n, pg.as_mut())?;
+            let mut figures = rt.block_on(one_run(&args, &bin_dir, &dir, &release, n, &run_store))?;
+            figures.stored_results = Some(run_store.stored_results(&dir.join("coordinator"), pg.as_ref())?);
+            figures.print();
+            all.push(figures);
         }
-        std::fs::create_dir_all(&dir)?;
-        let figures = rt.block_on(one_run(&args, &bin_dir, &dir, &release, n))?;
-        figures.print();
-        all.push(figures);
     }
     println!("\nsummary");
     for f in &all {
@@ -139,10 +212,142 @@ fn main() -> Result<()> {
         println!("{}", f.json());
     }
     rt.shutdown_timeout(Duration::from_secs(5));
+    if let Some(mut pg) = pg {
+        pg.pg.shutdown();
+    }
     if args.scratch.is_none() {
         let _ = std::fs::remove_dir_all(&scratch);
     }
     Ok(())
+}
+
+// ---- The store under test ----
+
+/// The PostgreSQL server that the `--store postgres` runs share: the tests'
+/// harness (tests/src/postgres.rs: `initdb` in a temp dir, `postgres` on a
+/// free loopback port, as `nobody` when this runs as root; stopped and
+/// removed at the end, also with `--scratch`), a fresh database per run.
+struct PgServer {
+    pg: Postgres,
+    /// `SHOW server_version`.
+    version: String,
+    /// Databases made so far (numbers the next one).
+    made: usize,
+}
+
+impl PgServer {
+    fn start() -> Result<Self> {
+        let install = "install PostgreSQL with `source scripts/deps.sh && need_postgres` \
+                       (scripts/bench-fleet.sh --store postgres does), or set REWIND_PG_BIN";
+        harness(&format!("PostgreSQL server binaries ({install})"), rewind_tests::postgres::bin_dir)?;
+        let pg = harness(&format!("starting PostgreSQL with tests/src/postgres.rs ({install})"), Postgres::start)?;
+        let version = harness("reading PostgreSQL's version", || pg.psql("postgres", "SHOW server_version"))?;
+        Ok(PgServer { pg, version, made: 0 })
+    }
+
+    /// Prints the server and the settings that decide what a commit costs.
+    fn describe(&self) {
+        let setting = |name: &str| {
+            harness(name, || self.pg.psql("postgres", &format!("SHOW {name}"))).unwrap_or_else(|e| e.to_string())
+        };
+        println!(
+            "PostgreSQL {} on 127.0.0.1:{} (the tests' harness: fsync={}, synchronous_commit={}, full_page_writes={}; \
+             the SQLite store: WAL, synchronous = NORMAL)",
+            self.version,
+            self.pg.port(),
+            setting("fsync"),
+            setting("synchronous_commit"),
+            setting("full_page_writes")
+        );
+    }
+
+    /// A new empty database for one run: its name and URL.
+    fn fresh_db(&mut self, n: usize) -> Result<(String, String)> {
+        self.made += 1;
+        let name = format!("fleet_load_n{n}_{}", self.made);
+        let url = harness(&format!("creating database {name}"), || self.pg.create_db(&name))?;
+        Ok((name, url))
+    }
+
+    /// Rows of `table` in database `db`.
+    fn count(&self, db: &str, table: &str) -> Result<u64> {
+        let text = harness(&format!("counting {table} in {db}"), || {
+            self.pg.psql(db, &format!("SELECT count(*) FROM {table}"))
+        })?;
+        text.parse().with_context(|| format!("count of {table} in {db}: {text:?}"))
+    }
+}
+
+/// Runs a step of the tests' PostgreSQL harness, which panics saying what
+/// went wrong (the tool's output, the server's log), as an error.
+fn harness<T>(what: &str, step: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).map_err(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("the harness panicked");
+        anyhow!("{what}: {why}")
+    })
+}
+
+/// The store of one run: SQLite in the coordinator's state directory, or
+/// a fresh PostgreSQL database (name, URL); the restarted coordinator
+/// gets the same.
+struct RunStore {
+    kind: Store,
+    db: Option<(String, String)>,
+}
+
+impl RunStore {
+    fn new(kind: Store, n: usize, pg: Option<&mut PgServer>) -> Result<Self> {
+        let db = match (kind, pg) {
+            (Store::Sqlite, _) => None,
+            (Store::Postgres, Some(pg)) => Some(pg.fresh_db(n)?),
+            (Store::Postgres, None) => bail!("a PostgreSQL run without a PostgreSQL server"),
+        };
+        Ok(RunStore { kind, db })
+    }
+
+    /// The coordinator's environment for it (coordinator/src/config.rs).
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![("REWIND_STORE", self.kind.key().to_string())];
+        if let Some((_, url)) = &self.db {
+            env.push(("REWIND_STORE_URL", url.clone()));
+        }
+        env
+    }
+
+    /// Where the figures say the state was.
+    fn place(&self) -> String {
+        match &self.db {
+            Some((name, _)) => format!("{} database {name}", self.kind.name()),
+            None => format!("{} store", self.kind.name()),
+        }
+    }
+
+    /// Rows of `results` in the store after the run (read from the store
+    /// itself: the PostgreSQL database, where no `coordinator.db` may
+    /// appear, or the state directory's SQLite file).
+    fn stored_results(&self, state: &Path, pg: Option<&PgServer>) -> Result<u64> {
+        let sqlite = state.join("coordinator.db");
+        match (&self.db, pg) {
+            (Some((name, _)), Some(pg)) => {
+                if sqlite.exists() {
+                    bail!("the coordinator on PostgreSQL wrote a SQLite store: {}", sqlite.display());
+                }
+                pg.count(name, "results")
+            }
+            _ => {
+                let conn = rusqlite::Connection::open_with_flags(&sqlite, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .with_context(|| format!("opening {}", sqlite.display()))?;
+                let rows: i64 = conn
+                    .query_row("SELECT count(*) FROM results", [], |r| r.get(0))
+                    .with_context(|| format!("counting results in {}", sqlite.display()))?;
+                Ok(u64::try_from(rows)?)
+            }
+        }
+    }
 }
 
 /// Keys, a 1-of-1 trust root, a sample database and the signed bundle of a
@@ -285,6 +490,9 @@ impl Side {
 #[derive(Default)]
 struct Figures {
     n: usize,
+    /// What the coordinator ran on: the store, and where (`RunStore::place`).
+    store: Store,
+    place: String,
     enroll: Duration,
     floor: Side,
     coord: Side,
@@ -296,6 +504,9 @@ struct Figures {
     reconnect_first: Option<Duration>,
     coord_rss_after_kib: u64,
     rollback: RollbackFigures,
+    /// Rows of `results` in the store after the run (the ingestion phase's
+    /// and the rollback phase's).
+    stored_results: Option<u64>,
 }
 
 fn ms(d: Duration) -> String {
@@ -315,72 +526,85 @@ impl Figures {
 
     fn print(&self) {
         let n = self.n;
-        println!("\nN = {n}");
-        println!("  enrollment of {n} agents (CSR each):  {:.2} s", self.enroll.as_secs_f64());
-        println!("                                  {:>14} {:>14} {:>8}", "coordinator", "tonic floor", "ratio");
-        println!("  all connected                   {:>14} {:>14}", opt(self.coord.connect), opt(self.floor.connect));
+        let store = self.store.name();
+        let coord = format!("coordinator/{store}");
+        println!("\nN = {n}, coordinator on the {}", self.place);
+        println!("  enrollment of {n} agents (CSR each, {store}):  {:.2} s", self.enroll.as_secs_f64());
+        println!("                                  {coord:>22} {:>14} {:>8}", "tonic floor", "ratio");
+        println!("  all connected                   {:>22} {:>14}", opt(self.coord.connect), opt(self.floor.connect));
         for (name, q) in [("push p50", 50.0), ("push p99", 99.0)] {
             let (c, f) = (self.coord.p(q), self.floor.p(q));
-            println!("  {name:<30}  {:>14} {:>14} {:>7.2}x", ms(c), ms(f), ratio(c, f));
+            println!("  {name:<30}  {:>22} {:>14} {:>7.2}x", ms(c), ms(f), ratio(c, f));
         }
         let (c, f) = (self.coord.max(), self.floor.max());
-        println!("  {:<30}  {:>14} {:>14} {:>7.2}x", "push max", ms(c), ms(f), ratio(c, f));
+        println!("  {:<30}  {:>22} {:>14} {:>7.2}x", "push max", ms(c), ms(f), ratio(c, f));
         println!(
-            "  {:<30}  {:>14} {:>14}",
+            "  {:<30}  {:>22} {:>14}",
             "agents that got the push",
             format!("{}/{n}", self.coord.push.len()),
             format!("{}/{n}", self.floor.push.len())
         );
         if let Some(call) = self.coord.push_call {
-            println!("  StartRollout call returned after {}", ms(call));
+            println!("  StartRollout call returned after {} ({store})", ms(call));
         }
         let (c, f) = (self.coord.rss_per_agent_kib(n), self.floor.rss_per_agent_kib(n));
-        println!("  {:<30}  {:>10.1} KiB {:>10.1} KiB {:>7.2}x", "RSS per idle agent", c, f, c / f.max(1e-9));
+        println!("  {:<30}  {:>18.1} KiB {:>10.1} KiB {:>7.2}x", "RSS per idle agent", c, f, c / f.max(1e-9));
         println!(
-            "  {:<30}  {:>10} KiB {:>10} KiB",
+            "  {:<30}  {:>18} KiB {:>10} KiB",
             "RSS at 0 / at N (coordinator)", self.coord.rss0_kib, self.coord.rssn_kib
         );
         println!(
-            "  {:<30}  {:>10} KiB {:>10} KiB",
+            "  {:<30}  {:>18} KiB {:>10} KiB",
             "RSS at 0 / at N (floor)", self.floor.rss0_kib, self.floor.rssn_kib
         );
         println!(
-            "  results ingested:  {}/{} acknowledged in {:.2} s = {:.0}/s (SQLite store)",
+            "  results ingested into {store}:  {}/{} acknowledged in {:.2} s = {:.0}/s ({})",
             self.results_acked,
             self.results,
             self.results_time.as_secs_f64(),
-            self.results_per_s()
+            self.results_per_s(),
+            self.place
         );
+        if let Some(rows) = self.stored_results {
+            println!("  results stored in the {} after the run: {rows} (ingestion and rollback phases)", self.place);
+        }
         println!(
-            "  reconnect after SIGTERM restart:  all {}/{n} in {} (first after {}), from the new process's start",
+            "  reconnect after SIGTERM restart ({store}, same state):  all {}/{n} in {} (first after {}), \
+             from the new process's start",
             self.reconnected,
             opt(self.reconnect),
             opt(self.reconnect_first)
         );
-        println!("  coordinator RSS after the run: {} KiB", self.coord_rss_after_kib);
-        self.rollback.print(n);
+        println!("  coordinator RSS after the run ({store}): {} KiB", self.coord_rss_after_kib);
+        self.rollback.print(n, self.store);
     }
 
     fn verdicts(&self) {
         let n = self.n;
+        let on = self.store.name();
         let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
         let push = ratio(self.coord.p(99.0), self.floor.p(99.0));
         let complete = self.coord.push.len() == n && self.floor.push.len() == n;
         println!(
-            "  N={n:<6} push p99 {:.2}x floor (goal <= {PUSH_P99_GOAL}x): {}",
+            "  N={n:<6} push p99 {:.2}x floor on {on} (goal <= {PUSH_P99_GOAL}x): {}",
             push,
             verdict(complete && push <= PUSH_P99_GOAL)
         );
         let rss = self.coord.rss_per_agent_kib(n) / self.floor.rss_per_agent_kib(n).max(1e-9);
-        println!("  N={n:<6} RSS per idle agent {rss:.2}x floor (goal <= {RSS_GOAL}x): {}", verdict(rss <= RSS_GOAL));
-        let r = self.results_per_s();
         println!(
-            "  N={n:<6} results {r:.0}/s into SQLite (goal >= {RESULTS_GOAL}/s): {}",
-            verdict(self.results_acked == self.results && r >= RESULTS_GOAL)
+            "  N={n:<6} RSS per idle agent {rss:.2}x floor on {on} (goal <= {RSS_GOAL}x): {}",
+            verdict(rss <= RSS_GOAL)
         );
+        let r = self.results_per_s();
+        for (what, goal) in self.store.results_goals() {
+            println!(
+                "  N={n:<6} results {r:.0}/s into {on} ({what} >= {goal}/s): {}",
+                verdict(self.results_acked == self.results && r >= *goal)
+            );
+        }
         if n >= 10_000 {
             println!(
-                "  N={n:<6} reconnect {} (goal < {}s): {}",
+                "  N={n:<6} reconnect on {on} {} (goal < {}s): {}",
                 opt(self.reconnect),
                 RECONNECT_GOAL_10K.as_secs(),
                 verdict(self.reconnect.is_some_and(|d| d < RECONNECT_GOAL_10K))
@@ -392,7 +616,7 @@ impl Figures {
         let complete = rb.verified == n && rb.acked == n;
         for (what, at) in [("last verified rollback result", rb.last_result()), ("rollout rolled_back", rb.done())] {
             println!(
-                "  N={n:<6} halt to {what} {} (goal <= {} s): {}",
+                "  N={n:<6} halt to {what} on {on} {} (goal <= {} s): {}",
                 opt(at),
                 ROLLBACK_GOAL.as_secs(),
                 verdict(complete && at.is_some_and(|d| d <= ROLLBACK_GOAL))
@@ -416,6 +640,8 @@ impl Figures {
         };
         serde_json::json!({
             "n": self.n,
+            "store": self.store.key(),
+            "store_place": self.place,
             "enroll_s": self.enroll.as_secs_f64(),
             "coordinator": side(&self.coord),
             "floor": side(&self.floor),
@@ -423,6 +649,8 @@ impl Figures {
             "results": self.results,
             "results_acked": self.results_acked,
             "results_per_s": self.results_per_s(),
+            "results_goals_per_s": self.store.results_goals().iter().map(|(_, g)| *g).collect::<Vec<_>>(),
+            "stored_results": self.stored_results,
             "reconnect_s": s(self.reconnect),
             "reconnected": self.reconnected,
             "rollback": self.rollback.json(),
@@ -439,9 +667,13 @@ fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-async fn start_coordinator(bin: &Path, state: &Path, port: u16, trust: &Path) -> Result<Child> {
+/// A coordinator on `state` and `store` (its restart gets the same: the
+/// same SQLite file, or the same PostgreSQL database).
+async fn start_coordinator(bin: &Path, state: &Path, port: u16, trust: &Path, store: &RunStore) -> Result<Child> {
     let child = Proc::new(bin.join("rewind-coordinator"))
         .args(["--state", &state.to_string_lossy()])
+        .env_remove("REWIND_STORE_URL")
+        .envs(store.env())
         .env("REWIND_LISTEN", format!("127.0.0.1:{port}"))
         .env("REWIND_WEB_LISTEN", "127.0.0.1:0")
         .env("REWIND_TRUST", trust)
@@ -451,7 +683,7 @@ async fn start_coordinator(bin: &Path, state: &Path, port: u16, trust: &Path) ->
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .context("starting rewind-coordinator")?;
+        .with_context(|| format!("starting rewind-coordinator on the {}", store.place()))?;
     Ok(child)
 }
 
@@ -636,12 +868,19 @@ async fn floor_side(
 }
 
 #[allow(clippy::too_many_lines)]
-async fn one_run(args: &Args, bin: &Path, dir: &Path, release: &Release, n: usize) -> Result<Figures> {
-    println!("\n== N = {n}: coordinator in {}", dir.display());
+async fn one_run(
+    args: &Args,
+    bin: &Path,
+    dir: &Path,
+    release: &Release,
+    n: usize,
+    store: &RunStore,
+) -> Result<Figures> {
+    println!("\n== N = {n}, {}: coordinator in {}", store.place(), dir.display());
     let state = dir.join("coordinator");
     let port = free_port()?;
     let url = format!("https://127.0.0.1:{port}");
-    let mut coord = start_coordinator(bin, &state, port, &release.trust).await?;
+    let mut coord = start_coordinator(bin, &state, port, &release.trust, store).await?;
     let env = vec![
         ("REWIND_COORDINATOR", url.clone()),
         ("REWIND_CA", state.join("ca.pem").to_string_lossy().into_owned()),
@@ -650,7 +889,7 @@ async fn one_run(args: &Args, bin: &Path, dir: &Path, release: &Release, n: usiz
     wait_ready(bin, &env).await?;
     let ca_pem = std::fs::read_to_string(state.join("ca.pem"))?;
     let token = ctl(bin, &["token", "create", "--uses", &n.to_string(), "--ttl", "2h"], &env).await?.trim().to_string();
-    let mut fig = Figures { n, ..Figures::default() };
+    let mut fig = Figures { n, store: store.kind, place: store.place(), ..Figures::default() };
     let t = Instant::now();
     let ids = enroll_all(&url, &ca_pem, &token, n, args.enroll_concurrency).await?;
     fig.enroll = t.elapsed();
@@ -668,7 +907,7 @@ async fn one_run(args: &Args, bin: &Path, dir: &Path, release: &Release, n: usiz
     let times = sims.wait(n, args.timeout, connected).await;
     fig.coord.connected = times.len();
     fig.coord.connect = (times.len() == n).then(|| times.last().map_or(Duration::ZERO, |t| *t - t0));
-    println!("  coordinator: {}/{n} connected in {}", times.len(), opt(fig.coord.connect));
+    println!("  coordinator ({}): {}/{n} connected in {}", store.kind.name(), times.len(), opt(fig.coord.connect));
     tokio::time::sleep(SETTLE).await;
     fig.coord.rssn_kib = rss_kib(pid)?;
 
@@ -715,7 +954,8 @@ async fn one_run(args: &Args, bin: &Path, dir: &Path, release: &Release, n: usiz
     }
     fig.results_time = last - t0;
     println!(
-        "  results: {}/{} acknowledged in {:.2} s",
+        "  results into {}: {}/{} acknowledged in {:.2} s",
+        store.kind.name(),
         fig.results_acked,
         fig.results,
         fig.results_time.as_secs_f64()
@@ -726,7 +966,7 @@ async fn one_run(args: &Args, bin: &Path, dir: &Path, release: &Release, n: usiz
     let _ = tokio::time::timeout(Duration::from_secs(30), coord.wait()).await;
     let _ = coord.kill().await;
     let t0 = Instant::now();
-    let mut coord = start_coordinator(bin, &state, port, &release.trust).await?;
+    let mut coord = start_coordinator(bin, &state, port, &release.trust, store).await?;
     let times = sims.wait(n, args.timeout, connected).await;
     fig.reconnected = times.len();
     fig.reconnect = (times.len() == n).then(|| times.last().map_or(Duration::ZERO, |t| *t - t0));
@@ -830,11 +1070,12 @@ impl RollbackFigures {
         audit_ms(self.audit_rolled_back_ms).or(self.rolled_back)
     }
 
-    fn print(&self, n: usize) {
+    fn print(&self, n: usize, store: Store) {
         let ms_opt = |v: Option<i64>| v.map_or_else(|| "not found".into(), |v| format!("{v} ms"));
         println!(
-            "  halt to verified rollback: {}/{n} connected; bench 1.0.1 verified by {}/{n}, applied acknowledged {}/{n}, \
+            "  halt to verified rollback on {}: {}/{n} connected; bench 1.0.1 verified by {}/{n}, applied acknowledged {}/{n}, \
              rollout {} after {}",
+            store.name(),
             self.connected,
             self.applies_verified,
             self.applied_acked,
