@@ -15,10 +15,11 @@
 //!   (the decision recorded, plans queued), to the last rollback result
 //!   stored, to `rolled_back`.
 //!
-//! An agent sends the signed result of a plan it ran with its next
-//! heartbeat (docs/protocol.md "Results"), so the figure depends on the
-//! coordinator's heartbeat: `--heartbeat-seconds` (default 30, the
-//! coordinator's own default; the E2E tests use 1).
+//! An agent sends the signed result of a plan as soon as the plan ran
+//! (docs/protocol.md "Results"; before, it waited for its next heartbeat),
+//! so the figure should not depend on the coordinator's heartbeat:
+//! `--heartbeat-seconds` (default 30, the coordinator's own default; the
+//! E2E tests use 1) lets a run show that.
 //!
 //! Each run is a new sequence of the same release (the endpoints are back
 //! at their seed state after each rollback); after each one every
@@ -61,7 +62,7 @@ struct Args {
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/notes-app"))]
     example: PathBuf,
     /// The coordinator's heartbeat (REWIND_HEARTBEAT_SECONDS; 30 is its default). A
-    /// `rewind-agent run` sends the result of a plan it ran at its next heartbeat.
+    /// `rewind-agent run` sends a plan's result as soon as the plan ran, whatever it is.
     #[arg(long, default_value_t = 30)]
     heartbeat_seconds: u32,
     /// How long to wait for each step before failing.
