@@ -361,7 +361,8 @@ async fn announce(app: Weak<App>) {
 }
 
 /// Forwards the events the leader's engine needs (results, alarms,
-/// telemetry received here) to the other replicas, batched.
+/// telemetry received here) to the other replicas, batched — while this
+/// replica does not lead.
 async fn forward_events(app: Weak<App>) {
     let Some(mut rx) = app.upgrade().map(|a| a.events.subscribe()) else { return };
     loop {
@@ -380,6 +381,12 @@ async fn forward_events(app: Weak<App>) {
             batch.push(e);
         }
         let Some(app) = app.upgrade() else { return };
+        if app.cluster.is_leader() {
+            // The leader's own engine heard these on this bus; no other
+            // replica needs them (a new leader reads results back from the
+            // store when it takes over).
+            continue;
+        }
         let from = app.cluster.replica.clone();
         let mut messages = Vec::new();
         let mut current: Vec<(String, Value)> = Vec::new();

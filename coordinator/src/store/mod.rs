@@ -267,6 +267,8 @@ pub trait Store: Send + Sync + 'static {
     async fn alarm(&self, agent: AgentId, kind: String, detail: String) -> Result<()>;
     /// An agent's alarms, oldest first, as (kind, detail).
     async fn alarms(&self, agent: AgentId) -> Result<Vec<(String, String)>>;
+    /// Every agent's alarms in one read, oldest first, as (agent, kind, detail).
+    async fn all_alarms(&self) -> Result<Vec<(AgentId, String, String)>>;
     /// Stores a bundle (replacing one of the same product and release).
     async fn put_bundle(&self, bundle: BundleRecord) -> Result<()>;
     /// The bundle of `product` `release`; with no release, the bundle of
@@ -544,6 +546,10 @@ pub mod suite {
         assert!(s.agents_by_id(Vec::new()).await.unwrap().is_empty());
         s.alarm(id.clone(), "chain_fork".into(), "went backwards".into()).await.unwrap();
         assert_eq!(s.alarms(id.clone()).await.unwrap().len(), 1);
+        assert_eq!(
+            s.all_alarms().await.unwrap(),
+            [(id.clone(), "chain_fork".to_string(), "went backwards".to_string())]
+        );
         assert_eq!(s.counts(id.clone()).await.unwrap(), (3, 1));
         assert!(s.revoke(id.clone()).await.unwrap());
         assert!(!s.revoke(id.clone()).await.unwrap(), "already revoked");

@@ -780,57 +780,74 @@ impl Store for PostgresStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
+        // Two statements for the whole batch: the inserts (arrays unnested
+        // server-side, a known id skipped), then each agent's chain point
+        // moved once, to the last point among its results inserted now.
+        let now = crate::now();
+        let ids: Vec<&str> = batch.iter().map(|(r, _)| r.id.as_str()).collect();
+        let agents: Vec<&str> = batch.iter().map(|(r, _)| r.agent.as_str()).collect();
+        let plans: Vec<&str> = batch.iter().map(|(r, _)| r.plan.as_str()).collect();
+        let signed: Vec<Option<&str>> = batch.iter().map(|(r, _)| r.signed_plan.as_deref()).collect();
+        let products: Vec<&str> = batch.iter().map(|(r, _)| r.product.as_str()).collect();
+        let releases: Vec<&str> = batch.iter().map(|(r, _)| r.release.as_str()).collect();
+        let sequences: Vec<i64> = batch.iter().map(|(r, _)| i64_of(r.sequence)).collect();
+        let statuses: Vec<&str> = batch.iter().map(|(r, _)| r.status.as_str()).collect();
+        let continuities: Vec<&str> = batch.iter().map(|(r, _)| r.continuity.as_str()).collect();
+        let payloads: Vec<&[u8]> = batch.iter().map(|(r, _)| r.payload.as_slice()).collect();
+        let signatures: Vec<&[u8]> = batch.iter().map(|(r, _)| r.signature.as_slice()).collect();
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
-        // Per result one statement: the insert, and the chain point moved
-        // only when the insert happened; the statements are pipelined and
-        // commit together.
-        let st = tx
-            .prepare_cached(
-                "WITH ins AS (
-                    INSERT INTO results(id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature, received)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING RETURNING agent
-                 ), adv AS (
-                    UPDATE agents SET chain = $13 WHERE $13::TEXT IS NOT NULL AND id IN (SELECT agent FROM ins) RETURNING id
-                 )
-                 SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM adv)",
+        let inserted: std::collections::HashSet<String> = tx
+            .query(
+                "INSERT INTO results(id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature, received)
+                 SELECT id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature, $12
+                 FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::BIGINT[],
+                             $8::TEXT[], $9::TEXT[], $10::BYTEA[], $11::BYTEA[])
+                      WITH ORDINALITY AS b(id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature, k)
+                 ORDER BY k
+                 ON CONFLICT (id) DO NOTHING RETURNING id",
+                &[
+                    &ids,
+                    &agents,
+                    &plans,
+                    &signed,
+                    &products,
+                    &releases,
+                    &sequences,
+                    &statuses,
+                    &continuities,
+                    &payloads,
+                    &signatures,
+                    &now,
+                ],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| get::<String>(r, 0))
+            .collect::<Result<_>>()?;
+        // New: the first occurrence of each id inserted now (a batch may
+        // carry the same result twice).
+        let mut seen = std::collections::HashSet::new();
+        let news: Vec<bool> =
+            batch.iter().map(|(r, _)| inserted.contains(&r.id) && seen.insert(r.id.as_str())).collect();
+        let mut chains: std::collections::BTreeMap<&str, String> = std::collections::BTreeMap::new();
+        for ((r, advance), new) in batch.iter().zip(&news) {
+            if let (true, Some(p)) = (new, advance) {
+                chains.insert(r.agent.as_str(), json(p));
+            }
+        }
+        if !chains.is_empty() {
+            let (who, points): (Vec<&str>, Vec<String>) = chains.into_iter().unzip();
+            tx.execute(
+                "UPDATE agents SET chain = v.chain FROM unnest($1::TEXT[], $2::TEXT[]) AS v(id, chain) WHERE agents.id = v.id",
+                &[&who, &points],
             )
             .await
             .map_err(pg)?;
-        let now = crate::now();
-        let owned: Vec<_> = batch
-            .iter()
-            .map(|(r, advance)| (r.agent.as_str().to_string(), i64_of(r.sequence), advance.as_ref().map(json)))
-            .collect();
-        let runs = batch.iter().zip(&owned).map(|((r, _), (agent, sequence, advance))| {
-            let st = &st;
-            let tx = &tx;
-            let now = &now;
-            async move {
-                tx.query_one(
-                    st,
-                    &[
-                        &r.id,
-                        agent,
-                        &r.plan,
-                        &r.signed_plan,
-                        &r.product,
-                        &r.release,
-                        sequence,
-                        &r.status,
-                        &r.continuity,
-                        &r.payload,
-                        &r.signature,
-                        now,
-                        advance,
-                    ],
-                )
-                .await
-            }
-        });
-        let rows = futures_util::future::try_join_all(runs).await.map_err(pg)?;
+        }
         tx.commit().await.map_err(pg)?;
-        rows.iter().map(|row| Ok(get::<i64>(row, 0)? == 1)).collect()
+        Ok(news)
     }
 
     async fn results(&self, agent: AgentId) -> Result<Vec<StoredResult>> {
@@ -865,6 +882,18 @@ impl Store for PostgresStore {
             .await?
             .iter()
             .map(|r| Ok((get(r, 0)?, get(r, 1)?)))
+            .collect()
+    }
+
+    async fn all_alarms(&self) -> Result<Vec<(AgentId, String, String)>> {
+        self.query("SELECT agent, kind, detail FROM integrity_alarms ORDER BY id", &[])
+            .await?
+            .iter()
+            .map(|r| {
+                let agent: String = get(r, 0)?;
+                let agent = AgentId::parse(&agent).map_err(|e| Error::Store(format!("alarm agent: {e}")))?;
+                Ok((agent, get(r, 1)?, get(r, 2)?))
+            })
             .collect()
     }
 

@@ -609,6 +609,21 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn all_alarms(&self) -> Result<Vec<(AgentId, String, String)>> {
+        self.call(move |c| {
+            let mut st = c.prepare("SELECT agent, kind, detail FROM integrity_alarms ORDER BY id").map_err(sql)?;
+            let rows: Vec<(String, String, String)> = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(sql)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(sql)?;
+            rows.into_iter()
+                .map(|(a, k, d)| Ok((AgentId::parse(&a).map_err(|e| Error::Store(format!("alarm agent: {e}")))?, k, d)))
+                .collect()
+        })
+        .await
+    }
+
     async fn put_bundle(&self, b: BundleRecord) -> Result<()> {
         self.call(move |c| {
             c.execute(

@@ -16,7 +16,7 @@
 //! an event between page load and subscription is never missed. Without
 //! JavaScript, `<noscript><meta refresh>` reloads the page every 5 s.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -25,6 +25,7 @@ use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html as HtmlResponse, IntoResponse, Response};
 use rewind_shared::Release;
+use rewind_shared::fleet::AgentId;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
@@ -230,9 +231,14 @@ pub async fn snapshot(app: &App) -> Result<Snapshot> {
         }
         products.push(view);
     }
+    // One read for every agent's alarms, shown agent by agent as listed.
+    let mut by_agent: HashMap<AgentId, Vec<(String, String)>> = HashMap::new();
+    for (agent, kind, detail) in app.store.all_alarms().await? {
+        by_agent.entry(agent).or_default().push((kind, detail));
+    }
     let mut alarms = Vec::new();
     for a in &agents {
-        for (kind, detail) in app.store.alarms(a.id.clone()).await? {
+        for (kind, detail) in by_agent.remove(&a.id).unwrap_or_default() {
             alarms.push(AlarmView { agent: a.id.to_string(), kind, detail });
         }
     }
