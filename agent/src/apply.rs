@@ -207,6 +207,7 @@ fn apply_plan(
         checks: Vec::new(),
         steps: Vec::new(),
         error: None,
+        failed_step: None,
         message: String::new(),
     };
 
@@ -292,6 +293,7 @@ fn apply_plan(
     let failed: Vec<String> = checks.iter().filter(|c| !c.ok).map(describe_check).collect();
     report.checks = checks;
     if !failed.is_empty() {
+        report.failed_step = Some("check".into());
         return rollback::revert(run, report, failed.join("; "));
     }
 
@@ -363,6 +365,7 @@ fn noop_report(
         checks: Vec::new(),
         steps: Vec::new(),
         error: None,
+        failed_step: None,
         message: format!("{} {} is already applied; nothing to do", release.name, release.version),
     })
 }
@@ -521,14 +524,20 @@ fn apply_migration(
     let started = Instant::now();
     let t = run.target(&m.target);
     t.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| format!("migration {}: {}", m.id, classify(&t.path, e)))?;
+    // The sub-step that failed, for the report's `failed_step`.
+    let failed_at = std::cell::Cell::new(None);
     let body = || -> std::result::Result<(String, String), String> {
         let sqlerr = |e: rusqlite::Error| format!("migration {}: {}", m.id, classify(&t.path, e));
         let before = schema_digest(&t.conn).map_err(sqlerr)?.to_string();
+        failed_at.set(Some("preserve"));
         preserve(t, m)?;
+        failed_at.set(Some("up"));
         t.run_script(&m.up.sql).map_err(|e| format!("migration {}: up.sql {e}", m.id))?;
         if let Some(v) = &m.verify {
+            failed_at.set(Some("verify"));
             t.run_verify(&v.sql).map_err(|e| format!("migration {}: verify.sql {e}", m.id))?;
         }
+        failed_at.set(None);
         let after = schema_digest(&t.conn).map_err(sqlerr)?.to_string();
         ledger::record(
             &t.conn,
@@ -559,6 +568,7 @@ fn apply_migration(
             if !t.conn.is_autocommit() {
                 let _ = t.conn.execute_batch("ROLLBACK");
             }
+            report.failed_step = failed_at.get().map(String::from);
             return Err(e);
         }
     };

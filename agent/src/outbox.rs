@@ -200,6 +200,7 @@ fn blank(id: String, status: ReportStatus, state_name: &str) -> ReportPayload {
         refusal: None,
         message: String::new(),
         millis: None,
+        failed_step: None,
         chain: ChainPoint { seq: 0, head: rewind_shared::audit::GENESIS },
         audit_since: Vec::new(),
         time: String::new(),
@@ -241,6 +242,7 @@ pub fn enqueue_finished(state: &State, plan: &Plan, final_state: &str, report: &
         })
         .collect();
     p.message.clone_from(&report.message);
+    p.failed_step.clone_from(&report.failed_step);
     p.millis =
         Some(report.steps.iter().map(|s| u64::try_from(s.millis).unwrap_or(u64::MAX)).fold(0, u64::saturating_add));
     enqueue(state, p)
@@ -412,6 +414,7 @@ mod tests {
             checks: vec![],
             steps: vec![],
             error: None,
+            failed_step: None,
             message: "done".into(),
         }
     }

@@ -113,6 +113,11 @@ pub struct Report {
     /// Why a failed plan failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Which step failed, when the plan failed in a migration or a check:
+    /// `verify` (a migration's `verify.sql`: an integrity signal for a
+    /// rollout), `up`, `preserve` or `check`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
     /// One line for people.
     pub message: String,
 }

@@ -56,6 +56,7 @@ pub fn recover(state: &State) -> Result<Vec<Report>> {
             checks: Vec::new(),
             steps: Vec::new(),
             error: None,
+            failed_step: None,
             message: String::new(),
         };
         let run = Run::resume(state, plan, targets)?;

@@ -152,6 +152,7 @@ fn rollback_plan(
             checks: Vec::new(),
             steps: Vec::new(),
             error: None,
+            failed_step: None,
             message: format!("{} {} is not applied here; nothing to roll back", release.name, release.version),
         });
     }
@@ -356,6 +357,7 @@ fn empty_report(plan: &Plan, status: &str) -> Report {
         checks: Vec::new(),
         steps: Vec::new(),
         error: None,
+        failed_step: None,
         message: String::new(),
     }
 }

@@ -327,6 +327,7 @@ fn failed_report(release: &Release, message: String) -> Report {
         checks: Vec::new(),
         steps: Vec::new(),
         error: Some(message.clone()),
+        failed_step: None,
         message,
     }
 }

@@ -21,7 +21,7 @@ pub fn rollout_id(report: &ReportPayload) -> Option<String> {
 /// | plan     | status / journal state          | events                         |
 /// |----------|---------------------------------|--------------------------------|
 /// | apply    | `applied`                       | `applied`                      |
-/// | apply    | `failed` (reverted)             | `failed` (+ integrity `failed_verify` when the reason is a `verify.sql`) |
+/// | apply    | `failed` (reverted)             | `failed` (+ integrity `failed_verify` when `failed_step` is `verify`) |
 /// | apply    | `failed`, state `needs_human`   | `failed` + integrity `failed_rollback_proof` (the revert is unproven) |
 /// | apply    | `refused`                       | `refused`                      |
 /// | apply    | `rolled_back` (local revert)    | `rolled_back_locally`          |
@@ -36,8 +36,9 @@ pub fn rollout_id(report: &ReportPayload) -> Option<String> {
 ///
 /// A chain gap adds integrity `audit_gap`, a fork `audit_fork`.
 ///
-/// The failed-verify signal is read from the agent's message (`migration
-/// ID: verify.sql ...`) until reports carry a structured failure code.
+/// The failed-verify signal is the report's `failed_step` (`verify`); a
+/// report without that field (an older agent) is judged by its message
+/// (`migration ID: verify.sql ...`).
 #[must_use]
 pub fn events_from_report(
     agent: &AgentId,
@@ -96,10 +97,20 @@ fn events_of_plan(
                     IntegrityKind::FailedRollbackProof,
                     format!("the failed apply could not be reverted to a proven state: {}", report.message),
                 ));
-            } else if report.message.contains("verify.sql") {
+            } else if failed_verify(report) {
                 events.push(integrity(IntegrityKind::FailedVerify, report.message.clone()));
             }
         }
+    }
+}
+
+/// Whether a failed apply failed in a migration's `verify.sql`: the
+/// report's `failed_step`; for a report without that field (an agent older
+/// than it), the engine's message (`migration ID: verify.sql ...`).
+fn failed_verify(report: &ReportPayload) -> bool {
+    match report.failed_step.as_deref() {
+        Some(step) => step == "verify",
+        None => report.message.contains("verify.sql"),
     }
 }
 
@@ -177,6 +188,16 @@ mod tests {
             let p = payload(kind, status, state, message);
             assert_eq!(outcomes(&events_from_report(&a, &p, &ok, None)), expected, "{kind:?} {status:?} {state}");
         }
+        // The failed step, when the report names it, decides over the message:
+        // a check whose text mentions verify.sql is an ordinary failure.
+        let named = |step: &str, message: &str| {
+            let mut p = payload(Some(PlanKind::Apply), ReportStatus::Failed, "reverted", message);
+            p.failed_step = Some(step.into());
+            outcomes(&events_from_report(&a, &p, &ok, None))
+        };
+        assert_eq!(named("check", "check `verify.sql ran` on notes: got 0, expected = 1"), ["failed"]);
+        assert_eq!(named("verify", "migration 0001: returned 0"), ["failed", "integrity:failed_verify"]);
+        assert_eq!(named("up", "migration 0001: up.sql no such table"), ["failed"]);
         let p = payload(Some(PlanKind::Apply), ReportStatus::Applied, "applied", "");
         assert_eq!(rollout_id(&p).as_deref(), Some("notes@7"));
         let gap = Continuity::Gap { known: head(), head: head(), missing: (4, 9) };

@@ -151,6 +151,10 @@ pub struct ReportPayload {
     /// comes from these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub millis: Option<u64>,
+    /// For a failed plan, the step that failed when the engine knows it:
+    /// `verify` (a migration's `verify.sql`), `up`, `preserve`, `check`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
     /// The agent's audit chain head when the report was made.
     pub chain: ChainPoint,
     /// Audit entries after the last head the coordinator acknowledged, up to
@@ -457,6 +461,7 @@ mod tests {
             refusal: None,
             message: "applied".into(),
             millis: Some(12),
+            failed_step: None,
             chain: head,
             audit_since: since.to_vec(),
             time: "2026-11-25T00:00:00Z".into(),

@@ -378,6 +378,7 @@ fn multi_statement_up_sql_failing_half_way_is_fully_reverted() {
     });
     let r = e.apply(&rel);
     assert_reverted(&e, &r, &start, &["0002_normalize_status", "up.sql statement 3", "no_such_table"]);
+    assert_eq!(r.json()["failed_step"], "up", "{r:?}");
 }
 
 #[test]
@@ -386,6 +387,7 @@ fn verify_returning_zero_or_no_rows_is_reverted() {
     let start = e.digests();
     let r = e.plan_dbs("apply", &release("2026.11.1-bad"), &e.notes_arg(), &["--json"], &[]);
     assert_reverted(&e, &r, &start, &["0001_split_title", "verify.sql returned 0 for row 1"]);
+    assert_eq!(r.json()["failed_step"], "verify", "the report names the failed step: {r:?}");
 
     let rel = e.copy_release("2026.11.0", "norows");
     std::fs::write(
@@ -410,6 +412,7 @@ fn a_failing_check_is_reverted() {
     });
     let r = e.apply(&rel);
     assert_reverted(&e, &r, &start, &["a thousand notes", "200"]);
+    assert_eq!(r.json()["failed_step"], "check", "{r:?}");
     let f = e.agent(&["flags", "--json"]);
     assert!(f.json().get("notes").is_none_or(|n| n.get("new_checkout").is_none()), "the flag is reverted too: {f:?}");
 }

@@ -1588,6 +1588,7 @@ fn signed_report(
         targets: if refusal.is_some() { Vec::new() } else { vec![target] },
         message: format!("fleet_load simulated {}", status.as_str()),
         millis: Some(1),
+        failed_step: None,
         refusal,
         chain: ChainPoint { seq: 0, head: rewind_shared::audit::GENESIS },
         audit_since: Vec::new(),

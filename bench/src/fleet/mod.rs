@@ -228,6 +228,7 @@ fn signed_result(id: &SimIdentity, key: &SigningKey, round: u32, k: u32) -> v1::
         refusal: None,
         message: "fleet_load simulated result".into(),
         millis: Some(1),
+        failed_step: None,
         chain: ChainPoint { seq: 0, head: rewind_shared::audit::GENESIS },
         audit_since: Vec::new(),
         time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
