@@ -517,7 +517,8 @@ impl Release {
     }
 
     /// Warnings that do not stop a release: expired flags (against `today`,
-    /// `YYYY-MM-DD`), irreversible steps, migrations without `verify.sql`.
+    /// `YYYY-MM-DD`), manual flags (no plan activates them yet),
+    /// irreversible steps, migrations without `verify.sql`.
     #[must_use]
     pub fn lint(&self, today: &str) -> Vec<Warning> {
         let mut w = Vec::new();
@@ -528,6 +529,13 @@ impl Release {
                 w.push(Warning(format!(
                     "flag {}: expired on {exp}; remove it or extend `expires` (owner: {})",
                     f.name, f.owner
+                )));
+            }
+            if f.activate == Activation::Manual {
+                w.push(Warning(format!(
+                    "flag {}: activate = \"manual\" is not supported yet: no plan turns it on, so endpoints keep \
+                     the app's default; use \"after-migrations\" or \"with-release\"",
+                    f.name
                 )));
             }
         }

@@ -307,6 +307,14 @@ fn expired_flags_are_linted() {
 }
 
 #[test]
+fn manual_flags_are_linted_as_not_supported_yet() {
+    let extra = "\n[[flag]]\nname = \"m\"\nvalue = true\nprevious = false\nowner = \"x\"\nactivate = \"manual\"\n";
+    let (_d, r) = release(extra, &[]);
+    let w = r.unwrap().lint("2026-11-24");
+    assert!(w.iter().any(|w| w.0.contains("flag m: activate = \"manual\" is not supported yet")), "{w:?}");
+}
+
+#[test]
 fn expectations_parse_and_judge() {
     use serde_json::json;
     assert!(Expect::parse(">= 1").unwrap().accepts(&json!(3), None));
