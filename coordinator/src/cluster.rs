@@ -285,6 +285,11 @@ async fn handle(app: &Arc<App>, m: Message) {
         Message::Events { events, .. } => {
             if app.cluster.is_leader() {
                 for (kind, params) in events {
+                    if kind == "result" {
+                        // The restore window of incident messages counts
+                        // results stored by every replica.
+                        app.timings.observe(&params);
+                    }
                     crate::rollout_engine::remote_event(app, &kind, &params).await;
                 }
             }
