@@ -45,12 +45,15 @@ struct Job {
 }
 
 /// The coordinator's result ingestor: every stream hands its results to one
-/// task, which takes whatever is waiting (up to [`MAX_BATCH`]) and ingests
-/// it together — one read of the agents, the signatures verified on a
-/// blocking thread, one store transaction for the results and one for
-/// their audit entries — so the store's cost per result falls as the load
-/// rises, while a lone result still goes through at once. Started on first
-/// use; it ends with the [`App`].
+/// task, which takes whatever is waiting (up to [`MAX_BATCH`]) as a batch.
+/// Two stages, so one batch is verified while the previous one is stored:
+/// (1) one read of the agents' keys, the signatures verified on blocking
+/// threads (split over the cores when the batch is large); (2) one read of
+/// the agents' chain points, continuity judged in order, one store
+/// transaction for the results and one for their audit entries. The
+/// store's cost per result falls as the load rises, while a lone result
+/// still goes through at once. Started on first use; it ends with the
+/// [`App`].
 #[derive(Default)]
 pub struct Ingestor(OnceLock<mpsc::Sender<Job>>);
 
@@ -344,6 +347,85 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::store::{AgentRecord, Store, sqlite::SqliteStore};
+
+    async fn app_with_agent(dir: &std::path::Path, key: &ed25519_dalek::SigningKey) -> (Arc<App>, AgentId) {
+        let store = Arc::new(SqliteStore::open(&dir.join("c.db")).await.unwrap());
+        let id = AgentId::parse("agt-1").unwrap();
+        store
+            .insert_agent(AgentRecord {
+                id: id.clone(),
+                hostname: "h".into(),
+                labels: Labels::new(),
+                fingerprint: "f".into(),
+                enrolled: crate::now(),
+                last_seen: None,
+                inventory: Default::default(),
+                revoked: false,
+                audit_key: hex::encode(key.verifying_key().as_bytes()),
+                chain: None,
+            })
+            .await
+            .unwrap();
+        let app = Arc::new(App {
+            config: Config::default(),
+            store,
+            ca: crate::ca::Ca::load_or_create(dir, None).unwrap(),
+            sessions: Default::default(),
+            key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
+            events: Default::default(),
+            ingestor: Default::default(),
+            timings: Default::default(),
+            cluster: Default::default(),
+        });
+        (app, id)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn results_submitted_without_waiting_are_judged_in_order_across_batches() {
+        // 600 results of one agent, each carrying the next audit entry of its
+        // chain, all handed over before the first outcome is awaited: they
+        // go through both stages in several batches, and each must be judged
+        // against the chain point the previous one stored (a stale point
+        // would make it a gap).
+        let dir = tempfile::tempdir().unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let (app, id) = app_with_agent(dir.path(), &key).await;
+        let mut prev: Option<rewind_shared::audit::AuditEntry> = None;
+        let mut outcomes = Vec::new();
+        for i in 0..600u32 {
+            let e = rewind_shared::audit::AuditEntry::new_signed(
+                prev.as_ref(),
+                crate::now(),
+                "plan.finish",
+                "{}".into(),
+                &key,
+            );
+            let payload: ReportPayload = serde_json::from_value(serde_json::json!({
+                "format": "rewind-report-1", "id": format!("res-{i}"),
+                "agent_key": hex::encode(key.verifying_key().as_bytes()),
+                "agent_keyid": rewind_shared::trust::key_id(&key.verifying_key()),
+                "plan": format!("plan-{i}"), "product": "notes", "release": "1", "sequence": 1,
+                "kind": "apply", "status": "applied", "state": "applied", "targets": [], "message": "",
+                "chain": {"seq": e.seq, "head": e.hash}, "audit_since": [e.clone()], "time": crate::now(),
+            }))
+            .unwrap();
+            let signed = rewind_shared::report::SignedReport::sign(&payload, &key);
+            let r = v1::Result {
+                id: payload.id.clone(),
+                report: signed.payload_bytes().unwrap(),
+                signature: hex::decode(&signed.signature).unwrap(),
+                ..Default::default()
+            };
+            outcomes.push(submit(&app, &id, r).await.unwrap());
+            prev = Some(e);
+        }
+        for (i, o) in outcomes.into_iter().enumerate() {
+            let o = o.await.unwrap();
+            assert_eq!(o, Ingested::Stored { id: format!("res-{i}"), new: true, continuity: "ok" }, "result {i}");
+        }
+        assert_eq!(app.store.agent(id.clone()).await.unwrap().unwrap().chain.unwrap().seq, 600);
+        assert_eq!(app.store.results(id).await.unwrap().len(), 600);
+    }
 
     #[tokio::test]
     async fn a_forged_result_is_refused_not_stored_and_raises_an_alarm() {
