@@ -430,35 +430,9 @@ mod tests {
     #[tokio::test]
     async fn a_forged_result_is_refused_not_stored_and_raises_an_alarm() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.path().join("c.db")).await.unwrap());
-        let id = AgentId::parse("agt-1").unwrap();
         let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
-        store
-            .insert_agent(AgentRecord {
-                id: id.clone(),
-                hostname: "h".into(),
-                labels: Labels::new(),
-                fingerprint: "f".into(),
-                enrolled: crate::now(),
-                last_seen: None,
-                inventory: Default::default(),
-                revoked: false,
-                audit_key: hex::encode(key.verifying_key().as_bytes()),
-                chain: None,
-            })
-            .await
-            .unwrap();
-        let app = Arc::new(App {
-            config: Config::default(),
-            store: store.clone(),
-            ca: crate::ca::Ca::load_or_create(dir.path(), None).unwrap(),
-            sessions: Default::default(),
-            key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
-            events: Default::default(),
-            ingestor: Default::default(),
-            timings: Default::default(),
-            cluster: Default::default(),
-        });
+        let (app, id) = app_with_agent(dir.path(), &key).await;
+        let store = &app.store;
         let forged = v1::Result {
             id: "res-1".into(),
             report: br#"{"format":"rewind-report-1"}"#.to_vec(),

@@ -12,11 +12,11 @@
 
 mod fleet_rollout_common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use fleet_rollout_common::{Fleet, agent, ok};
-use rewind_tests::{copy_dir, digest, eventually, release, run};
+use rewind_tests::eventually;
 use serde_json::Value;
 
 const ONE_WAVE: &str = r#"[rollout]
@@ -24,50 +24,6 @@ waves = [{ name = "all", percent = 100 }]
 report_timeout = "120s"
 auto_rollback = true
 "#;
-
-/// A migration of a later release: id, target, up, down, verify.
-type Migration<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
-
-/// A later release of the product: a copy of 2026.11.0 (whose migrations
-/// every endpoint already holds, so they are no-ops) as `version` /
-/// `sequence`, plus `migrations` of its own; `new_checkout` is already on
-/// under the release before, so that is its `previous`. Built without
-/// samples (its start state is the previous release's, not the seed's),
-/// signed by both keys and uploaded.
-fn later_release(fleet: &Fleet, version: &str, sequence: u64, migrations: &[Migration<'_>]) -> PathBuf {
-    let dir = fleet.dir.join("releases").join(version);
-    copy_dir(&release("2026.11.0"), &dir);
-    let toml = dir.join("release.toml");
-    let text = std::fs::read_to_string(&toml).unwrap();
-    let head = &text[..text.find("\n[rollout]").unwrap()];
-    let mut out = head
-        .replace("version = \"2026.11.0\"", &format!("version = \"{version}\""))
-        .replace("sequence = 7", &format!("sequence = {sequence}"))
-        .replace("previous = false", "previous = true");
-    for (id, target, up, down, verify) in migrations {
-        out.push_str(&format!("\n[[migration]]\nid = \"{id}\"\ntarget = \"{target}\"\n"));
-        let m = dir.join("migrations").join(id);
-        std::fs::create_dir_all(&m).unwrap();
-        for (file, sql) in [("up.sql", up), ("down.sql", down), ("verify.sql", verify)] {
-            std::fs::write(m.join(file), format!("{sql}\n")).unwrap();
-        }
-    }
-    std::fs::write(&toml, format!("{out}\n\n{ONE_WAVE}")).unwrap();
-    let bundle = fleet.dir.join(format!("{version}.bundle.json"));
-    let (d, b) = (dir.to_string_lossy().into_owned(), bundle.to_string_lossy().into_owned());
-    ok(&run("rewindctl", &["release", "build", &d, "--out", &b], &[]));
-    for k in ["alice", "bob"] {
-        let key = fleet.dir.join(format!("{k}.key"));
-        ok(&run("rewindctl", &["release", "sign", &b, "--key", &key.to_string_lossy()], &[]));
-    }
-    ok(&fleet.ctl(&["release", "upload", &b]));
-    bundle
-}
-
-/// Per endpoint: the content digests of notes.db and settings.db.
-fn digests(fleet: &Fleet) -> Vec<(String, String)> {
-    fleet.endpoints.iter().map(|e| (digest(&e.notes), digest(&e.settings))).collect()
-}
 
 fn flags(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("state/flags.json")).unwrap()).unwrap()
@@ -119,8 +75,7 @@ fn rollback_to_sequence_7_reverts_9_then_8_on_every_endpoint_proven_by_digest() 
     fleet.add("main", 3);
     fleet.wait_connected();
     fleet.bundle("2026.11.0", ONE_WAVE, &|t| t, true);
-    later_release(
-        &fleet,
+    fleet.later_release(
         "2026.12.0",
         8,
         &[(
@@ -131,9 +86,10 @@ fn rollback_to_sequence_7_reverts_9_then_8_on_every_endpoint_proven_by_digest() 
             "DROP TABLE note_tags;",
             "SELECT count(*) = 20 FROM note_tags;",
         )],
+        "",
+        ONE_WAVE,
     );
-    later_release(
-        &fleet,
+    fleet.later_release(
         "2026.12.1",
         9,
         &[
@@ -152,16 +108,18 @@ fn rollback_to_sequence_7_reverts_9_then_8_on_every_endpoint_proven_by_digest() 
                 "SELECT count(*) = 1 FROM settings WHERE key = 'sync_interval';",
             ),
         ],
+        "",
+        ONE_WAVE,
     );
 
-    let start = digests(&fleet);
+    let start = fleet.digests();
     roll_out(&fleet, "2026.11.0", 7);
-    let after7 = digests(&fleet);
+    let after7 = fleet.digests();
     let flags7: Vec<Value> = fleet.endpoints.iter().map(|e| flags(&e.dir)).collect();
     roll_out(&fleet, "2026.12.0", 8);
-    let after8 = digests(&fleet);
+    let after8 = fleet.digests();
     roll_out(&fleet, "2026.12.1", 9);
-    let after9 = digests(&fleet);
+    let after9 = fleet.digests();
     for i in 0..fleet.endpoints.len() {
         // Each release changed the data: a rollback that did nothing
         // could not pass the checks below.
@@ -187,7 +145,7 @@ fn rollback_to_sequence_7_reverts_9_then_8_on_every_endpoint_proven_by_digest() 
 
     // The files: exactly where sequence 7 left them; so are the flags and
     // the installed release.
-    assert_eq!(digests(&fleet), after7, "every endpoint back at its digests right after sequence 7");
+    assert_eq!(fleet.digests(), after7, "every endpoint back at its digests right after sequence 7");
     for (e, f) in fleet.endpoints.iter().zip(&flags7) {
         assert_eq!(&flags(&e.dir), f, "{}: the flags sequence 7 set", e.id);
     }

@@ -34,11 +34,10 @@
 
 mod fleet_rollout_common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use fleet_rollout_common::{Endpoint, Fleet, agent, ok, wave};
-use rewind_tests::{copy_dir, digest, eventually, release, run};
+use rewind_tests::eventually;
 use serde_json::Value;
 
 const MIN_SAMPLE: usize = 7;
@@ -76,53 +75,6 @@ fn seed_failure(e: &Endpoint, sequence: u64) {
         .unwrap()
         .execute("INSERT INTO settings(key, value) VALUES (?1, 'fail')", [marker(sequence)])
         .unwrap();
-}
-
-/// Release 2026.12.0, sequence 8: a copy of 2026.11.0 (whose migrations the
-/// endpoints that applied 7 already hold) plus a migration of its own on
-/// the notes database and the seeded check; built without samples (its
-/// endpoints start from two different states), signed by both keys and
-/// uploaded.
-fn release_8(fleet: &Fleet) -> PathBuf {
-    let dir = fleet.dir.join("releases").join("2026.12.0");
-    copy_dir(&release("2026.11.0"), &dir);
-    let toml = dir.join("release.toml");
-    let text = std::fs::read_to_string(&toml).unwrap();
-    let head = &text[..text.find("\n[rollout]").unwrap()];
-    let mut out = head
-        .replace("version = \"2026.11.0\"", "version = \"2026.12.0\"")
-        .replace("sequence = 7", "sequence = 8")
-        .replace("previous = false", "previous = true");
-    out.push_str("\n[[migration]]\nid = \"0004_note_tags\"\ntarget = \"notes\"\n");
-    out.push_str(&seeded_check(8));
-    let m = dir.join("migrations/0004_note_tags");
-    std::fs::create_dir_all(&m).unwrap();
-    for (file, sql) in [
-        (
-            "up.sql",
-            "CREATE TABLE note_tags(note_id INTEGER NOT NULL REFERENCES notes(id), tag TEXT NOT NULL);\n\
-             INSERT INTO note_tags SELECT id, 'starred' FROM notes WHERE id % 10 = 0;",
-        ),
-        ("down.sql", "DROP TABLE note_tags;"),
-        ("verify.sql", "SELECT count(*) = 20 FROM note_tags;"),
-    ] {
-        std::fs::write(m.join(file), format!("{sql}\n")).unwrap();
-    }
-    std::fs::write(&toml, format!("{out}\n\n{ONE_WAVE}")).unwrap();
-    let bundle = fleet.dir.join("2026.12.0.bundle.json");
-    let (d, b) = (dir.to_string_lossy().into_owned(), bundle.to_string_lossy().into_owned());
-    ok(&run("rewindctl", &["release", "build", &d, "--out", &b], &[]));
-    for k in ["alice", "bob"] {
-        let key = fleet.dir.join(format!("{k}.key"));
-        ok(&run("rewindctl", &["release", "sign", &b, "--key", &key.to_string_lossy()], &[]));
-    }
-    ok(&fleet.ctl(&["release", "upload", &b]));
-    bundle
-}
-
-/// Per endpoint: the content digests of notes.db and settings.db.
-fn digests(fleet: &Fleet) -> Vec<(String, String)> {
-    fleet.endpoints.iter().map(|e| (digest(&e.notes), digest(&e.settings))).collect()
 }
 
 /// Stops the daemons of endpoints `range` and waits until the coordinator
@@ -188,14 +140,30 @@ fn the_failure_ratio_halts_on_the_report_that_crosses_it_once_min_sample_reporte
     let ids = fleet.ids("main");
     let id = |i: usize| ids[i].as_str();
     fleet.bundle("2026.11.0", ONE_WAVE, &|t| t + &seeded_check(7), true);
-    release_8(&fleet);
+    // 2026.12.0, sequence 8: a migration of its own on the notes database
+    // and the seeded check; the endpoints start it from two different
+    // states (applied 7 or not), hence no samples.
+    fleet.later_release(
+        "2026.12.0",
+        8,
+        &[(
+            "0004_note_tags",
+            "notes",
+            "CREATE TABLE note_tags(note_id INTEGER NOT NULL REFERENCES notes(id), tag TEXT NOT NULL);\n\
+             INSERT INTO note_tags SELECT id, 'starred' FROM notes WHERE id % 10 = 0;",
+            "DROP TABLE note_tags;",
+            "SELECT count(*) = 20 FROM note_tags;",
+        )],
+        &seeded_check(8),
+        ONE_WAVE,
+    );
 
     // 1. Sequence 7 fails on endpoints 0 and 1, which report first.
     for e in &fleet.endpoints[..2] {
         seed_failure(e, 7);
     }
     take_offline(&mut fleet, 2..10);
-    let before7 = digests(&fleet);
+    let before7 = fleet.digests();
     let r = fleet.ctl(&["rollout", "start", "notes", "2026.11.0", "--json"]);
     ok(&r);
     assert_eq!((r.json()["rollout"].as_str(), r.json()["agents"].as_u64()), (Some("notes@7"), Some(10)), "{r:?}");
@@ -217,7 +185,7 @@ fn the_failure_ratio_halts_on_the_report_that_crosses_it_once_min_sample_reporte
     assert_eq!(s["state"], "done", "2 of 10 failed (0.2) never halts with min_sample 7: {s:#}");
     let w = wave(&s, "all");
     assert_eq!((w["succeeded"].as_u64(), w["failed"].as_u64()), (Some(8), Some(2)), "{s:#}");
-    let after7 = digests(&fleet);
+    let after7 = fleet.digests();
     for i in 0..10 {
         if i < 2 {
             assert_eq!(after7[i], before7[i], "{} reverted itself to its digests before the rollout", id(i));
@@ -242,7 +210,7 @@ fn the_failure_ratio_halts_on_the_report_that_crosses_it_once_min_sample_reporte
         seed_failure(e, 8);
     }
     take_offline(&mut fleet, 4..10);
-    let before8 = digests(&fleet);
+    let before8 = fleet.digests();
     let r = fleet.ctl(&["rollout", "start", "notes", "2026.12.0", "--json"]);
     ok(&r);
     assert_eq!((r.json()["rollout"].as_str(), r.json()["agents"].as_u64()), (Some("notes@8"), Some(10)), "{r:?}");
@@ -346,5 +314,5 @@ fn the_failure_ratio_halts_on_the_report_that_crosses_it_once_min_sample_reporte
         let notes = p["targets"].as_array().unwrap().iter().find(|t| t["name"] == "notes").unwrap();
         assert_eq!(notes["data_after"], before.as_str(), "{p:#}");
     }
-    assert_eq!(digests(&fleet), before8, "every endpoint back at its digests from before notes@8");
+    assert_eq!(fleet.digests(), before8, "every endpoint back at its digests from before notes@8");
 }

@@ -13,6 +13,10 @@ pub use rewind_tests::{Proc, ok};
 use rewind_tests::{Run, bin, copy_dir, digest, eventually, release, run, seed_db};
 use serde_json::Value;
 
+/// A migration of a later release ([`Fleet::later_release`]): id, target,
+/// up, down, verify.
+pub type Migration<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
+
 /// The test's temp dir; kept (and printed) when REWIND_KEEP_TMP is set, to
 /// read the coordinator.log and endpoint*/agent.log after a failure.
 pub struct Tmp(Option<tempfile::TempDir>, PathBuf);
@@ -260,12 +264,68 @@ impl Fleet {
         args.push(out.to_string_lossy().into_owned());
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         ok(&run("rewindctl", &a, &[]));
+        self.sign_and_upload(&out);
+        out
+    }
+
+    /// Signs a built bundle with both keys of the 2-of-2 root and uploads it.
+    fn sign_and_upload(&self, bundle: &Path) {
         for k in ["alice", "bob"] {
             let key = self.dir.join(format!("{k}.key"));
-            ok(&run("rewindctl", &["release", "sign", &out.to_string_lossy(), "--key", &key.to_string_lossy()], &[]));
+            ok(&run(
+                "rewindctl",
+                &["release", "sign", &bundle.to_string_lossy(), "--key", &key.to_string_lossy()],
+                &[],
+            ));
         }
-        ok(&self.ctl(&["release", "upload", &out.to_string_lossy()]));
-        out
+        ok(&self.ctl(&["release", "upload", &bundle.to_string_lossy()]));
+    }
+
+    /// A later release of the product: a copy of 2026.11.0 (whose
+    /// migrations every endpoint that applied sequence 7 already holds, so
+    /// they are no-ops) as `version` / `sequence`, plus `migrations` of its
+    /// own and `extra` release.toml text (checks, ...), with `rollout` as its
+    /// `[rollout]`; `new_checkout` is already on under the release before,
+    /// so that is its `previous`. Built without samples (its start state is
+    /// the previous release's, not the seed's), signed by both keys and
+    /// uploaded.
+    pub fn later_release(
+        &self,
+        version: &str,
+        sequence: u64,
+        migrations: &[Migration<'_>],
+        extra: &str,
+        rollout: &str,
+    ) -> PathBuf {
+        let dir = self.dir.join("releases").join(version);
+        copy_dir(&release("2026.11.0"), &dir);
+        let toml = dir.join("release.toml");
+        let text = std::fs::read_to_string(&toml).unwrap();
+        let head = &text[..text.find("\n[rollout]").unwrap()];
+        let mut out = head
+            .replace("version = \"2026.11.0\"", &format!("version = \"{version}\""))
+            .replace("sequence = 7", &format!("sequence = {sequence}"))
+            .replace("previous = false", "previous = true");
+        for (id, target, up, down, verify) in migrations {
+            out.push_str(&format!("\n[[migration]]\nid = \"{id}\"\ntarget = \"{target}\"\n"));
+            let m = dir.join("migrations").join(id);
+            std::fs::create_dir_all(&m).unwrap();
+            for (file, sql) in [("up.sql", up), ("down.sql", down), ("verify.sql", verify)] {
+                std::fs::write(m.join(file), format!("{sql}\n")).unwrap();
+            }
+        }
+        out.push_str(extra);
+        std::fs::write(&toml, format!("{out}\n\n{rollout}")).unwrap();
+        let bundle = self.dir.join(format!("{version}.bundle.json"));
+        let (d, b) = (dir.to_string_lossy().into_owned(), bundle.to_string_lossy().into_owned());
+        ok(&run("rewindctl", &["release", "build", &d, "--out", &b], &[]));
+        self.sign_and_upload(&bundle);
+        bundle
+    }
+
+    /// Per endpoint: the content digests of notes.db and settings.db.
+    pub fn digests(&self) -> Vec<(String, String)> {
+        self.endpoints.iter().map(|e| (digest(&e.notes), digest(&e.settings))).collect()
     }
 
     pub fn status(&self) -> Value {
