@@ -15,7 +15,7 @@ mod fleet_rollout_common;
 use std::path::Path;
 use std::time::Duration;
 
-use fleet_rollout_common::{Fleet, agent, ok};
+use fleet_rollout_common::{Fleet, NOTE_TAGS, agent, ok};
 use rewind_tests::eventually;
 use serde_json::Value;
 
@@ -75,20 +75,7 @@ fn rollback_to_sequence_7_reverts_9_then_8_on_every_endpoint_proven_by_digest() 
     fleet.add("main", 3);
     fleet.wait_connected();
     fleet.bundle("2026.11.0", ONE_WAVE, &|t| t, true);
-    fleet.later_release(
-        "2026.12.0",
-        8,
-        &[(
-            "0004_note_tags",
-            "notes",
-            "CREATE TABLE note_tags(note_id INTEGER NOT NULL REFERENCES notes(id), tag TEXT NOT NULL);\n\
-             INSERT INTO note_tags SELECT id, 'starred' FROM notes WHERE id % 10 = 0;",
-            "DROP TABLE note_tags;",
-            "SELECT count(*) = 20 FROM note_tags;",
-        )],
-        "",
-        ONE_WAVE,
-    );
+    fleet.later_release("2026.12.0", 8, &[NOTE_TAGS], "", ONE_WAVE);
     fleet.later_release(
         "2026.12.1",
         9,

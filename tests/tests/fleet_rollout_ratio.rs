@@ -36,7 +36,7 @@ mod fleet_rollout_common;
 
 use std::time::Duration;
 
-use fleet_rollout_common::{Endpoint, Fleet, agent, ok, wave};
+use fleet_rollout_common::{Endpoint, Fleet, NOTE_TAGS, agent, ok, wave};
 use rewind_tests::eventually;
 use serde_json::Value;
 
@@ -143,20 +143,7 @@ fn the_failure_ratio_halts_on_the_report_that_crosses_it_once_min_sample_reporte
     // 2026.12.0, sequence 8: a migration of its own on the notes database
     // and the seeded check; the endpoints start it from two different
     // states (applied 7 or not), hence no samples.
-    fleet.later_release(
-        "2026.12.0",
-        8,
-        &[(
-            "0004_note_tags",
-            "notes",
-            "CREATE TABLE note_tags(note_id INTEGER NOT NULL REFERENCES notes(id), tag TEXT NOT NULL);\n\
-             INSERT INTO note_tags SELECT id, 'starred' FROM notes WHERE id % 10 = 0;",
-            "DROP TABLE note_tags;",
-            "SELECT count(*) = 20 FROM note_tags;",
-        )],
-        &seeded_check(8),
-        ONE_WAVE,
-    );
+    fleet.later_release("2026.12.0", 8, &[NOTE_TAGS], &seeded_check(8), ONE_WAVE);
 
     // 1. Sequence 7 fails on endpoints 0 and 1, which report first.
     for e in &fleet.endpoints[..2] {

@@ -17,6 +17,17 @@ use serde_json::Value;
 /// up, down, verify.
 pub type Migration<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
 
+/// A migration for a later release: a table of tags on the notes database,
+/// 20 rows on the seed data.
+pub const NOTE_TAGS: Migration<'static> = (
+    "0004_note_tags",
+    "notes",
+    "CREATE TABLE note_tags(note_id INTEGER NOT NULL REFERENCES notes(id), tag TEXT NOT NULL);\n\
+     INSERT INTO note_tags SELECT id, 'starred' FROM notes WHERE id % 10 = 0;",
+    "DROP TABLE note_tags;",
+    "SELECT count(*) = 20 FROM note_tags;",
+);
+
 /// The test's temp dir; kept (and printed) when REWIND_KEEP_TMP is set, to
 /// read the coordinator.log and endpoint*/agent.log after a failure.
 pub struct Tmp(Option<tempfile::TempDir>, PathBuf);
