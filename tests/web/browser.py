@@ -94,13 +94,26 @@ def sign_in(d, cfg, token):
     wait(d, "the dashboard", lambda d: d.find_elements(By.ID, "agents"))
 
 
+def is_stale(element):
+    try:
+        element.is_enabled()
+        return False
+    except StaleElementReferenceException:
+        return True
+
+
 def sign_out(d):
     d.find_element(By.CSS_SELECTOR, "form[action='/ui/logout'] button").click()
     wait(d, "the sign-in form", lambda d: d.find_elements(By.ID, "token"))
 
 
 def click_action(d, action):
-    d.find_element(By.CSS_SELECTOR, f'button[data-action="{action}"]').click()
+    button = d.find_element(By.CSS_SELECTOR, f'button[data-action="{action}"]')
+    button.click()
+    # The form posts and the dashboard loads again: wait until the page the
+    # button was on is gone, else the old page (which has #agents too) is
+    # read before the answer arrives.
+    wait(d, f"the answer to {action}", lambda d: is_stale(button))
     wait(d, f"the dashboard after {action}", lambda d: d.find_elements(By.ID, "agents"))
     flash = d.find_elements(By.CSS_SELECTOR, ".flash")
     assert flash and "ok" in flash[0].get_attribute("class"), f"{action}: {flash[0].text if flash else text(d)}"
