@@ -193,6 +193,7 @@ fn apply_plan(
         checks: release.checks.iter().filter(|c| dbs.contains_key(&c.target)).cloned().collect(),
         baseline,
         apply_plan: None,
+        keeps_release: false,
     };
     *started = Some(plan.id.clone());
     let mut run = Run::start(state, plan, targets)?;
@@ -322,6 +323,83 @@ fn apply_plan(
     crash::point("apply.before_done");
     run.finish("applied", &report)?;
     Ok(report)
+}
+
+/// Turns flag `name` of the installed `release` on (sets its `value`): the
+/// flag's activation plan, `rewindctl flags set PRODUCT NAME on`. Journaled
+/// like every plan and always run, also when the flag already has its value,
+/// so a signed result reaches the coordinator; a crash before it finished
+/// puts the flag back to its value before. The installed release, its
+/// targets and its snapshots are left alone.
+///
+/// # Errors
+/// [`Error::BadInput`] (nothing changed) when the release is not the
+/// installed one or does not have the flag.
+pub fn activate_flag(state: &State, release: &Release, name: &str) -> Result<Report> {
+    recover::settled(state, |started| {
+        let flag = release
+            .flags
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| Error::BadInput(format!("{} {} has no flag {name:?}", release.name, release.version)))?;
+        let inst = installed(state, &release.name)?;
+        let Some(inst) = inst.filter(|i| i.release == release.version && i.sequence == release.sequence) else {
+            return Err(Error::BadInput(format!(
+                "flag {name} belongs to {} {} (sequence {}), which is not installed here; apply it first",
+                release.name, release.version, release.sequence
+            )));
+        };
+        let current = flags::current(state, &release.name)?;
+        let values: FlagValues = [(name.to_string(), flag.value.clone())].into();
+        let plan = Plan {
+            id: new_id("plan"),
+            kind: PlanKind::Apply,
+            product: release.name.clone(),
+            release: release.version.clone(),
+            sequence: release.sequence,
+            from: Some(inst),
+            targets: BTreeMap::new(),
+            migrations: Vec::new(),
+            flags: vec![flag.clone()],
+            flags_before: [(name.to_string(), current.get(name).cloned().unwrap_or(Value::Null))].into(),
+            checks: Vec::new(),
+            baseline: BTreeMap::new(),
+            apply_plan: None,
+            keeps_release: true,
+        };
+        *started = Some(plan.id.clone());
+        let mut run = Run::start(state, plan, BTreeMap::new())?;
+        let was = current.get(name).cloned().unwrap_or(Value::Null);
+        let started_at = Instant::now();
+        let n = run.begin("flags", None, &json!({"set": values}))?;
+        flags::set(state, &run.plan.product, &values, Some(&run.plan.id), "activate.flags.during_write")?;
+        run.done(n, &json!({"set": values}))?;
+        let report = Report {
+            status: "applied".into(),
+            product: run.plan.product.clone(),
+            release: run.plan.release.clone(),
+            sequence: run.plan.sequence,
+            plan: run.plan.id.clone(),
+            targets: Vec::new(),
+            flags: flags::current(state, &run.plan.product)?,
+            checks: Vec::new(),
+            steps: vec![StepTime {
+                step: format!("flag {name}"),
+                millis: started_at.elapsed().as_millis(),
+                reversible: None,
+            }],
+            error: None,
+            failed_step: None,
+            message: if was == flag.value {
+                format!("flag {name} of {} {} was already on ({})", release.name, release.version, flag.value)
+            } else {
+                format!("flag {name} of {} {} turned on: {was} -> {}", release.name, release.version, flag.value)
+            },
+        };
+        crash::point("activate.before_done");
+        run.finish("applied", &report)?;
+        Ok(report)
+    })
 }
 
 fn noop_report(

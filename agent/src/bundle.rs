@@ -17,6 +17,9 @@
 //! `threshold` keys of the pinned one (then it replaces the pin); anything
 //! else is refused.
 //!
+//! Activation: a flag's activation plan (an apply plan of granularity
+//! `flag`) runs only on an endpoint where its release is the installed one.
+//!
 //! Replay: an apply plan must carry a sequence above the installed one. The
 //! one exception is the very plan that installed the current release
 //! (recorded in `bundle_plans`): running it again goes to the engine, which
@@ -277,6 +280,50 @@ pub fn apply(state: &State, bundle_path: &Path, trust_path: &Path, db_args: &[St
     }
     accepted(state, bundle_path, &plan, &count)?;
     let report = crate::outbox::with_origin(state, &plan, || apply::apply(state, &release, &dbs))?;
+    record(state, &plan, &report)?;
+    Ok(report)
+}
+
+/// `apply --bundle FILE --trust FILE --flag NAME`: runs the flag's
+/// pre-signed activation plan (turns it on) on an endpoint that has the
+/// plan's release installed.
+///
+/// # Errors
+/// [`Error::BadInput`] (exit 2, nothing changed) for every refusal (also
+/// when the release is not the installed one: `start-state`); otherwise
+/// what [`apply::activate_flag`] returns.
+pub fn activate(state: &State, bundle_path: &Path, trust_path: &Path, name: &str) -> Result<Report> {
+    let (plan, count) =
+        open_plan(state, bundle_path, trust_path, |b| b.activation_envelope(name).cloned().map_err(Error::BadInput))?;
+    let refused = |r: Refusal| refuse(state, bundle_path, Some(&plan), &r);
+    // The bundle's index is unsigned: the signed payload must agree with it.
+    let only_flag = plan.steps.flags.len() == 1 && plan.steps.flags[0].name == name;
+    if plan.kind != PlanKind::Apply || plan.granularity != Granularity::Flag || plan.subject != name || !only_flag {
+        return Err(refused(Refusal::new(
+            "kind",
+            format!(
+                "asked for the activation of flag {name}, the signed plan is {:?} {} {}",
+                plan.kind, plan.granularity, plan.subject
+            ),
+        )));
+    }
+    let inst = installed(state, &plan.product)?;
+    if inst.as_ref().is_none_or(|i| i.sequence != plan.sequence || i.release != plan.release) {
+        return Err(refused(Refusal::new(
+            "start-state",
+            format!(
+                "activation plan {} turns on flag {name} of {} {} (sequence {}), but {} is installed here; \
+                 apply that release first",
+                plan.id,
+                plan.product,
+                plan.release,
+                plan.sequence,
+                describe(inst.as_ref())
+            ),
+        )));
+    }
+    accepted(state, bundle_path, &plan, &count)?;
+    let report = crate::outbox::with_origin(state, &plan, || apply::activate_flag(state, &plan.steps, name))?;
     record(state, &plan, &report)?;
     Ok(report)
 }

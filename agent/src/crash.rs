@@ -13,6 +13,8 @@ pub const POINTS: &[(&str, &str)] = &[
     ("apply.flags.during_write", "new flags.json written to a temporary file, not renamed"),
     ("apply.after_flags", "flags set, after-apply checks not run"),
     ("apply.before_done", "checks passed, plan not yet marked done"),
+    ("activate.flags.during_write", "a flag's activation: new flags.json written to a temporary file, not renamed"),
+    ("activate.before_done", "a flag's activation: flag set, plan not yet marked done"),
     ("rollback.migration.before_commit", "down.sql ran and the ledger row was marked reverted, not committed"),
     ("rollback.migration.after_commit", "a migration's rollback committed, journal not yet updated"),
     ("rollback.flags.during_write", "restored flags.json written to a temporary file, not renamed"),

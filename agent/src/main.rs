@@ -71,6 +71,9 @@ enum Command {
     /// Example: rewind-agent apply --release releases/2026.11.0 --db notes=notes.db --db settings=settings.db
     ///
     /// Signed: rewind-agent apply --bundle notes.bundle.json --trust trust.toml --db notes=notes.db --db settings=settings.db
+    ///
+    /// Turn a flag of the installed release on (e.g. an activate = "manual" one), by its pre-signed activation plan:
+    /// rewind-agent apply --bundle notes.bundle.json --trust trust.toml --flag beta_export
     Apply(PlanArgs),
     /// Roll a release back and prove it by digest.
     ///
@@ -163,6 +166,9 @@ struct PlanArgs {
     /// With --granularity target|migration|flag: which one.
     #[arg(long, requires = "bundle")]
     subject: Option<String>,
+    /// On apply: only turn this flag of the installed release on (its `value`); no --db needed.
+    #[arg(long, value_name = "NAME")]
+    flag: Option<String>,
     /// TARGET=FILE: which database file a release target is on this endpoint.
     #[arg(long = "db", value_name = "TARGET=FILE")]
     dbs: Vec<String>,
@@ -312,15 +318,29 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Apply(args) => {
             let (st, _) = open_state(cli.state)?;
-            if let (Some(b), Some(t)) = (&args.bundle, &args.trust) {
-                let report = rewind_agent::bundle::apply(&st, b, t, &args.dbs)?;
-                return Ok(print_report(&report, args.json));
-            }
-            let (release, dbs) = load(&args)?;
-            let report = apply::apply(&st, &release, &dbs)?;
+            let report = match (&args.bundle, &args.trust, &args.flag) {
+                (Some(b), Some(t), Some(flag)) => rewind_agent::bundle::activate(&st, b, t, flag)?,
+                (Some(b), Some(t), None) => rewind_agent::bundle::apply(&st, b, t, &args.dbs)?,
+                (_, _, Some(flag)) => {
+                    let dir = args.release.as_ref().ok_or_else(|| {
+                        Error::BadInput("--flag needs --release DIR or --bundle FILE --trust FILE".into())
+                    })?;
+                    apply::activate_flag(&st, &Release::load(dir)?, flag)?
+                }
+                _ => {
+                    let (release, dbs) = load(&args)?;
+                    apply::apply(&st, &release, &dbs)?
+                }
+            };
             Ok(print_report(&report, args.json))
         }
         Command::Rollback(args) => {
+            if args.flag.is_some() {
+                return Err(Error::BadInput(
+                    "--flag goes with apply (turn a flag on); to take a flag back: rollback --granularity flag --subject NAME"
+                        .into(),
+                ));
+            }
             let (st, _) = open_state(cli.state)?;
             if let (Some(b), Some(t)) = (&args.bundle, &args.trust) {
                 let report =

@@ -395,6 +395,7 @@ mod tests {
             checks: vec![],
             baseline: BTreeMap::new(),
             apply_plan: None,
+            keeps_release: false,
         }
     }
 

@@ -54,6 +54,11 @@ pub struct Plan {
     /// what the rollback proves against), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apply_plan: Option<String>,
+    /// The installed release stays as it is, whatever becomes of this plan
+    /// (a flag's activation): undoing it puts flag values back and leaves
+    /// `installed` and the release's pinned snapshots alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keeps_release: bool,
 }
 
 impl Plan {

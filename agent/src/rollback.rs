@@ -180,6 +180,7 @@ fn rollback_plan(
             .map(|(p, _)| p.baseline)
             .unwrap_or_default(),
         apply_plan: apply_plan_id.clone(),
+        keeps_release: false,
     };
     *started = Some(plan.id.clone());
     let run = Run::start(state, plan, targets)?;
@@ -338,9 +339,13 @@ fn settle_after_undo(run: &mut Run<'_>, to_previous: bool, report: &mut Report) 
     let state = run.state;
     restore_flags(run, to_previous, "rollback.flags.during_write")?;
     finish_checks(run, report)?;
-    set_installed(state, &run.plan.product, run.plan.from.as_ref())?;
+    if !run.plan.keeps_release {
+        set_installed(state, &run.plan.product, run.plan.from.as_ref())?;
+    }
     flags::write_file(state, &run.plan.product, "rollback.flags.during_write")?;
-    snapshot::unpin_release(state, &run.plan.product, &run.plan.release)?;
+    if !run.plan.keeps_release {
+        snapshot::unpin_release(state, &run.plan.product, &run.plan.release)?;
+    }
     report.flags = flags::current(state, &run.plan.product)?;
     Ok(())
 }

@@ -3,12 +3,14 @@
 //! it, when it goes stale, and how many endpoints turned it off.
 //!
 //! Flag values are signed state: an endpoint only changes a flag through a
-//! plan signed by k keys of its trust root. Turning a kill switch off is
-//! the one change that needs no new signature — the release's bundle
-//! carries a pre-signed rollback plan for every flag — so `flags set NAME
-//! off` sends that plan as a partial rollback ([`crate::rollouts::partial_rollback`]):
-//! the release stays installed and its rollout goes on. Any other value
-//! is a forward change and needs a release that sets it.
+//! plan signed by k keys of its trust root. The release's bundle carries
+//! two pre-signed plans per flag, its rollback (the flag's `previous`) and
+//! its activation (the flag's `value`), so `flags set NAME off` and
+//! `flags set NAME on` need no new signature: they send one of those plans
+//! as a partial plan ([`crate::rollouts::partial_rollback`]) — the release
+//! stays installed and its rollout goes on. `on` is how an `activate =
+//! "manual"` flag is turned on, and how a kill switch comes back; any
+//! other value is a forward change and needs a release that sets it.
 
 use rewind_rollout::machine::{ApplyOutcome, RollbackProgress};
 use rewind_rollout::{Part, RolloutMachine};
@@ -23,15 +25,23 @@ use crate::rollouts::{RollbackStarted, parse_scope};
 
 /// One flag of a product's current release, with the fleet's view of it.
 fn flag_row(m: &RolloutMachine, release: &str, f: &Flag, today: &str) -> Value {
-    let key = Part { granularity: Granularity::Flag, subject: f.name.clone() }.key();
-    let (mut applied, mut off, mut pending, mut failed) = (0, 0, 0, 0);
+    // An agent holds at most one of the two: a flag's latest operation
+    // replaces the other (rewind_rollout::machine).
+    let off_key = Part::rollback(Granularity::Flag, f.name.clone()).key();
+    let on_key = Part::activation(&f.name).key();
+    let (mut applied, mut on, mut off, mut pending, mut failed) = (0, 0, 0, 0, 0);
     for r in m.agents().values().filter(|r| r.outcome == ApplyOutcome::Applied) {
         applied += 1;
-        match r.parts.get(&key) {
-            Some(RollbackProgress::Proven) => off += 1,
-            Some(RollbackProgress::Queued | RollbackProgress::Sent { .. }) => pending += 1,
-            Some(RollbackProgress::Failed | RollbackProgress::TimedOut) => failed += 1,
-            Some(RollbackProgress::NotNeeded) | None => {}
+        let (progress, done) = match (r.parts.get(&on_key), r.parts.get(&off_key)) {
+            (Some(p), _) => (p, &mut on),
+            (None, Some(p)) => (p, &mut off),
+            (None, None) => continue,
+        };
+        match progress {
+            RollbackProgress::Proven => *done += 1,
+            RollbackProgress::Queued | RollbackProgress::Sent { .. } => pending += 1,
+            RollbackProgress::Failed | RollbackProgress::TimedOut => failed += 1,
+            RollbackProgress::NotNeeded => {}
         }
     }
     let spec = m.spec();
@@ -53,6 +63,7 @@ fn flag_row(m: &RolloutMachine, release: &str, f: &Flag, today: &str) -> Value {
         "stale": f.expires.as_deref().is_some_and(|e| e < today),
         "kill_switch": f.kill_switch,
         "applied": applied,
+        "turned_on": on,
         "turned_off": off,
         "pending": pending,
         "failed": failed,
@@ -90,13 +101,16 @@ pub async fn list(app: &App, product: Option<&str>) -> Result<Vec<Value>> {
     Ok(rows)
 }
 
-/// `rewindctl flags set PRODUCT NAME off [--scope S]`: turns a kill switch
-/// off on every endpoint in scope that applied the release.
+/// `rewindctl flags set PRODUCT NAME on|off [--scope S]`: turns a flag on
+/// (its activation plan: any flag, the way a manual flag is turned on) or a
+/// kill switch off (its rollback plan) on every endpoint in scope that
+/// applied the release.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for a value other than `off`, an unknown
-/// flag or a bad scope; [`Error::FailedPrecondition`] for a flag that is
-/// not a kill switch (roll it back instead) or one already turned off in
+/// [`Error::InvalidArgument`] for a value other than `on` or `off`, an
+/// unknown flag, a bundle without activation plans or a bad scope;
+/// [`Error::FailedPrecondition`] for `off` on a flag that is not a kill
+/// switch (roll it back instead), or the same operation already sent in
 /// scope; [`Error::NotFound`] when the product has no rollout.
 pub async fn set(
     app: &App,
@@ -121,13 +135,18 @@ pub async fn set(
         )));
     };
     match value {
+        "on" => {
+            let reason = if reason.is_empty() { format!("flag {name} turned on") } else { reason.to_string() };
+            return crate::rollouts::partial_rollback(app, product, Part::activation(name), scope, &reason, actor)
+                .await;
+        }
         "off" => {}
         other => {
             return Err(Error::InvalidArgument(format!(
-                "flags set {product} {name} {other:?}: only `off` (the flag's previous value, {}) needs no new \
-                 signature; any other value is a forward change: release it (a release that sets the flag, signed \
-                 by the trust root's keys)",
-                flag["previous"]
+                "flags set {product} {name} {other:?}: use `on` (the flag's value, {}) or `off` (its previous \
+                 value, {}): the release's bundle holds a signed plan for each; any other value is a forward change: \
+                 release it (a release that sets the flag, signed by the trust root's keys)",
+                flag["value"], flag["previous"]
             )));
         }
     }
@@ -139,6 +158,6 @@ pub async fn set(
         )));
     }
     let reason = if reason.is_empty() { format!("kill switch {name} turned off") } else { reason.to_string() };
-    let part = Part { granularity: Granularity::Flag, subject: name.to_string() };
+    let part = Part::rollback(Granularity::Flag, name);
     crate::rollouts::partial_rollback(app, product, part, scope, &reason, actor).await
 }

@@ -275,7 +275,7 @@ async fn store_batch(app: &App, items: Vec<(AgentId, v1::Result, Checked)>) -> R
                 "result".to_string(),
                 serde_json::json!({"agent": s.agent, "result": s.id, "plan": s.plan, "product": s.product,
                     "release": s.release, "sequence": s.sequence, "status": s.status, "continuity": continuity,
-                    "kind": p.kind, "millis": p.millis}),
+                    "kind": p.kind, "signed_plan": s.signed_plan, "millis": p.millis}),
             ));
             if *continuity != "ok" {
                 tracing::error!(agent = %s.agent, result = %s.id, continuity, "integrity alarm: audit chain discontinuity");

@@ -152,8 +152,9 @@ impl Inner {
                 lost.push((agent.clone(), "rollback", None));
             }
             for (part, _) in doc.machine.partials() {
-                if r.parts.get(&part.key()).is_some_and(sent) && !has(agent, "rollback", Some(part)) {
-                    lost.push((agent.clone(), "rollback", Some(part.clone())));
+                let kind = part_kind(part);
+                if r.parts.get(&part.key()).is_some_and(sent) && !has(agent, kind, Some(part)) {
+                    lost.push((agent.clone(), kind, Some(part.clone())));
                 }
             }
         }
@@ -162,7 +163,7 @@ impl Inner {
         }
         let bundle = self.bundle_of(app, id).await?;
         for (a, kind, part) in &lost {
-            let what = part.as_ref().map_or_else(|| kind.to_string(), |p| format!("rollback of {p}"));
+            let what = part.as_ref().map_or_else(|| kind.to_string(), |p| format!("{kind} plan of {p}"));
             tracing::warn!(rollout = id, agent = %a, "{what} decided before a restart but not queued; queuing it");
         }
         queue(app, &bundle, lost).await
@@ -202,9 +203,8 @@ impl Inner {
             return Ok(());
         }
         self.persist(app, id).await?;
-        let sends = |a: &Action| {
-            matches!(a, Action::SendPlan { .. } | Action::SendRollback { .. } | Action::SendPartialRollback { .. })
-        };
+        let sends =
+            |a: &Action| matches!(a, Action::SendPlan { .. } | Action::SendRollback { .. } | Action::SendPart { .. });
         let bundle = if actions.iter().any(sends) { Some(self.bundle_of(app, id).await?) } else { None };
         let machine = self.docs[id].machine.clone();
         // Apply plans decided in one step are queued together (one store
@@ -233,15 +233,16 @@ impl Inner {
                     )
                     .await;
                 }
-                Action::SendPartialRollback { part, agents } => {
+                Action::SendPart { part, agents } => {
                     let b = bundle.as_ref().expect("looked up above");
-                    queue(app, b, agents.iter().map(|a| (a.clone(), "rollback", Some(part.clone()))).collect()).await?;
+                    let kind = part_kind(&part);
+                    queue(app, b, agents.iter().map(|a| (a.clone(), kind, Some(part.clone()))).collect()).await?;
                     crate::rollouts::count("rewind_plans_sent_total", agents.len() as u64);
                     crate::audit::record(
                         app,
-                        "rollback.sent",
+                        if part.activate { "activation.sent" } else { "rollback.sent" },
                         json!({"product": machine.spec().product, "version": machine.spec().version, "rollout": id,
-                               "agents": agents, "kind": "rollback", "granularity": part.granularity,
+                               "agents": agents, "kind": kind, "granularity": part.granularity,
                                "subject": part.subject}),
                     )
                     .await;
@@ -426,8 +427,8 @@ impl Inner {
         if let Some(t) = self.decided.remove(&(id.clone(), agent.clone(), kind)) {
             crate::rollouts::observe("rewind_plan_push_seconds", t.elapsed().as_secs_f64());
         }
-        let part = match (payload.kind, payload.signed_plan.as_deref()) {
-            (Some(rewind_shared::bundle::PlanKind::Rollback), Some(plan)) => self.part_of(app, &id, plan).await?,
+        let part = match payload.signed_plan.as_deref() {
+            Some(plan) if payload.kind.is_some() => self.part_of(app, &id, plan).await?,
             _ => None,
         };
         let mut changed = false;
@@ -443,8 +444,9 @@ impl Inner {
         Ok(())
     }
 
-    /// Which part a signed rollback plan of the rollout's bundle undoes
-    /// (`None` for the release's own rollback plan or an unknown id).
+    /// Which part a signed plan of the rollout's bundle is about: a part's
+    /// rollback or a flag's activation (`None` for the release's own apply
+    /// or rollback plan, or an unknown id).
     async fn part_of(&mut self, app: &App, id: &str, signed_plan: &str) -> Result<Option<Part>> {
         if !self.parts.contains_key(id) {
             let bundle = self.bundle_of(app, id).await?;
@@ -641,15 +643,23 @@ fn predicted_schemas(plan: &Plan) -> BTreeMap<String, Option<String>> {
 
 /// The bundle's partial rollback plans by signed plan id.
 pub(crate) fn partial_plans(b: &Bundle) -> HashMap<String, Part> {
-    b.rollback
+    let id = |e: &rewind_shared::bundle::Envelope| {
+        let payload = e.payload_bytes().ok()?;
+        serde_json::from_slice::<Plan>(&payload).ok().map(|p| p.id)
+    };
+    let rollbacks = b
+        .rollback
         .iter()
         .filter(|r| r.granularity != rewind_shared::bundle::Granularity::Release)
-        .filter_map(|r| {
-            let payload = r.envelope.payload_bytes().ok()?;
-            let plan: Plan = serde_json::from_slice(&payload).ok()?;
-            Some((plan.id, Part { granularity: r.granularity, subject: r.subject.clone() }))
-        })
-        .collect()
+        .filter_map(|r| Some((id(&r.envelope)?, Part::rollback(r.granularity, r.subject.clone()))));
+    let activations = b.activate.iter().filter_map(|r| Some((id(&r.envelope)?, Part::activation(&r.subject))));
+    rollbacks.chain(activations).collect()
+}
+
+/// The delivery kind of a part's plan: `apply` for a flag's activation,
+/// `rollback` otherwise.
+pub(crate) fn part_kind(part: &Part) -> &'static str {
+    if part.activate { "apply" } else { "rollback" }
 }
 
 pub(crate) fn plan_message(d: &Delivery, b: &BundleRecord) -> v1::CoordinatorMessage {
@@ -708,6 +718,8 @@ pub(crate) fn transition_kinds(from: &str, to: &str, reason: &str) -> Vec<&'stat
     if from == to {
         return vec![if reason.starts_with("partial rollback") {
             "rollout.partial_rollback"
+        } else if reason.starts_with("flag ") && reason.contains(" turned on (") {
+            "rollout.flag_on"
         } else {
             "rollout.signal"
         }];
@@ -816,13 +828,20 @@ async fn on_event(app: &App, inner: &mut Inner, ev: &crate::events::Event) -> Re
             if let (Some(agent), Some(id)) = (agent(), ev.params["result"].as_str()) {
                 // Another `applied` report of an agent counted as applied
                 // changes nothing: skip reading it back (a burst of them
-                // must not hold up the store).
+                // must not hold up the store) — unless it is the result of
+                // a flag's activation plan.
                 let rollout = format!("{}@{}", ev.params["product"].as_str().unwrap_or(""), ev.params["sequence"]);
                 let known_applied = inner.docs.get(&rollout).is_some_and(|d| {
                     d.machine.agents().get(&agent).is_some_and(|r| r.outcome == ApplyOutcome::Applied)
                 });
                 if known_applied && ev.params["kind"] == "apply" && ev.params["status"] == "applied" {
-                    return Ok(());
+                    let part = match ev.params["signed_plan"].as_str() {
+                        Some(plan) => inner.part_of(app, &rollout, plan).await?,
+                        None => None,
+                    };
+                    if part.is_none() {
+                        return Ok(());
+                    }
                 }
                 inner.result(app, &agent, id).await?;
             }
@@ -917,6 +936,7 @@ mod tests {
             ("running(all)", "superseded", "", vec!["rollout.superseded"]),
             ("done", "done", "integrity: digest drift (recorded)", vec!["rollout.signal"]),
             ("done", "done", "partial rollback of flag x (fleet) by ops: r", vec!["rollout.partial_rollback"]),
+            ("done", "done", "flag x turned on (fleet) by ops: r", vec!["rollout.flag_on"]),
         ];
         for (from, to, reason, want) in cases {
             assert_eq!(transition_kinds(from, to, reason), want, "{from} -> {to}");

@@ -344,7 +344,7 @@ pub async fn rollback(app: &App, product: &str, req: RollbackRequest, actor: &st
                 "--to-sequence goes with a release rollback, not with --granularity target|migration|flag".into(),
             ));
         }
-        let part = Part { granularity, subject };
+        let part = Part::rollback(granularity, subject);
         return partial_rollback(app, product, part, scope, &req.reason, actor).await;
     }
     if req.subject.is_some() {
@@ -381,10 +381,11 @@ pub async fn rollback(app: &App, product: &str, req: RollbackRequest, actor: &st
 }
 
 /// Rolls back one part of the product's current release — a target, a
-/// migration or a flag — with the bundle's pre-signed plan for it, on every
-/// endpoint in `scope` that applied (and those that apply later). The
-/// release stays installed and its rollout goes on; `rollout status` shows
-/// the part's progress under `partial_rollbacks`.
+/// migration or a flag — with the bundle's pre-signed plan for it, or
+/// turns a flag on with its pre-signed activation plan (`part.activate`),
+/// on every endpoint in `scope` that applied (and those that apply later).
+/// The release stays installed and its rollout goes on; `rollout status`
+/// shows the part's progress under `partial_rollbacks`.
 ///
 /// # Errors
 /// [`Error::NotFound`] when the product has no rollout;
@@ -416,31 +417,40 @@ pub async fn partial_rollback(
         .ok_or_else(|| Error::Store(format!("rollout {id}: its bundle is no longer stored")))?;
     let b: Bundle =
         serde_json::from_slice(&record.bytes).map_err(|e| Error::Store(format!("stored bundle {}: {e}", record.id)))?;
-    b.rollback_envelope(part.granularity, Some(&part.subject)).map_err(|e| {
-        let known: Vec<String> =
-            b.rollback.iter().filter(|r| r.granularity == part.granularity).map(|r| r.subject.clone()).collect();
-        Error::InvalidArgument(format!(
-            "{e}; the bundle of {product} {} has {} rollback plans for: {}",
-            b.release,
-            part.granularity,
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
-        ))
-    })?;
+    if part.activate {
+        b.activation_envelope(&part.subject).map_err(|e| Error::InvalidArgument(format!("{e} ({product})")))?;
+    } else {
+        b.rollback_envelope(part.granularity, Some(&part.subject)).map_err(|e| {
+            let known: Vec<String> =
+                b.rollback.iter().filter(|r| r.granularity == part.granularity).map(|r| r.subject.clone()).collect();
+            Error::InvalidArgument(format!(
+                "{e}; the bundle of {product} {} has {} rollback plans for: {}",
+                b.release,
+                part.granularity,
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ))
+        })?;
+    }
     let reason = if reason.is_empty() { "requested with rewindctl" } else { reason };
-    let before = sent_parts(&inner.docs[&id].machine, &part);
-    let event =
-        Event::PartialRollback { actor: actor.to_string(), reason: reason.to_string(), scope, part: part.clone() };
+    let before = part_progress(&inner.docs[&id].machine, &part);
+    let (actor, reason) = (actor.to_string(), reason.to_string());
+    let event = if part.activate {
+        Event::FlagActivation { actor, reason, scope, flag: part.subject.clone() }
+    } else {
+        Event::PartialRollback { actor, reason, scope, part: part.clone() }
+    };
     inner.handle(app, &id, event).await?;
-    let after = sent_parts(&inner.docs[&id].machine, &part);
-    let agents = u32::try_from(after.saturating_sub(before)).unwrap_or(u32::MAX);
-    tracing::warn!(product, rollout = %id, %part, agents, "partial rollback started");
+    let after = part_progress(&inner.docs[&id].machine, &part);
+    let sent = after.iter().filter(|(agent, p)| before.get(*agent) != Some(*p)).count();
+    let agents = u32::try_from(sent).unwrap_or(u32::MAX);
+    tracing::warn!(product, rollout = %id, %part, agents, "partial plan sent");
     Ok(RollbackStarted { rollouts: vec![id], agents })
 }
 
-/// Agents the part's rollback was sent or queued to.
-fn sent_parts(m: &RolloutMachine, part: &Part) -> usize {
+/// Where the part's plan stands on each agent it was sent or queued to.
+fn part_progress(m: &RolloutMachine, part: &Part) -> BTreeMap<AgentId, rewind_rollout::machine::RollbackProgress> {
     let key = part.key();
-    m.agents().values().filter(|r| r.parts.contains_key(&key)).count()
+    m.agents().iter().filter_map(|(a, r)| Some((a.clone(), *r.parts.get(&key)?))).collect()
 }
 
 impl std::fmt::Display for RollbackStarted {

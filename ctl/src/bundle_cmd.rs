@@ -55,7 +55,7 @@ pub struct BuildArgs {
 
 #[derive(Debug, Args)]
 #[command(after_help = "Example: rewindctl release sign notes-2026.11.0.bundle.json --key alice.key\n\
-Adds alice's signature to the apply plan and every rollback plan; signing twice with one key changes nothing.\n\n\
+Adds alice's signature to the apply plan, every rollback plan and every flag activation plan; signing twice with one key changes nothing.\n\n\
 Exit codes: 0 signed, 2 bad input.")]
 pub struct SignArgs {
     #[arg(value_name = "BUNDLE")]
@@ -162,8 +162,7 @@ pub fn build(args: &BuildArgs) -> Result<u8> {
         before,
         after,
     };
-    let (apply, rollbacks) = build_plans(&release, &input);
-    let bundle = bundle_of(&release, &input, &apply, &rollbacks);
+    let bundle = bundle_of(&release, &input, &build_plans(&release, &input));
     for (name, env) in bundle.envelopes() {
         if env.payload.len() / 2 > MAX_PAYLOAD_BYTES {
             return Err(Error::BadInput(format!(
@@ -181,12 +180,13 @@ pub fn build(args: &BuildArgs) -> Result<u8> {
         }));
     } else {
         println!(
-            "wrote {}: {} {} (sequence {}), apply + {} rollback plan(s), expires {}",
+            "wrote {}: {} {} (sequence {}), apply + {} rollback plan(s) + {} flag activation plan(s), expires {}",
             args.out.display(),
             bundle.product,
             bundle.release,
             bundle.sequence,
             bundle.rollback.len(),
+            bundle.activate.len(),
             rfc3339(bundle.expires)
         );
         match &rehearsed {

@@ -1,6 +1,7 @@
 //! `rewindctl flags list [PRODUCT]` and `rewindctl flags set PRODUCT NAME
-//! off` (DESIGN.md §8): the flags of each product's current release and
-//! the fleet-wide kill switch (docs/rollouts.md "Kill switches").
+//! on|off` (DESIGN.md §8): the flags of each product's current release,
+//! turning a flag on by hand and the fleet-wide kill switch
+//! (docs/rollouts.md "Flags by hand").
 
 use clap::{Args, Subcommand};
 use rewind_shared::wire::v1;
@@ -13,9 +14,9 @@ use crate::{Error, Result};
 
 #[derive(Debug, Subcommand)]
 pub enum FlagsCmd {
-    /// Every flag of each product's current release: value, previous, owner, expiry, kill switch, how many endpoints turned it off.
+    /// Every flag of each product's current release: value, previous, owner, expiry, kill switch, how many endpoints had it turned on or off by hand.
     List(ListArgs),
-    /// Turn a kill switch off on every endpoint in scope that applied the release, without rolling the release back.
+    /// Turn a flag on (e.g. an `activate = "manual"` one) or a kill switch off on every endpoint in scope that applied the release, without a new release or a rollback.
     Set(SetArgs),
 }
 
@@ -30,14 +31,17 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Example: rewindctl flags set notes new_checkout off --reason \"checkout errors\"\n\n\
-Only kill switches (kill_switch = true) and only `off`: the bundle's pre-signed plan sets the flag's previous value. \
+#[command(after_help = "Examples:\n  rewindctl flags set notes beta_export on --scope wave:canary\n  \
+rewindctl flags set notes new_checkout off --reason \"checkout errors\"\n\n\
+`on` runs the bundle's pre-signed activation plan (the flag's value; any flag, the way an activate = \"manual\" flag \
+is turned on); `off` runs its pre-signed rollback plan (the flag's previous value; kill switches only). \
+The latest `flags set` of a flag wins on every endpoint in its scope. \
 Any other change of a flag is a forward change: release it.")]
 pub struct SetArgs {
     pub product: String,
     /// The flag's name.
     pub name: String,
-    /// `off`.
+    /// `on` or `off`.
     pub value: String,
     /// fleet | wave:NAME | cohort:SELECTOR | agent:ID[,ID...]
     #[arg(long, default_value = "fleet")]
@@ -52,8 +56,9 @@ pub struct SetArgs {
 /// Runs `rewindctl flags ...`.
 ///
 /// # Errors
-/// A refusal by the coordinator (exit 2: unknown flag, not a kill switch, a
-/// value other than `off`, already off in scope) or an unreachable one.
+/// A refusal by the coordinator (exit 2: unknown flag, `off` for a flag that
+/// is not a kill switch, a value other than `on` or `off`, the same already
+/// sent in scope) or an unreachable one.
 pub fn run(c: &CoordinatorArgs, cmd: &FlagsCmd) -> Result<u8> {
     match cmd {
         FlagsCmd::List(a) => list(c, a),
@@ -88,7 +93,7 @@ pub fn table(rows: &[Value]) -> String {
     }
     let mut out = format!(
         "{:<10} {:<12} {:<18} {:<8} {:<9} {:<16} {:<16} {:<16} {:<11} {}\n",
-        "PRODUCT", "RELEASE", "FLAG", "VALUE", "PREVIOUS", "OWNER", "ACTIVATE", "EXPIRES", "KILL SWITCH", "TURNED OFF"
+        "PRODUCT", "RELEASE", "FLAG", "VALUE", "PREVIOUS", "OWNER", "ACTIVATE", "EXPIRES", "KILL SWITCH", "SET BY HAND"
     );
     for f in rows {
         let s = |k: &str| f[k].as_str().map_or_else(|| f[k].to_string(), str::to_string);
@@ -97,7 +102,7 @@ pub fn table(rows: &[Value]) -> String {
             Some(e) => e.to_string(),
             None => "-".to_string(),
         };
-        let mut off = format!("{} of {}", f["turned_off"], f["applied"]);
+        let mut off = format!("{} on, {} off of {}", f["turned_on"], f["turned_off"], f["applied"]);
         for (k, word) in [("pending", "pending"), ("failed", "failed")] {
             if f[k].as_u64().unwrap_or(0) > 0 {
                 off.push_str(&format!(", {} {word}", f[k]));
@@ -134,7 +139,8 @@ fn set(c: &CoordinatorArgs, a: &SetArgs) -> Result<u8> {
             .await
             .map_err(|s| refused("flags set", &s))?
             .into_inner();
-        print_sent(&format!("flag {} of {} (kill switch off)", a.name, a.product), &a.product, a.json, &r)
+        let what = if a.value == "on" { "activation" } else { "rollback (kill switch off)" };
+        print_sent(&format!("{what} of flag {} of {}", a.name, a.product), &a.product, a.json, &r)
     })
 }
 
@@ -147,10 +153,10 @@ mod tests {
         let rows = [
             json!({"product": "notes", "release": "2026.11.0", "name": "new_checkout", "value": true, "previous": false,
                    "owner": "payments-team", "activate": "after-migrations", "expires": "2027-01-31", "stale": false,
-                   "kill_switch": true, "applied": 20, "turned_off": 18, "pending": 1, "failed": 1}),
+                   "kill_switch": true, "applied": 20, "turned_on": 0, "turned_off": 18, "pending": 1, "failed": 1}),
             json!({"product": "notes", "release": "2026.11.0", "name": "dark_mode", "value": "auto", "previous": "off",
                    "owner": "design", "activate": "manual", "expires": "2026-01-01", "stale": true,
-                   "kill_switch": false, "applied": 20, "turned_off": 0, "pending": 0, "failed": 0}),
+                   "kill_switch": false, "applied": 20, "turned_on": 12, "turned_off": 0, "pending": 8, "failed": 0}),
         ];
         insta::assert_snapshot!(super::table(&rows));
         insta::assert_snapshot!("flags_table_empty", super::table(&[]));

@@ -405,7 +405,7 @@ pub fn rollback(c: &CoordinatorArgs, a: &RollbackArgs) -> Result<u8> {
             Some(s) if a.granularity != "release" => format!("{} {s} of {}", a.granularity, a.product),
             _ => a.product.clone(),
         };
-        print_sent(&what, &a.product, a.json, &r)
+        print_sent(&format!("rollback of {what}"), &a.product, a.json, &r)
     })
 }
 
@@ -421,7 +421,7 @@ pub fn print_sent(what: &str, product: &str, json: bool, r: &v1::RollbackRespons
     } else {
         let ids: Vec<&str> = v["rollouts"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
         println!(
-            "rollback of {what} ({}) sent to {} agent(s) now (offline ones get it when they return); follow it with rewindctl rollout status {product}",
+            "{what} ({}) sent to {} agent(s) now (offline ones get it when they return); follow it with rewindctl rollout status {product}",
             ids.join(", "),
             r.agents,
         );

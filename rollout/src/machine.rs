@@ -184,27 +184,68 @@ impl fmt::Display for Scope {
 
 /// A part of a release that is rolled back on its own, by the bundle's
 /// pre-signed plan for it: a target, a migration or a flag
-/// (`rewindctl rollback --granularity`, `rewindctl flags set ... off`).
-/// The release stays installed on the endpoint; the rollout's state does
-/// not change.
+/// (`rewindctl rollback --granularity`, `rewindctl flags set ... off`) —
+/// or, with `activate`, a flag turned on by its pre-signed activation plan
+/// (`rewindctl flags set ... on`). The release stays installed on the
+/// endpoint; the rollout's state does not change.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Part {
     /// Never `release` (that is a rollback of the whole release).
     pub granularity: Granularity,
     pub subject: String,
+    /// The flag's activation plan rather than its rollback plan (only with
+    /// granularity `flag`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub activate: bool,
 }
 
 impl Part {
-    /// `flag new_checkout`: the key of [`AgentRecord::parts`] and of status.
+    /// A part's rollback: `target notes`, `flag new_checkout`.
+    #[must_use]
+    pub fn rollback(granularity: Granularity, subject: impl Into<String>) -> Self {
+        Part { granularity, subject: subject.into(), activate: false }
+    }
+
+    /// A flag's activation: `flag new_checkout on`.
+    #[must_use]
+    pub fn activation(flag: impl Into<String>) -> Self {
+        Part { granularity: Granularity::Flag, subject: flag.into(), activate: true }
+    }
+
+    /// `flag new_checkout` (its rollback) or `flag new_checkout on` (its
+    /// activation): the key of [`AgentRecord::parts`] and of status.
     #[must_use]
     pub fn key(&self) -> String {
         self.to_string()
+    }
+
+    /// Whether both are operations on the same flag (either direction).
+    #[must_use]
+    pub fn same_flag(&self, other: &Part) -> bool {
+        self.granularity == Granularity::Flag && other.granularity == Granularity::Flag && self.subject == other.subject
     }
 }
 
 impl fmt::Display for Part {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.granularity, self.subject)
+        write!(f, "{} {}", self.granularity, self.subject)?;
+        if self.activate { f.write_str(" on") } else { Ok(()) }
+    }
+}
+
+impl std::str::FromStr for Part {
+    type Err = String;
+
+    /// Reads [`Part::key`] back. Flag names cannot contain spaces (the
+    /// release format refuses them), so ` on` is unambiguous.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (g, subject) =
+            text.split_once(' ').ok_or_else(|| format!("part {text:?} is not \"<granularity> <subject>\""))?;
+        let granularity: Granularity = g.parse().map_err(|e: String| format!("part {text:?}: {e}"))?;
+        match subject.strip_suffix(" on") {
+            Some(flag) if granularity == Granularity::Flag => Ok(Part::activation(flag)),
+            _ => Ok(Part::rollback(granularity, subject)),
+        }
     }
 }
 
@@ -255,11 +296,24 @@ pub enum Event {
         scope: Scope,
         part: Part,
     },
-    /// A verified report about a part's rollback plan.
+    /// `rewindctl flags set ... on`: every agent in scope that applied
+    /// (and agents in scope that apply later) gets the flag's pre-signed
+    /// activation plan. The latest `flags set` of a flag wins on an agent
+    /// that two scopes cover. The rollout goes on as it was.
+    FlagActivation {
+        actor: String,
+        reason: String,
+        #[serde(default)]
+        scope: Scope,
+        flag: String,
+    },
+    /// A verified report about a part's plan (its rollback, or a flag's
+    /// activation).
     PartialOutcome {
         agent: AgentId,
         part: Part,
-        /// Rolled back with its proof; false: failed, refused or unproven.
+        /// Done with its proof (rolled back, or the flag set); false:
+        /// failed, refused or unproven.
         proven: bool,
     },
     Integrity {
@@ -307,8 +361,9 @@ pub enum Action {
     SendPlan { agent: AgentId },
     /// Deliver the pre-signed rollback plan to these (connected) agents now.
     SendRollback { agents: Vec<AgentId> },
-    /// Deliver a part's pre-signed rollback plan to these (connected) agents.
-    SendPartialRollback { part: Part, agents: Vec<AgentId> },
+    /// Deliver a part's pre-signed plan (its rollback, or a flag's
+    /// activation when `part.activate`) to these (connected) agents.
+    SendPart { part: Part, agents: Vec<AgentId> },
     /// The rollout halted (alert, status page).
     Halt { reason: String },
     /// Append to the coordinator's audit log.
@@ -403,7 +458,8 @@ pub struct RolloutMachine {
     /// What rollbacks cover, once one began: agents in scope that apply
     /// later are rolled back too. Empty: no rollback.
     pub(crate) rollback_scopes: Vec<Scope>,
-    /// Partial rollbacks asked for, in order, each with its scope.
+    /// Partial rollbacks and flag activations asked for, in order, each
+    /// with its scope.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) partials: Vec<(Part, Scope)>,
 }
@@ -541,7 +597,13 @@ impl RolloutMachine {
                 self.flush_partials(now_ms, &mut out);
             }
             Event::PartialRollback { actor, reason, scope, part } => {
-                self.partial_rollback(now_ms, &actor, &reason, scope, part, &mut out)?;
+                if part.activate {
+                    return Err(self.not_allowed(&format!("roll back {part}"), "; that is a flag activation"));
+                }
+                self.partial(now_ms, &actor, &reason, scope, part, &mut out)?;
+            }
+            Event::FlagActivation { actor, reason, scope, flag } => {
+                self.partial(now_ms, &actor, &reason, scope, Part::activation(flag), &mut out)?;
             }
             Event::PartialOutcome { agent, part, proven } => {
                 let r = self.known(&agent)?;
@@ -706,10 +768,11 @@ impl RolloutMachine {
         }
     }
 
-    /// A partial rollback: refused when the whole release is already
-    /// being rolled back in that scope, or the same part was asked for in
-    /// a scope that covers this one.
-    fn partial_rollback(
+    /// A partial rollback or a flag activation: refused when the whole
+    /// release is already being rolled back in that scope, or the same
+    /// operation was asked for in a scope that covers this one (for a flag:
+    /// when it is the flag's latest operation there).
+    fn partial(
         &mut self,
         now_ms: u64,
         actor: &str,
@@ -718,45 +781,83 @@ impl RolloutMachine {
         part: Part,
         out: &mut Vec<Action>,
     ) -> Result<(), RolloutError> {
+        let what = if part.activate {
+            format!("turn flag {} on ({scope})", part.subject)
+        } else {
+            format!("roll back {part} ({scope})")
+        };
         if part.granularity == Granularity::Release {
-            return Err(self.not_allowed("roll back a part of granularity release", "; use a release rollback"));
+            return Err(self.not_allowed(&what, "; use a release rollback"));
+        }
+        if part.activate && part.granularity != Granularity::Flag {
+            return Err(self.not_allowed(&what, "; only flags have activation plans"));
         }
         if self.rollback_scopes.contains(&Scope::Fleet) || self.rollback_scopes.contains(&scope) {
-            return Err(self.not_allowed(
-                &format!("roll back {part} ({scope})"),
-                "; the whole release was already rolled back in that scope",
-            ));
+            return Err(self.not_allowed(&what, "; the whole release was already rolled back in that scope"));
         }
-        if self.partials.iter().any(|(p, s)| *p == part && (*s == Scope::Fleet || *s == scope)) {
-            return Err(self.not_allowed(
-                &format!("roll back {part} ({scope})"),
-                "; that rollback was already sent to every agent in scope that applied",
-            ));
+        let repeated = if part.granularity == Granularity::Flag {
+            // The flag's latest operation decides: asking for the same again
+            // in a scope it covers changes nothing.
+            self.partials
+                .iter()
+                .rev()
+                .find(|(p, _)| p.same_flag(&part))
+                .is_some_and(|(p, s)| *p == part && (*s == Scope::Fleet || *s == scope))
+        } else {
+            self.partials.iter().any(|(p, s)| *p == part && (*s == Scope::Fleet || *s == scope))
+        };
+        if repeated {
+            return Err(self.not_allowed(&what, "; that was already sent to every agent in scope that applied"));
         }
         self.check_scope(&scope)?;
         let s = self.label();
-        out.push(audit(&s, &s, &format!("partial rollback of {part} ({scope}) by {actor}: {reason}"), actor));
+        let text = if part.activate {
+            format!("flag {} turned on ({scope}) by {actor}: {reason}", part.subject)
+        } else {
+            format!("partial rollback of {part} ({scope}) by {actor}: {reason}")
+        };
+        out.push(audit(&s, &s, &text, actor));
+        if part.granularity == Granularity::Flag {
+            // For the agents in scope this operation replaces the flag's
+            // other one: it is sent to those that do not have it on its way
+            // or done already (a failed or timed-out one is sent again).
+            let (this, other) = (part.key(), Part { activate: !part.activate, ..part.clone() }.key());
+            let waves = &self.spec.rollout.waves;
+            for (id, r) in &mut self.agents {
+                let underway = matches!(
+                    r.parts.get(&this),
+                    Some(RollbackProgress::Queued | RollbackProgress::Sent { .. } | RollbackProgress::Proven)
+                );
+                if scope.covers(id, r, waves) && !underway {
+                    r.parts.remove(&this);
+                    r.parts.remove(&other);
+                }
+            }
+        }
         self.partials.push((part, scope));
         self.flush_partials(now_ms, out);
         Ok(())
     }
 
-    /// Sends each asked-for part's rollback plan to every online agent in
-    /// its scope that applied and has not had it (and is not being rolled
-    /// back whole); offline ones are queued.
+    /// Sends each asked-for part's plan to every online agent in its scope
+    /// that applied and has not had it (and is not being rolled back
+    /// whole), unless a later operation on the same flag covers the agent;
+    /// offline ones are queued.
     fn flush_partials(&mut self, now_ms: u64, out: &mut Vec<Action>) {
         if matches!(self.state, State::Superseded { .. }) {
             return;
         }
         let waves = &self.spec.rollout.waves;
-        for (part, scope) in &self.partials {
+        for (i, (part, scope)) in self.partials.iter().enumerate() {
             let key = part.key();
+            let later = &self.partials[i + 1..];
             let mut agents = Vec::new();
             for (id, r) in &mut self.agents {
                 let due = r.outcome == ApplyOutcome::Applied
                     && r.rollback == RollbackProgress::NotNeeded
                     && matches!(r.parts.get(&key), None | Some(RollbackProgress::Queued))
-                    && scope.covers(id, r, waves);
+                    && scope.covers(id, r, waves)
+                    && !later.iter().any(|(p, s)| p.same_flag(part) && s.covers(id, r, waves));
                 if !due {
                     continue;
                 }
@@ -768,7 +869,7 @@ impl RolloutMachine {
                 }
             }
             if !agents.is_empty() {
-                out.push(Action::SendPartialRollback { part: part.clone(), agents });
+                out.push(Action::SendPart { part: part.clone(), agents });
             }
         }
     }

@@ -32,7 +32,9 @@ pub fn rollout_id(report: &ReportPayload) -> Option<String> {
 /// A rollback plan of one `part` (the coordinator knows which of the
 /// bundle's signed plans the report names) is a partial outcome instead:
 /// `partial_outcome` proven for `rolled_back`, not proven otherwise, plus
-/// integrity `failed_rollback_proof` when the endpoint needs a human.
+/// integrity `failed_rollback_proof` when the endpoint needs a human. A
+/// flag's activation plan (an apply plan of an `activate` part) likewise,
+/// proven for `applied`.
 ///
 /// A chain gap adds integrity `audit_gap`, a fork `audit_fork`.
 ///
@@ -50,13 +52,18 @@ pub fn events_from_report(
     let outcome = |o: Outcome| Event::AgentOutcome { agent: agent.clone(), outcome: o };
     let integrity = |kind: IntegrityKind, detail: String| Event::Integrity { agent: agent.clone(), kind, detail };
     match (report.kind, report.status, part) {
-        (Some(PlanKind::Rollback), status, Some(part)) => {
-            let proven = status == ReportStatus::RolledBack;
+        (Some(kind), status, Some(part)) if (kind == PlanKind::Apply) == part.activate => {
+            let done = if part.activate { ReportStatus::Applied } else { ReportStatus::RolledBack };
+            let proven = status == done;
             events.push(Event::PartialOutcome { agent: agent.clone(), part: part.clone(), proven });
             if report.state == "needs_human" {
                 events.push(integrity(
                     IntegrityKind::FailedRollbackProof,
-                    format!("the rollback of {part} could not be proven: {}", report.message),
+                    if part.activate {
+                        format!("the activation of flag {} could not be proven: {}", part.subject, report.message)
+                    } else {
+                        format!("the rollback of {part} could not be proven: {}", report.message)
+                    },
                 ));
             }
         }
@@ -206,7 +213,7 @@ mod tests {
         assert_eq!(outcomes(&events_from_report(&a, &p, &fork, None)), ["applied", "integrity:audit_fork"]);
 
         // A part's rollback plan: a partial outcome, never the release's.
-        let part = Part { granularity: rewind_shared::bundle::Granularity::Flag, subject: "new_checkout".into() };
+        let part = Part::rollback(rewind_shared::bundle::Granularity::Flag, "new_checkout");
         let partial = |status, state| {
             let p = payload(Some(PlanKind::Rollback), status, state, "");
             events_from_report(&a, &p, &ok, Some(&part))
@@ -220,5 +227,22 @@ mod tests {
             [Event::PartialOutcome { agent: a.clone(), part: part.clone(), proven: false }]
         );
         assert_eq!(outcomes(&partial(ReportStatus::Failed, "needs_human"))[1], "integrity:failed_rollback_proof");
+
+        // A flag's activation plan: a partial outcome proven by `applied`,
+        // never counted as the release's apply (a failed one is no failure
+        // of the wave).
+        let on = Part::activation("new_checkout");
+        let activation = |status, state| {
+            let p = payload(Some(PlanKind::Apply), status, state, "");
+            events_from_report(&a, &p, &ok, Some(&on))
+        };
+        assert_eq!(
+            activation(ReportStatus::Applied, "applied"),
+            [Event::PartialOutcome { agent: a.clone(), part: on.clone(), proven: true }]
+        );
+        assert_eq!(
+            activation(ReportStatus::Failed, "reverted"),
+            [Event::PartialOutcome { agent: a.clone(), part: on.clone(), proven: false }]
+        );
     }
 }

@@ -70,10 +70,12 @@ pub struct AgentStatus {
     pub parts: BTreeMap<String, String>,
 }
 
-/// One partial rollback asked for: its part, scope and how far it got.
+/// One partial rollback (or flag activation) asked for: its part, scope
+/// and how far it got.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartialStatus {
-    /// `flag new_checkout`, `target settings`, `migration 0002_...`.
+    /// `flag new_checkout`, `target settings`, `migration 0002_...`;
+    /// `flag new_checkout on` for a flag's activation.
     pub part: String,
     pub scope: String,
     pub proven: usize,
@@ -100,15 +102,26 @@ pub fn human_commands(product: &str, version: &str) -> Vec<String> {
     part_commands(product, version, None)
 }
 
-/// [`human_commands`] for the rollback of one part, or of the release.
+/// [`human_commands`] for the rollback of one part, or of the release;
+/// for a flag's activation, the command that runs its activation plan.
 #[must_use]
 pub fn part_commands(product: &str, version: &str, part: Option<&Part>) -> Vec<String> {
-    let which = part.map_or(String::new(), |p| format!(" --granularity {} --subject {}", p.granularity, p.subject));
+    let retry = match part {
+        Some(p) if p.activate => format!(
+            "rewind-agent --state <STATE_DIR> apply --bundle <{product}-{version}.bundle> --trust trust.toml --flag {} --json",
+            p.subject
+        ),
+        _ => {
+            let which =
+                part.map_or(String::new(), |p| format!(" --granularity {} --subject {}", p.granularity, p.subject));
+            format!(
+                "rewind-agent --state <STATE_DIR> rollback --bundle <{product}-{version}.bundle> --trust trust.toml{which} --db <TARGET>=<FILE> --json"
+            )
+        }
+    };
     vec![
         "rewind-agent --state <STATE_DIR> status --json".to_string(),
-        format!(
-            "rewind-agent --state <STATE_DIR> rollback --bundle <{product}-{version}.bundle> --trust trust.toml{which} --db <TARGET>=<FILE> --json"
-        ),
+        retry,
         "rewind-agent --state <STATE_DIR> snapshot list --json".to_string(),
         "rewind-agent --state <STATE_DIR> snapshot restore <SNAPSHOT_ID> --db <FILE>".to_string(),
     ]
@@ -195,13 +208,19 @@ impl RolloutMachine {
                         commands: human_commands(&spec.product, &spec.version),
                     });
                 }
-                for (part, _) in self.partials() {
+                let mut seen = std::collections::BTreeSet::new();
+                for (part, _) in self.partials().iter().filter(|(p, _)| seen.insert(p.key())) {
                     let p = r.parts.get(&part.key()).copied();
                     if matches!(p, Some(RollbackProgress::Failed | RollbackProgress::TimedOut)) {
+                        let what = if part.activate {
+                            format!("the activation of flag {}", part.subject)
+                        } else {
+                            format!("the rollback of {part}")
+                        };
                         needs_human.push(NeedsHuman {
                             agent: id.to_string(),
                             reason: format!(
-                                "the rollback of {part} {}",
+                                "{what} {}",
                                 if p == Some(RollbackProgress::Failed) {
                                     "failed or could not be proven"
                                 } else {

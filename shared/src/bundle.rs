@@ -8,10 +8,14 @@
 //! - An [`Envelope`] holds a plan's exact JSON bytes (hex) and Ed25519
 //!   signatures over `pae(payload_type, payload)` ([`crate::trust::pae`]);
 //!   nothing is ever re-encoded before verifying.
-//! - A [`Bundle`] is one JSON file: the apply envelope and a pre-signed
+//! - A [`Bundle`] is one JSON file: the apply envelope, a pre-signed
 //!   rollback envelope per granularity (release, each target, each
-//!   migration, each flag). Its outer fields are an index for people; agents
-//!   trust only what is inside a verified payload.
+//!   migration, each flag) and a pre-signed activation envelope per flag
+//!   (an apply plan of granularity `flag` that sets the flag's `value` on
+//!   an endpoint that has the release installed: how `activate = "manual"`
+//!   flags are turned on, and how a kill switch is turned back on). Its
+//!   outer fields are an index for people; agents trust only what is inside
+//!   a verified payload.
 //!
 //! Guarantees of [`Envelope::open`]: a payload over [`MAX_PAYLOAD_BYTES`] is
 //! refused before any decoding or signature work; a plan is returned only
@@ -271,10 +275,11 @@ impl Envelope {
     }
 }
 
-/// A pre-signed rollback plan, indexed by granularity and subject.
+/// A pre-signed rollback (or flag activation) plan, indexed by
+/// granularity and subject.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RollbackEntry {
+pub struct PlanEntry {
     pub granularity: Granularity,
     pub subject: String,
     pub envelope: Envelope,
@@ -293,7 +298,11 @@ pub struct Bundle {
     pub created: u64,
     pub expires: u64,
     pub apply: Envelope,
-    pub rollback: Vec<RollbackEntry>,
+    pub rollback: Vec<PlanEntry>,
+    /// One activation plan per flag (granularity `flag`, subject the flag's
+    /// name). Absent from bundles of releases without flags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activate: Vec<PlanEntry>,
 }
 
 impl Bundle {
@@ -318,17 +327,43 @@ impl Bundle {
         Ok(b)
     }
 
-    /// Every envelope with a label: `apply`, `rollback release 2026.11.0`, ...
+    /// Every envelope with a label: `apply`, `rollback release 2026.11.0`,
+    /// ..., `activate flag new_checkout`.
     pub fn envelopes_mut(&mut self) -> impl Iterator<Item = (String, &mut Envelope)> {
-        std::iter::once(("apply".to_string(), &mut self.apply)).chain(
-            self.rollback.iter_mut().map(|r| (format!("rollback {} {}", r.granularity, r.subject), &mut r.envelope)),
-        )
+        std::iter::once(("apply".to_string(), &mut self.apply))
+            .chain(
+                self.rollback
+                    .iter_mut()
+                    .map(|r| (format!("rollback {} {}", r.granularity, r.subject), &mut r.envelope)),
+            )
+            .chain(self.activate.iter_mut().map(|r| (format!("activate flag {}", r.subject), &mut r.envelope)))
     }
 
     /// Every envelope with a label.
     pub fn envelopes(&self) -> impl Iterator<Item = (String, &Envelope)> {
         std::iter::once(("apply".to_string(), &self.apply))
             .chain(self.rollback.iter().map(|r| (format!("rollback {} {}", r.granularity, r.subject), &r.envelope)))
+            .chain(self.activate.iter().map(|r| (format!("activate flag {}", r.subject), &r.envelope)))
+    }
+
+    /// The activation envelope of flag `name`.
+    ///
+    /// # Errors
+    /// A message listing the flags the bundle can turn on.
+    pub fn activation_envelope(&self, name: &str) -> Result<&Envelope, String> {
+        self.activate.iter().find(|r| r.subject == name).map(|r| &r.envelope).ok_or_else(|| {
+            let names: Vec<&str> = self.activate.iter().map(|r| r.subject.as_str()).collect();
+            format!(
+                "bundle {} has no activation plan for flag {name}; {}",
+                self.id,
+                if names.is_empty() {
+                    "it has none (a release without flags, or a bundle built before activation plans: rebuild it)"
+                        .to_string()
+                } else {
+                    format!("it has: {}", names.join(", "))
+                }
+            )
+        })
     }
 
     /// The rollback envelope for `granularity` and `subject` (the release
@@ -407,9 +442,19 @@ fn pick(states: &BTreeMap<String, TargetState>, targets: &[&str]) -> BTreeMap<St
     targets.iter().map(|t| ((*t).to_string(), states.get(*t).cloned().unwrap_or_default())).collect()
 }
 
-/// Builds the apply plan and every rollback plan of a release.
+/// Every plan of a bundle: the apply plan, the rollback plans, the flag
+/// activation plans.
+#[derive(Debug, Clone)]
+pub struct Plans {
+    pub apply: Plan,
+    pub rollbacks: Vec<Plan>,
+    pub activations: Vec<Plan>,
+}
+
+/// Builds the apply plan, every rollback plan and every flag activation
+/// plan of a release.
 #[must_use]
-pub fn build_plans(release: &Release, input: &BuildInput) -> (Plan, Vec<Plan>) {
+pub fn build_plans(release: &Release, input: &BuildInput) -> Plans {
     let all: Vec<&str> = release.targets.iter().map(String::as_str).collect();
     let plan = |kind, granularity, subject: &str, from, to, steps| Plan {
         format: PLAN_FORMAT.into(),
@@ -473,22 +518,28 @@ pub fn build_plans(release: &Release, input: &BuildInput) -> (Plan, Vec<Plan>) {
             filtered(release, &one, Some(&ids), &[]),
         ));
     }
-    for f in &release.flags {
-        rollbacks.push(plan(
-            PlanKind::Rollback,
+    // A flag's rollback and activation both need the release installed and
+    // leave it installed.
+    let flag_plan = |kind, f: &crate::release::Flag| {
+        plan(
+            kind,
             Granularity::Flag,
             &f.name,
             installed.clone(),
             installed.clone(),
             filtered(release, &[], None, &[f.name.as_str()]),
-        ));
-    }
-    (apply, rollbacks)
+        )
+    };
+    rollbacks.extend(release.flags.iter().map(|f| flag_plan(PlanKind::Rollback, f)));
+    let activations = release.flags.iter().map(|f| flag_plan(PlanKind::Apply, f)).collect();
+    Plans { apply, rollbacks, activations }
 }
 
 /// Wraps plans into a bundle (unsigned).
 #[must_use]
-pub fn bundle_of(release: &Release, input: &BuildInput, apply: &Plan, rollbacks: &[Plan]) -> Bundle {
+pub fn bundle_of(release: &Release, input: &BuildInput, plans: &Plans) -> Bundle {
+    let entry =
+        |p: &Plan| PlanEntry { granularity: p.granularity, subject: p.subject.clone(), envelope: Envelope::of_plan(p) };
     Bundle {
         format: BUNDLE_FORMAT.into(),
         id: input.bundle_id.clone(),
@@ -497,15 +548,9 @@ pub fn bundle_of(release: &Release, input: &BuildInput, apply: &Plan, rollbacks:
         sequence: release.sequence,
         created: input.created,
         expires: input.expires,
-        apply: Envelope::of_plan(apply),
-        rollback: rollbacks
-            .iter()
-            .map(|p| RollbackEntry {
-                granularity: p.granularity,
-                subject: p.subject.clone(),
-                envelope: Envelope::of_plan(p),
-            })
-            .collect(),
+        apply: Envelope::of_plan(&plans.apply),
+        rollback: plans.rollbacks.iter().map(entry).collect(),
+        activate: plans.activations.iter().map(entry).collect(),
     }
 }
 
@@ -552,7 +597,7 @@ mod tests {
     #[test]
     fn bundle_has_a_rollback_per_granularity_with_filtered_steps() {
         let r = release();
-        let (apply, rb) = build_plans(&r, &input());
+        let Plans { apply, rollbacks: rb, activations } = build_plans(&r, &input());
         assert_eq!(apply.steps, r);
         let subjects: Vec<String> = rb.iter().map(|p| format!("{} {}", p.granularity, p.subject)).collect();
         assert_eq!(
@@ -576,15 +621,30 @@ mod tests {
         );
         let flag = &rb[6].steps;
         assert!(flag.migrations.is_empty() && flag.checks.is_empty() && flag.flags.len() == 1);
-        let ids: std::collections::BTreeSet<_> = rb.iter().map(|p| p.id.clone()).chain([apply.id]).collect();
-        assert_eq!(ids.len(), 8, "plan ids are distinct");
+        // One activation per flag: an apply plan of the flag alone, from and
+        // to the installed release.
+        let on: Vec<String> =
+            activations.iter().map(|p| format!("{:?} {} {}", p.kind, p.granularity, p.subject)).collect();
+        assert_eq!(on, ["Apply flag new_checkout"]);
+        assert_eq!(activations[0].steps, rb[6].steps);
+        assert_eq!(activations[0].from.sequence, Some(r.sequence));
+        assert_eq!(activations[0].to.sequence, Some(r.sequence));
+        let ids: std::collections::BTreeSet<_> =
+            rb.iter().chain(&activations).map(|p| p.id.clone()).chain([apply.id]).collect();
+        assert_eq!(ids.len(), 9, "plan ids are distinct");
+        let b = bundle_of(&r, &input(), &build_plans(&r, &input()));
+        assert!(b.activation_envelope("new_checkout").is_ok());
+        let e = b.activation_envelope("nope").unwrap_err();
+        assert!(e.ends_with("it has: new_checkout"), "{e}");
+        let labels: Vec<String> = b.envelopes().map(|(l, _)| l).collect();
+        assert_eq!(labels.last().map(String::as_str), Some("activate flag new_checkout"));
     }
 
     #[test]
     fn open_checks_threshold_expiry_and_size() {
         let (a, b) = (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
         let t = trust(&[&a, &b], 2);
-        let (apply, _) = build_plans(&release(), &input());
+        let apply = build_plans(&release(), &input()).apply;
         let mut env = Envelope::of_plan(&apply);
         assert!(env.sign(&a).unwrap());
         assert!(!env.sign(&a).unwrap(), "signing twice with one key adds nothing");

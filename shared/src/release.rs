@@ -517,7 +517,7 @@ impl Release {
     }
 
     /// Warnings that do not stop a release: expired flags (against `today`,
-    /// `YYYY-MM-DD`), manual flags (no plan activates them yet),
+    /// `YYYY-MM-DD`),
     /// irreversible steps, migrations without `verify.sql`.
     #[must_use]
     pub fn lint(&self, today: &str) -> Vec<Warning> {
@@ -529,13 +529,6 @@ impl Release {
                 w.push(Warning(format!(
                     "flag {}: expired on {exp}; remove it or extend `expires` (owner: {})",
                     f.name, f.owner
-                )));
-            }
-            if f.activate == Activation::Manual {
-                w.push(Warning(format!(
-                    "flag {}: activate = \"manual\" is not supported yet: no plan turns it on, so endpoints keep \
-                     the app's default; use \"after-migrations\" or \"with-release\"",
-                    f.name
                 )));
             }
         }
@@ -830,6 +823,20 @@ impl Validator<'_> {
                     &f.name,
                     nth,
                     format!("flag {} is declared twice: remove or rename one", f.name),
+                );
+            }
+            if f.name.is_empty()
+                || !f.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '~'))
+            {
+                self.problem_at(
+                    "flag",
+                    "name",
+                    &f.name,
+                    0,
+                    format!(
+                        "flag name {:?}: use letters, digits, `_`, `-`, `.` or `~` (a name apps and URLs carry as is)",
+                        f.name
+                    ),
                 );
             }
             let mut json = |v: &toml::Value, key: &str| {

@@ -136,6 +136,51 @@ fn rollback_scenario(at: &str, rel: &Path, start_digests: &(String, String)) -> 
     true
 }
 
+/// A flag's activation (`apply --release DIR --flag NAME`) crashes at `at`
+/// on an endpoint with the release installed: the next command puts the
+/// flag back to its value before, leaves the release installed with its
+/// snapshots pinned and the data as it was; the activation works again.
+fn activate_scenario(at: &str) -> bool {
+    let e = Endpoint::new();
+    let rel = e.copy_release("2026.11.0", "2026.11.0-manual");
+    let toml = rel.join("release.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replacen(
+            "\n[[check]]",
+            "\n[[flag]]\nname = \"beta_export\"\nvalue = true\nprevious = false\nowner = \"x\"\nactivate = \"manual\"\n\n[[check]]",
+            1,
+        ),
+    )
+    .unwrap();
+    assert_eq!(e.apply(&rel).code, 0);
+    let applied = e.digests();
+    let pinned = recover(&e, "before").json()["pinned_snapshots"].clone();
+    let rel_s = rel.to_string_lossy().into_owned();
+    let state = e.state.to_string_lossy().into_owned();
+    let args = ["--state", state.as_str(), "apply", "--release", rel_s.as_str(), "--flag", "beta_export", "--json"];
+    let r = run("rewind-agent", &args, &with_crash(at));
+    if !crashed(&r) {
+        assert_eq!(r.code, 0, "{at}: an activation that did not reach the point must succeed: {r:?}");
+        return false;
+    }
+    let s = recover(&e, at);
+    assert!(s.stderr.contains("recovered interrupted plan"), "{at}: {s:?}");
+    let flags = e.agent(&["flags", "--json"]).json();
+    assert_eq!(flags["notes"].get("beta_export"), None, "{at}: the flag is back to unset: {flags}");
+    assert_eq!(flags["notes"]["new_checkout"], true, "{at}: {flags}");
+    assert_eq!(installed(&e.state, "notes").as_deref(), Some("2026.11.0"), "{at}: the release stays installed");
+    assert_eq!(s.json()["pinned_snapshots"], pinned, "{at}: its snapshots stay pinned");
+    assert_eq!(e.digests(), applied, "{at}: no data changed");
+    assert_safe(&e, at);
+    let again = run("rewind-agent", &args, &[]);
+    assert_eq!(again.code, 0, "{at}: {again:?}");
+    assert_eq!(e.agent(&["flags", "--json"]).json()["notes"]["beta_export"], true);
+    assert_safe(&e, at);
+    true
+}
+
 /// `snapshot restore` crashes at `at`; the target is the old database or
 /// the complete snapshot, never a mix, and a second restore completes. With
 /// `wal` false the target is first switched to a rollback journal, where the
@@ -195,6 +240,8 @@ fn every_crash_point_recovers_to_a_proven_state() {
             each_hit(&p, |at| apply_scenario(at, &rel, &start, &applied, true))
         } else if p.starts_with("rollback.") {
             each_hit(&p, |at| rollback_scenario(at, &rel, &start))
+        } else if p.starts_with("activate.") {
+            each_hit(&p, activate_scenario)
         } else if p.starts_with("restore.") {
             each_hit(&p, |at| restore_scenario(at, true)) + each_hit(&p, |at| restore_scenario(at, false))
         } else {

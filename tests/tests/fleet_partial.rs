@@ -7,8 +7,11 @@
 //! - `flags set notes new_checkout off` turns the kill switch off on every
 //!   endpoint (flags.json back to the previous value) while the release
 //!   stays installed, the databases untouched and the rollout `done`;
-//!   values other than `off`, unknown flags and a second identical request
-//!   are refused with exit 2;
+//!   values other than `on` and `off`, unknown flags and a second identical
+//!   request are refused with exit 2; `flags set ... on` turns it back on;
+//! - an `activate = "manual"` flag stays unset after the apply until
+//!   `flags set notes beta_export on` turns it on, first on one endpoint
+//!   (`--scope agent:ID`), then on the others (only they get the plan);
 //! - `rollback --granularity target --subject settings --scope agent:ID`
 //!   takes one endpoint's settings database back to its start digest and
 //!   leaves its notes database migrated;
@@ -28,6 +31,8 @@ use rewind_tests::digest;
 use serde_json::Value;
 
 const ONE_WAVE: &str = "[rollout]\nwaves = [{ name = \"all\", percent = 100 }]\nreport_timeout = \"60s\"";
+const MANUAL_FLAG: &str =
+    "[[flag]]\nname = \"beta_export\"\nvalue = true\nprevious = false\nowner = \"sync-team\"\nactivate = \"manual\"";
 
 fn flags_json(e: &fleet_rollout_common::Endpoint) -> Value {
     serde_json::from_str(&std::fs::read_to_string(e.dir.join("state/flags.json")).unwrap()).unwrap()
@@ -47,14 +52,16 @@ fn a_kill_switch_a_target_and_a_refused_migration_roll_back_alone_and_the_releas
     fleet.add("canary", 1);
     fleet.add("main", 2);
     fleet.wait_connected();
-    fleet.bundle("2026.11.0", ONE_WAVE, &|t| t, false);
+    fleet.bundle("2026.11.0", &format!("{ONE_WAVE}\n\n{MANUAL_FLAG}"), &|t| t, false);
     ok(&fleet.ctl(&["rollout", "start", "notes", "2026.11.0"]));
     fleet.wait_status("applied everywhere", Duration::from_secs(90), |s| s["state"] == "done");
     let applied: Vec<(String, String)> =
         fleet.endpoints.iter().map(|e| (digest(&e.notes), digest(&e.settings))).collect();
     for e in &fleet.endpoints {
         assert_eq!(flags_json(e)["flags"]["new_checkout"], true, "{}", e.id);
+        assert_eq!(flags_json(e)["flags"].get("beta_export"), None, "{}: a manual flag is not set by the apply", e.id);
     }
+    let (first, second) = (fleet.endpoints[0].id.clone(), fleet.endpoints[1].id.clone());
 
     // The flag as operators see it.
     let list = fleet.ctl(&["flags", "list", "notes", "--json"]);
@@ -77,15 +84,18 @@ fn a_kill_switch_a_target_and_a_refused_migration_roll_back_alone_and_the_releas
     assert_eq!(f["expires"], "2027-01-31");
     let table = fleet.ctl(&["flags", "list"]);
     ok(&table);
-    assert!(table.stdout.contains("new_checkout") && table.stdout.contains("0 of 3"), "{}", table.stdout);
+    assert!(table.stdout.contains("new_checkout") && table.stdout.contains("0 on, 0 off of 3"), "{}", table.stdout);
+    assert_eq!((&rows[1]["name"], &rows[1]["activate"]), (&Value::from("beta_export"), &Value::from("manual")));
 
     // Refusals change nothing.
-    let r = fleet.ctl(&["flags", "set", "notes", "new_checkout", "on"]);
+    let r = fleet.ctl(&["flags", "set", "notes", "new_checkout", "42"]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("forward change"), "{r:?}");
     let r = fleet.ctl(&["flags", "set", "notes", "old_checkout", "off"]);
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("its flags are: new_checkout"), "{r:?}");
+    assert!(r.stderr.contains("its flags are: new_checkout, beta_export"), "{r:?}");
+    let r = fleet.ctl(&["flags", "set", "notes", "beta_export", "off"]);
+    assert_eq!(r.code, 2, "not a kill switch: {r:?}");
     let viewer = fleet.operator("vera", "viewer");
     let r = fleet.ctl_as(&viewer, &["flags", "set", "notes", "new_checkout", "off"]);
     assert_eq!(r.code, 2, "a viewer may not: {r:?}");
@@ -116,8 +126,52 @@ fn a_kill_switch_a_target_and_a_refused_migration_roll_back_alone_and_the_releas
     assert_eq!(r.code, 2, "the same kill twice: {r:?}");
     assert!(r.stderr.contains("already"), "{r:?}");
 
+    // The manual flag: on for one endpoint, then for the others.
+    let on_everywhere =
+        |s: &Value, key: &str| fleet.endpoints.iter().all(|e| agent(s, &e.id)["parts"][key] == "proven");
+    let r = fleet.ctl(&["flags", "set", "notes", "beta_export", "on", "--scope", &format!("agent:{first}"), "--json"]);
+    ok(&r);
+    assert_eq!(r.json()["agents"], 1, "{r:?}");
+    fleet.wait_status("the manual flag on for one endpoint", Duration::from_secs(60), |s| {
+        agent(s, &first)["parts"]["flag beta_export on"] == "proven"
+    });
+    assert_eq!(flags_json(&fleet.endpoints[0])["flags"]["beta_export"], true);
+    assert_eq!(flags_json(&fleet.endpoints[1])["flags"].get("beta_export"), None, "out of scope");
+    let r = fleet.ctl(&["flags", "set", "notes", "beta_export", "on"]);
+    ok(&r);
+    assert!(
+        r.stdout.contains("activation of flag beta_export of notes") && r.stdout.contains("sent to 2 agent(s)"),
+        "{r:?}"
+    );
+    let s = fleet.wait_status("the manual flag on everywhere", Duration::from_secs(60), |s| {
+        on_everywhere(s, "flag beta_export on")
+    });
+    assert_eq!(s["state"], "done", "{s:#}");
+    let r = fleet.ctl(&["flags", "set", "notes", "beta_export", "on"]);
+    assert_eq!(r.code, 2, "the same activation twice: {r:?}");
+    // The kill switch comes back on.
+    ok(&fleet.ctl(&["flags", "set", "notes", "new_checkout", "on", "--reason", "fixed in the backend"]));
+    let s = fleet
+        .wait_status("the kill switch back on", Duration::from_secs(60), |s| on_everywhere(s, "flag new_checkout on"));
+    for (e, before) in fleet.endpoints.iter().zip(&applied) {
+        let f = &flags_json(e)["flags"];
+        assert_eq!((&f["new_checkout"], &f["beta_export"]), (&Value::from(true), &Value::from(true)), "{}", e.id);
+        assert_eq!((digest(&e.notes), digest(&e.settings)), *before, "{}: the data is untouched", e.id);
+        assert!(agent(&s, &e.id)["parts"].get("flag new_checkout").is_none(), "replaced by the activation: {s:#}");
+    }
+    let rows = fleet.ctl(&["flags", "list", "notes", "--json"]).json();
+    let counts: Vec<(&Value, &Value, &Value)> =
+        rows.as_array().unwrap().iter().map(|f| (&f["name"], &f["turned_on"], &f["turned_off"])).collect();
+    assert_eq!(
+        counts,
+        [
+            (&Value::from("new_checkout"), &Value::from(3), &Value::from(0)),
+            (&Value::from("beta_export"), &Value::from(3), &Value::from(0))
+        ],
+        "{rows:#}"
+    );
+
     // One target of one endpoint.
-    let (first, second) = (fleet.endpoints[0].id.clone(), fleet.endpoints[1].id.clone());
     let r = fleet.ctl(&["rollback", "notes", "--granularity", "target", "--subject", "nope"]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("notes, settings"), "the bundle's targets are named: {r:?}");
@@ -177,6 +231,7 @@ fn a_kill_switch_a_target_and_a_refused_migration_roll_back_alone_and_the_releas
     for e in &fleet.endpoints {
         assert!(e.at_start(), "{} is back at its start digests", e.id);
         assert_eq!(flags_json(e)["flags"]["new_checkout"], false, "{}", e.id);
+        assert_eq!(flags_json(e)["flags"]["beta_export"], false, "{}: the release rollback sets previous", e.id);
     }
 
     let audit = fleet.audit();
@@ -207,6 +262,14 @@ fn a_kill_switch_a_target_and_a_refused_migration_roll_back_alone_and_the_releas
         ],
         "{sent:?}"
     );
+    let activations: Vec<(&str, usize)> = audit
+        .iter()
+        .filter(|(k, _, _)| k == "activation.sent")
+        .map(|(_, _, p)| (p["subject"].as_str().unwrap(), p["agents"].as_array().unwrap().len()))
+        .collect();
+    assert_eq!(activations, [("beta_export", 1), ("beta_export", 2), ("new_checkout", 3)], "{activations:?}");
+    let turned_on = audit.iter().filter(|(k, _, _)| k == "rollout.flag_on").count();
+    assert_eq!(turned_on, 3);
     ok(&fleet.ctl(&["audit", "verify"]));
 
     // Lineage: what happened to each of the first endpoint's targets, with digests.

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rewind_tests::{Run, agent, digest, release, run, seed_db};
+use rewind_tests::{Run, agent, copy_dir, digest, release, run, seed_db};
 use serde_json::Value;
 
 struct Fx {
@@ -128,6 +128,9 @@ fn edit_envelopes(bundle: &Path, f: impl Fn(&mut Value)) {
     for r in b["rollback"].as_array_mut().unwrap() {
         f(&mut r["envelope"]);
     }
+    for r in b["activate"].as_array_mut().into_iter().flatten() {
+        f(&mut r["envelope"]);
+    }
     std::fs::write(bundle, serde_json::to_string(&b).unwrap()).unwrap();
 }
 
@@ -153,7 +156,7 @@ fn two_of_three_applies_and_verify_says_so() {
     let v =
         ok(ctl(&["release", "verify", &b.to_string_lossy(), "--trust", &fx.trust.to_string_lossy(), "--json"])).json();
     assert_eq!(v["ok"], true, "{v}");
-    assert_eq!(v["plans"].as_array().unwrap().len(), 8, "apply + 7 rollback plans: {v}");
+    assert_eq!(v["plans"].as_array().unwrap().len(), 9, "apply + 7 rollback plans + 1 flag activation plan: {v}");
     let r = ok(with_bundle(&fx, "apply", &b, &fx.trust, &["--json"])).json();
     assert_eq!(r["status"], "applied", "{r}");
     let after = fx.digests();
@@ -387,6 +390,107 @@ fn rollback_from_the_bundle_needs_no_signing_key() {
     // Replaying the rollback finds the release no longer installed.
     let r = with_bundle(&fx, "rollback", &b, &fx.trust, &[]);
     assert_refused(&fx, &r, &start, "start-state", "is not installed here");
+}
+
+/// The flags as the app reads them (flags.json), and as agent.db has them.
+fn flags_seen(fx: &Fx) -> (Value, Value) {
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(fx.state.join("flags.json")).unwrap()).unwrap();
+    let db = ok(agent(&fx.state, &["flags", "--json"])).json();
+    (file["flags"].clone(), db["notes"].clone())
+}
+
+#[test]
+fn a_manual_flag_turns_on_only_by_its_pre_signed_activation_plan_where_its_release_is_installed() {
+    let fx = setup();
+    let start = fx.digests();
+    let rel = fx.p("2026.11.0-manual");
+    copy_dir(&release("2026.11.0"), &rel);
+    let toml = rel.join("release.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let head = &text[..text.find("\n[rollout]").unwrap()];
+    std::fs::write(
+        &toml,
+        format!(
+            "{head}\n\n[[flag]]\nname = \"beta_export\"\nvalue = true\nprevious = false\nowner = \"sync-team\"\nactivate = \"manual\"\n"
+        ),
+    )
+    .unwrap();
+    let lint = ok(ctl(&["release", "lint", &rel.to_string_lossy()]));
+    assert!(lint.stdout.contains("ok: 0 errors, 1 warning(s)"), "a manual flag warns of nothing: {lint:?}");
+    let b = bundle(&fx, &rel, "b.json", &[], &["alice", "bob"]);
+    let v = ok(ctl(&["release", "verify", &b.to_string_lossy(), "--trust", &fx.trust.to_string_lossy(), "--json"]));
+    assert!(v.stdout.contains("activate flag beta_export"), "verify checks the activation plans too: {v:?}");
+    let on = |bundle: &Path, name: &str| {
+        let (b, t) = (bundle.to_string_lossy().into_owned(), fx.trust.to_string_lossy().into_owned());
+        agent(&fx.state, &["apply", "--bundle", &b, "--trust", &t, "--flag", name, "--json"])
+    };
+
+    // Before the release is installed: refused, nothing changed.
+    let r = on(&b, "beta_export");
+    assert_refused(&fx, &r, &start, "start-state", "nothing installed");
+
+    let a = ok(with_bundle(&fx, "apply", &b, &fx.trust, &["--json"])).json();
+    assert_eq!(a["flags"], serde_json::json!({"new_checkout": true}), "a manual flag is not set by the apply: {a}");
+    let applied = fx.digests();
+    let status = |fx: &Fx| ok(agent(&fx.state, &["status", "--json"])).json();
+    let before = status(&fx);
+
+    // Unknown flag: the bundle names the ones it can turn on.
+    let r = on(&b, "nope");
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("no activation plan for flag nope; it has: new_checkout, beta_export"), "{r:?}");
+
+    // An activation plan signed by one key only is refused.
+    let one = fx.p("one.json");
+    std::fs::copy(&b, &one).unwrap();
+    edit_envelopes(&one, |e| {
+        e["signatures"].as_array_mut().unwrap().truncate(1);
+    });
+    let r = on(&one, "beta_export");
+    assert_refused(&fx, &r, &applied, "signatures", "1 of 2");
+    assert_eq!(flags_seen(&fx).0.get("beta_export"), None);
+
+    // The activation itself: only the flag changes.
+    let r = ok(on(&b, "beta_export")).json();
+    assert_eq!(r["status"], "applied", "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("flag beta_export of notes 2026.11.0 turned on: null -> true"),
+        "{r}"
+    );
+    let (file, db) = flags_seen(&fx);
+    assert_eq!(file, serde_json::json!({"new_checkout": true, "beta_export": true}));
+    assert_eq!(db, file);
+    assert_eq!(fx.digests(), applied, "no database is touched");
+    let after = status(&fx);
+    assert_eq!(after["installed"], before["installed"], "the release stays installed as it was");
+    assert_eq!(after["pinned_snapshots"], before["pinned_snapshots"], "its snapshots stay pinned");
+    let audit = rusqlite::Connection::open(fx.state.join("agent.db")).unwrap();
+    let set: String = audit
+        .query_row("SELECT params FROM audit WHERE kind = 'flag.set' ORDER BY seq DESC LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    assert!(set.contains("\"flag\":\"beta_export\"") && set.contains("\"to\":true"), "{set}");
+    ok(agent(&fx.state, &["audit", "verify"]));
+    // Again: still applied (a result for the coordinator), nothing changes.
+    let r = ok(on(&b, "beta_export")).json();
+    assert!(r["message"].as_str().unwrap().contains("was already on"), "{r}");
+
+    // Its rollback plan turns it off; the release rollback takes everything back.
+    let r = ok(with_bundle(
+        &fx,
+        "rollback",
+        &b,
+        &fx.trust,
+        &["--granularity", "flag", "--subject", "beta_export", "--json"],
+    ))
+    .json();
+    assert_eq!(r["flags"]["beta_export"], false, "{r}");
+    ok(on(&b, "beta_export"));
+    let r = ok(with_bundle(&fx, "rollback", &b, &fx.trust, &["--json"])).json();
+    assert_eq!(r["status"], "rolled_back", "{r}");
+    assert_eq!(fx.digests(), start);
+    assert_eq!(flags_seen(&fx).0, serde_json::json!({"new_checkout": false, "beta_export": false}));
+    let r = on(&b, "beta_export");
+    assert_refused(&fx, &r, &start, "start-state", "apply that release first");
 }
 
 #[test]

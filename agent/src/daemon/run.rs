@@ -418,6 +418,8 @@ fn run_delivery(cfg: &AgentConfig, state: &Path, p: &v1::PlanDelivery) -> Result
     let st = State::open(state)?;
     crate::recover::recover(&st)?;
     let report = match p.kind.as_str() {
+        // A flag's pre-signed activation plan (`rewindctl flags set ... on`).
+        "apply" if p.granularity == "flag" => crate::bundle::activate(&st, &path, trust, &p.subject)?,
         "apply" => crate::bundle::apply(&st, &path, trust, &dbs)?,
         "rollback" => {
             // Which of the bundle's pre-signed rollback plans: the release's,

@@ -83,11 +83,7 @@ pub fn part_from_text(text: &str) -> Result<Option<Part>> {
     if text.is_empty() {
         return Ok(None);
     }
-    let (g, subject) = text
-        .split_once(' ')
-        .ok_or_else(|| Error::Store(format!("delivery part {text:?} is not \"<granularity> <subject>\"")))?;
-    let granularity = g.parse().map_err(|e: String| Error::Store(format!("delivery part {text:?}: {e}")))?;
-    Ok(Some(Part { granularity, subject: subject.to_string() }))
+    text.parse().map(Some).map_err(|e: String| Error::Store(format!("delivery {e}")))
 }
 
 /// A verified agent result, as stored.
@@ -433,7 +429,7 @@ pub mod suite {
             bytes: b"{}".to_vec(),
         };
         s.put_bundle(bundle.clone()).await.unwrap();
-        let flag = Part { granularity: rewind_shared::bundle::Granularity::Flag, subject: "new_checkout".into() };
+        let flag = Part::rollback(rewind_shared::bundle::Granularity::Flag, "new_checkout");
         let d = |n: &str, kind: &str, part: Option<Part>| Delivery {
             id: n.into(),
             agent: id.clone(),

@@ -166,19 +166,35 @@ pub fn incidents_of(all: &[crate::comms::Incident], product: &str) -> Vec<Incide
 }
 
 /// Where the fleet stands on a flag, from the rollout status: how many of
-/// the endpoints that applied the release had it turned off (a kill switch
-/// or a flag rollback), `as released` when none did.
-fn flag_state(status: &serde_json::Value, flag: &str) -> String {
-    let key = format!("flag {flag}");
+/// the endpoints that applied the release had it turned on (its activation
+/// plan) or off (a kill switch or a flag rollback) by hand; `as released`
+/// (for a manual flag: `not turned on`) when none did.
+fn flag_state(status: &serde_json::Value, flag: &str, manual: bool) -> String {
+    let (off_key, on_key) = (format!("flag {flag}"), format!("flag {flag} on"));
     let applied: Vec<&serde_json::Value> =
         status["agents"].as_array().into_iter().flatten().filter(|a| a["outcome"] == "applied").collect();
-    let off = applied.iter().filter(|a| a["parts"][&key] == "proven").count();
-    let turning = applied.iter().filter(|a| matches!(a["parts"][&key].as_str(), Some("queued" | "sent"))).count();
-    match (off, turning) {
-        (0, 0) => format!("as released on {} endpoint(s)", applied.len()),
-        (off, 0) => format!("turned off on {off} of {} endpoint(s)", applied.len()),
-        (off, t) => format!("turned off on {off} of {} endpoint(s), {t} on the way", applied.len()),
+    let count = |key: &str, words: &[&str]| {
+        applied.iter().filter(|a| a["parts"][key].as_str().is_some_and(|w| words.contains(&w))).count()
+    };
+    let (on, off) = (count(&on_key, &["proven"]), count(&off_key, &["proven"]));
+    let turning = count(&on_key, &["queued", "sent"]) + count(&off_key, &["queued", "sent"]);
+    let n = applied.len();
+    let mut done: Vec<String> = Vec::new();
+    if on > 0 {
+        done.push(format!("turned on on {on}"));
     }
+    if off > 0 {
+        done.push(format!("turned off on {off}"));
+    }
+    let mut out = match (done.is_empty(), manual) {
+        (true, false) => format!("as released on {n} endpoint(s)"),
+        (true, true) => format!("not turned on yet (manual) on {n} endpoint(s)"),
+        (false, _) => format!("{} of {n} endpoint(s)", done.join(", ")),
+    };
+    if turning > 0 {
+        out.push_str(&format!(", {turning} on the way"));
+    }
+    out
 }
 
 /// Reads everything the page shows.
@@ -215,7 +231,14 @@ pub async fn snapshot(app: &App) -> Result<Snapshot> {
                     view.flags = release
                         .flags
                         .iter()
-                        .map(|f| (f.name.clone(), f.value.to_string(), f.previous.to_string(), flag_state(&s, &f.name)))
+                        .map(|f| {
+                            (
+                                f.name.clone(),
+                                f.value.to_string(),
+                                f.previous.to_string(),
+                                flag_state(&s, &f.name, f.activate == rewind_shared::release::Activation::Manual),
+                            )
+                        })
                         .collect();
                 }
                 if let Ok((_, v)) = crate::rollouts::verify(app, &name, &version).await {
@@ -446,10 +469,18 @@ mod tests {
             {"outcome": "applied"},
             {"outcome": "pending", "parts": {"flag new_checkout": "queued"}},
         ]});
-        assert_eq!(flag_state(&s, "new_checkout"), "turned off on 1 of 3 endpoint(s), 1 on the way");
-        assert_eq!(flag_state(&s, "dark_mode"), "as released on 3 endpoint(s)");
+        assert_eq!(flag_state(&s, "new_checkout", false), "turned off on 1 of 3 endpoint(s), 1 on the way");
+        assert_eq!(flag_state(&s, "dark_mode", false), "as released on 3 endpoint(s)");
+        assert_eq!(flag_state(&s, "dark_mode", true), "not turned on yet (manual) on 3 endpoint(s)");
         let all_off = json!({"agents": [{"outcome": "applied", "parts": {"flag x": "proven"}}]});
-        assert_eq!(flag_state(&all_off, "x"), "turned off on 1 of 1 endpoint(s)");
+        assert_eq!(flag_state(&all_off, "x", false), "turned off on 1 of 1 endpoint(s)");
+        let mixed = json!({"agents": [
+            {"outcome": "applied", "parts": {"flag x on": "proven"}},
+            {"outcome": "applied", "parts": {"flag x on": "proven"}},
+            {"outcome": "applied", "parts": {"flag x": "proven"}},
+            {"outcome": "applied", "parts": {"flag x on": "sent"}},
+        ]});
+        assert_eq!(flag_state(&mixed, "x", true), "turned on on 2, turned off on 1 of 4 endpoint(s), 1 on the way");
     }
 
     fn hostile() -> &'static str {

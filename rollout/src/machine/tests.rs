@@ -167,7 +167,7 @@ fn a_partial_rollback_reaches_applied_agents_in_scope_and_leaves_the_rollout_as_
         m.handle(1, Event::AgentOutcome { agent: id(&format!("agt-{i:02}")), outcome: Outcome::Applied }).unwrap();
     }
     assert_eq!(m.state().name(), "running", "agt-03 has not reported");
-    let flag = Part { granularity: Granularity::Flag, subject: "new_checkout".into() };
+    let flag = Part::rollback(Granularity::Flag, "new_checkout");
     let kill = |m: &mut RolloutMachine, t, scope| {
         m.handle(
             t,
@@ -175,10 +175,9 @@ fn a_partial_rollback_reaches_applied_agents_in_scope_and_leaves_the_rollout_as_
         )
     };
     let acts = kill(&mut m, 2, Scope::Fleet).unwrap();
-    assert!(acts.contains(&Action::SendPartialRollback {
-        part: flag.clone(),
-        agents: vec![id("agt-00"), id("agt-01"), id("agt-02")]
-    }));
+    assert!(
+        acts.contains(&Action::SendPart { part: flag.clone(), agents: vec![id("agt-00"), id("agt-01"), id("agt-02")] })
+    );
     assert!(
         matches!(acts.first(), Some(Action::Audit { reason, .. }) if reason.starts_with("partial rollback of flag new_checkout (fleet) by ops"))
     );
@@ -190,7 +189,7 @@ fn a_partial_rollback_reaches_applied_agents_in_scope_and_leaves_the_rollout_as_
     assert_eq!(m, before);
     // An agent that applies later gets it too; the one offline gets it when it returns and applies.
     let acts = m.handle(4, Event::AgentOutcome { agent: id("agt-03"), outcome: Outcome::Applied }).unwrap();
-    assert!(acts.contains(&Action::SendPartialRollback { part: flag.clone(), agents: vec![id("agt-03")] }));
+    assert!(acts.contains(&Action::SendPart { part: flag.clone(), agents: vec![id("agt-03")] }));
     // Proofs come back; a failed one is listed for a human with the part's command.
     m.handle(5, Event::PartialOutcome { agent: id("agt-00"), part: flag.clone(), proven: true }).unwrap();
     m.handle(5, Event::PartialOutcome { agent: id("agt-01"), part: flag.clone(), proven: false }).unwrap();
@@ -208,7 +207,7 @@ fn a_partial_rollback_reaches_applied_agents_in_scope_and_leaves_the_rollout_as_
         st.needs_human
     );
     // A report for a part never sent to the agent changes nothing.
-    let other = Part { granularity: Granularity::Target, subject: "settings".into() };
+    let other = Part::rollback(Granularity::Target, "settings");
     m.handle(6, Event::PartialOutcome { agent: id("agt-02"), part: other, proven: true }).unwrap();
     assert!(!m.agents()[&id("agt-02")].parts.contains_key("target settings"));
     // No answer within report_timeout: timed out.
@@ -216,7 +215,7 @@ fn a_partial_rollback_reaches_applied_agents_in_scope_and_leaves_the_rollout_as_
     assert_eq!(m.agents()[&id("agt-02")].parts["flag new_checkout"], RollbackProgress::TimedOut);
     // A fleet rollback of the whole release is still possible afterwards; then no more parts.
     m.handle(2 + 31 * MIN, Event::Rollback { actor: "ops".into(), reason: "all".into(), scope: Scope::Fleet }).unwrap();
-    let target = Part { granularity: Granularity::Target, subject: "settings".into() };
+    let target = Part::rollback(Granularity::Target, "settings");
     let e = m
         .handle(
             2 + 32 * MIN,
@@ -227,6 +226,95 @@ fn a_partial_rollback_reaches_applied_agents_in_scope_and_leaves_the_rollout_as_
     // The machine with parts survives a store round trip.
     let back: RolloutMachine = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
     assert_eq!(back, m);
+}
+
+#[test]
+fn a_flag_turned_on_and_off_follows_the_latest_operation_per_agent() {
+    let mut s = spec(7);
+    s.rollout.waves = vec![s.rollout.waves[3].clone()];
+    // agt-04 is offline; agt-00 is the only canary (ring=canary every fourth) of the first four.
+    let (mut m, _) = RolloutMachine::start(s, fleet(5), "alice", 0).unwrap();
+    for i in 0..4 {
+        m.handle(1, Event::AgentOutcome { agent: id(&format!("agt-{i:02}")), outcome: Outcome::Applied }).unwrap();
+    }
+    let on = Part::activation("beta_export");
+    let off = Part::rollback(Granularity::Flag, "beta_export");
+    let set_on = |m: &mut RolloutMachine, t, scope| {
+        m.handle(
+            t,
+            Event::FlagActivation { actor: "ops".into(), reason: "go".into(), scope, flag: "beta_export".into() },
+        )
+    };
+    let set_off = |m: &mut RolloutMachine, t, scope| {
+        m.handle(t, Event::PartialRollback { actor: "ops".into(), reason: "stop".into(), scope, part: off.clone() })
+    };
+    let all = vec![id("agt-00"), id("agt-01"), id("agt-02"), id("agt-03")];
+    let state = m.state().clone();
+    let acts = set_on(&mut m, 2, Scope::Fleet).unwrap();
+    assert!(
+        matches!(acts.first(), Some(Action::Audit { reason, .. }) if reason.starts_with("flag beta_export turned on (fleet) by ops"))
+    );
+    assert!(acts.contains(&Action::SendPart { part: on.clone(), agents: all.clone() }));
+    assert_eq!(m.state(), &state, "the rollout goes on as it was");
+    assert!(set_on(&mut m, 3, Scope::Fleet).is_err(), "the same operation twice is refused");
+    for a in &all {
+        m.handle(3, Event::PartialOutcome { agent: a.clone(), part: on.clone(), proven: true }).unwrap();
+    }
+    assert_eq!(m.agents()[&id("agt-01")].parts["flag beta_export on"], RollbackProgress::Proven);
+    // Off for the canaries only: their activation no longer stands.
+    let canary = Scope::Cohort { selector: "ring=canary".parse().unwrap() };
+    let acts = set_off(&mut m, 4, canary.clone()).unwrap();
+    assert_eq!(acts.iter().filter(|a| matches!(a, Action::SendPart { .. })).count(), 1);
+    assert!(acts.contains(&Action::SendPart { part: off.clone(), agents: vec![id("agt-00")] }));
+    assert!(!m.agents()[&id("agt-00")].parts.contains_key("flag beta_export on"));
+    assert_eq!(m.agents()[&id("agt-01")].parts["flag beta_export on"], RollbackProgress::Proven);
+    // A late result of the superseded activation changes nothing.
+    m.handle(5, Event::PartialOutcome { agent: id("agt-00"), part: on.clone(), proven: true }).unwrap();
+    assert!(!m.agents()[&id("agt-00")].parts.contains_key("flag beta_export on"));
+    m.handle(5, Event::PartialOutcome { agent: id("agt-00"), part: off.clone(), proven: true }).unwrap();
+    // On again fleet-wide: only the canary needs it (the others have it on).
+    let acts = set_on(&mut m, 6, Scope::Fleet).unwrap();
+    assert!(acts.contains(&Action::SendPart { part: on.clone(), agents: vec![id("agt-00")] }));
+    assert!(m.agents().values().all(|r| !r.parts.contains_key("flag beta_export")));
+    assert!(all.iter().all(|a| m.agents()[a].parts.contains_key("flag beta_export on")));
+    // The offline agent applies later: only the latest operation reaches it.
+    let acts = m.handle(7, Event::AgentOnline { agent: id("agt-04") }).unwrap();
+    assert_eq!(acts, [Action::SendPlan { agent: id("agt-04") }], "the release first");
+    let acts = m.handle(8, Event::AgentOutcome { agent: id("agt-04"), outcome: Outcome::Applied }).unwrap();
+    let sends: Vec<&Action> = acts.iter().filter(|a| matches!(a, Action::SendPart { .. })).collect();
+    assert_eq!(sends, [&Action::SendPart { part: on.clone(), agents: vec![id("agt-04")] }]);
+    // Status names each operation; an activation never counts for the waves.
+    let st = m.status();
+    let parts: Vec<(&str, &str)> = st.partial_rollbacks.iter().map(|p| (p.part.as_str(), p.scope.as_str())).collect();
+    assert_eq!(
+        parts,
+        [
+            ("flag beta_export on", "fleet"),
+            ("flag beta_export", "cohort `ring=canary`"),
+            ("flag beta_export on", "fleet")
+        ]
+    );
+    assert_eq!(st.waves[0].failed, 0);
+    // A failed activation is listed for a human with the command that runs it.
+    m.handle(9, Event::PartialOutcome { agent: id("agt-01"), part: on.clone(), proven: false }).unwrap();
+    let st = m.status();
+    assert_eq!(st.needs_human.len(), 1, "{:?}", st.needs_human);
+    assert!(st.needs_human[0].reason.starts_with("the activation of flag beta_export failed"));
+    assert!(
+        st.needs_human[0].commands[1]
+            .contains("apply --bundle <notes-2026.7.0.bundle> --trust trust.toml --flag beta_export")
+    );
+    // Only flags have activations.
+    let bad = Part { granularity: Granularity::Target, subject: "notes".into(), activate: true };
+    let e = m
+        .handle(10, Event::PartialRollback { actor: "ops".into(), reason: "r".into(), scope: Scope::Fleet, part: bad })
+        .unwrap_err();
+    assert!(e.to_string().contains("flag activation"), "{e}");
+    let back: RolloutMachine = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+    assert_eq!(back, m);
+    assert_eq!("flag beta_export on".parse::<Part>().unwrap(), on);
+    assert_eq!("flag beta_export".parse::<Part>().unwrap(), off);
+    assert_eq!("target notes on".parse::<Part>().unwrap(), Part::rollback(Granularity::Target, "notes on"));
 }
 
 #[test]

@@ -262,6 +262,12 @@ fn flags_checks_triggers_and_rollout_are_validated() {
     let dup = "\n[[flag]]\nname = \"f\"\nvalue = 1\nprevious = 0\nowner = \"x\"\n";
     let (_d, r) = release(&format!("{dup}{dup}"), &[]);
     assert_eq!(only_problem(r), "release.toml:19:8: flag f is declared twice: remove or rename one");
+    let spaced = "\n[[flag]]\nname = \"new checkout\"\nvalue = 1\nprevious = 0\nowner = \"x\"\n";
+    let (_d, r) = release(spaced, &[]);
+    assert_eq!(
+        only_problem(r),
+        "release.toml:13:8: flag name \"new checkout\": use letters, digits, `_`, `-`, `.` or `~` (a name apps and URLs carry as is)"
+    );
 }
 
 #[test]
@@ -307,11 +313,13 @@ fn expired_flags_are_linted() {
 }
 
 #[test]
-fn manual_flags_are_linted_as_not_supported_yet() {
+fn manual_flags_lint_clean() {
     let extra = "\n[[flag]]\nname = \"m\"\nvalue = true\nprevious = false\nowner = \"x\"\nactivate = \"manual\"\n";
     let (_d, r) = release(extra, &[]);
-    let w = r.unwrap().lint("2026-11-24");
-    assert!(w.iter().any(|w| w.0.contains("flag m: activate = \"manual\" is not supported yet")), "{w:?}");
+    let r = r.unwrap();
+    assert_eq!(r.flags[0].activate, Activation::Manual);
+    let w = r.lint("2026-11-24");
+    assert!(!w.iter().any(|w| w.0.contains("flag m")), "{w:?}");
 }
 
 #[test]
