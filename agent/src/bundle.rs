@@ -36,7 +36,7 @@ use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 
 use crate::error::{Context, Error, Result};
-use crate::plan::{Installed, Report, installed, set_installed};
+use crate::plan::{Installed, Report, installed};
 use crate::state::{State, now};
 use crate::{apply, fsutil, ledger, rollback, target};
 
@@ -416,11 +416,14 @@ pub fn rollback(
         }
     }
     accepted(state, bundle_path, &plan, &count)?;
-    let report = crate::outbox::with_origin(state, &plan, || rollback::rollback(state, &release, &dbs))?;
-    if granularity != Granularity::Release && report.status == "rolled_back" {
-        // A partial rollback leaves the release partly applied: still installed.
-        set_installed(state, &plan.product, inst.as_ref())?;
-    }
+    let report = crate::outbox::with_origin(state, &plan, || {
+        if granularity == Granularity::Release {
+            rollback::rollback(state, &release, &dbs)
+        } else {
+            // The release stays (partly) applied: installed, snapshots pinned.
+            rollback::rollback_part(state, &release, &dbs)
+        }
+    })?;
     record(state, &plan, &report)?;
     Ok(report)
 }

@@ -76,7 +76,19 @@ fn needs_restore(state: &State, snapshot_id: Option<&str>, db: &Path, why: Strin
 /// [`Error::BadInput`] for unusable inputs (nothing changed);
 /// [`Error::NeedsHuman`] when a step cannot be undone or proven.
 pub fn rollback(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>) -> Result<Report> {
-    crate::recover::settled(state, |started| rollback_plan(state, release, dbs, started))
+    crate::recover::settled(state, |started| rollback_plan(state, release, dbs, false, started))
+}
+
+/// Rolls back one part of the installed `release` (a pre-signed target,
+/// migration or flag plan: `release` is cut down to that part). Like
+/// [`rollback`], except that the release stays installed — also if the
+/// agent stops half-way — and its snapshots stay pinned: the release's own
+/// rollback may still need them.
+///
+/// # Errors
+/// As [`rollback`].
+pub fn rollback_part(state: &State, release: &Release, dbs: &BTreeMap<String, PathBuf>) -> Result<Report> {
+    crate::recover::settled(state, |started| rollback_plan(state, release, dbs, true, started))
 }
 
 /// [`rollback`] itself; sets `started` once the plan is journaled.
@@ -84,6 +96,7 @@ fn rollback_plan(
     state: &State,
     release: &Release,
     dbs: &BTreeMap<String, PathBuf>,
+    keeps_release: bool,
     started: &mut Option<String>,
 ) -> Result<Report> {
     check_scripts(&release.migrations, &release.checks)?;
@@ -180,7 +193,7 @@ fn rollback_plan(
             .map(|(p, _)| p.baseline)
             .unwrap_or_default(),
         apply_plan: apply_plan_id.clone(),
-        keeps_release: false,
+        keeps_release,
     };
     *started = Some(plan.id.clone());
     let run = Run::start(state, plan, targets)?;

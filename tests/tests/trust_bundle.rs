@@ -362,6 +362,9 @@ fn rollback_from_the_bundle_needs_no_signing_key() {
     let b = bundle(&fx, &release("2026.11.0"), "b.json", &[], &["alice", "carol"]);
     ok(with_bundle(&fx, "apply", &b, &fx.trust, &[]));
     assert_ne!(fx.digests(), start);
+    let status = |fx: &Fx| ok(agent(&fx.state, &["status", "--json"])).json();
+    let pinned = status(&fx)["pinned_snapshots"].clone();
+    assert_eq!(pinned, 2, "the release's snapshots are pinned until it is finalized");
     for k in ["alice", "bob", "carol"] {
         std::fs::remove_file(fx.p(&format!("{k}.key"))).unwrap();
     }
@@ -374,6 +377,13 @@ fn rollback_from_the_bundle_needs_no_signing_key() {
     ))
     .json();
     assert_eq!(r["flags"]["new_checkout"], false, "{r}");
+    // A part's rollback leaves the release installed: its snapshots stay
+    // pinned, so a prune cannot take what the release's rollback needs.
+    let after = status(&fx);
+    assert_eq!(after["pinned_snapshots"], pinned, "{after}");
+    assert_eq!(after["installed"][0]["release"], "2026.11.0", "{after}");
+    ok(agent(&fx.state, &["snapshot", "prune", "--keep", "0"]));
+    assert_eq!(status(&fx)["snapshots"], 2, "pinned snapshots survive a prune");
     let r = ok(with_bundle(
         &fx,
         "rollback",
@@ -491,6 +501,48 @@ fn a_manual_flag_turns_on_only_by_its_pre_signed_activation_plan_where_its_relea
     assert_eq!(flags_seen(&fx).0, serde_json::json!({"new_checkout": false, "beta_export": false}));
     let r = on(&b, "beta_export");
     assert_refused(&fx, &r, &start, "start-state", "apply that release first");
+}
+
+/// A part's rollback interrupted at its last step: the next command
+/// finishes it and the release is still the installed one, its snapshots
+/// pinned (before, the installed record went back to the apply's start
+/// until the bundle code put it back after the plan).
+#[test]
+fn an_interrupted_part_rollback_leaves_the_release_installed() {
+    let fx = setup();
+    let b = bundle(&fx, &release("2026.11.0"), "b.json", &[], &["alice", "bob"]);
+    ok(with_bundle(&fx, "apply", &b, &fx.trust, &[]));
+    let applied = fx.digests();
+    let (bs, ts, st) = (b.to_string_lossy(), fx.trust.to_string_lossy(), fx.state.to_string_lossy());
+    let dbs = fx.dbs();
+    let args = [
+        "--state",
+        &st,
+        "rollback",
+        "--bundle",
+        &bs,
+        "--trust",
+        &ts,
+        "--granularity",
+        "target",
+        "--subject",
+        "settings",
+        "--db",
+        &dbs[0],
+        "--db",
+        &dbs[1],
+    ];
+    let r = run("rewind-agent", &args, &[("REWIND_CRASH_AT", "rollback.before_done")]);
+    assert!(r.code == -1 && r.stderr.contains("crash injected"), "{r:?}");
+    let s = ok(agent(&fx.state, &["status", "--json"])).json();
+    assert_eq!(s["recovered"][0]["status"], "rolled_back", "{s}");
+    assert_eq!(s["installed"][0]["release"], "2026.11.0", "{s}");
+    assert_eq!(s["pinned_snapshots"], 2, "{s}");
+    assert_eq!(digest(&fx.notes), applied.0, "notes keeps the release");
+    assert_ne!(digest(&fx.settings), applied.1, "settings is rolled back");
+    // The release still rolls back whole, proven against its snapshots.
+    let r = ok(with_bundle(&fx, "rollback", &b, &fx.trust, &["--json"])).json();
+    assert_eq!(r["status"], "rolled_back", "{r}");
 }
 
 #[test]
