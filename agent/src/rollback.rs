@@ -153,7 +153,15 @@ fn rollback_plan(
         .filter(|f| flags_now.get(&f.name).is_some_and(|v| v != &f.previous))
         .map(|f| (f.name.clone(), f.previous.clone()))
         .collect();
-    if !any_applied && flags_to_restore.is_empty() && inst.as_ref().is_none_or(|i| i.release != release.version) {
+    // A flag's own rollback plan always runs (it sets the flag's `previous`
+    // even where the flag was never set, e.g. a manual one), so that the
+    // coordinator that sent it gets a signed result.
+    let flag_part = keeps_release && !release.flags.is_empty();
+    if !any_applied
+        && flags_to_restore.is_empty()
+        && !flag_part
+        && inst.as_ref().is_none_or(|i| i.release != release.version)
+    {
         return Ok(Report {
             status: "rolled_back".into(),
             product: release.name.clone(),

@@ -441,6 +441,15 @@ fn a_manual_flag_turns_on_only_by_its_pre_signed_activation_plan_where_its_relea
 
     let a = ok(with_bundle(&fx, "apply", &b, &fx.trust, &["--json"])).json();
     assert_eq!(a["flags"], serde_json::json!({"new_checkout": true}), "a manual flag is not set by the apply: {a}");
+    // Its rollback plan where it was never turned on: it runs all the same
+    // (the flag is set to its previous value), with a result for the
+    // coordinator that sent it.
+    let outbox = |fx: &Fx| ok(agent(&fx.state, &["outbox", "--json"])).json()["pending"].as_u64().unwrap();
+    let queued = outbox(&fx);
+    let off = ["--granularity", "flag", "--subject", "beta_export", "--json"];
+    let r = ok(with_bundle(&fx, "rollback", &b, &fx.trust, &off)).json();
+    assert_eq!((r["status"].as_str(), r["flags"]["beta_export"].as_bool()), (Some("rolled_back"), Some(false)), "{r}");
+    assert_eq!(outbox(&fx), queued + 1, "a signed result is queued");
     let applied = fx.digests();
     let status = |fx: &Fx| ok(agent(&fx.state, &["status", "--json"])).json();
     let before = status(&fx);
@@ -458,13 +467,13 @@ fn a_manual_flag_turns_on_only_by_its_pre_signed_activation_plan_where_its_relea
     });
     let r = on(&one, "beta_export");
     assert_refused(&fx, &r, &applied, "signatures", "1 of 2");
-    assert_eq!(flags_seen(&fx).0.get("beta_export"), None);
+    assert_eq!(flags_seen(&fx).0["beta_export"], false);
 
     // The activation itself: only the flag changes.
     let r = ok(on(&b, "beta_export")).json();
     assert_eq!(r["status"], "applied", "{r}");
     assert!(
-        r["message"].as_str().unwrap().contains("flag beta_export of notes 2026.11.0 turned on: null -> true"),
+        r["message"].as_str().unwrap().contains("flag beta_export of notes 2026.11.0 turned on: false -> true"),
         "{r}"
     );
     let (file, db) = flags_seen(&fx);
