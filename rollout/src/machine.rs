@@ -462,6 +462,22 @@ pub struct RolloutMachine {
     /// with its scope.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) partials: Vec<(Part, Scope)>,
+    /// No report timeout can fire before this time (a cache, not state).
+    #[serde(skip)]
+    pub(crate) quiet_until: QuietUntil,
+}
+
+/// A lower bound of the earliest report deadline, so that most events need
+/// not look at every agent for timeouts. It holds because every deadline
+/// set later is at least `now + report_timeout`, which is never below it.
+/// Not persisted (a loaded machine scans once) and never part of equality.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct QuietUntil(Option<u64>);
+
+impl PartialEq for QuietUntil {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// An agent known when the rollout starts.
@@ -493,6 +509,7 @@ impl RolloutMachine {
             agents: BTreeMap::new(),
             rollback_scopes: Vec::new(),
             partials: Vec::new(),
+            quiet_until: QuietUntil::default(),
         };
         for a in fleet {
             m.admit(a.id, a.labels, a.online);
@@ -687,6 +704,20 @@ impl RolloutMachine {
 
     fn rolling_back(&self) -> bool {
         !self.rollback_scopes.is_empty()
+    }
+
+    /// Whether the agent's rollback is still to come: queued or sent, or
+    /// not sent yet although the agent applied (or may be applying) inside
+    /// a rollback's scope.
+    fn rollback_outstanding(&self, id: &AgentId, r: &AgentRecord) -> bool {
+        match r.rollback {
+            RollbackProgress::Queued | RollbackProgress::Sent { .. } => true,
+            RollbackProgress::NotNeeded => {
+                let in_flight = r.outcome == ApplyOutcome::Pending && r.plan_sent_ms.is_some();
+                (in_flight || r.outcome == ApplyOutcome::Applied) && self.in_rollback_scope(id, r)
+            }
+            _ => false,
+        }
     }
 
     fn in_rollback_scope(&self, id: &AgentId, r: &AgentRecord) -> bool {
@@ -1066,21 +1097,8 @@ impl RolloutMachine {
     /// Applies timeouts and moves through every transition the current
     /// counts allow, until nothing changes.
     fn settle(&mut self, now_ms: u64, out: &mut Vec<Action>) {
-        let timeout = millis(self.spec.rollout.report_timeout);
-        for r in self.agents.values_mut() {
-            if r.outcome == ApplyOutcome::Pending
-                && let Some(sent) = r.plan_sent_ms
-                && now_ms >= sent.saturating_add(timeout)
-            {
-                r.outcome = ApplyOutcome::TimedOut;
-            }
-            for p in std::iter::once(&mut r.rollback).chain(r.parts.values_mut()) {
-                if let RollbackProgress::Sent { at_ms } = *p
-                    && now_ms >= at_ms.saturating_add(timeout)
-                {
-                    *p = RollbackProgress::TimedOut;
-                }
-            }
+        if self.quiet_until.0.is_none_or(|t| now_ms >= t) {
+            self.time_out(now_ms);
         }
         loop {
             let before = self.state.clone();
@@ -1091,7 +1109,46 @@ impl RolloutMachine {
         }
     }
 
+    /// Marks every report whose deadline passed as timed out, and notes
+    /// the earliest deadline left.
+    fn time_out(&mut self, now_ms: u64) {
+        let timeout = millis(self.spec.rollout.report_timeout);
+        let mut next = now_ms.saturating_add(timeout);
+        for r in self.agents.values_mut() {
+            if r.outcome == ApplyOutcome::Pending
+                && let Some(sent) = r.plan_sent_ms
+            {
+                let due = sent.saturating_add(timeout);
+                if now_ms >= due {
+                    r.outcome = ApplyOutcome::TimedOut;
+                } else {
+                    next = next.min(due);
+                }
+            }
+            for p in std::iter::once(&mut r.rollback).chain(r.parts.values_mut()) {
+                if let RollbackProgress::Sent { at_ms } = *p {
+                    let due = at_ms.saturating_add(timeout);
+                    if now_ms >= due {
+                        *p = RollbackProgress::TimedOut;
+                    } else {
+                        next = next.min(due);
+                    }
+                }
+            }
+        }
+        self.quiet_until = QuietUntil(Some(next));
+    }
+
     fn step(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        if !self.state.is_progressing() {
+            // Only the rollback's progress can move these states on.
+            if matches!(self.state, State::RollingBack { .. } | State::Halted { .. } | State::RolledBack)
+                && self.rolling_back()
+            {
+                self.check_rollback(out);
+            }
+            return;
+        }
         let tallies = self.tallies();
         if self.state.is_progressing()
             && let Some(reason) = self.failure_ratio_breach(&tallies)
@@ -1138,21 +1195,22 @@ impl RolloutMachine {
 
     /// Moves between rolling back, rolled back and halted as proofs arrive.
     fn check_rollback(&mut self, out: &mut Vec<Action>) {
+        // While one rollback is outstanding, rolling back goes on as it is:
+        // stop at the first (rollback proofs arrive one by one).
+        if matches!(self.state, State::RollingBack { .. })
+            && self.agents.iter().any(|(id, r)| self.rollback_outstanding(id, r))
+        {
+            return;
+        }
         let mut outstanding = 0;
         let mut failed = Vec::new();
         let mut proven = 0;
         for (id, r) in &self.agents {
-            let in_flight = r.outcome == ApplyOutcome::Pending && r.plan_sent_ms.is_some();
             match r.rollback {
-                RollbackProgress::Queued | RollbackProgress::Sent { .. } => outstanding += 1,
+                _ if self.rollback_outstanding(id, r) => outstanding += 1,
                 RollbackProgress::Failed | RollbackProgress::TimedOut => failed.push(id.to_string()),
                 RollbackProgress::Proven => proven += 1,
-                RollbackProgress::NotNeeded
-                    if (in_flight || r.outcome == ApplyOutcome::Applied) && self.in_rollback_scope(id, r) =>
-                {
-                    outstanding += 1;
-                }
-                RollbackProgress::NotNeeded => {}
+                _ => {}
             }
         }
         let fleet = self.rollback_scopes.contains(&Scope::Fleet);

@@ -475,7 +475,9 @@ proptest! {
     /// released and the rollout may send; never after a halt; a rollback
     /// only to agents that applied, at most once; every state change is
     /// audited; refused events change nothing; `rolled_back` means every
-    /// agent that applied proved its rollback.
+    /// agent that applied proved its rollback. And the timeout cache
+    /// (`quiet_until`) changes nothing: a machine that looks at every agent
+    /// for timeouts on every event decides exactly the same.
     #[test]
     fn invariants_hold_for_any_event_sequence(ops in proptest::collection::vec(op(), 1..120)) {
         let (mut m, first) = RolloutMachine::start(spec(7), fleet(16), "alice", 0).unwrap();
@@ -521,6 +523,7 @@ proptest! {
         };
         let start = m.clone();
         check(&m, &start, &first, &mut halted)?;
+        let mut shadow = m.clone();
         for op in ops {
             let before = m.clone();
             let ev = match op {
@@ -551,7 +554,12 @@ proptest! {
                 Op::Offline(a) => Event::AgentOffline { agent: agent(a) },
                 Op::Online(a) => Event::AgentOnline { agent: agent(a) },
             };
-            match m.handle(now, ev) {
+            shadow.quiet_until = QuietUntil::default();
+            let expected = shadow.handle(now, ev.clone());
+            let got = m.handle(now, ev);
+            prop_assert_eq!(&got, &expected, "the timeout cache changed a decision");
+            prop_assert_eq!(&m, &shadow);
+            match got {
                 Ok(acts) => check(&m, &before, &acts, &mut halted)?,
                 Err(_) => prop_assert_eq!(&m, &before, "a refused event changed the machine"),
             }
