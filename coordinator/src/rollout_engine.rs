@@ -407,6 +407,49 @@ impl Inner {
         self.stored_result(app, agent, &r).await
     }
 
+    /// A proven rollback (a result event of kind `rollback`, status
+    /// `rolled_back`): the event says all the machine needs, so the report
+    /// is not read back from the store — during a fleet-wide rollback these
+    /// come by the thousand at once. Returns false when the slow path must
+    /// decide (the rollout is unknown here).
+    async fn rollback_proven(
+        &mut self,
+        app: &App,
+        agent: &AgentId,
+        id: &str,
+        result_id: &str,
+        signed_plan: Option<&str>,
+    ) -> Result<bool> {
+        if !self.docs.contains_key(id) {
+            return Ok(false);
+        }
+        let part = match signed_plan {
+            Some(plan) => self.part_of(app, id, plan).await?,
+            None => None,
+        };
+        if part.as_ref().is_some_and(|p| p.activate) {
+            // Not a rollback plan after all: let the report decide.
+            return Ok(false);
+        }
+        let doc = self.docs.get_mut(id).expect("checked above");
+        if !doc.machine.agents().contains_key(agent) || !doc.processed.insert(result_id.to_string()) {
+            return Ok(true);
+        }
+        if let Some(t) = self.decided.remove(&(id.to_string(), agent.clone(), "rollback")) {
+            crate::rollouts::observe("rewind_plan_push_seconds", t.elapsed().as_secs_f64());
+        }
+        let agent = agent.clone();
+        let event = match part {
+            Some(part) => Event::PartialOutcome { agent, part, proven: true },
+            None => Event::AgentOutcome { agent, outcome: rewind_rollout::machine::Outcome::RollbackProven },
+        };
+        if let Err(e) = self.handle(app, id, event).await {
+            tracing::warn!(rollout = %id, result = %result_id, "{e}");
+            self.dirty.insert(id.to_string());
+        }
+        Ok(true)
+    }
+
     async fn stored_result(&mut self, app: &App, agent: &AgentId, r: &crate::store::StoredResult) -> Result<()> {
         let id = format!("{}@{}", r.product, r.sequence);
         let Some(doc) = self.docs.get_mut(&id) else { return Ok(()) };
@@ -842,6 +885,12 @@ async fn on_event(app: &App, inner: &mut Inner, ev: &crate::events::Event) -> Re
                     if part.is_none() {
                         return Ok(());
                     }
+                }
+                if ev.params["kind"] == "rollback"
+                    && ev.params["status"] == "rolled_back"
+                    && inner.rollback_proven(app, &agent, &rollout, id, ev.params["signed_plan"].as_str()).await?
+                {
+                    return Ok(());
                 }
                 inner.result(app, &agent, id).await?;
             }
