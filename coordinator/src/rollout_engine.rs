@@ -30,9 +30,9 @@ use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rewind_rollout::machine::SYSTEM_ACTOR;
-use rewind_rollout::machine::{ApplyOutcome, RollbackProgress};
+use rewind_rollout::machine::{ApplyOutcome, Outcome, RollbackProgress};
 use rewind_rollout::{Action, Event, FleetAgent, IntegrityKind, Part, Registry, RolloutMachine, RolloutSpec, State};
-use rewind_shared::bundle::{Bundle, Plan};
+use rewind_shared::bundle::{Bundle, Plan, PlanKind};
 use rewind_shared::fleet::{AgentId, TargetDigest};
 use rewind_shared::report::{ChainPoint, Continuity, ReportPayload};
 use rewind_shared::wire::v1;
@@ -407,17 +407,19 @@ impl Inner {
         self.stored_result(app, agent, &r).await
     }
 
-    /// A proven rollback (a result event of kind `rollback`, status
-    /// `rolled_back`): the event says all the machine needs, so the report
-    /// is not read back from the store — during a fleet-wide rollback these
-    /// come by the thousand at once. Returns false when the slow path must
-    /// decide (the rollout is unknown here).
-    async fn rollback_proven(
+    /// A result that succeeded — `applied` for an apply plan, `rolled_back`
+    /// for a rollback plan — is counted from its result event: the event
+    /// says all the machine needs, so the report is not read back from the
+    /// store (after a halt, and when a wave applies, these come by the
+    /// thousand at once). Returns false when the report must decide (the
+    /// rollout is not known here, or the signed plan is not of that kind).
+    async fn succeeded(
         &mut self,
         app: &App,
         agent: &AgentId,
         id: &str,
         result_id: &str,
+        kind: PlanKind,
         signed_plan: Option<&str>,
     ) -> Result<bool> {
         if !self.docs.contains_key(id) {
@@ -427,21 +429,22 @@ impl Inner {
             Some(plan) => self.part_of(app, id, plan).await?,
             None => None,
         };
-        if part.as_ref().is_some_and(|p| p.activate) {
-            // Not a rollback plan after all: let the report decide.
+        if part.as_ref().is_some_and(|p| p.activate != (kind == PlanKind::Apply)) {
             return Ok(false);
         }
         let doc = self.docs.get_mut(id).expect("checked above");
         if !doc.machine.agents().contains_key(agent) || !doc.processed.insert(result_id.to_string()) {
             return Ok(true);
         }
-        if let Some(t) = self.decided.remove(&(id.to_string(), agent.clone(), "rollback")) {
+        let kind_text = if kind == PlanKind::Apply { "apply" } else { "rollback" };
+        if let Some(t) = self.decided.remove(&(id.to_string(), agent.clone(), kind_text)) {
             crate::rollouts::observe("rewind_plan_push_seconds", t.elapsed().as_secs_f64());
         }
         let agent = agent.clone();
-        let event = match part {
-            Some(part) => Event::PartialOutcome { agent, part, proven: true },
-            None => Event::AgentOutcome { agent, outcome: rewind_rollout::machine::Outcome::RollbackProven },
+        let event = match (part, kind) {
+            (Some(part), _) => Event::PartialOutcome { agent, part, proven: true },
+            (None, PlanKind::Apply) => Event::AgentOutcome { agent, outcome: Outcome::Applied },
+            (None, PlanKind::Rollback) => Event::AgentOutcome { agent, outcome: Outcome::RollbackProven },
         };
         if let Err(e) = self.handle(app, id, event).await {
             tracing::warn!(rollout = %id, result = %result_id, "{e}");
@@ -466,7 +469,7 @@ impl Inner {
         };
         // Chain gaps and forks come as alarms (see `alarm`), once each.
         let ok = Continuity::Ok { head: ChainPoint { seq: 0, head: payload.chain.head }, verified: 0 };
-        let kind = if payload.kind == Some(rewind_shared::bundle::PlanKind::Rollback) { "rollback" } else { "apply" };
+        let kind = if payload.kind == Some(PlanKind::Rollback) { "rollback" } else { "apply" };
         if let Some(t) = self.decided.remove(&(id.clone(), agent.clone(), kind)) {
             crate::rollouts::observe("rewind_plan_push_seconds", t.elapsed().as_secs_f64());
         }
@@ -886,9 +889,13 @@ async fn on_event(app: &App, inner: &mut Inner, ev: &crate::events::Event) -> Re
                         return Ok(());
                     }
                 }
-                if ev.params["kind"] == "rollback"
-                    && ev.params["status"] == "rolled_back"
-                    && inner.rollback_proven(app, &agent, &rollout, id, ev.params["signed_plan"].as_str()).await?
+                let succeeded = match (ev.params["kind"].as_str(), ev.params["status"].as_str()) {
+                    (Some("apply"), Some("applied")) => Some(PlanKind::Apply),
+                    (Some("rollback"), Some("rolled_back")) => Some(PlanKind::Rollback),
+                    _ => None,
+                };
+                if let Some(kind) = succeeded
+                    && inner.succeeded(app, &agent, &rollout, id, kind, ev.params["signed_plan"].as_str()).await?
                 {
                     return Ok(());
                 }
