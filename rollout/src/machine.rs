@@ -828,12 +828,21 @@ impl RolloutMachine {
         }
         let repeated = if part.granularity == Granularity::Flag {
             // The flag's latest operation decides: asking for the same again
-            // in a scope it covers changes nothing.
-            self.partials
-                .iter()
-                .rev()
-                .find(|(p, _)| p.same_flag(&part))
-                .is_some_and(|(p, s)| *p == part && (*s == Scope::Fleet || *s == scope))
+            // in a scope it covers changes nothing — unless it failed or
+            // timed out on an agent there, which then gets it again.
+            let key = part.key();
+            let waves = &self.spec.rollout.waves;
+            let retry = self.agents.iter().any(|(id, r)| {
+                matches!(r.parts.get(&key), Some(RollbackProgress::Failed | RollbackProgress::TimedOut))
+                    && scope.covers(id, r, waves)
+            });
+            !retry
+                && self
+                    .partials
+                    .iter()
+                    .rev()
+                    .find(|(p, _)| p.same_flag(&part))
+                    .is_some_and(|(p, s)| *p == part && (*s == Scope::Fleet || *s == scope))
         } else {
             self.partials.iter().any(|(p, s)| *p == part && (*s == Scope::Fleet || *s == scope))
         };

@@ -304,6 +304,12 @@ fn a_flag_turned_on_and_off_follows_the_latest_operation_per_agent() {
         st.needs_human[0].commands[1]
             .contains("apply --bundle <notes-2026.7.0.bundle> --trust trust.toml --flag beta_export")
     );
+    // Asking again sends it again, only where it failed.
+    let acts = set_on(&mut m, 9, Scope::Fleet).unwrap();
+    let sends: Vec<&Action> = acts.iter().filter(|a| matches!(a, Action::SendPart { .. })).collect();
+    assert_eq!(sends, [&Action::SendPart { part: on.clone(), agents: vec![id("agt-01")] }]);
+    assert!(m.status().needs_human.is_empty());
+    assert!(set_on(&mut m, 9, Scope::Fleet).is_err(), "nothing failed any more: refused");
     // Only flags have activations.
     let bad = Part { granularity: Granularity::Target, subject: "notes".into(), activate: true };
     let e = m
