@@ -7,7 +7,7 @@
 //! two pre-signed plans per flag, its rollback (the flag's `previous`) and
 //! its activation (the flag's `value`), so `flags set NAME off` and
 //! `flags set NAME on` need no new signature: they send one of those plans
-//! as a partial plan ([`crate::rollouts::partial_rollback`]) — the release
+//! as a partial plan ([`crate::rollouts::send_part`]) — the release
 //! stays installed and its rollout goes on. `on` is how an `activate =
 //! "manual"` flag is turned on, and how a kill switch comes back; any
 //! other value is a forward change and needs a release that sets it.
@@ -137,8 +137,7 @@ pub async fn set(
     match value {
         "on" => {
             let reason = if reason.is_empty() { format!("flag {name} turned on") } else { reason.to_string() };
-            return crate::rollouts::partial_rollback(app, product, Part::activation(name), scope, &reason, actor)
-                .await;
+            return crate::rollouts::send_part(app, product, Part::activation(name), scope, &reason, actor).await;
         }
         "off" => {}
         other => {
@@ -159,5 +158,5 @@ pub async fn set(
     }
     let reason = if reason.is_empty() { format!("kill switch {name} turned off") } else { reason.to_string() };
     let part = Part::rollback(Granularity::Flag, name);
-    crate::rollouts::partial_rollback(app, product, part, scope, &reason, actor).await
+    crate::rollouts::send_part(app, product, part, scope, &reason, actor).await
 }

@@ -320,7 +320,7 @@ pub struct RollbackStarted {
 /// product above it is rolled back, latest first. With a granularity other
 /// than `release`, only that target, migration or flag is rolled back (the
 /// bundle's pre-signed plan for it) on the product's current rollout, which
-/// goes on as it was ([`partial_rollback`]).
+/// goes on as it was ([`send_part`]).
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for a bad scope, granularity or subject;
@@ -345,7 +345,7 @@ pub async fn rollback(app: &App, product: &str, req: RollbackRequest, actor: &st
             ));
         }
         let part = Part::rollback(granularity, subject);
-        return partial_rollback(app, product, part, scope, &req.reason, actor).await;
+        return send_part(app, product, part, scope, &req.reason, actor).await;
     }
     if req.subject.is_some() {
         return Err(Error::InvalidArgument(
@@ -392,7 +392,7 @@ pub async fn rollback(app: &App, product: &str, req: RollbackRequest, actor: &st
 /// [`Error::InvalidArgument`] when its bundle has no plan for the part
 /// (naming the ones it has); [`Error::FailedPrecondition`] when the
 /// release was already rolled back, or this part already sent, in scope.
-pub async fn partial_rollback(
+pub async fn send_part(
     app: &App,
     product: &str,
     part: Part,
