@@ -38,11 +38,43 @@ pub struct Sessions {
     live: Mutex<HashMap<AgentId, Session>>,
     next_conn: AtomicU64,
     shutdown: watch::Sender<bool>,
+    acks: std::sync::OnceLock<mpsc::UnboundedSender<(AgentId, String)>>,
 }
 
 impl Default for Sessions {
     fn default() -> Self {
-        Sessions { live: Mutex::new(HashMap::new()), next_conn: AtomicU64::new(1), shutdown: watch::channel(false).0 }
+        Sessions {
+            live: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            shutdown: watch::channel(false).0,
+            acks: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+/// The most plan acknowledgements written in one store transaction.
+const MAX_ACKS: usize = 1024;
+
+/// Records plan acknowledgements in the store, many per transaction: when a
+/// plan goes to thousands of agents their acknowledgements come back while
+/// the last ones are still being sent, and one write each would compete
+/// with that. An acknowledgement only spares the agent a re-delivery (it
+/// runs a plan it already ran as a no-op), so a few milliseconds' delay —
+/// or losing the last ones in a crash — changes nothing else.
+async fn write_acks(app: std::sync::Weak<App>, mut rx: mpsc::UnboundedReceiver<(AgentId, String)>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_ACKS {
+            match rx.try_recv() {
+                Ok(a) => batch.push(a),
+                Err(_) => break,
+            }
+        }
+        let Some(app) = app.upgrade() else { return };
+        let n = batch.len();
+        if let Err(e) = app.store.ack_deliveries(batch).await {
+            tracing::warn!(acks = n, "recording plan acks: {e}");
+        }
     }
 }
 
@@ -383,10 +415,13 @@ async fn session(app: Arc<App>, id: AgentId, conn: u64, mut inbound: Streaming<v
                 }
             },
             Some(Body::Ack(a)) => {
-                tracing::info!(agent = %id, delivery = %a.id, "plan acknowledged");
-                if let Err(e) = app.store.ack_delivery(id.clone(), a.id).await {
-                    tracing::warn!(agent = %id, "recording a plan ack: {e}");
-                }
+                tracing::debug!(agent = %id, delivery = %a.id, "plan acknowledged");
+                let acks = app.sessions.acks.get_or_init(|| {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    tokio::spawn(write_acks(Arc::downgrade(&app), rx));
+                    tx
+                });
+                let _ = acks.send((id.clone(), a.id));
             }
             Some(Body::Result(r)) => {
                 let rid = r.id.clone();

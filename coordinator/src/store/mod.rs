@@ -277,7 +277,9 @@ pub trait Store: Send + Sync + 'static {
     async fn add_deliveries(&self, deliveries: Vec<Delivery>) -> Result<()>;
     /// Deliveries the agent has not acknowledged, oldest first.
     async fn pending_deliveries(&self, agent: AgentId) -> Result<Vec<(Delivery, BundleRecord)>>;
-    async fn ack_delivery(&self, agent: AgentId, id: String) -> Result<()>;
+    /// Marks deliveries acknowledged by their agents (each `(agent, delivery
+    /// id)`; another agent's delivery id is ignored), in one transaction.
+    async fn ack_deliveries(&self, acks: Vec<(AgentId, String)>) -> Result<()>;
     /// Every delivery of a bundle, with whether it was acknowledged.
     async fn deliveries_of(&self, bundle: String) -> Result<Vec<(Delivery, bool)>>;
     /// Appends a signed entry to the coordinator's audit chain, atomically
@@ -445,7 +447,11 @@ pub mod suite {
             s.pending_deliveries(id.clone()).await.unwrap().into_iter().map(|(d, _)| d).collect();
         assert_eq!(pending, batch);
         assert_eq!(s.bundle("notes".into(), None).await.unwrap().map(|b| b.id), Some("bnd-d".into()));
-        s.ack_delivery(id.clone(), "dlv-2".into()).await.unwrap();
+        // One transaction for several acks; a delivery id acknowledged by
+        // another agent is not marked.
+        let other = AgentId::parse("agt-someone-else").unwrap();
+        s.ack_deliveries(vec![(id.clone(), "dlv-2".into()), (other, "dlv-3".into())]).await.unwrap();
+        s.ack_deliveries(Vec::new()).await.unwrap();
         let all = s.deliveries_of("bnd-d".into()).await.unwrap();
         assert_eq!(
             all.iter().map(|(d, acked)| (d.id.as_str(), d.part.clone(), *acked)).collect::<Vec<_>>(),

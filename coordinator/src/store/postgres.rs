@@ -970,10 +970,12 @@ impl Store for PostgresStore {
         .collect()
     }
 
-    async fn ack_delivery(&self, agent: AgentId, id: String) -> Result<()> {
+    async fn ack_deliveries(&self, acks: Vec<(AgentId, String)>) -> Result<()> {
+        let (agents, ids): (Vec<&str>, Vec<&str>) = acks.iter().map(|(a, id)| (a.as_str(), id.as_str())).unzip();
         self.exec(
-            "UPDATE deliveries SET acked = $3 WHERE id = $1 AND agent = $2 AND acked IS NULL",
-            &[&id, &agent.as_str(), &crate::now()],
+            "UPDATE deliveries d SET acked = $3 FROM unnest($1::text[], $2::text[]) AS a(id, agent) \
+             WHERE d.id = a.id AND d.agent = a.agent AND d.acked IS NULL",
+            &[&ids, &agents, &crate::now()],
         )
         .await?;
         Ok(())

@@ -719,14 +719,19 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn ack_delivery(&self, agent: AgentId, id: String) -> Result<()> {
+    async fn ack_deliveries(&self, acks: Vec<(AgentId, String)>) -> Result<()> {
         self.call(move |c| {
-            c.execute(
-                "UPDATE deliveries SET acked = ?3 WHERE id = ?1 AND agent = ?2 AND acked IS NULL",
-                params![id, agent.as_str(), crate::now()],
-            )
-            .map_err(sql)?;
-            Ok(())
+            let tx = c.transaction().map_err(sql)?;
+            {
+                let now = crate::now();
+                let mut st = tx
+                    .prepare_cached("UPDATE deliveries SET acked = ?3 WHERE id = ?1 AND agent = ?2 AND acked IS NULL")
+                    .map_err(sql)?;
+                for (agent, id) in &acks {
+                    st.execute(params![id, agent.as_str(), now]).map_err(sql)?;
+                }
+            }
+            tx.commit().map_err(sql)
         })
         .await
     }
