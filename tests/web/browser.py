@@ -22,7 +22,12 @@ import tempfile
 import time
 
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -100,6 +105,12 @@ def is_stale(element):
         return False
     except StaleElementReferenceException:
         return True
+    except WebDriverException as e:
+        # While the old document is being replaced, Chromium answers for a
+        # node of it with an inspector error rather than "stale element".
+        if "does not belong to the document" in str(e):
+            return True
+        raise
 
 
 def sign_out(d):
