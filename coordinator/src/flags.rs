@@ -15,7 +15,7 @@
 use rewind_rollout::machine::{ApplyOutcome, RollbackProgress};
 use rewind_rollout::{Part, RolloutMachine};
 use rewind_shared::bundle::{Bundle, Granularity};
-use rewind_shared::release::{Activation, Flag};
+use rewind_shared::release::Flag;
 use serde_json::{Value, json};
 
 use crate::App;
@@ -54,11 +54,7 @@ fn flag_row(m: &RolloutMachine, release: &str, f: &Flag, today: &str) -> Value {
         "value": f.value,
         "previous": f.previous,
         "owner": f.owner,
-        "activate": match f.activate {
-            Activation::AfterMigrations => "after-migrations",
-            Activation::WithRelease => "with-release",
-            Activation::Manual => "manual",
-        },
+        "activate": f.activate.as_str(),
         "expires": f.expires,
         "stale": f.expires.as_deref().is_some_and(|e| e < today),
         "kill_switch": f.kill_switch,

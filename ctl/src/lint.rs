@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rewind_shared::release::{Activation, CheckWhen, Migration, RollbackMode};
+use rewind_shared::release::{CheckWhen, Migration, RollbackMode};
 use rewind_shared::{Release, ReleaseError};
 use serde_json::{Value, json};
 
@@ -128,14 +128,6 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
-fn activation(a: Activation) -> &'static str {
-    match a {
-        Activation::WithRelease => "with-release",
-        Activation::AfterMigrations => "after-migrations",
-        Activation::Manual => "manual",
-    }
-}
-
 fn when(w: &[CheckWhen]) -> String {
     w.iter()
         .map(|w| match w {
@@ -164,7 +156,7 @@ pub fn to_json(l: &Lint) -> Value {
                    "verify": m.verify.is_some(), "checksum": m.up.checksum})
         }).collect::<Vec<_>>(),
         "flags": r.flags.iter().map(|f| json!({"name": f.name, "value": f.value, "previous": f.previous, "owner": f.owner,
-            "activate": activation(f.activate), "expires": f.expires, "kill_switch": f.kill_switch})).collect::<Vec<_>>(),
+            "activate": f.activate.as_str(), "expires": f.expires, "kill_switch": f.kill_switch})).collect::<Vec<_>>(),
         "checks": r.checks.iter().map(|c| json!({"name": c.name, "target": c.target, "sql": c.sql,
             "expect": c.expect.to_string(), "when": c.when})).collect::<Vec<_>>(),
         "triggers": r.triggers.iter().map(|t| json!({"metric": t.metric, "above": t.above, "below": t.below,
@@ -251,7 +243,7 @@ pub fn to_text(l: &Lint) -> String {
                 vec![
                     f.name.clone(),
                     format!("{} (was {})", f.value, f.previous),
-                    activation(f.activate).into(),
+                    f.activate.as_str().into(),
                     f.owner.clone(),
                     f.expires.clone().map_or_else(|| "never".into(), |e| format!("expires {e}")),
                     if f.kill_switch { "kill switch".into() } else { String::new() },

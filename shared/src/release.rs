@@ -79,6 +79,19 @@ pub enum Activation {
     Manual,
 }
 
+impl Activation {
+    /// The word release.toml uses: `with-release`, `after-migrations`,
+    /// `manual`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WithRelease => "with-release",
+            Self::AfterMigrations => "after-migrations",
+            Self::Manual => "manual",
+        }
+    }
+}
+
 /// When a check runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

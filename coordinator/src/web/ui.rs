@@ -536,16 +536,21 @@ fn flags(flags: &mut Html, product: &str, release: &rewind_shared::Release) {
             .flags
             .iter()
             .map(|f| {
+                let activate = match f.activate {
+                    rewind_shared::release::Activation::Manual => "manual (rewindctl flags set ... on)",
+                    other => other.as_str(),
+                };
                 vec![
                     f.name.clone(),
                     f.value.to_string(),
                     f.previous.to_string(),
                     f.owner.clone(),
+                    activate.to_string(),
                     f.kill_switch.to_string(),
                 ]
             })
             .collect();
-        flags.table("flags", &["flag", "value", "previous", "owner", "kill switch"], &rows);
+        flags.table("flags", &["flag", "value", "previous", "owner", "activate", "kill switch"], &rows);
     }
 }
 
