@@ -325,7 +325,13 @@ async fn acknowledge(id: AgentId, mut results: mpsc::Receiver<(String, crate::re
     while let Some((rid, outcome)) = results.recv().await {
         match outcome.await {
             Ok(crate::results::Ingested::Stored { id: rid, new, continuity }) => {
-                tracing::info!(agent = %id, result = %rid, new, continuity, "result stored");
+                // One line per result at thousands per second would cost
+                // more than the rest of its path; the audit log has each.
+                if continuity == "ok" {
+                    tracing::debug!(agent = %id, result = %rid, new, continuity, "result stored");
+                } else {
+                    tracing::warn!(agent = %id, result = %rid, new, continuity, "result stored");
+                }
                 let ack =
                     v1::CoordinatorMessage { body: Some(v1::coordinator_message::Body::Ack(v1::Ack { id: rid })) };
                 if tx.send(Ok(ack)).await.is_err() {
