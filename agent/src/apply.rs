@@ -197,20 +197,7 @@ fn apply_plan(
     };
     *started = Some(plan.id.clone());
     let mut run = Run::start(state, plan, targets)?;
-    let mut report = Report {
-        status: "applied".into(),
-        product: run.plan.product.clone(),
-        release: run.plan.release.clone(),
-        sequence: run.plan.sequence,
-        plan: run.plan.id.clone(),
-        targets: Vec::new(),
-        flags: FlagValues::new(),
-        checks: Vec::new(),
-        steps: Vec::new(),
-        error: None,
-        failed_step: None,
-        message: String::new(),
-    };
+    let mut report = Report::empty(&run.plan, "applied");
 
     // Snapshots: every target is copied now (each under its own read
     // lock, released right after the copy); their verification runs on other
@@ -375,26 +362,18 @@ pub fn activate_flag(state: &State, release: &Release, name: &str) -> Result<Rep
         flags::set(state, &run.plan.product, &values, Some(&run.plan.id), "activate.flags.during_write")?;
         run.done(n, &json!({"set": values}))?;
         let report = Report {
-            status: "applied".into(),
-            product: run.plan.product.clone(),
-            release: run.plan.release.clone(),
-            sequence: run.plan.sequence,
-            plan: run.plan.id.clone(),
-            targets: Vec::new(),
             flags: flags::current(state, &run.plan.product)?,
-            checks: Vec::new(),
             steps: vec![StepTime {
                 step: format!("flag {name}"),
                 millis: started_at.elapsed().as_millis(),
                 reversible: None,
             }],
-            error: None,
-            failed_step: None,
             message: if was == flag.value {
                 format!("flag {name} of {} {} was already on ({})", release.name, release.version, flag.value)
             } else {
                 format!("flag {name} of {} {} turned on: {was} -> {}", release.name, release.version, flag.value)
             },
+            ..Report::empty(&run.plan, "applied")
         };
         crash::point("activate.before_done");
         run.finish("applied", &report)?;

@@ -127,6 +127,27 @@ pub struct Report {
     pub message: String,
 }
 
+impl Report {
+    /// A report of `plan` with `status` and nothing in it yet.
+    #[must_use]
+    pub fn empty(plan: &Plan, status: &str) -> Self {
+        Report {
+            status: status.into(),
+            product: plan.product.clone(),
+            release: plan.release.clone(),
+            sequence: plan.sequence,
+            plan: plan.id.clone(),
+            targets: Vec::new(),
+            flags: FlagValues::new(),
+            checks: Vec::new(),
+            steps: Vec::new(),
+            error: None,
+            failed_step: None,
+            message: String::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepTime {
     pub step: String,

@@ -45,20 +45,7 @@ pub fn recover(state: &State) -> Result<Vec<Report>> {
             targets.insert(name.clone(), t);
         }
         let kind = plan.kind;
-        let report = Report {
-            status: "failed".into(),
-            product: plan.product.clone(),
-            release: plan.release.clone(),
-            sequence: plan.sequence,
-            plan: plan.id.clone(),
-            targets: Vec::new(),
-            flags: BTreeMap::new(),
-            checks: Vec::new(),
-            steps: Vec::new(),
-            error: None,
-            failed_step: None,
-            message: String::new(),
-        };
+        let report = Report::empty(&plan, "failed");
         let run = Run::resume(state, plan, targets)?;
         let report = match kind {
             PlanKind::Apply => {

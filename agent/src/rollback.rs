@@ -220,7 +220,7 @@ pub fn finish_rollback(mut run: Run<'_>) -> Result<Report> {
 
 fn finish_rollback_steps(run: &mut Run<'_>) -> Result<Report> {
     let state = run.state;
-    let mut report = empty_report(&run.plan, "rolled_back");
+    let mut report = Report::empty(&run.plan, "rolled_back");
     let names: Vec<String> = run.plan.targets.keys().rev().cloned().collect();
     for name in &names {
         let t = run.target(name);
@@ -294,7 +294,7 @@ fn mark_if_stuck(run: &Run<'_>, result: Result<Report>) -> Result<Report> {
         let report = Report {
             error: Some(message.clone()),
             message: format!("needs a human: {message}; next: {next}"),
-            ..empty_report(&run.plan, "failed")
+            ..Report::empty(&run.plan, "failed")
         };
         run.finish("needs_human", &report)?;
     }
@@ -369,23 +369,6 @@ fn settle_after_undo(run: &mut Run<'_>, to_previous: bool, report: &mut Report) 
     }
     report.flags = flags::current(state, &run.plan.product)?;
     Ok(())
-}
-
-fn empty_report(plan: &Plan, status: &str) -> Report {
-    Report {
-        status: status.into(),
-        product: plan.product.clone(),
-        release: plan.release.clone(),
-        sequence: plan.sequence,
-        plan: plan.id.clone(),
-        targets: Vec::new(),
-        flags: FlagValues::new(),
-        checks: Vec::new(),
-        steps: Vec::new(),
-        error: None,
-        failed_step: None,
-        message: String::new(),
-    }
 }
 
 /// Undoes `entries` (applied migrations, oldest first) on one target: from

@@ -50,19 +50,6 @@ fn roll_out(fleet: &Fleet, version: &str, sequence: u64) {
     wait_inventories(fleet, sequence);
 }
 
-/// `(agent, signed report)` of every result the coordinator stored, in order.
-fn reports(fleet: &Fleet) -> Vec<(String, Value)> {
-    let c = rusqlite::Connection::open(fleet.state.join("coordinator.db")).unwrap();
-    let mut st = c.prepare("SELECT agent, payload FROM results ORDER BY rowid").unwrap();
-    st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
-        .unwrap()
-        .map(|r| {
-            let (a, p) = r.unwrap();
-            (a, serde_json::from_slice(&p).unwrap())
-        })
-        .collect()
-}
-
 /// The target `name` of a signed report.
 fn target<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["targets"].as_array().unwrap().iter().find(|t| t["name"] == name).unwrap_or_else(|| panic!("{report:#}"))
@@ -140,7 +127,7 @@ fn rollback_to_sequence_7_reverts_9_then_8_on_every_endpoint_proven_by_digest() 
 
     // Each step proven by digest, 9 before 8 on every endpoint: the
     // agents' signed reports of the two rollbacks, in the order stored.
-    let results = reports(&fleet);
+    let results = fleet.reports();
     for (i, e) in fleet.endpoints.iter().enumerate() {
         let mine: Vec<&Value> =
             results.iter().filter(|(a, p)| a == &e.id && p["kind"] == "rollback").map(|(_, p)| p).collect();

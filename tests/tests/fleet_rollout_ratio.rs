@@ -91,19 +91,6 @@ fn take_offline(fleet: &mut Fleet, range: std::ops::Range<usize>) {
     });
 }
 
-/// `(agent, signed report)` of every result the coordinator stored, in order.
-fn reports(fleet: &Fleet) -> Vec<(String, Value)> {
-    let c = rusqlite::Connection::open(fleet.state.join("coordinator.db")).unwrap();
-    let mut st = c.prepare("SELECT agent, payload FROM results ORDER BY rowid").unwrap();
-    st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
-        .unwrap()
-        .map(|r| {
-            let (a, p) = r.unwrap();
-            (a, serde_json::from_slice(&p).unwrap())
-        })
-        .collect()
-}
-
 /// The `status` of each apply `result` entry of `sequence` in `audit`, in order.
 fn apply_results(audit: &[(String, String, Value)], sequence: u64) -> Vec<(String, String)> {
     audit
@@ -121,7 +108,7 @@ fn ratio(results: &[(String, String)], n: usize) -> f64 {
 /// The ordinary (not integrity) failure of a seeded endpoint: its signed
 /// report says the check failed and the release was reverted.
 fn assert_check_failure(fleet: &Fleet, id: &str, sequence: u64) {
-    let all = reports(fleet);
+    let all = fleet.reports();
     let (_, p) = all
         .iter()
         .find(|(a, p)| a == id && p["kind"] == "apply" && p["sequence"] == sequence)
@@ -279,7 +266,7 @@ fn the_failure_ratio_halts_on_the_report_that_crosses_it_once_min_sample_reporte
         let plans = deliveries.iter().filter(|(a, k, _)| a == id(i) && k == "apply").count();
         assert_eq!(plans, 1, "{} got only the plan of 7: {deliveries:?}", id(i));
     }
-    let all = reports(&fleet);
+    let all = fleet.reports();
     for (id, (before, _)) in ids[4..7].iter().zip(&before8[4..7]) {
         // The release changed the notes database (a rollback that did
         // nothing could not pass the checks below)...

@@ -371,11 +371,19 @@ impl Fleet {
 
     /// The signed reports the coordinator stored, parsed.
     pub fn results(&self) -> Vec<Value> {
+        self.reports().into_iter().map(|(_, report)| report).collect()
+    }
+
+    /// `(agent, signed report)` of every result the coordinator stored, in order.
+    pub fn reports(&self) -> Vec<(String, Value)> {
         let c = rusqlite::Connection::open(self.state.join("coordinator.db")).unwrap();
-        let mut st = c.prepare("SELECT payload FROM results ORDER BY rowid").unwrap();
-        st.query_map([], |r| r.get::<_, Vec<u8>>(0))
+        let mut st = c.prepare("SELECT agent, payload FROM results ORDER BY rowid").unwrap();
+        st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
             .unwrap()
-            .map(|p| serde_json::from_slice(&p.unwrap()).unwrap())
+            .map(|r| {
+                let (a, p) = r.unwrap();
+                (a, serde_json::from_slice(&p).unwrap())
+            })
             .collect()
     }
 
