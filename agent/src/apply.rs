@@ -195,6 +195,7 @@ fn apply_plan(
         apply_plan: None,
         keeps_release: false,
     };
+    let overlap = snapshot::verify_beside_migration()?;
     *started = Some(plan.id.clone());
     let mut run = Run::start(state, plan, targets)?;
     let mut report = Report::empty(&run.plan, "applied");
@@ -206,6 +207,11 @@ fn apply_plan(
     crash::point("apply.before_snapshot");
     let names: Vec<String> = run.targets.keys().cloned().collect();
     let mut snaps = Snapshots::default();
+    // Verified before the first migration (on every core), or beside it
+    // (each on one core, so the migration keeps one of its own) where the
+    // machine has the cores for it (see `snapshot::verify_beside_migration`).
+    let settle_first = pending.is_empty() || !overlap || !desired_flags(release, Activation::WithRelease).is_empty();
+    let cores = if settle_first { snapshot::Cores::All } else { snapshot::Cores::One };
     for name in &names {
         let path = run.plan.targets[name].clone();
         let step = run.begin("snapshot", Some(name), &json!({"db": path}))?;
@@ -221,7 +227,7 @@ fn apply_plan(
         // connection wrote, so the snapshot's table digests still hold for
         // tables no script wrote (docs/digest.md "Incremental proofs").
         let version = run.target(name).data_version().ok();
-        match snapshot::start(state, &path, &origin) {
+        match snapshot::start(state, &path, &origin, cores) {
             Ok(pending) => {
                 snaps.pending.push(PendingSnapshot { name: name.clone(), path, step, started, version, pending })
             }
@@ -232,9 +238,7 @@ fn apply_plan(
         }
     }
 
-    if !desired_flags(release, Activation::WithRelease).is_empty()
-        && let Err((path, e)) = snaps.settle(&run, &mut report)
-    {
+    if settle_first && let Err((path, e)) = snaps.settle(&run, &mut report) {
         return snapshot_failed(&run, report, &path, e);
     }
     if let Err(e) = apply_flags(&mut run, release, Activation::WithRelease) {

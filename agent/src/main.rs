@@ -38,6 +38,8 @@ use serde_json::json;
                   REWIND_STATE            state directory when --state is not given\n  \
                   REWIND_BUSY_TIMEOUT_MS  how long to wait for the app's database lock (default 10000); a target \
                   still locked after that is refused before anything changes (exit 2)\n  \
+                  REWIND_SNAPSHOT_OVERLAP on, off or auto (default): verify an apply's snapshots while the first \
+                  migration runs (auto: with 4 or more CPUs)\n  \
                   REWIND_LOG              log filter (default warn)\n  \
                   REWIND_CRASH_AT         fault-injection builds only: abort at a crash point (debug crash-points)"
 )]

@@ -14,7 +14,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use rewind_shared::digest::{DatabaseDigest, database_digest};
+pub use rewind_shared::digest::Cores;
+use rewind_shared::digest::{DatabaseDigest, database_digest, database_digest_on};
 use rusqlite::backup::Backup;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -89,8 +90,12 @@ pub fn open_snapshot_file(path: &Path) -> Result<Connection> {
 /// # Errors
 /// When the file is unreadable, truncated or corrupt.
 pub fn snapshot_digest(path: &Path) -> Result<DatabaseDigest> {
+    snapshot_digest_on(path, Cores::All)
+}
+
+fn snapshot_digest_on(path: &Path, cores: Cores) -> Result<DatabaseDigest> {
     let conn = open_snapshot_file(path)?;
-    database_digest(&conn).map_err(|e| classify(path, e))
+    database_digest_on(&conn, cores).map_err(|e| classify(path, e))
 }
 
 /// Copies the database open on `src` into a new file at `dest` with the
@@ -156,15 +161,23 @@ fn copy_file_hashed(source: &Path, src: &std::fs::File, tmp: &Path) -> Result<bl
 /// Verifies a copy made by [`copy_file_hashed`], at once: flushes it to
 /// disk, hashes its bytes (they must hash as the source's did under the
 /// lock: identical bytes hold identical content) and digests it with
-/// `rewind-digest-1` (tables in parallel: the copy never changes). Returns
-/// the digest — the source's digest in that read transaction — and the
-/// copy's BLAKE3 for the manifest.
-fn verify_copy(source: &Path, tmp: &Path, source_hash: blake3::Hash) -> Result<Verified> {
+/// `rewind-digest-1` (on every core: hash and digest side by side, tables
+/// in parallel — the copy never changes; on one core: hash, then digest,
+/// leaving the other cores to the work that runs beside). Returns the digest
+/// — the source's digest in that read transaction — and the copy's BLAKE3
+/// for the manifest.
+fn verify_copy(source: &Path, tmp: &Path, source_hash: blake3::Hash, cores: Cores) -> Result<Verified> {
     let (synced, hashed, digest) = std::thread::scope(|s| {
+        // The flush mostly waits for the disk.
         let synced = s.spawn(|| std::fs::File::open(tmp).and_then(|f| f.sync_all()));
-        let hashed = s.spawn(|| file_hash(tmp));
-        let digest = snapshot_digest(tmp);
-        (synced.join().expect("sync thread does not panic"), hashed.join().expect("hash thread does not panic"), digest)
+        let (hashed, digest) = if cores == Cores::All {
+            let hashed = s.spawn(|| file_hash(tmp));
+            let digest = snapshot_digest_on(tmp, cores);
+            (hashed.join().expect("hash thread does not panic"), digest)
+        } else {
+            (file_hash(tmp), snapshot_digest_on(tmp, cores))
+        };
+        (synced.join().expect("sync thread does not panic"), hashed, digest)
     });
     let not_taken = |what: &str, e: std::io::Error| {
         Error::BadInput(format!(
@@ -292,7 +305,34 @@ impl Snapshot {
 /// copy cannot be written (disk full) or does not verify; no snapshot is
 /// recorded then and the source is untouched.
 pub fn create(state: &State, source: &Path, origin: &Origin) -> Result<(Snapshot, DatabaseDigest)> {
-    start(state, source, origin)?.finish(state)
+    start(state, source, origin, Cores::All)?.finish(state)
+}
+
+/// Logical CPUs from which an apply verifies its snapshots while the first
+/// migration runs ([`verify_beside_migration`]).
+pub const OVERLAP_FROM_CORES: usize = 4;
+
+/// Whether an apply verifies its snapshots while the first migration runs
+/// (committing it only after they pass) instead of before it starts:
+/// `REWIND_SNAPSHOT_OVERLAP` = `on`, `off` or `auto` (the default: on with at
+/// least [`OVERLAP_FROM_CORES`] logical CPUs). On fewer, the verification
+/// would take CPU from the migration — which holds the app's write lock —
+/// and make it slower: measured on two vCPUs, the migration took 1.34 x its
+/// time alone (docs/benchmarks.md).
+///
+/// # Errors
+/// [`Error::BadInput`] for any other value.
+pub fn verify_beside_migration() -> Result<bool> {
+    match std::env::var("REWIND_SNAPSHOT_OVERLAP").ok().as_deref().map(str::trim) {
+        None | Some("" | "auto") => {
+            Ok(std::thread::available_parallelism().map_or(1, usize::from) >= OVERLAP_FROM_CORES)
+        }
+        Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(other) => Err(Error::BadInput(format!(
+            "REWIND_SNAPSHOT_OVERLAP={other:?}: expected on, off or auto (the default); nothing changed"
+        ))),
+    }
 }
 
 /// A verified copy's digest and, for file copies, its BLAKE3.
@@ -318,13 +358,15 @@ pub struct Pending {
 /// a rollback-journal source the copy is the file's bytes and the
 /// verification flushes, hashes and digests the copy on other threads; a WAL
 /// source is copied with SQLite's online backup API and verified here, by
-/// digesting source and copy in that read transaction.
+/// digesting source and copy in that read transaction. `cores`: how many
+/// cores the background verification may use — [`Cores::One`] when other
+/// work (a migration) runs meanwhile and should keep a core to itself.
 ///
 /// # Errors
 /// [`Error::BadInput`] for an unusable source or a copy that cannot be
 /// written (nothing changed); [`Error::Failed`] when a WAL copy does not
 /// verify.
-pub fn start(state: &State, source: &Path, origin: &Origin) -> Result<Pending> {
+pub fn start(state: &State, source: &Path, origin: &Origin, cores: Cores) -> Result<Pending> {
     let src = Target::open(origin.target.as_deref().unwrap_or("db"), source)?;
     let id = new_id("snap");
     let file = state.snapshots_dir().join(format!("{id}.db"));
@@ -378,7 +420,7 @@ pub fn start(state: &State, source: &Path, origin: &Origin) -> Result<Pending> {
         Ok(Ok(digest)) => pending.ready = Some(Ok((digest, None))),
         Ok(Err(source_hash)) => {
             let (source, tmp) = (pending.source.clone(), pending.tmp.clone());
-            pending.verify = Some(std::thread::spawn(move || verify_copy(&source, &tmp, source_hash)));
+            pending.verify = Some(std::thread::spawn(move || verify_copy(&source, &tmp, source_hash, cores)));
         }
     }
     Ok(pending)

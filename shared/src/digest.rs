@@ -341,6 +341,25 @@ pub fn table_digest(conn: &Connection, table: &str) -> rusqlite::Result<TableDig
 /// # Errors
 /// Fails when the database cannot be read.
 pub fn database_digest(conn: &Connection) -> rusqlite::Result<DatabaseDigest> {
+    database_digest_on(conn, Cores::All)
+}
+
+/// How many cores a digest may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cores {
+    /// One connection per spare core (see [`database_digest`]).
+    All,
+    /// One connection: for a digest that runs beside other work (e.g. a
+    /// snapshot verified while the first migration runs), which would only
+    /// slow that work down by taking its core.
+    One,
+}
+
+/// [`database_digest`] using at most `cores`.
+///
+/// # Errors
+/// Fails when the database cannot be read.
+pub fn database_digest_on(conn: &Connection, cores: Cores) -> rusqlite::Result<DatabaseDigest> {
     let own_txn = conn.is_autocommit();
     if own_txn {
         conn.execute_batch("BEGIN DEFERRED")?;
@@ -351,7 +370,7 @@ pub fn database_digest(conn: &Connection) -> rusqlite::Result<DatabaseDigest> {
         // Helpers read the same state only when this function holds the
         // read transaction (a caller's write transaction has changes other
         // connections cannot see).
-        let helpers = if own_txn { helper_connections(conn, names.len()) } else { Vec::new() };
+        let helpers = if own_txn && cores == Cores::All { helper_connections(conn, names.len()) } else { Vec::new() };
         let tables = table_digests(conn, &names, helpers)?;
         Ok(DatabaseDigest::combine(schema, tables))
     })();

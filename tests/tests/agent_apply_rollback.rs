@@ -348,18 +348,30 @@ fn to_rollback_journal(db: &std::path::Path) {
     assert_eq!(mode, "delete");
 }
 
-/// The snapshot's verification overlaps the first migration, but a copy
-/// that does not verify still stops the apply before anything commits:
-/// exit 2, both targets at their start digests, no ledger, no flag set, no
-/// snapshot listed, no plan left running; the same apply then succeeds.
+/// Whether the snapshot's verification overlaps the first migration
+/// (`REWIND_SNAPSHOT_OVERLAP=on`) or comes before it (`off`), a copy that
+/// does not verify stops the apply before anything commits: exit 2, both
+/// targets at their start digests, no ledger, no flag set, no snapshot
+/// listed, no plan left running; the same apply then succeeds.
 #[test]
 fn a_snapshot_that_does_not_verify_stops_the_apply_before_any_commit() {
+    for overlap in ["on", "off"] {
+        snapshot_that_does_not_verify(overlap);
+    }
+}
+
+fn snapshot_that_does_not_verify(overlap: &str) {
     let e = Endpoint::new();
     to_rollback_journal(&e.notes);
     to_rollback_journal(&e.settings);
     let rel = release("2026.11.0");
     let start = e.digests();
-    let r = e.plan("apply", &rel, &["--json"], &[("REWIND_FAULT", "snapshot.copy_differs")]);
+    let r = e.plan(
+        "apply",
+        &rel,
+        &["--json"],
+        &[("REWIND_FAULT", "snapshot.copy_differs"), ("REWIND_SNAPSHOT_OVERLAP", overlap)],
+    );
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("differs from the source") && r.stderr.contains("nothing changed"), "{r:?}");
     assert_eq!(e.digests(), start, "nothing committed");
@@ -377,7 +389,21 @@ fn a_snapshot_that_does_not_verify_stops_the_apply_before_any_commit() {
     assert!(status.json()["installed"].as_array().unwrap().is_empty(), "{status:?}");
     let leftovers: Vec<_> = std::fs::read_dir(e.state.join("snapshots")).unwrap().flatten().map(|f| f.path()).collect();
     assert!(leftovers.is_empty(), "the discarded copies are deleted: {leftovers:?}");
-    let again = e.apply(&rel);
-    assert_eq!(again.code, 0, "{again:?}");
+    let again = e.plan("apply", &rel, &["--json"], &[("REWIND_SNAPSHOT_OVERLAP", overlap)]);
+    assert_eq!(again.code, 0, "{overlap}: {again:?}");
     assert_ne!(e.digests(), start);
+}
+
+/// An unknown `REWIND_SNAPSHOT_OVERLAP` is bad input: exit 2, named, nothing
+/// changed, no plan journaled.
+#[test]
+fn an_unknown_snapshot_overlap_setting_is_refused() {
+    let e = Endpoint::new();
+    let rel = release("2026.11.0");
+    let start = e.digests();
+    let r = e.plan("apply", &rel, &["--json"], &[("REWIND_SNAPSHOT_OVERLAP", "sometimes")]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("REWIND_SNAPSHOT_OVERLAP") && r.stderr.contains("on, off or auto"), "{r:?}");
+    assert_eq!(e.digests(), start);
+    assert_eq!(count(&e.state, "plans"), 0, "{r:?}");
 }
