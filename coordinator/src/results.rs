@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use rewind_shared::fleet::AgentId;
 use rewind_shared::report::{
-    ChainContinuity, ChainPoint, Continuity, ReportPayload, public_key_from_hex, verify_report,
+    ChainContinuity, ChainPoint, Continuity, ReportPayload, ReportToVerify, public_key_from_hex, verify_reports,
 };
 use rewind_shared::wire::v1;
 use tokio::sync::{mpsc, oneshot};
@@ -98,11 +98,12 @@ async fn run(app: Weak<App>, mut rx: mpsc::Receiver<Job>) {
     let (verified_tx, verified_rx) = mpsc::channel(1);
     tokio::spawn(store_stage(app.clone(), verified_rx));
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut keys = KeyCache::default();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let Some(app) = app.upgrade() else { return };
         let jobs = std::mem::take(&mut batch);
         let (replies, items): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.reply, (j.agent, j.result))).unzip();
-        match verify_batch(&app, items).await {
+        match verify_batch(&app, &mut keys, items).await {
             Ok(verified) => {
                 if verified_tx.send((replies, verified)).await.is_err() {
                     return;
@@ -147,16 +148,42 @@ enum Checked {
 /// Below this many results a batch is verified on one thread.
 const PARALLEL_FROM: usize = 64;
 
+/// Agents' enrolled keys, decoded (a point decompression each) once and
+/// kept by their text, so a re-enrolled agent's new key is a new entry.
+#[derive(Default)]
+struct KeyCache(HashMap<String, std::result::Result<ed25519_dalek::VerifyingKey, String>>);
+
+/// Keys kept at most; past this the cache starts again.
+const MAX_CACHED_KEYS: usize = 200_000;
+
+impl KeyCache {
+    fn get(&mut self, text: &str) -> std::result::Result<ed25519_dalek::VerifyingKey, String> {
+        if let Some(k) = self.0.get(text) {
+            return k.clone();
+        }
+        if self.0.len() >= MAX_CACHED_KEYS {
+            self.0.clear();
+        }
+        let k = public_key_from_hex(text).map_err(|e| e.to_string());
+        self.0.insert(text.to_string(), k.clone());
+        k
+    }
+}
+
 /// Checks every signature of a batch against the agents' enrolled keys.
 /// Ed25519 verification is CPU work: it runs on blocking threads (the
-/// batch split over the cores when it is large), each agent's key decoded
-/// (a point decompression) once per part.
-async fn verify_batch(app: &App, items: Vec<(AgentId, v1::Result)>) -> Result<Vec<(AgentId, v1::Result, Checked)>> {
+/// batch split over the cores when it is large), each part verified as one
+/// Ed25519 batch ([`verify_reports`]).
+async fn verify_batch(
+    app: &App,
+    cache: &mut KeyCache,
+    items: Vec<(AgentId, v1::Result)>,
+) -> Result<Vec<(AgentId, v1::Result, Checked)>> {
     let mut ids: Vec<AgentId> = items.iter().map(|(a, _)| a.clone()).collect();
     ids.sort();
     ids.dedup();
-    let keys: Arc<HashMap<AgentId, String>> =
-        Arc::new(app.store.agents_by_id(ids).await?.into_iter().map(|a| (a.id, a.audit_key)).collect());
+    let keys: Arc<HashMap<AgentId, std::result::Result<ed25519_dalek::VerifyingKey, String>>> =
+        Arc::new(app.store.agents_by_id(ids).await?.into_iter().map(|a| (a.id, cache.get(&a.audit_key))).collect());
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let parts = if items.len() < PARALLEL_FROM { 1 } else { cores.min(items.len() / (PARALLEL_FROM / 2)) };
     let size = items.len().div_ceil(parts.max(1));
@@ -168,18 +195,7 @@ async fn verify_batch(app: &App, items: Vec<(AgentId, v1::Result)>) -> Result<Ve
             break;
         }
         let keys = Arc::clone(&keys);
-        tasks.push(tokio::task::spawn_blocking(move || {
-            let mut decoded = HashMap::new();
-            part.into_iter()
-                .map(|(agent, r)| {
-                    let key = decoded
-                        .entry(agent.clone())
-                        .or_insert_with(|| keys.get(&agent).map(|k| public_key_from_hex(k)));
-                    let c = check(&agent, key.as_ref(), &r);
-                    (agent, r, c)
-                })
-                .collect::<Vec<_>>()
-        }));
+        tasks.push(tokio::task::spawn_blocking(move || check_all(part, &keys)));
     }
     let mut out = Vec::new();
     for t in tasks {
@@ -287,24 +303,37 @@ async fn store_batch(app: &App, items: Vec<(AgentId, v1::Result, Checked)>) -> R
     Ok(outcomes.into_iter().map(|o| o.expect("every result has an outcome")).collect())
 }
 
-/// The signature check of one result against the key bound at enrollment.
-fn check<E: std::fmt::Display>(
-    agent: &AgentId,
-    audit_key: Option<&std::result::Result<ed25519_dalek::VerifyingKey, E>>,
-    r: &v1::Result,
-) -> Checked {
-    let Some(audit_key) = audit_key else {
-        return Checked::Refused(format!("result {}: agent {agent} is not enrolled", r.id));
-    };
-    let key = match audit_key {
-        Ok(k) => *k,
-        Err(e) => return Checked::Refused(format!("agent {agent} has no usable audit key ({e}); re-enroll it")),
-    };
-    match verify_report(&r.report, &r.signature, &key) {
-        Ok(p) if p.id == r.id => Checked::Ok(Box::new(p), key),
-        Ok(p) => Checked::Refused(format!("result {} carries a signed report with id {}", r.id, p.id)),
-        Err(e) => Checked::Refused(format!("result {}: {e}", r.id)),
+/// The signature checks of results against the keys bound at enrollment,
+/// in order: the results of enrolled agents with usable keys as one
+/// Ed25519 batch.
+fn check_all(
+    part: Vec<(AgentId, v1::Result)>,
+    keys: &HashMap<AgentId, std::result::Result<ed25519_dalek::VerifyingKey, String>>,
+) -> Vec<(AgentId, v1::Result, Checked)> {
+    let mut checked: Vec<Option<Checked>> = Vec::with_capacity(part.len());
+    let mut signed = Vec::new();
+    for (i, (agent, r)) in part.iter().enumerate() {
+        match keys.get(agent) {
+            None => checked.push(Some(Checked::Refused(format!("result {}: agent {agent} is not enrolled", r.id)))),
+            Some(Err(e)) => checked
+                .push(Some(Checked::Refused(format!("agent {agent} has no usable audit key ({e}); re-enroll it")))),
+            Some(Ok(k)) => {
+                checked.push(None);
+                signed.push((i, k));
+            }
+        }
     }
+    let batch: Vec<ReportToVerify<'_>> =
+        signed.iter().map(|(i, k)| (part[*i].1.report.as_slice(), part[*i].1.signature.as_slice(), *k)).collect();
+    for ((i, key), verdict) in signed.iter().zip(verify_reports(&batch)) {
+        let r = &part[*i].1;
+        checked[*i] = Some(match verdict {
+            Ok(p) if p.id == r.id => Checked::Ok(Box::new(p), **key),
+            Ok(p) => Checked::Refused(format!("result {} carries a signed report with id {}", r.id, p.id)),
+            Err(e) => Checked::Refused(format!("result {}: {e}", r.id)),
+        });
+    }
+    part.into_iter().zip(checked).map(|((a, r), c)| (a, r, c.expect("every result is checked"))).collect()
 }
 
 /// Checks the audit head an agent announces in its hello against the point

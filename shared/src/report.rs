@@ -265,11 +265,48 @@ pub fn verify_report(bytes: &[u8], sig: &[u8], agent: &VerifyingKey) -> Result<R
     if bytes.len() > MAX_REPORT_BYTES {
         return Err(ReportError::Oversize(bytes.len()));
     }
-    let expected = key_id(agent);
-    let sig = <[u8; 64]>::try_from(sig).map_err(|_| ReportError::BadSignature(expected.clone()))?;
+    let sig = <[u8; 64]>::try_from(sig).map_err(|_| ReportError::BadSignature(key_id(agent)))?;
     agent
         .verify(&pae(REPORT_TYPE, bytes), &DalekSignature::from_bytes(&sig))
-        .map_err(|_| ReportError::BadSignature(expected.clone()))?;
+        .map_err(|_| ReportError::BadSignature(key_id(agent)))?;
+    signed_payload(bytes, agent)
+}
+
+/// One report for [`verify_reports`]: payload bytes, signature, the key it
+/// must verify with.
+pub type ReportToVerify<'a> = (&'a [u8], &'a [u8], &'a VerifyingKey);
+
+/// [`verify_report`] for many reports at once, with one Ed25519 batch
+/// verification (ed25519-dalek's `verify_batch`: about 2.4 x cheaper per
+/// signature than one by one from 64 signatures on). When the batch does
+/// not verify, every report is checked on its own, so each gets the verdict
+/// [`verify_report`] gives it; the results are in the order given.
+#[must_use]
+pub fn verify_reports(items: &[ReportToVerify<'_>]) -> Vec<Result<ReportPayload, ReportError>> {
+    if items.len() < 2 {
+        return items.iter().map(|(b, s, k)| verify_report(b, s, k)).collect();
+    }
+    let well_formed = items.iter().all(|(b, s, _)| b.len() <= MAX_REPORT_BYTES && s.len() == 64);
+    let batch_ok = well_formed && {
+        let messages: Vec<Vec<u8>> = items.iter().map(|(b, _, _)| pae(REPORT_TYPE, b)).collect();
+        let messages: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        let signatures: Vec<DalekSignature> = items
+            .iter()
+            .map(|(_, s, _)| DalekSignature::from_bytes(&<[u8; 64]>::try_from(*s).expect("length checked")))
+            .collect();
+        let keys: Vec<VerifyingKey> = items.iter().map(|(_, _, k)| **k).collect();
+        ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
+    };
+    if !batch_ok {
+        return items.iter().map(|(b, s, k)| verify_report(b, s, k)).collect();
+    }
+    items.iter().map(|(b, _, k)| signed_payload(b, k)).collect()
+}
+
+/// The payload of a report whose signature verified with `agent`: a
+/// `rewind-report-1` that names that key.
+fn signed_payload(bytes: &[u8], agent: &VerifyingKey) -> Result<ReportPayload, ReportError> {
+    let expected = key_id(agent);
     let p: ReportPayload = serde_json::from_slice(bytes)
         .map_err(|e| ReportError::Malformed(format!("signed payload is not a {REPORT_FORMAT} report: {e}")))?;
     if p.format != REPORT_FORMAT {
@@ -514,6 +551,57 @@ mod tests {
         // Type confusion: a plan payload type is refused.
         let typed = SignedReport { payload_type: crate::bundle::PLAN_TYPE.into(), ..s };
         assert!(matches!(typed.verify(&vk), Err(ReportError::Malformed(_))));
+    }
+
+    /// A batch gives every report the verdict it gets on its own: all good
+    /// (one batch check), or with a forged, an edited, a short-signature
+    /// and a wrongly-named report among good ones (the batch fails and each
+    /// is checked alone).
+    #[test]
+    fn batch_verification_gives_each_report_its_own_verdict() {
+        let keys: Vec<SigningKey> = (1..=6u8).map(|i| SigningKey::from_bytes(&[i; 32])).collect();
+        let vks: Vec<VerifyingKey> = keys.iter().map(SigningKey::verifying_key).collect();
+        let signed: Vec<(Vec<u8>, Vec<u8>)> = keys
+            .iter()
+            .map(|k| {
+                let s = SignedReport::sign(&payload(k, &[], ChainPoint { seq: 0, head: GENESIS }), k);
+                (s.payload_bytes().unwrap(), hex::decode(&s.signature).unwrap())
+            })
+            .collect();
+        let items: Vec<ReportToVerify<'_>> =
+            signed.iter().zip(&vks).map(|((b, s), k)| (b.as_slice(), s.as_slice(), k)).collect();
+        let all = verify_reports(&items);
+        assert!(all.iter().all(Result::is_ok), "{all:?}");
+        assert_eq!(all[2].as_ref().unwrap().agent_key, hex::encode(vks[2].as_bytes()));
+
+        let mut edited = signed[1].0.clone();
+        let at = edited.windows(12).position(|w| w == b"\"sequence\":3").unwrap() + 11;
+        edited[at] = b'4';
+        let mut lying = payload(&keys[5], &[], ChainPoint { seq: 0, head: GENESIS });
+        lying.agent_key = hex::encode(vks[4].as_bytes());
+        let lying = SignedReport::sign(&lying, &keys[5]);
+        let lying = (lying.payload_bytes().unwrap(), hex::decode(&lying.signature).unwrap());
+        let mixed: Vec<ReportToVerify<'_>> = vec![
+            items[0],
+            (signed[0].0.as_slice(), signed[0].1.as_slice(), &vks[3]), // another agent's key
+            (edited.as_slice(), signed[1].1.as_slice(), &vks[1]),      // edited payload
+            items[2],
+            (signed[3].0.as_slice(), &signed[3].1[..63], &vks[3]), // short signature
+            (lying.0.as_slice(), lying.1.as_slice(), &vks[5]),     // names another agent
+            items[4],
+        ];
+        let verdicts = verify_reports(&mixed);
+        let alone: Vec<_> = mixed.iter().map(|(b, s, k)| verify_report(b, s, k)).collect();
+        assert_eq!(format!("{verdicts:?}"), format!("{alone:?}"));
+        let ok: Vec<bool> = verdicts.iter().map(Result::is_ok).collect();
+        assert_eq!(ok, [true, false, false, true, false, false, true]);
+        assert!(matches!(verdicts[1], Err(ReportError::BadSignature(_))));
+        assert!(matches!(verdicts[5], Err(ReportError::WrongAgent { .. })));
+        // Every signature good (the batch passes), one names another agent.
+        let named = verify_reports(&[items[0], (lying.0.as_slice(), lying.1.as_slice(), &vks[5]), items[1]]);
+        assert!(named[0].is_ok() && named[2].is_ok(), "{named:?}");
+        assert!(matches!(named[1], Err(ReportError::WrongAgent { .. })), "{named:?}");
+        assert!(verify_reports(&[]).is_empty());
     }
 
     #[test]
