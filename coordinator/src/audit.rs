@@ -1,11 +1,13 @@
 //! The coordinator's audit log: every operator action, enrollment, plan,
 //! result and integrity alarm as an append-only, hash-chained entry (the
-//! same chain format as the agents', `rewind_shared::audit`), each entry
-//! signed with the coordinator's Ed25519 key (`<state>/coordinator.key`,
-//! 0600; the public half in `<state>/coordinator.pub`), plus signed
-//! checkpoints of the head at start, shutdown and export. `rewindctl audit
-//! export` gives the auditors' JSONL (docs/reports.md §5); `rewindctl audit
-//! verify` re-checks it with `rewind_shared::audit::verify_export`.
+//! same chain format as the agents', `rewind_shared::audit`), signed with
+//! the coordinator's Ed25519 key (`<state>/coordinator.key`, 0600; the
+//! public half in `<state>/coordinator.pub`) — the last entry of every
+//! appended batch, which covers the batch (`rewind_shared::audit::seal`) —
+//! plus signed checkpoints of the head at start, shutdown and export.
+//! `rewindctl audit export` gives the auditors' JSONL (docs/reports.md §5);
+//! `rewindctl audit verify` re-checks it with
+//! `rewind_shared::audit::verify_export`.
 
 use std::path::Path;
 

@@ -9,6 +9,13 @@
 //! len‖kind ‖ len‖params ‖ prev 32 bytes), lengths u32 BE; the signature is
 //! Ed25519 over the 32 hash bytes. `params` is kept as the exact JSON text
 //! that was hashed, so no canonical re-encoding is needed.
+//!
+//! Agents sign every entry. The coordinator appends entries in batches
+//! (thousands of results a second) and signs the last entry of each batch
+//! only ([`seal`]): an entry with an empty `signature` is covered by the
+//! next signed entry of its chain, whose hash commits to it through the
+//! `prev` links — editing it breaks that signature just as editing a signed
+//! entry breaks its own. The last entry of a chain is always signed.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -58,11 +65,44 @@ impl AuditEntry {
     /// Builds and signs the entry that follows `prev` (`None` for the first).
     #[must_use]
     pub fn new_signed(prev: Option<&AuditEntry>, time: String, kind: &str, params: String, key: &SigningKey) -> Self {
+        let mut e = Self::new_unsigned(prev, time, kind, params);
+        e.sign(key);
+        e
+    }
+
+    /// Builds the entry that follows `prev`, without a signature: a later
+    /// signed entry must cover it ([`seal`]).
+    #[must_use]
+    pub fn new_unsigned(prev: Option<&AuditEntry>, time: String, kind: &str, params: String) -> Self {
         let (seq, prev) = prev.map_or((1, GENESIS), |p| (p.seq + 1, p.hash));
         let hash = entry_hash(seq, &time, kind, &params, &prev);
-        let signature = hex::encode(key.sign(hash.as_bytes()).to_bytes());
-        AuditEntry { seq, time, kind: kind.to_string(), params, prev, hash, signature }
+        AuditEntry { seq, time, kind: kind.to_string(), params, prev, hash, signature: String::new() }
     }
+
+    /// Signs the entry's hash with `key`.
+    pub fn sign(&mut self, key: &SigningKey) {
+        self.signature = hex::encode(key.sign(self.hash.as_bytes()).to_bytes());
+    }
+}
+
+/// The entries that follow `head`, one per `(kind, params)`, each stamped
+/// by `time`, with only the last one signed: it seals the batch (see the
+/// module docs). Empty for no entries.
+pub fn seal(
+    head: Option<&AuditEntry>,
+    entries: impl IntoIterator<Item = (String, String)>,
+    mut time: impl FnMut() -> String,
+    key: &SigningKey,
+) -> Vec<AuditEntry> {
+    let mut out: Vec<AuditEntry> = Vec::new();
+    for (kind, params) in entries {
+        let e = AuditEntry::new_unsigned(out.last().or(head), time(), &kind, params);
+        out.push(e);
+    }
+    if let Some(last) = out.last_mut() {
+        last.sign(key);
+    }
+    out
 }
 
 /// Where and how a chain fails verification.
@@ -76,10 +116,15 @@ pub enum ChainError {
     Edited { seq: u64 },
     #[error("audit entry {seq}: signature does not verify with the agent key: the entry was forged or re-signed")]
     BadSignature { seq: u64 },
+    #[error(
+        "audit entry {seq}: not signed and no signed entry follows it: entries were appended or edited after the last signature"
+    )]
+    Unsealed { seq: u64 },
 }
 
 /// Checks a whole chain from its first entry; returns the head hash
-/// (`GENESIS` for an empty chain).
+/// (`GENESIS` for an empty chain). Every signature present must verify with
+/// `key`, and every unsigned entry must be followed by a signed one.
 ///
 /// # Errors
 /// The first entry that breaks the chain, and how.
@@ -88,6 +133,7 @@ pub fn verify_chain<'a>(
     key: &VerifyingKey,
 ) -> Result<Digest, ChainError> {
     let mut prev = GENESIS;
+    let mut unsealed = None;
     for (expected, e) in (1..).zip(entries) {
         if e.seq != expected {
             return Err(ChainError::Gap { seq: e.seq, expected });
@@ -98,6 +144,12 @@ pub fn verify_chain<'a>(
         if entry_hash(e.seq, &e.time, &e.kind, &e.params, &e.prev) != e.hash {
             return Err(ChainError::Edited { seq: e.seq });
         }
+        prev = e.hash;
+        if e.signature.is_empty() {
+            unsealed = unsealed.or(Some(e.seq));
+            continue;
+        }
+        unsealed = None;
         let sig = hex::decode(&e.signature)
             .ok()
             .and_then(|b| <[u8; 64]>::try_from(b).ok())
@@ -105,9 +157,11 @@ pub fn verify_chain<'a>(
         if sig.is_none_or(|s| key.verify(e.hash.as_bytes(), &s).is_err()) {
             return Err(ChainError::BadSignature { seq: e.seq });
         }
-        prev = e.hash;
     }
-    Ok(prev)
+    match unsealed {
+        Some(seq) => Err(ChainError::Unsealed { seq }),
+        None => Ok(prev),
+    }
 }
 
 /// Domain of a checkpoint's signed message.
@@ -387,6 +441,60 @@ mod tests {
         let mut forged = v.clone();
         forged[3] = AuditEntry::new_signed(Some(&v[2]), "t".into(), "k", "{}".into(), &other);
         assert_eq!(verify_chain(&forged, &vk), Err(ChainError::BadSignature { seq: 4 }));
+    }
+
+    /// Batches sealed by their last entry's signature: the chain verifies;
+    /// an unsigned entry edited (and every entry after it re-hashed up to
+    /// the seal) breaks the seal's signature; entries appended without a
+    /// seal, or a seal's signature removed, are refused; a seal by another
+    /// key is a forgery.
+    #[test]
+    fn sealed_batches_verify_and_their_unsigned_entries_are_covered() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let vk = key.verifying_key();
+        let mut clock = 0;
+        let mut time = || {
+            clock += 1;
+            format!("t{clock}")
+        };
+        let batch = |n: usize| (0..n).map(|i| ("result".to_string(), format!("{{\"i\":{i}}}"))).collect::<Vec<_>>();
+        let mut v = seal(None, batch(3), &mut time, &key);
+        v.extend(seal(v.last(), batch(1), &mut time, &key));
+        let third = seal(v.last(), batch(4), &mut time, &key);
+        v.extend(third);
+        assert_eq!(v.len(), 8);
+        let signed: Vec<u64> = v.iter().filter(|e| !e.signature.is_empty()).map(|e| e.seq).collect();
+        assert_eq!(signed, [3, 4, 8], "one signature per batch, on its last entry");
+        assert_eq!(verify_chain(&v, &vk).unwrap(), v[7].hash);
+        assert!(seal(v.last(), Vec::new(), &mut time, &key).is_empty());
+
+        // Entry 5 (unsigned) edited, 5..=8 re-hashed and re-linked, seal kept.
+        let mut rewritten = v[..4].to_vec();
+        for (i, e) in v[4..].iter().enumerate() {
+            let params = if i == 0 { "{\"i\":99}".to_string() } else { e.params.clone() };
+            let mut n = AuditEntry::new_unsigned(rewritten.last(), e.time.clone(), &e.kind, params);
+            n.signature.clone_from(&e.signature);
+            rewritten.push(n);
+        }
+        assert_eq!(verify_chain(&rewritten, &vk), Err(ChainError::BadSignature { seq: 8 }));
+        // Only entry 5 edited in place: its hash no longer matches.
+        let mut edited = v.clone();
+        edited[4].params = "{\"i\":99}".into();
+        assert_eq!(verify_chain(&edited, &vk), Err(ChainError::Edited { seq: 5 }));
+        // Entries appended after the last seal, unsigned.
+        let mut appended = v.clone();
+        appended.push(AuditEntry::new_unsigned(v.last(), "t".into(), "result", "{}".into()));
+        appended.push(AuditEntry::new_unsigned(appended.last(), "t".into(), "result", "{}".into()));
+        assert_eq!(verify_chain(&appended, &vk), Err(ChainError::Unsealed { seq: 9 }));
+        // The last seal's signature removed.
+        let mut stripped = v.clone();
+        stripped[7].signature.clear();
+        assert_eq!(verify_chain(&stripped, &vk), Err(ChainError::Unsealed { seq: 5 }));
+        // A batch sealed with another key.
+        let other = SigningKey::from_bytes(&[8; 32]);
+        let mut forged = v[..4].to_vec();
+        forged.extend(seal(forged.last(), batch(2), &mut time, &other));
+        assert_eq!(verify_chain(&forged, &vk), Err(ChainError::BadSignature { seq: 6 }));
     }
 
     #[test]

@@ -572,6 +572,8 @@ pub mod suite {
             .await
             .unwrap();
         assert_eq!(batch.iter().map(|e| (e.seq, e.kind.as_str())).collect::<Vec<_>>(), [(3, "c"), (4, "d")]);
+        // One signature per batch, on its last entry (DESIGN §10).
+        assert!(batch[0].signature.is_empty() && !batch[1].signature.is_empty(), "{batch:?}");
         assert!(s.append_audit_batch(Vec::new(), key.clone()).await.unwrap().is_empty());
         let chain = s.audit_entries().await.unwrap();
         assert_eq!(chain.len(), 4);

@@ -1017,19 +1017,15 @@ impl Store for PostgresStore {
         // Serializes appenders (from every replica) while readers go on: this
         // mode conflicts with itself but not with SELECT.
         tx.batch_execute("LOCK TABLE audit IN SHARE ROW EXCLUSIVE MODE").await.map_err(pg)?;
-        let mut head = tx
+        let head = tx
             .query_opt(&format!("SELECT {AUDIT_COLS} FROM audit ORDER BY seq DESC LIMIT 1"), &[])
             .await
             .map_err(pg)?
             .as_ref()
             .map(row_to_audit)
             .transpose()?;
-        let mut out = Vec::with_capacity(entries.len());
-        for (kind, params) in entries {
-            let e = AuditEntry::new_signed(head.as_ref(), crate::now(), &kind, params, &key);
-            head = Some(e.clone());
-            out.push(e);
-        }
+        // One signature for the batch, on its last entry (DESIGN §10).
+        let out = rewind_shared::audit::seal(head.as_ref(), entries, crate::now, &key);
         // One statement for the batch.
         let cols: [Vec<String>; 6] = [
             out.iter().map(|e| e.time.clone()).collect(),

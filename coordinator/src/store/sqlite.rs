@@ -766,7 +766,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<AuditEntry>> {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
-            let mut head = tx
+            let head = tx
                 .query_row(
                     "SELECT seq, time, kind, params, prev, hash, signature FROM audit ORDER BY seq DESC LIMIT 1",
                     [],
@@ -774,15 +774,15 @@ impl Store for SqliteStore {
                 )
                 .optional()
                 .map_err(sql)?;
-            let mut out = Vec::with_capacity(entries.len());
+            // One signature for the batch, on its last entry (DESIGN §10).
+            let out = rewind_shared::audit::seal(head.as_ref(), entries, crate::now, &key);
             {
                 let mut insert = tx
                     .prepare_cached(
                         "INSERT INTO audit(seq, time, kind, params, prev, hash, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     )
                     .map_err(sql)?;
-                for (kind, params) in entries {
-                    let e = AuditEntry::new_signed(head.as_ref(), crate::now(), &kind, params, &key);
+                for e in &out {
                     insert
                         .execute(params![
                             i64::try_from(e.seq).unwrap_or(i64::MAX),
@@ -794,8 +794,6 @@ impl Store for SqliteStore {
                             e.signature
                         ])
                         .map_err(sql)?;
-                    head = Some(e.clone());
-                    out.push(e);
                 }
             }
             tx.commit().map_err(sql)?;
