@@ -214,8 +214,11 @@ async fn store_batch(app: &App, items: Vec<(AgentId, v1::Result, Checked)>) -> R
     let mut records: HashMap<AgentId, AgentRecord> =
         app.store.agents_by_id(ids).await?.into_iter().map(|a| (a.id.clone(), a)).collect();
     let mut outcomes: Vec<Option<Ingested>> = vec![None; items.len()];
-    let mut to_store: Vec<(usize, StoredResult, Option<ChainPoint>)> = Vec::new();
-    let mut continuities: Vec<&'static str> = Vec::new();
+    let mut to_store: Vec<(StoredResult, Option<ChainPoint>)> = Vec::new();
+    // Per result to store: where its outcome goes, its id and agent, its
+    // continuity and its audit entry's parameters (made here, from the
+    // payload parsed when the signature was checked).
+    let mut stored: Vec<(usize, String, AgentId, &'static str, serde_json::Value)> = Vec::new();
     for (i, (agent, r, c)) in items.into_iter().enumerate() {
         let (payload, key) = match c {
             Checked::Refused(detail) => {
@@ -266,38 +269,37 @@ async fn store_batch(app: &App, items: Vec<(AgentId, v1::Result, Checked)>) -> R
         if advance.is_some() {
             record.chain = advance;
         }
-        let stored = StoredResult {
-            id: payload.id.clone(),
-            agent: agent.clone(),
-            plan: payload.plan.clone(),
-            signed_plan: payload.signed_plan.clone(),
-            product: payload.product.clone(),
-            release: payload.release.clone(),
-            sequence: payload.sequence,
-            status: payload.status.as_str().to_string(),
+        let params = serde_json::json!({"agent": agent, "result": payload.id, "plan": payload.plan,
+            "product": payload.product, "release": payload.release, "sequence": payload.sequence,
+            "status": payload.status.as_str(), "continuity": continuity, "kind": payload.kind,
+            "signed_plan": payload.signed_plan, "millis": payload.millis});
+        stored.push((i, payload.id.clone(), agent.clone(), continuity, params));
+        let ReportPayload { id, plan, signed_plan, product, release, sequence, status, .. } = *payload;
+        let record = StoredResult {
+            id,
+            agent,
+            plan,
+            signed_plan,
+            product,
+            release,
+            sequence,
+            status: status.as_str().to_string(),
             continuity: continuity.to_string(),
             payload: r.report,
             signature: r.signature,
         };
-        to_store.push((i, stored, advance));
-        continuities.push(continuity);
+        to_store.push((record, advance));
     }
-    let news = app.store.store_results(to_store.iter().map(|(_, s, a)| (s.clone(), *a)).collect()).await?;
+    let news = app.store.store_results(to_store).await?;
     let mut audit = Vec::new();
-    for (((i, s, _), new), continuity) in to_store.iter().zip(&news).zip(&continuities) {
-        if *new {
-            let p: ReportPayload = serde_json::from_slice(&s.payload).expect("verified above");
-            audit.push((
-                "result".to_string(),
-                serde_json::json!({"agent": s.agent, "result": s.id, "plan": s.plan, "product": s.product,
-                    "release": s.release, "sequence": s.sequence, "status": s.status, "continuity": continuity,
-                    "kind": p.kind, "signed_plan": s.signed_plan, "millis": p.millis}),
-            ));
-            if *continuity != "ok" {
-                tracing::error!(agent = %s.agent, result = %s.id, continuity, "integrity alarm: audit chain discontinuity");
+    for ((i, id, agent, continuity, params), new) in stored.into_iter().zip(news) {
+        if new {
+            audit.push(("result".to_string(), params));
+            if continuity != "ok" {
+                tracing::error!(agent = %agent, result = %id, continuity, "integrity alarm: audit chain discontinuity");
             }
         }
-        outcomes[*i] = Some(Ingested::Stored { id: s.id.clone(), new: *new, continuity });
+        outcomes[i] = Some(Ingested::Stored { id, new, continuity });
     }
     crate::audit::record_many(app, audit).await;
     Ok(outcomes.into_iter().map(|o| o.expect("every result has an outcome")).collect())
