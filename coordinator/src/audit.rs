@@ -105,6 +105,12 @@ pub async fn record_many(app: &App, entries: Vec<(String, serde_json::Value)>) {
         let kinds: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
         tracing::error!(?kinds, "audit log append failed: {e}");
     }
+    publish(app, entries);
+}
+
+/// Publishes entries already in the audit log (appended with what they
+/// record, e.g. stored results) on [`App::events`].
+pub fn publish(app: &App, entries: Vec<(String, serde_json::Value)>) {
     for (kind, params) in entries {
         app.events.publish(&kind, params);
     }

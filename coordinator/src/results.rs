@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::App;
 use crate::error::{Error, Result};
-use crate::store::{AgentRecord, StoredResult};
+use crate::store::{AgentRecord, ResultAudit, StoredResult};
 
 /// What became of a result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,18 +290,20 @@ async fn store_batch(app: &App, items: Vec<(AgentId, v1::Result, Checked)>) -> R
         };
         to_store.push((record, advance));
     }
-    let news = app.store.store_results(to_store).await?;
-    let mut audit = Vec::new();
+    // The results and their audit entries in one transaction.
+    let audit = ResultAudit { params: stored.iter().map(|(.., p)| p.to_string()).collect(), key: app.key.clone() };
+    let (news, _) = app.store.store_results(to_store, Some(audit)).await?;
+    let mut events = Vec::new();
     for ((i, id, agent, continuity, params), new) in stored.into_iter().zip(news) {
         if new {
-            audit.push(("result".to_string(), params));
+            events.push(("result".to_string(), params));
             if continuity != "ok" {
                 tracing::error!(agent = %agent, result = %id, continuity, "integrity alarm: audit chain discontinuity");
             }
         }
         outcomes[i] = Some(Ingested::Stored { id, new, continuity });
     }
-    crate::audit::record_many(app, audit).await;
+    crate::audit::publish(app, events);
     Ok(outcomes.into_iter().map(|o| o.expect("every result has an outcome")).collect())
 }
 

@@ -104,6 +104,22 @@ pub struct StoredResult {
     pub signature: Vec<u8>,
 }
 
+/// The audit entries [`Store::store_results`] appends for the new results
+/// of a batch.
+pub struct ResultAudit {
+    /// The `result` entry's parameters (JSON text), one per result.
+    pub params: Vec<String>,
+    pub key: ed25519_dalek::SigningKey,
+}
+
+impl ResultAudit {
+    /// The `(kind, params)` entries of the new results, in order.
+    #[must_use]
+    pub fn entries(self, news: &[bool]) -> Vec<(String, String)> {
+        news.iter().zip(self.params).filter(|(new, _)| **new).map(|(_, p)| ("result".to_string(), p)).collect()
+    }
+}
+
 /// One stored version of a product's communication template
 /// (`templates/<name>.md`, DESIGN.md §9).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,11 +266,19 @@ pub trait Store: Send + Sync + 'static {
     /// nothing changes); when new and `advance` is given, records it as the
     /// agent's chain point. Returns whether it was new.
     async fn store_result(&self, result: StoredResult, advance: Option<ChainPoint>) -> Result<bool> {
-        Ok(self.store_results(vec![(result, advance)]).await?.first().copied().unwrap_or(false))
+        Ok(self.store_results(vec![(result, advance)], None).await?.0.first().copied().unwrap_or(false))
     }
     /// [`Store::store_result`] for a batch, in order, in one transaction:
-    /// whether each was new.
-    async fn store_results(&self, batch: Vec<(StoredResult, Option<ChainPoint>)>) -> Result<Vec<bool>>;
+    /// whether each was new. With `audit`, the same transaction appends to
+    /// the coordinator's audit chain a `result` entry for each new result,
+    /// in order (parameters: `audit.params[i]` for `batch[i]`), sealed as
+    /// [`Store::append_audit_batch`] does, and returns them: a result and
+    /// its audit entry are stored together or not at all.
+    async fn store_results(
+        &self,
+        batch: Vec<(StoredResult, Option<ChainPoint>)>,
+        audit: Option<ResultAudit>,
+    ) -> Result<(Vec<bool>, Vec<rewind_shared::audit::AuditEntry>)>;
     /// An agent's results, oldest first.
     async fn results(&self, agent: AgentId) -> Result<Vec<StoredResult>>;
     /// One of `agent`'s results, by id.
@@ -532,17 +556,30 @@ pub mod suite {
         let r2 = StoredResult { id: "res-2".into(), ..r.clone() };
         let r3 = StoredResult { id: "res-3".into(), ..r.clone() };
         let p3 = ChainPoint { seq: 5, head: rewind_shared::Digest([9; 32]) };
-        let news = s
-            .store_results(vec![(r.clone(), None), (r2.clone(), None), (r2.clone(), None), (r3.clone(), Some(p3))])
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let params = ["{\"r\":1}", "{\"r\":2}", "{\"r\":2}", "{\"r\":3}"].map(String::from).to_vec();
+        let (news, audited) = s
+            .store_results(
+                vec![(r.clone(), None), (r2.clone(), None), (r2.clone(), None), (r3.clone(), Some(p3))],
+                Some(ResultAudit { params, key: key.clone() }),
+            )
             .await
             .unwrap();
         assert_eq!(news, [false, true, false, true]);
+        // The new results' audit entries, in the same transaction, sealed.
+        assert_eq!(
+            audited.iter().map(|e| (e.kind.as_str(), e.params.as_str())).collect::<Vec<_>>(),
+            [("result", "{\"r\":2}"), ("result", "{\"r\":3}")]
+        );
+        assert_eq!(s.audit_entries().await.unwrap(), audited);
+        assert!(audited[0].signature.is_empty() && !audited[1].signature.is_empty());
+        rewind_shared::audit::verify_chain(&audited, &key.verifying_key()).unwrap();
         assert_eq!(s.results(id.clone()).await.unwrap(), vec![r.clone(), r2, r3]);
         assert_eq!(s.result(id.clone(), "res-1".into()).await.unwrap(), Some(r));
         assert_eq!(s.result(id.clone(), "res-9".into()).await.unwrap(), None);
         assert_eq!(s.result(AgentId::parse("agt-2").unwrap(), "res-1".into()).await.unwrap(), None, "another agent's");
         assert_eq!(s.agent(id.clone()).await.unwrap().unwrap().chain, Some(p3));
-        assert_eq!(s.store_results(Vec::new()).await.unwrap(), Vec::<bool>::new());
+        assert_eq!(s.store_results(Vec::new(), None).await.unwrap(), (Vec::new(), Vec::new()));
         let found = s.agents_by_id(vec![id.clone(), AgentId::parse("agt-none").unwrap()]).await.unwrap();
         assert_eq!(found.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), [id.as_str()]);
         assert!(s.agents_by_id(Vec::new()).await.unwrap().is_empty());
@@ -564,20 +601,21 @@ pub mod suite {
         assert_eq!(s.share("ca".into(), b"first".to_vec()).await.unwrap(), b"first");
         assert_eq!(s.share("ca".into(), b"second".to_vec()).await.unwrap(), b"first");
         assert_eq!(s.shared("ca".into()).await.unwrap().as_deref(), Some(&b"first"[..]));
-        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        // The chain goes on after the results' entries above.
         s.append_audit("a".into(), "{}".into(), key.clone()).await.unwrap();
         s.append_audit("b".into(), "{}".into(), key.clone()).await.unwrap();
         let batch = s
             .append_audit_batch(vec![("c".into(), "{}".into()), ("d".into(), "{\"n\":1}".into())], key.clone())
             .await
             .unwrap();
-        assert_eq!(batch.iter().map(|e| (e.seq, e.kind.as_str())).collect::<Vec<_>>(), [(3, "c"), (4, "d")]);
+        assert_eq!(batch.iter().map(|e| (e.seq, e.kind.as_str())).collect::<Vec<_>>(), [(5, "c"), (6, "d")]);
         // One signature per batch, on its last entry (DESIGN §10).
         assert!(batch[0].signature.is_empty() && !batch[1].signature.is_empty(), "{batch:?}");
         assert!(s.append_audit_batch(Vec::new(), key.clone()).await.unwrap().is_empty());
         let chain = s.audit_entries().await.unwrap();
-        assert_eq!(chain.len(), 4);
-        assert_eq!(chain[2..], batch[..]);
+        assert_eq!(chain.len(), 6);
+        assert_eq!(chain[..2], audited[..]);
+        assert_eq!(chain[4..], batch[..]);
         rewind_shared::audit::verify_chain(&chain, &key.verifying_key()).unwrap();
     }
     pub async fn comms(s: &dyn Store) {

@@ -25,8 +25,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::{
-    AgentRecord, BundleRecord, Delivery, IncidentUpdate, Redeem, RolloutRecord, Store, StoredResult, TemplateVersion,
-    WebhookAttempt, part_from_text, part_text,
+    AgentRecord, BundleRecord, Delivery, IncidentUpdate, Redeem, ResultAudit, RolloutRecord, Store, StoredResult,
+    TemplateVersion, WebhookAttempt, part_from_text, part_text,
 };
 use crate::auth::Role;
 use crate::error::{Error, Result};
@@ -547,6 +547,48 @@ fn u64_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// Appends `(kind, params)` entries after the chain's head inside `tx`,
+/// sealed by one signature on the last (DESIGN §10), with one statement.
+async fn append_audit_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    entries: Vec<(String, String)>,
+    key: &ed25519_dalek::SigningKey,
+) -> Result<Vec<AuditEntry>> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Serializes appenders (from every replica) while readers go on: this
+    // mode conflicts with itself but not with SELECT.
+    tx.batch_execute("LOCK TABLE audit IN SHARE ROW EXCLUSIVE MODE").await.map_err(pg)?;
+    let head = tx
+        .query_opt(&format!("SELECT {AUDIT_COLS} FROM audit ORDER BY seq DESC LIMIT 1"), &[])
+        .await
+        .map_err(pg)?
+        .as_ref()
+        .map(row_to_audit)
+        .transpose()?;
+    let out = rewind_shared::audit::seal(head.as_ref(), entries, crate::now, key);
+    let cols: [Vec<String>; 6] = [
+        out.iter().map(|e| e.time.clone()).collect(),
+        out.iter().map(|e| e.kind.clone()).collect(),
+        out.iter().map(|e| e.params.clone()).collect(),
+        out.iter().map(|e| e.prev.to_string()).collect(),
+        out.iter().map(|e| e.hash.to_string()).collect(),
+        out.iter().map(|e| e.signature.clone()).collect(),
+    ];
+    let seqs: Vec<i64> = out.iter().map(|e| i64_of(e.seq)).collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO audit({AUDIT_COLS})
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])"
+        ),
+        &[&seqs, &cols[0], &cols[1], &cols[2], &cols[3], &cols[4], &cols[5]],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(out)
+}
+
 fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -776,9 +818,13 @@ impl Store for PostgresStore {
             .ok_or_else(|| Error::Store(format!("operator {hash}: unknown role {role:?}")))
     }
 
-    async fn store_results(&self, batch: Vec<(StoredResult, Option<ChainPoint>)>) -> Result<Vec<bool>> {
+    async fn store_results(
+        &self,
+        batch: Vec<(StoredResult, Option<ChainPoint>)>,
+        audit: Option<ResultAudit>,
+    ) -> Result<(Vec<bool>, Vec<AuditEntry>)> {
         if batch.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         // Two statements for the whole batch: the inserts (arrays unnested
         // server-side, a known id skipped), then each agent's chain point
@@ -846,8 +892,15 @@ impl Store for PostgresStore {
             .await
             .map_err(pg)?;
         }
+        let audited = match audit {
+            Some(a) => {
+                let key = a.key.clone();
+                append_audit_in(&tx, a.entries(&news), &key).await?
+            }
+            None => Vec::new(),
+        };
         tx.commit().await.map_err(pg)?;
-        Ok(news)
+        Ok((news, audited))
     }
 
     async fn results(&self, agent: AgentId) -> Result<Vec<StoredResult>> {
@@ -1014,37 +1067,7 @@ impl Store for PostgresStore {
         }
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
-        // Serializes appenders (from every replica) while readers go on: this
-        // mode conflicts with itself but not with SELECT.
-        tx.batch_execute("LOCK TABLE audit IN SHARE ROW EXCLUSIVE MODE").await.map_err(pg)?;
-        let head = tx
-            .query_opt(&format!("SELECT {AUDIT_COLS} FROM audit ORDER BY seq DESC LIMIT 1"), &[])
-            .await
-            .map_err(pg)?
-            .as_ref()
-            .map(row_to_audit)
-            .transpose()?;
-        // One signature for the batch, on its last entry (DESIGN §10).
-        let out = rewind_shared::audit::seal(head.as_ref(), entries, crate::now, &key);
-        // One statement for the batch.
-        let cols: [Vec<String>; 6] = [
-            out.iter().map(|e| e.time.clone()).collect(),
-            out.iter().map(|e| e.kind.clone()).collect(),
-            out.iter().map(|e| e.params.clone()).collect(),
-            out.iter().map(|e| e.prev.to_string()).collect(),
-            out.iter().map(|e| e.hash.to_string()).collect(),
-            out.iter().map(|e| e.signature.clone()).collect(),
-        ];
-        let seqs: Vec<i64> = out.iter().map(|e| i64_of(e.seq)).collect();
-        tx.execute(
-            &format!(
-                "INSERT INTO audit({AUDIT_COLS})
-                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])"
-            ),
-            &[&seqs, &cols[0], &cols[1], &cols[2], &cols[3], &cols[4], &cols[5]],
-        )
-        .await
-        .map_err(pg)?;
+        let out = append_audit_in(&tx, entries, &key).await?;
         tx.commit().await.map_err(pg)?;
         Ok(out)
     }

@@ -13,8 +13,8 @@ use rewind_shared::audit::{AuditEntry, Checkpoint};
 use rewind_shared::report::ChainPoint;
 
 use super::{
-    AgentRecord, BundleRecord, Delivery, IncidentUpdate, Redeem, RolloutRecord, Store, StoredResult, TemplateVersion,
-    WebhookAttempt, part_from_text, part_text,
+    AgentRecord, BundleRecord, Delivery, IncidentUpdate, Redeem, ResultAudit, RolloutRecord, Store, StoredResult,
+    TemplateVersion, WebhookAttempt, part_from_text, part_text,
 };
 use crate::auth::Role;
 use crate::error::{Error, Result};
@@ -239,6 +239,46 @@ impl SqliteStore {
         .await
         .map_err(|e| Error::Store(e.to_string()))?
     }
+}
+
+/// Appends `(kind, params)` entries after the chain's head inside `tx`,
+/// sealed by one signature on the last (DESIGN §10).
+fn append_audit_in(
+    tx: &rusqlite::Transaction<'_>,
+    entries: Vec<(String, String)>,
+    key: &ed25519_dalek::SigningKey,
+) -> Result<Vec<AuditEntry>> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let head = tx
+        .query_row(
+            "SELECT seq, time, kind, params, prev, hash, signature FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            row_to_audit,
+        )
+        .optional()
+        .map_err(sql)?;
+    let out = rewind_shared::audit::seal(head.as_ref(), entries, crate::now, key);
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO audit(seq, time, kind, params, prev, hash, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .map_err(sql)?;
+    for e in &out {
+        insert
+            .execute(params![
+                i64::try_from(e.seq).unwrap_or(i64::MAX),
+                e.time,
+                e.kind,
+                e.params,
+                e.prev.to_string(),
+                e.hash.to_string(),
+                e.signature
+            ])
+            .map_err(sql)?;
+    }
+    Ok(out)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -518,7 +558,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn store_results(&self, batch: Vec<(StoredResult, Option<ChainPoint>)>) -> Result<Vec<bool>> {
+    async fn store_results(
+        &self,
+        batch: Vec<(StoredResult, Option<ChainPoint>)>,
+        audit: Option<ResultAudit>,
+    ) -> Result<(Vec<bool>, Vec<AuditEntry>)> {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
             let mut news = Vec::with_capacity(batch.len());
@@ -555,8 +599,15 @@ impl Store for SqliteStore {
                     news.push(new);
                 }
             }
+            let audited = match audit {
+                Some(a) => {
+                    let key = a.key.clone();
+                    append_audit_in(&tx, a.entries(&news), &key)?
+                }
+                None => Vec::new(),
+            };
             tx.commit().map_err(sql)?;
-            Ok(news)
+            Ok((news, audited))
         })
         .await
     }
@@ -766,36 +817,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<AuditEntry>> {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
-            let head = tx
-                .query_row(
-                    "SELECT seq, time, kind, params, prev, hash, signature FROM audit ORDER BY seq DESC LIMIT 1",
-                    [],
-                    row_to_audit,
-                )
-                .optional()
-                .map_err(sql)?;
-            // One signature for the batch, on its last entry (DESIGN §10).
-            let out = rewind_shared::audit::seal(head.as_ref(), entries, crate::now, &key);
-            {
-                let mut insert = tx
-                    .prepare_cached(
-                        "INSERT INTO audit(seq, time, kind, params, prev, hash, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    )
-                    .map_err(sql)?;
-                for e in &out {
-                    insert
-                        .execute(params![
-                            i64::try_from(e.seq).unwrap_or(i64::MAX),
-                            e.time,
-                            e.kind,
-                            e.params,
-                            e.prev.to_string(),
-                            e.hash.to_string(),
-                            e.signature
-                        ])
-                        .map_err(sql)?;
-                }
-            }
+            let out = append_audit_in(&tx, entries, &key)?;
             tx.commit().map_err(sql)?;
             Ok(out)
         })
