@@ -178,6 +178,10 @@ CREATE TABLE shared_values(name TEXT PRIMARY KEY, value BLOB NOT NULL);
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// A read-only connection for the hot reads of result ingestion, so
+    /// they do not wait behind the writes (WAL: readers see what was
+    /// committed when they start).
+    reader: Arc<Mutex<Connection>>,
 }
 
 fn sql(e: rusqlite::Error) -> Error {
@@ -224,7 +228,13 @@ impl SqliteStore {
         tx.execute("DELETE FROM schema_version", []).map_err(ctx)?;
         tx.execute("INSERT INTO schema_version VALUES (?1)", [MIGRATIONS.len() as i64]).map_err(ctx)?;
         tx.commit().map_err(ctx)?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+        let reader = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(ctx)?;
+        reader.busy_timeout(std::time::Duration::from_secs(10)).map_err(ctx)?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), reader: Arc::new(Mutex::new(reader)) })
     }
 
     async fn call<T: Send + 'static>(
@@ -235,6 +245,20 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || {
             let mut c = conn.lock().map_err(|_| Error::Store("connection lock poisoned by an earlier panic".into()))?;
             f(&mut c)
+        })
+        .await
+        .map_err(|e| Error::Store(e.to_string()))?
+    }
+
+    /// [`SqliteStore::call`] on the read-only connection.
+    async fn call_read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || {
+            let c = conn.lock().map_err(|_| Error::Store("connection lock poisoned by an earlier panic".into()))?;
+            f(&c)
         })
         .await
         .map_err(|e| Error::Store(e.to_string()))?
@@ -399,7 +423,7 @@ impl Store for SqliteStore {
     }
 
     async fn agents_by_id(&self, ids: Vec<AgentId>) -> Result<Vec<AgentRecord>> {
-        self.call(move |c| {
+        self.call_read(move |c| {
             let mut st = c.prepare_cached(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1")).map_err(sql)?;
             let mut out = Vec::with_capacity(ids.len());
             for id in &ids {
