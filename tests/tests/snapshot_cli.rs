@@ -268,3 +268,53 @@ fn restore_into_a_rollback_journal_database_the_app_keeps_open_writes_only_what_
     assert_eq!(std::fs::metadata(&db).unwrap().modified().unwrap(), modified, "an equal target is not rewritten");
     assert_eq!(digest(&db), snap_digest);
 }
+
+/// The page-by-page restore checks the snapshot file's BLAKE3 from the
+/// same reads that compare the pages: a byte flipped inside the part both
+/// files share, or in the snapshot's pages past the end of a target that
+/// shrank, is refused before anything is written (exit 2, the target's
+/// bytes unchanged, no journal left).
+#[test]
+fn page_restore_refuses_a_snapshot_whose_bytes_changed_anywhere() {
+    for (case, shrink, at_end) in [("inside the shared pages", false, false), ("past the target's end", true, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let app = Connection::open(&db).unwrap();
+        app.execute_batch(
+            "PRAGMA journal_mode = DELETE;
+             CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 2000)
+             INSERT INTO t SELECT i, randomblob(600) FROM s;",
+        )
+        .unwrap();
+        let state = dir.path().join("state");
+        let r = agent(&state, &["snapshot", "create", "--db", &db.to_string_lossy(), "--json"]);
+        assert_eq!(r.code, 0, "{case}: {r:?}");
+        let (id, file) = (r.json()["id"].as_str().unwrap().to_string(), r.json()["file"].as_str().unwrap().to_string());
+        if shrink {
+            app.execute_batch("DELETE FROM t WHERE id > 100; VACUUM;").unwrap();
+        } else {
+            app.execute_batch("UPDATE t SET v = randomblob(600) WHERE id % 7 = 0").unwrap();
+        }
+        drop(app);
+        let file = std::path::PathBuf::from(file);
+        let mut perm = std::fs::metadata(&file).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perm.set_readonly(false);
+        std::fs::set_permissions(&file, perm).unwrap();
+        let mut bytes = std::fs::read(&file).unwrap();
+        let at = if at_end { bytes.len() - 10 } else { 4096 + 100 };
+        bytes[at] ^= 0xff;
+        std::fs::write(&file, &bytes).unwrap();
+        let target_before = std::fs::read(&db).unwrap();
+        assert!(at_end == (target_before.len() < at), "{case}: the flipped byte is where the case says");
+        let r = agent(&state, &["snapshot", "restore", &id, "--db", &db.to_string_lossy()]);
+        assert_eq!(r.code, 2, "{case}: {r:?}");
+        assert!(
+            r.stderr.contains("bytes changed since it was taken") && r.stderr.contains("untouched"),
+            "{case}: {r:?}"
+        );
+        assert_eq!(std::fs::read(&db).unwrap(), target_before, "{case}: the target's bytes are unchanged");
+        assert!(!dir.path().join("app.db-journal").exists(), "{case}");
+    }
+}
