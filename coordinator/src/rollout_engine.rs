@@ -723,9 +723,25 @@ pub(crate) fn plan_message(d: &Delivery, b: &BundleRecord) -> v1::CoordinatorMes
     }
 }
 
-/// Stores deliveries of one bundle (one transaction), then sends each now
-/// to its agent when connected (offline agents get it when they return).
+/// Deliveries stored per transaction by [`queue`].
+const DELIVERY_CHUNK: usize = 1_000;
+
+/// Stores deliveries of one bundle and sends each to its agent when
+/// connected (offline agents get it when they return), in chunks of
+/// [`DELIVERY_CHUNK`]: a chunk is sent once it is stored, while the next
+/// one is being stored, so the first agents have their plans before the
+/// last deliveries are written. A delivery is never sent before it is
+/// stored (an agent acknowledges it by id).
 async fn queue(app: &App, bundle: &BundleRecord, items: Vec<(AgentId, &str, Option<Part>)>) -> Result<()> {
+    queue_in_chunks(app, bundle, items, DELIVERY_CHUNK).await
+}
+
+async fn queue_in_chunks(
+    app: &App,
+    bundle: &BundleRecord,
+    items: Vec<(AgentId, &str, Option<Part>)>,
+    chunk: usize,
+) -> Result<()> {
     let ds: Vec<Delivery> = items
         .into_iter()
         .map(|(agent, kind, part)| Delivery {
@@ -736,18 +752,37 @@ async fn queue(app: &App, bundle: &BundleRecord, items: Vec<(AgentId, &str, Opti
             part,
         })
         .collect();
-    app.store.add_deliveries(ds.clone()).await?;
-    let mut elsewhere = Vec::new();
-    for d in &ds {
-        if !app.sessions.deliver(&d.agent, &d.id, plan_message(d, bundle)) {
-            elsewhere.push(d.agent.clone());
+    let mut chunks = ds.chunks(chunk.max(1));
+    let mut stored = match chunks.next() {
+        Some(first) => {
+            app.store.add_deliveries(first.to_vec()).await?;
+            first
         }
-    }
-    // Agents with a stream on another replica get them from there.
+        None => return Ok(()),
+    };
+    let mut elsewhere = Vec::new();
+    let written = loop {
+        let next = chunks.next().map(|c| {
+            let (store, chunk) = (Arc::clone(&app.store), c.to_vec());
+            (c, tokio::spawn(async move { store.add_deliveries(chunk).await }))
+        });
+        for d in stored {
+            if !app.sessions.deliver(&d.agent, &d.id, plan_message(d, bundle)) {
+                elsewhere.push(d.agent.clone());
+            }
+        }
+        let Some((chunk, writing)) = next else { break Ok(()) };
+        match writing.await.map_err(|e| Error::Store(format!("storing deliveries: {e}"))) {
+            Ok(Ok(())) => stored = chunk,
+            Ok(Err(e)) | Err(e) => break Err(e),
+        }
+    };
+    // Agents with a stream on another replica get them from there (those
+    // stored before a failed chunk too).
     if !elsewhere.is_empty() {
         crate::cluster::deliveries(app, elsewhere).await;
     }
-    Ok(())
+    written
 }
 
 /// The audit kinds of one machine transition (docs/rollouts.md lists them).
@@ -972,6 +1007,61 @@ pub const ENGINE_ACTOR: &str = SYSTEM_ACTOR;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Deliveries queued in chunks are all stored, each once, whichever
+    /// chunk they fell in (5 deliveries in chunks of 2: three transactions,
+    /// the last two written while the ones before are sent).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deliveries_queued_in_chunks_are_all_stored() {
+        use crate::store::{AgentRecord, Store, sqlite::SqliteStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("c.db")).await.unwrap());
+        let agents: Vec<AgentId> = (1..=5).map(|i| AgentId::parse(&format!("agt-{i}")).unwrap()).collect();
+        for id in &agents {
+            store
+                .insert_agent(AgentRecord {
+                    id: id.clone(),
+                    hostname: "h".into(),
+                    labels: Default::default(),
+                    fingerprint: format!("f-{id}"),
+                    enrolled: crate::now(),
+                    last_seen: None,
+                    inventory: Default::default(),
+                    revoked: false,
+                    audit_key: String::new(),
+                    chain: None,
+                })
+                .await
+                .unwrap();
+        }
+        let bundle = BundleRecord {
+            id: "bnd-1".into(),
+            product: "notes".into(),
+            release: "1.0".into(),
+            sequence: 1,
+            bytes: b"{}".to_vec(),
+        };
+        store.put_bundle(bundle.clone()).await.unwrap();
+        let app = App {
+            config: crate::config::Config::default(),
+            store,
+            ca: crate::ca::Ca::load_or_create(dir.path(), None).unwrap(),
+            sessions: Default::default(),
+            key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
+            events: Default::default(),
+            ingestor: Default::default(),
+            timings: Default::default(),
+            cluster: Default::default(),
+        };
+        let items = agents.iter().map(|a| (a.clone(), "apply", None)).collect();
+        queue_in_chunks(&app, &bundle, items, 2).await.unwrap();
+        let stored = app.store.deliveries_of("bnd-1".into()).await.unwrap();
+        let mut got: Vec<String> = stored.iter().map(|(d, _)| d.agent.to_string()).collect();
+        got.sort();
+        assert_eq!(got, agents.iter().map(ToString::to_string).collect::<Vec<_>>());
+        queue_in_chunks(&app, &bundle, Vec::new(), 2).await.unwrap();
+        assert_eq!(app.store.deliveries_of("bnd-1".into()).await.unwrap().len(), 5);
+    }
 
     #[test]
     fn every_machine_transition_has_its_audit_kind() {
