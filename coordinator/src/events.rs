@@ -48,6 +48,12 @@ impl Events {
         let _ = self.tx.send(Event { seq, kind: kind.to_string(), time: crate::now(), product, params });
     }
 
+    /// The sequence number of the last event published (0 before the first).
+    #[must_use]
+    pub fn last_seq(&self) -> u64 {
+        self.seq.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A receiver of every event published from now on.
     #[must_use]
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {

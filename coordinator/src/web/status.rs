@@ -405,7 +405,20 @@ pub(super) async fn events_handler(
     State(web): State<Arc<Web>>,
 ) -> Sse<impl tokio_stream::Stream<Item = std::result::Result<SseEvent, Infallible>>> {
     let stop = web.stop.subscribe();
-    let stream = WatchStream::new(web.live.subscribe())
+    // The first snapshot is read now: the last render may be older than
+    // the page the client just loaded (state that changed without an event,
+    // e.g. an agent's inventory), and sending it would take the page back.
+    // Renders after this one follow.
+    let live = web.live.subscribe();
+    let first = match snapshot(&web.app).await {
+        Ok(mut s) => {
+            s.seq = web.app.events.last_seq();
+            Arc::new(render_live(&s))
+        }
+        Err(_) => live.borrow().clone(),
+    };
+    let stream = tokio_stream::iter([first])
+        .chain(WatchStream::from_changes(live))
         .map(|html: Arc<String>| Ok(SseEvent::default().event("snapshot").data(html.as_str())))
         .take_while(move |_| !*stop.borrow());
     Sse::new(stream).keep_alive(KeepAlive::default())
@@ -460,6 +473,65 @@ pub(super) async fn renderer(app: Arc<App>, live: watch::Sender<Arc<String>>, mu
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The live stream starts from the state as it is when the client
+    /// connects, not from the last render: an agent's inventory changes the
+    /// products without an event, and the page the client just loaded
+    /// already shows them.
+    #[tokio::test]
+    async fn the_event_stream_starts_from_the_state_now_not_from_the_last_render() {
+        use http_body_util::BodyExt as _;
+
+        use crate::store::Store as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::store::sqlite::SqliteStore::open(&dir.path().join("c.db")).await.unwrap());
+        let app = Arc::new(App {
+            config: crate::config::Config::default(),
+            store: store.clone(),
+            ca: crate::ca::Ca::load_or_create(dir.path(), None).unwrap(),
+            sessions: Default::default(),
+            key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
+            events: Default::default(),
+            ingestor: Default::default(),
+            timings: Default::default(),
+            cluster: Default::default(),
+        });
+        let stale = render_live(&snapshot(&app).await.unwrap());
+        assert!(stale.contains("No products yet"), "{stale}");
+        let inventory = rewind_shared::fleet::Inventory {
+            products: Vec::new(),
+            targets: vec![rewind_shared::fleet::TargetState {
+                product: "notes".into(),
+                name: "notes".into(),
+                digests: rewind_shared::fleet::TargetDigest::Unreadable { error: "not read yet".into() },
+            }],
+        };
+        store
+            .insert_agent(crate::store::AgentRecord {
+                id: AgentId::parse("agt-1").unwrap(),
+                hostname: "h".into(),
+                labels: Default::default(),
+                fingerprint: "f".into(),
+                enrolled: crate::now(),
+                last_seen: None,
+                inventory,
+                revoked: false,
+                audit_key: String::new(),
+                chain: None,
+            })
+            .await
+            .unwrap();
+        let web = Arc::new(Web {
+            app,
+            live: watch::channel(Arc::new(stale)).0,
+            stop: watch::channel(false).0,
+            sessions: Default::default(),
+        });
+        let mut body = events_handler(State(web)).await.into_response().into_body();
+        let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        let first = String::from_utf8_lossy(&frame);
+        assert!(first.contains("data-product=\"notes\"") && !first.contains("No products yet"), "{first}");
+    }
 
     #[test]
     fn flag_state_counts_endpoints_that_turned_the_flag_off() {
