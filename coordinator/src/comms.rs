@@ -608,19 +608,7 @@ pub fn spawn(app: &Arc<App>) {
 mod tests {
     use super::*;
 
-    async fn app(dir: &Path) -> App {
-        App {
-            config: crate::config::Config { state: dir.to_path_buf(), ..Default::default() },
-            store: Arc::new(crate::store::sqlite::SqliteStore::open(&dir.join("c.db")).await.unwrap()),
-            ca: crate::ca::Ca::load_or_create(dir, None).unwrap(),
-            sessions: crate::fleet::Sessions::default(),
-            key: ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
-            events: crate::events::Events::default(),
-            ingestor: crate::results::Ingestor::default(),
-            timings: Timings::default(),
-            cluster: crate::cluster::Cluster::default(),
-        }
-    }
+    use crate::testing::app;
 
     #[tokio::test]
     async fn a_halt_rollback_and_resolution_make_one_incident_with_one_message_per_step() {

@@ -24,6 +24,8 @@ pub mod rollout_engine;
 pub mod rollouts;
 pub mod server;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod web;
 pub mod webhooks;
 

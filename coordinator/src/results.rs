@@ -375,41 +375,13 @@ pub async fn check_hello_head(
 mod tests {
     use std::sync::Arc;
 
-    use rewind_shared::fleet::Labels;
-
     use super::*;
-    use crate::config::Config;
-    use crate::store::{AgentRecord, Store, sqlite::SqliteStore};
 
     async fn app_with_agent(dir: &std::path::Path, key: &ed25519_dalek::SigningKey) -> (Arc<App>, AgentId) {
-        let store = Arc::new(SqliteStore::open(&dir.join("c.db")).await.unwrap());
-        let id = AgentId::parse("agt-1").unwrap();
-        store
-            .insert_agent(AgentRecord {
-                id: id.clone(),
-                hostname: "h".into(),
-                labels: Labels::new(),
-                fingerprint: "f".into(),
-                enrolled: crate::now(),
-                last_seen: None,
-                inventory: Default::default(),
-                revoked: false,
-                audit_key: hex::encode(key.verifying_key().as_bytes()),
-                chain: None,
-            })
-            .await
-            .unwrap();
-        let app = Arc::new(App {
-            config: Config::default(),
-            store,
-            ca: crate::ca::Ca::load_or_create(dir, None).unwrap(),
-            sessions: Default::default(),
-            key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
-            events: Default::default(),
-            ingestor: Default::default(),
-            timings: Default::default(),
-            cluster: Default::default(),
-        });
+        let app = Arc::new(crate::testing::app(dir).await);
+        let agent = crate::testing::agent("agt-1", hex::encode(key.verifying_key().as_bytes()), Default::default());
+        let id = agent.id.clone();
+        app.store.insert_agent(agent).await.unwrap();
         (app, id)
     }
 

@@ -1013,26 +1013,13 @@ mod tests {
     /// the last two written while the ones before are sent).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn deliveries_queued_in_chunks_are_all_stored() {
-        use crate::store::{AgentRecord, Store, sqlite::SqliteStore};
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.path().join("c.db")).await.unwrap());
-        let agents: Vec<AgentId> = (1..=5).map(|i| AgentId::parse(&format!("agt-{i}")).unwrap()).collect();
-        for id in &agents {
-            store
-                .insert_agent(AgentRecord {
-                    id: id.clone(),
-                    hostname: "h".into(),
-                    labels: Default::default(),
-                    fingerprint: format!("f-{id}"),
-                    enrolled: crate::now(),
-                    last_seen: None,
-                    inventory: Default::default(),
-                    revoked: false,
-                    audit_key: String::new(),
-                    chain: None,
-                })
-                .await
-                .unwrap();
+        let app = crate::testing::app(dir.path()).await;
+        let mut agents = Vec::new();
+        for i in 1..=5 {
+            let agent = crate::testing::agent(&format!("agt-{i}"), String::new(), Default::default());
+            agents.push(agent.id.clone());
+            app.store.insert_agent(agent).await.unwrap();
         }
         let bundle = BundleRecord {
             id: "bnd-1".into(),
@@ -1041,18 +1028,7 @@ mod tests {
             sequence: 1,
             bytes: b"{}".to_vec(),
         };
-        store.put_bundle(bundle.clone()).await.unwrap();
-        let app = App {
-            config: crate::config::Config::default(),
-            store,
-            ca: crate::ca::Ca::load_or_create(dir.path(), None).unwrap(),
-            sessions: Default::default(),
-            key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
-            events: Default::default(),
-            ingestor: Default::default(),
-            timings: Default::default(),
-            cluster: Default::default(),
-        };
+        app.store.put_bundle(bundle.clone()).await.unwrap();
         let items = agents.iter().map(|a| (a.clone(), "apply", None)).collect();
         queue_in_chunks(&app, &bundle, items, 2).await.unwrap();
         let stored = app.store.deliveries_of("bnd-1".into()).await.unwrap();

@@ -384,31 +384,21 @@ fn rollback_from_the_bundle_needs_no_signing_key() {
     assert_eq!(after["installed"][0]["release"], "2026.11.0", "{after}");
     ok(agent(&fx.state, &["snapshot", "prune", "--keep", "0"]));
     assert_eq!(status(&fx)["snapshots"], 2, "pinned snapshots survive a prune");
-    let r = ok(with_bundle(
-        &fx,
-        "rollback",
-        &b,
-        &fx.trust,
-        &["--granularity", "target", "--subject", "settings", "--json"],
-    ))
-    .json();
+    let settings_rollback = || {
+        ok(with_bundle(&fx, "rollback", &b, &fx.trust, &["--granularity", "target", "--subject", "settings", "--json"]))
+            .json()
+    };
+    let r = settings_rollback();
     assert_eq!(r["status"], "rolled_back", "{r}");
     assert_eq!(digest(&fx.settings), start.1, "settings back to its start");
     // The same part again, already undone: still a journaled plan with a
     // signed result in the outbox (a coordinator that sent it waits for one).
-    let pending = |fx: &Fx| ok(agent(&fx.state, &["outbox", "--json"])).json()["reports"].as_array().unwrap().len();
-    let before = pending(&fx);
-    let again = ok(with_bundle(
-        &fx,
-        "rollback",
-        &b,
-        &fx.trust,
-        &["--granularity", "target", "--subject", "settings", "--json"],
-    ))
-    .json();
+    let pending = || ok(agent(&fx.state, &["outbox", "--json"])).json()["reports"].as_array().unwrap().len();
+    let before = pending();
+    let again = settings_rollback();
     assert_eq!(again["status"], "rolled_back", "{again}");
     assert!(!again["plan"].as_str().unwrap_or_default().is_empty(), "a plan ran: {again}");
-    assert_eq!(pending(&fx), before + 1, "its result is in the outbox");
+    assert_eq!(pending(), before + 1, "its result is in the outbox");
     assert_eq!(digest(&fx.settings), start.1);
     let r = ok(with_bundle(&fx, "rollback", &b, &fx.trust, &["--json"])).json();
     assert_eq!(r["status"], "rolled_back", "{r}");

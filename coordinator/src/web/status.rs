@@ -481,21 +481,8 @@ mod tests {
     #[tokio::test]
     async fn the_event_stream_starts_from_the_state_now_not_from_the_last_render() {
         use http_body_util::BodyExt as _;
-
-        use crate::store::Store as _;
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(crate::store::sqlite::SqliteStore::open(&dir.path().join("c.db")).await.unwrap());
-        let app = Arc::new(App {
-            config: crate::config::Config::default(),
-            store: store.clone(),
-            ca: crate::ca::Ca::load_or_create(dir.path(), None).unwrap(),
-            sessions: Default::default(),
-            key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
-            events: Default::default(),
-            ingestor: Default::default(),
-            timings: Default::default(),
-            cluster: Default::default(),
-        });
+        let app = Arc::new(crate::testing::app(dir.path()).await);
         let stale = render_live(&snapshot(&app).await.unwrap());
         assert!(stale.contains("No products yet"), "{stale}");
         let inventory = rewind_shared::fleet::Inventory {
@@ -506,21 +493,7 @@ mod tests {
                 digests: rewind_shared::fleet::TargetDigest::Unreadable { error: "not read yet".into() },
             }],
         };
-        store
-            .insert_agent(crate::store::AgentRecord {
-                id: AgentId::parse("agt-1").unwrap(),
-                hostname: "h".into(),
-                labels: Default::default(),
-                fingerprint: "f".into(),
-                enrolled: crate::now(),
-                last_seen: None,
-                inventory,
-                revoked: false,
-                audit_key: String::new(),
-                chain: None,
-            })
-            .await
-            .unwrap();
+        app.store.insert_agent(crate::testing::agent("agt-1", String::new(), inventory)).await.unwrap();
         let web = Arc::new(Web {
             app,
             live: watch::channel(Arc::new(stale)).0,
