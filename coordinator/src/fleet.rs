@@ -315,34 +315,93 @@ fn malformed(id: &AgentId, s: Status) -> Status {
     }
 }
 
-/// Results of one stream handed to the ingestor and not yet acknowledged.
+/// Results (or `Results` messages) of one stream handed to the ingestor
+/// and not yet acknowledged.
 const RESULTS_IN_FLIGHT: usize = 64;
 
-/// Acknowledges a stream's results in the order they came, each once it is
-/// stored; a refused one (or one the store failed) is not acknowledged and
-/// stays in the agent's outbox.
-async fn acknowledge(id: AgentId, mut results: mpsc::Receiver<(String, crate::results::Outcome)>, tx: Outbound) {
-    while let Some((rid, outcome)) = results.recv().await {
-        match outcome.await {
-            Ok(crate::results::Ingested::Stored { id: rid, new, continuity }) => {
-                // One line per result at thousands per second would cost
-                // more than the rest of its path; the audit log has each.
-                if continuity == "ok" {
-                    tracing::debug!(agent = %id, result = %rid, new, continuity, "result stored");
-                } else {
-                    tracing::warn!(agent = %id, result = %rid, new, continuity, "result stored");
-                }
-                let ack =
-                    v1::CoordinatorMessage { body: Some(v1::coordinator_message::Body::Ack(v1::Ack { id: rid })) };
-                if tx.send(Ok(ack)).await.is_err() {
-                    return;
-                }
+/// Most results one `Results` message may carry.
+pub const MAX_RESULTS_PER_MESSAGE: usize = 64;
+
+/// Results of one message, handed to the ingestor, with their outcomes to
+/// await: a `Result` (acknowledged with an `Ack`) or a `Results` (with one
+/// `ResultAcks`).
+enum Pending {
+    One(String, crate::results::Outcome),
+    Many(Vec<(String, crate::results::Outcome)>),
+}
+
+/// The id to acknowledge when a result is stored (logged either way); a
+/// refused one (or one the store failed) is not acknowledged and stays in
+/// the agent's outbox.
+async fn judged(agent: &AgentId, rid: &str, outcome: crate::results::Outcome) -> Option<String> {
+    match outcome.await {
+        Ok(crate::results::Ingested::Stored { id, new, continuity }) => {
+            // One line per result at thousands per second would cost
+            // more than the rest of its path; the audit log has each.
+            if continuity == "ok" {
+                tracing::debug!(%agent, result = %id, new, continuity, "result stored");
+            } else {
+                tracing::warn!(%agent, result = %id, new, continuity, "result stored");
             }
-            Ok(crate::results::Ingested::Refused(why)) => {
-                tracing::error!(agent = %id, result = %rid, "result refused: {why}");
-            }
-            Err(e) => tracing::warn!(agent = %id, result = %rid, "storing result: {e}; it will come again"),
+            Some(id)
         }
+        Ok(crate::results::Ingested::Refused(why)) => {
+            tracing::error!(%agent, result = %rid, "result refused: {why}");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(%agent, result = %rid, "storing result: {e}; it will come again");
+            None
+        }
+    }
+}
+
+/// Acknowledges a stream's results in the order they came, each once it is
+/// stored: a `Result` with an `Ack`, the stored ones of a `Results` with
+/// one `ResultAcks` (none when none was stored).
+async fn acknowledge(id: AgentId, mut results: mpsc::Receiver<Pending>, tx: Outbound) {
+    use v1::coordinator_message::Body;
+    while let Some(pending) = results.recv().await {
+        let body = match pending {
+            Pending::One(rid, outcome) => match judged(&id, &rid, outcome).await {
+                Some(rid) => Body::Ack(v1::Ack { id: rid }),
+                None => continue,
+            },
+            Pending::Many(group) => {
+                let mut ids = Vec::with_capacity(group.len());
+                for (rid, outcome) in group {
+                    ids.extend(judged(&id, &rid, outcome).await);
+                }
+                if ids.is_empty() {
+                    continue;
+                }
+                Body::ResultAcks(v1::ResultAcks { ids })
+            }
+        };
+        if tx.send(Ok(v1::CoordinatorMessage { body: Some(body) })).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The results of a `Results` message: 1 to [`MAX_RESULTS_PER_MESSAGE`].
+fn results_of(rs: v1::Results) -> Result<Vec<v1::Result>, Status> {
+    let n = rs.results.len();
+    if (1..=MAX_RESULTS_PER_MESSAGE).contains(&n) {
+        Ok(rs.results)
+    } else {
+        Err(Status::invalid_argument(format!(
+            "results: {n} results in one message; send 1 to {MAX_RESULTS_PER_MESSAGE} (or each as a `result`)"
+        )))
+    }
+}
+
+/// Logs a result's unsigned reason, when it has one.
+fn log_reason(agent: &AgentId, r: &v1::Result) {
+    if !r.reason.is_empty() {
+        // e.g. "local_revert: trigger app.crash_count fired: ..."; the
+        // signed report and the agent's audit entries carry the facts.
+        tracing::warn!(%agent, result = %r.id, reason = %r.reason.chars().take(512).collect::<String>(), "result with a reason");
     }
 }
 
@@ -431,18 +490,35 @@ async fn session(app: Arc<App>, id: AgentId, conn: u64, mut inbound: Streaming<v
             }
             Some(Body::Result(r)) => {
                 let rid = r.id.clone();
-                if !r.reason.is_empty() {
-                    // e.g. "local_revert: trigger app.crash_count fired: ..."; the
-                    // signed report and the agent's audit entries carry the facts.
-                    tracing::warn!(agent = %id, result = %rid, reason = %r.reason.chars().take(512).collect::<String>(), "result with a reason");
-                }
+                log_reason(&id, &r);
                 match crate::results::submit(&app, &id, r).await {
                     Ok(outcome) => {
-                        if results_tx.send((rid, outcome)).await.is_err() {
+                        if results_tx.send(Pending::One(rid, outcome)).await.is_err() {
                             break;
                         }
                     }
                     Err(e) => tracing::warn!(agent = %id, result = %rid, "storing result: {e}; it will come again"),
+                }
+            }
+            Some(Body::Results(rs)) => {
+                let results = match results_of(rs) {
+                    Ok(results) => results,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                };
+                let mut group = Vec::with_capacity(results.len());
+                for r in results {
+                    let rid = r.id.clone();
+                    log_reason(&id, &r);
+                    match crate::results::submit(&app, &id, r).await {
+                        Ok(outcome) => group.push((rid, outcome)),
+                        Err(e) => tracing::warn!(agent = %id, result = %rid, "storing result: {e}; it will come again"),
+                    }
+                }
+                if results_tx.send(Pending::Many(group)).await.is_err() {
+                    break;
                 }
             }
             Some(Body::Hello(_)) => {
@@ -467,4 +543,78 @@ async fn session(app: Arc<App>, id: AgentId, conn: u64, mut inbound: Streaming<v
         tracing::warn!(agent = %id, "recording last seen: {e}");
     }
     tracing::info!(agent = %id, "agent disconnected");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::{Ingested, Outcome};
+
+    fn stored(id: &str) -> Outcome {
+        let id = id.to_string();
+        Box::pin(async move { Ok(Ingested::Stored { id, new: true, continuity: "ok" }) })
+    }
+
+    fn refused() -> Outcome {
+        Box::pin(async { Ok(Ingested::Refused("bad signature".into())) })
+    }
+
+    fn failed() -> Outcome {
+        Box::pin(async { Err(crate::error::Error::Store("disk full".into())) })
+    }
+
+    /// The acknowledgements `acknowledge` sends for `pending`, in order.
+    async fn acks_for(pending: Vec<Pending>) -> Vec<v1::coordinator_message::Body> {
+        let (tx, mut rx) = mpsc::channel(16);
+        let (ptx, prx) = mpsc::channel(16);
+        for p in pending {
+            ptx.send(p).await.unwrap();
+        }
+        drop(ptx);
+        acknowledge(AgentId::parse("agt-0123456789abcdef").unwrap(), prx, tx).await;
+        let mut out = Vec::new();
+        while let Ok(Ok(m)) = rx.try_recv() {
+            out.push(m.body.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_results_message_is_acknowledged_once_with_the_stored_ids_only() {
+        use v1::coordinator_message::Body;
+        let acks = acks_for(vec![
+            Pending::One("r1".into(), stored("r1")),
+            Pending::Many(vec![
+                ("r2".into(), stored("r2")),
+                ("r3".into(), refused()),
+                ("r4".into(), failed()),
+                ("r5".into(), stored("r5")),
+            ]),
+            // None stored: nothing to acknowledge, no empty message.
+            Pending::Many(vec![("r6".into(), refused())]),
+            Pending::One("r7".into(), refused()),
+            Pending::One("r8".into(), stored("r8")),
+        ])
+        .await;
+        assert_eq!(
+            acks,
+            vec![
+                Body::Ack(v1::Ack { id: "r1".into() }),
+                Body::ResultAcks(v1::ResultAcks { ids: vec!["r2".into(), "r5".into()] }),
+                Body::Ack(v1::Ack { id: "r8".into() }),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_results_message_carries_1_to_64_results() {
+        let some = |n: usize| v1::Results { results: vec![v1::Result::default(); n] };
+        assert_eq!(results_of(some(1)).unwrap().len(), 1);
+        assert_eq!(results_of(some(MAX_RESULTS_PER_MESSAGE)).unwrap().len(), MAX_RESULTS_PER_MESSAGE);
+        for n in [0, MAX_RESULTS_PER_MESSAGE + 1] {
+            let e = results_of(some(n)).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(e.message().starts_with(&format!("results: {n} results in one message")), "{}", e.message());
+        }
+    }
 }

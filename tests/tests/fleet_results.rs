@@ -3,8 +3,9 @@
 //! endpoint while the daemon runs is delivered at the next heartbeat,
 //! verified with the key bound at enrollment, stored, acknowledged and
 //! marked delivered in the agent's outbox; restarting the agent, or
-//! kill -9 of the coordinator while another result is produced, neither
-//! loses nor double-counts one; an endpoint whose state is restored from an
+//! kill -9 of the coordinator while two more results are produced (sent
+//! after its restart as one `Results` message), neither loses nor
+//! double-counts one; an endpoint whose state is restored from an
 //! older copy is flagged.
 
 use std::path::{Path, PathBuf};
@@ -131,36 +132,38 @@ fn results_are_delivered_once_across_an_agent_restart_and_a_coordinator_kill_9()
     });
     assert_eq!(a["results"], 1, "{a}");
 
-    // kill -9 the coordinator; a rollback finishes on the endpoint while it
-    // is gone. Its result waits in the outbox and arrives after the restart;
-    // the first one is not counted again.
+    // kill -9 the coordinator; a rollback and a second apply finish on the
+    // endpoint while it is gone. Their results wait in the outbox and
+    // arrive after the restart, as one `Results` message acknowledged by
+    // one `ResultAcks`; the first result is not counted again.
     drop(coord);
-    let r = agent(
-        &state,
-        &[
-            "rollback",
-            "--release",
-            &rel.to_string_lossy(),
-            "--db",
-            &db("notes", &notes),
-            "--db",
-            &db("settings", &settings),
-            "--json",
-        ],
-    );
-    assert_eq!(r.code, 0, "{r:?}");
+    for cmd in ["rollback", "apply"] {
+        let r = agent(
+            &state,
+            &[
+                cmd,
+                "--release",
+                &rel.to_string_lossy(),
+                "--db",
+                &db("notes", &notes),
+                "--db",
+                &db("settings", &settings),
+                "--json",
+            ],
+        );
+        assert_eq!(r.code, 0, "{cmd}: {r:?}");
+    }
     let o = agent(&state, &["outbox", "--json"]).json();
-    assert_eq!(o["pending"], 1, "the rollback's result waits for the coordinator: {o}");
+    assert_eq!(o["pending"], 2, "the rollback's and the apply's results wait for the coordinator: {o}");
     coord = coordinator(&cstate, port);
-    let a =
-        eventually("the rollback's result delivered after the coordinator restart", Duration::from_secs(60), || {
-            only_agent(&cstate, port).filter(|a| a["connected"] == true && a["results"] == 2)
-        });
+    let a = eventually("the backlog delivered after the coordinator restart", Duration::from_secs(60), || {
+        only_agent(&cstate, port).filter(|a| a["connected"] == true && a["results"] == 3)
+    });
     assert_eq!(a["alarms"], 0, "{a}");
     eventually("nothing pending", Duration::from_secs(30), || {
         (agent(&state, &["outbox", "--json"]).json()["pending"] == 0).then_some(())
     });
-    assert_eq!(only_agent(&cstate, port).unwrap()["results"], 2, "still counted once each");
+    assert_eq!(only_agent(&cstate, port).unwrap()["results"], 3, "still counted once each");
 
     // The endpoint's state restored from an older copy: its hello announces
     // an audit head behind its verified results — an integrity alarm.
@@ -171,7 +174,7 @@ fn results_are_delivered_once_across_an_agent_restart_and_a_coordinator_kill_9()
     let a = eventually("the fork is flagged", Duration::from_secs(30), || {
         only_agent(&cstate, port).filter(|a| a["alarms"] == 1)
     });
-    assert_eq!(a["results"], 2, "{a}");
+    assert_eq!(a["results"], 3, "{a}");
     drop(daemon);
     drop(coord);
 }

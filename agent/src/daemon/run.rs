@@ -360,6 +360,7 @@ async fn send_outbox(
         Err(e) => return Err(format!("reading the outbox: {e}")),
     };
     let reasons = local::reasons(state);
+    let mut results = Vec::new();
     for item in pending {
         if sent.contains(&item.id) {
             continue;
@@ -370,26 +371,43 @@ async fn send_outbox(
             continue;
         };
         let reason = local::reason_for(&reasons, &report);
-        let result = v1::Result {
-            id: item.id.clone(),
-            plan_id: item.plan.clone(),
+        results.push(v1::Result {
+            id: item.id,
+            plan_id: item.plan,
             status: wire_status(&item.status) as i32,
             report,
             signature,
             digests: Vec::new(),
             audit: None,
             reason,
+        });
+    }
+    // One result as a `Result`; several (a backlog) as `Results` messages of
+    // up to RESULTS_PER_MESSAGE, acknowledged together.
+    let mut results = results.into_iter().peekable();
+    while results.peek().is_some() {
+        let chunk: Vec<v1::Result> = results.by_ref().take(RESULTS_PER_MESSAGE).collect();
+        let ids: Vec<String> = chunk.iter().map(|r| r.id.clone()).collect();
+        let body = if chunk.len() == 1 {
+            v1::agent_message::Body::Result(chunk.into_iter().next().expect("one result"))
+        } else {
+            v1::agent_message::Body::Results(v1::Results { results: chunk })
         };
-        tx.send(v1::AgentMessage { body: Some(v1::agent_message::Body::Result(result)) })
-            .await
-            .map_err(|_| "stream closed".to_string())?;
-        let (dir, id) = (state.to_path_buf(), item.id.clone());
-        let _ =
-            tokio::task::spawn_blocking(move || State::open(&dir).and_then(|st| outbox::mark_attempt(&st, &id))).await;
-        sent.insert(item.id);
+        tx.send(v1::AgentMessage { body: Some(body) }).await.map_err(|_| "stream closed".to_string())?;
+        let (dir, attempted) = (state.to_path_buf(), ids.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            let st = State::open(&dir)?;
+            attempted.iter().try_for_each(|id| outbox::mark_attempt(&st, id))
+        })
+        .await;
+        sent.extend(ids);
     }
     Ok(())
 }
+
+/// Most results the agent sends in one `Results` message (the coordinator
+/// takes up to 64).
+const RESULTS_PER_MESSAGE: usize = 64;
 
 /// Runs a plan delivered by the coordinator through the same path as
 /// `rewind-agent apply|rollback --bundle FILE --trust FILE`: the agent checks
@@ -521,24 +539,45 @@ async fn handle(
             let _ = tx.send(ack).await;
             return true;
         }
-        Some(Body::Ack(a)) => {
-            let dir = state.to_path_buf();
-            let id = a.id.clone();
-            match tokio::task::spawn_blocking(move || State::open(&dir).and_then(|st| outbox::mark_delivered(&st, &id)))
-                .await
-            {
-                Ok(Ok(ack)) => {
-                    tracing::info!(result = %a.id, ?ack, "result acknowledged");
-                    return ack == outbox::Ack::Delivered;
-                }
-                Ok(Err(e)) => tracing::warn!(result = %a.id, "recording the ack: {e}; the result will be sent again"),
-                Err(e) => tracing::warn!(result = %a.id, "recording the ack: {e}"),
-            }
-        }
+        Some(Body::Ack(a)) => return mark_delivered(state, vec![a.id]).await,
+        Some(Body::ResultAcks(a)) => return mark_delivered(state, a.ids).await,
         Some(Body::Heartbeat(_)) => {}
         Some(Body::Welcome(_)) | None => tracing::warn!("unexpected message from the coordinator"),
     }
     false
+}
+
+/// Marks acknowledged results delivered in the outbox; true when one of
+/// them was not delivered before (the endpoint's state then goes out).
+async fn mark_delivered(state: &Path, ids: Vec<String>) -> bool {
+    let dir = state.to_path_buf();
+    let marked = tokio::task::spawn_blocking(move || {
+        let st = State::open(&dir)?;
+        Ok::<_, Error>(ids.into_iter().map(|id| (outbox::mark_delivered(&st, &id), id)).collect::<Vec<_>>())
+    })
+    .await;
+    let acks = match marked {
+        Ok(Ok(acks)) => acks,
+        Ok(Err(e)) => {
+            tracing::warn!("recording acks: {e}; the results will be sent again");
+            return false;
+        }
+        Err(e) => {
+            tracing::warn!("recording acks: {e}");
+            return false;
+        }
+    };
+    let mut newly = false;
+    for (ack, id) in acks {
+        match ack {
+            Ok(ack) => {
+                tracing::info!(result = %id, ?ack, "result acknowledged");
+                newly |= ack == outbox::Ack::Delivered;
+            }
+            Err(e) => tracing::warn!(result = %id, "recording the ack: {e}; the result will be sent again"),
+        }
+    }
+    newly
 }
 
 /// How often the journal is read for progress while a plan runs.

@@ -63,6 +63,11 @@ struct Args {
     /// Results sent in the ingestion phase, spread over the agents (at least one each).
     #[arg(long, default_value_t = 10_000)]
     results: usize,
+    /// Most results per message in the ingestion phase: an agent's share goes as `Results`
+    /// messages of this many, as `rewind-agent` sends a backlog of its outbox (1 to 64); 1 sends
+    /// every result as its own `Result` message, as an agent with one new result does.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=64))]
+    per_message: u16,
     /// Where the coordinator states, keys and bundle go (default: a new temp dir, removed after).
     #[arg(long)]
     scratch: Option<PathBuf>,
@@ -497,6 +502,8 @@ struct Figures {
     floor: Side,
     coord: Side,
     results: usize,
+    /// Most results per message (`--per-message`).
+    per_message: usize,
     results_acked: usize,
     results_time: Duration,
     reconnect: Option<Duration>,
@@ -558,12 +565,13 @@ impl Figures {
             "RSS at 0 / at N (floor)", self.floor.rss0_kib, self.floor.rssn_kib
         );
         println!(
-            "  results ingested into {store}:  {}/{} acknowledged in {:.2} s = {:.0}/s ({})",
+            "  results ingested into {store}:  {}/{} acknowledged in {:.2} s = {:.0}/s ({}; up to {} per message)",
             self.results_acked,
             self.results,
             self.results_time.as_secs_f64(),
             self.results_per_s(),
-            self.place
+            self.place,
+            self.per_message
         );
         if let Some(rows) = self.stored_results {
             println!("  results stored in the {} after the run: {rows} (ingestion and rollback phases)", self.place);
@@ -648,6 +656,7 @@ impl Figures {
             "start_rollout_call_ms": self.coord.push_call.map(|d| d.as_secs_f64() * 1000.0),
             "results": self.results,
             "results_acked": self.results_acked,
+            "results_per_message": self.per_message,
             "results_per_s": self.results_per_s(),
             "results_goals_per_s": self.store.results_goals().iter().map(|(_, g)| *g).collect::<Vec<_>>(),
             "stored_results": self.stored_results,
@@ -752,7 +761,7 @@ struct Sims {
 }
 
 impl Sims {
-    fn start(ids: &[SimIdentity], url: &str, ca_pem: &str, target: &v1::TargetState) -> Self {
+    fn start(ids: &[SimIdentity], url: &str, ca_pem: &str, target: &v1::TargetState, per_message: u16) -> Self {
         let (etx, events) = mpsc::unbounded_channel();
         let (commands, crx) = watch::channel(Command::Idle);
         let shared = Arc::new(Shared {
@@ -761,6 +770,7 @@ impl Sims {
             hello_target: target.clone(),
             events: etx,
             commands: crx,
+            per_message: usize::from(per_message),
         });
         let tasks = ids.iter().map(|id| tokio::spawn(fleet::run(id.clone(), Arc::clone(&shared)))).collect();
         Sims { events, commands, tasks }
@@ -847,7 +857,7 @@ async fn floor_side(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut side = Side { rss0_kib: rss_kib(pid)?, ..Side::default() };
     let t0 = Instant::now();
-    let mut sims = Sims::start(ids, &format!("https://{addr}"), ca_pem, target);
+    let mut sims = Sims::start(ids, &format!("https://{addr}"), ca_pem, target, args.per_message);
     let times = sims.wait(n, args.timeout, connected).await;
     side.connected = times.len();
     side.connect = (times.len() == n).then(|| times.last().map_or(Duration::ZERO, |t| *t - t0));
@@ -903,7 +913,7 @@ async fn one_run(
     let pid = coord.id().context("coordinator pid")?;
     fig.coord.rss0_kib = rss_kib(pid)?;
     let t0 = Instant::now();
-    let mut sims = Sims::start(&ids, &url, &ca_pem, &release.target);
+    let mut sims = Sims::start(&ids, &url, &ca_pem, &release.target, args.per_message);
     let times = sims.wait(n, args.timeout, connected).await;
     fig.coord.connected = times.len();
     fig.coord.connect = (times.len() == n).then(|| times.last().map_or(Duration::ZERO, |t| *t - t0));
@@ -938,6 +948,7 @@ async fn one_run(
     // Results: every agent sends its share at once; counted on the coordinator's ack.
     let per = args.results.div_ceil(n).max(1);
     fig.results = per * n;
+    fig.per_message = usize::from(args.per_message);
     // Signed beforehand, as agents sign on their own machines.
     let _ = sims.commands.send(Command::Prepare { round: 1, count: u32::try_from(per)? });
     let prepared = sims
@@ -955,8 +966,8 @@ async fn one_run(
     let mut last = t0;
     while fig.results_acked < fig.results {
         match tokio::time::timeout_at(deadline, sims.events.recv()).await {
-            Ok(Some(Event::ResultAcked(t))) => {
-                fig.results_acked += 1;
+            Ok(Some(Event::ResultAcked(k, t))) => {
+                fig.results_acked += k;
                 last = t;
             }
             Ok(Some(_)) => {}

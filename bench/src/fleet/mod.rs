@@ -4,7 +4,7 @@
 //! to a loopback source address 127.0.0.x. It speaks the real protocol of
 //! `rewind-agent run`: hello with an inventory, welcome, heartbeats at the
 //! welcome's interval, a PlanDelivery acknowledged by id, signed results
-//! resent until acknowledged, and after the stream ends a reconnect with
+//! (a backlog several to a `Results` message) resent until acknowledged, and after the stream ends a reconnect with
 //! the agent's jittered exponential backoff (1 s doubling to 60 s, each
 //! delay uniform in [d/2, d], reset after a welcome). It does not run plans
 //! through the data engine: receiving and acknowledging is what is timed.
@@ -38,8 +38,8 @@ pub enum Event {
     Connected(usize, Instant),
     /// A PlanDelivery arrived.
     Plan(usize, Instant),
-    /// The coordinator acknowledged one of our results.
-    ResultAcked(Instant),
+    /// The coordinator acknowledged this many of our results.
+    ResultAcked(usize, Instant),
     /// The results of [`Command::Prepare`] are signed and ready.
     Prepared(usize),
     /// The stream ended.
@@ -74,6 +74,10 @@ pub struct Shared {
     pub hello_target: v1::TargetState,
     pub events: mpsc::UnboundedSender<Event>,
     pub commands: watch::Receiver<Command>,
+    /// Most results in one message: a backlog goes as `Results` messages
+    /// of this many (as `rewind-agent` sends its outbox, up to 64); 1 sends
+    /// each as its own `Result`.
+    pub per_message: usize,
 }
 
 /// 127.0.0.x for agent `i`: 250 source addresses, so 10,000 agents use 40
@@ -192,8 +196,15 @@ async fn session(
                 } else {
                     (0..count).map(|k| signed_result(id, key, round, k)).collect()
                 };
-                for r in results {
-                    if tx.send(msg(v1::agent_message::Body::Result(r))).await.is_err() {
+                let mut results = results.into_iter().peekable();
+                while results.peek().is_some() {
+                    let mut chunk: Vec<v1::Result> = results.by_ref().take(shared.per_message.max(1)).collect();
+                    let body = if chunk.len() == 1 {
+                        v1::agent_message::Body::Result(chunk.pop().expect("one"))
+                    } else {
+                        v1::agent_message::Body::Results(v1::Results { results: chunk })
+                    };
+                    if tx.send(msg(body)).await.is_err() {
                         return true;
                     }
                 }
@@ -210,7 +221,10 @@ async fn session(
                         }
                     }
                     v1::coordinator_message::Body::Ack(_) => {
-                        let _ = shared.events.send(Event::ResultAcked(Instant::now()));
+                        let _ = shared.events.send(Event::ResultAcked(1, Instant::now()));
+                    }
+                    v1::coordinator_message::Body::ResultAcks(a) => {
+                        let _ = shared.events.send(Event::ResultAcked(a.ids.len(), Instant::now()));
                     }
                     _ => {}
                 },
