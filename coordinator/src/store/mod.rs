@@ -245,7 +245,9 @@ pub trait Store: Send + Sync + 'static {
     async fn agents(&self) -> Result<Vec<AgentRecord>>;
     /// Records the hostname and inventory from an agent's hello.
     async fn record_hello(&self, id: AgentId, hostname: String, inventory: Inventory, seen: String) -> Result<()>;
-    async fn touch(&self, id: AgentId, seen: String) -> Result<()>;
+    /// Sets `last_seen` of these agents (unknown ids are ignored), in one
+    /// transaction.
+    async fn touch(&self, ids: Vec<AgentId>, seen: String) -> Result<()>;
     /// Records a new inventory sent during a stream.
     async fn record_inventory(&self, id: AgentId, inventory: Inventory, seen: String) -> Result<()>;
     /// Marks an agent revoked; returns false when it already was.
@@ -519,6 +521,10 @@ pub mod suite {
             (got.inventory, got.hostname, got.last_seen.as_deref()),
             (inv, "h2".to_string(), Some("2026-01-02T00:00:00Z"))
         );
+        assert_eq!(s.agents().await.unwrap().len(), 1);
+        // Heartbeats of several agents in one write; an unknown id is ignored.
+        s.touch(vec![id.clone(), AgentId::parse("agt-unknown").unwrap()], "2026-01-02T00:00:30Z".into()).await.unwrap();
+        assert_eq!(s.agent(id.clone()).await.unwrap().unwrap().last_seen.as_deref(), Some("2026-01-02T00:00:30Z"));
         assert_eq!(s.agents().await.unwrap().len(), 1);
         s.put_operator("oh".into(), "admin".into(), Role::Admin).await.unwrap();
         assert_eq!(s.operator("oh".into()).await.unwrap(), Some(("admin".into(), Role::Admin)));

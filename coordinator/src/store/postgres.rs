@@ -746,8 +746,9 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn touch(&self, id: AgentId, seen: String) -> Result<()> {
-        self.exec("UPDATE agents SET last_seen = $2 WHERE id = $1", &[&id.as_str(), &seen]).await?;
+    async fn touch(&self, ids: Vec<AgentId>, seen: String) -> Result<()> {
+        let ids: Vec<&str> = ids.iter().map(AgentId::as_str).collect();
+        self.exec("UPDATE agents SET last_seen = $2 WHERE id = ANY($1)", &[&ids, &seen]).await?;
         Ok(())
     }
 

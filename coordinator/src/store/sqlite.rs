@@ -3,8 +3,7 @@
 //! version table, migrated forward in one transaction at open.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -190,8 +189,9 @@ CREATE TABLE shared_values(name TEXT PRIMARY KEY, value BLOB NOT NULL);
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
-    /// Set by every write; the checkpointer clears it when it runs.
-    written: Arc<AtomicBool>,
+    /// Wakes the background checkpointer after a write; stops it when the
+    /// last clone of the store is dropped.
+    checkpoints: Arc<CheckpointHandle>,
     /// A read-only connection for the hot reads of result ingestion, so
     /// they do not wait behind the writes (WAL: readers see what was
     /// committed when they start).
@@ -252,25 +252,28 @@ impl SqliteStore {
         .map_err(ctx)?;
         reader.busy_timeout(std::time::Duration::from_secs(10)).map_err(ctx)?;
         let checkpointer = Connection::open(path).map_err(ctx)?;
-        let conn = Arc::new(Mutex::new(conn));
-        let written = Arc::new(AtomicBool::new(false));
-        let (alive, dirty) = (Arc::downgrade(&conn), Arc::clone(&written));
+        let wake = Arc::new(Checkpoints::default());
+        let theirs = Arc::clone(&wake);
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_while_open(&checkpointer, &alive, &dirty))
+            .spawn(move || theirs.run(&checkpointer))
             .map_err(|e| Error::Store(format!("{}: starting the checkpoint thread: {e}", path.display())))?;
-        Ok(SqliteStore { conn, written, reader: Arc::new(Mutex::new(reader)) })
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            checkpoints: Arc::new(CheckpointHandle(wake)),
+            reader: Arc::new(Mutex::new(reader)),
+        })
     }
 
     async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let (conn, written) = (Arc::clone(&self.conn), Arc::clone(&self.written));
+        let (conn, checkpoints) = (Arc::clone(&self.conn), Arc::clone(&self.checkpoints));
         tokio::task::spawn_blocking(move || {
             let mut c = conn.lock().map_err(|_| Error::Store("connection lock poisoned by an earlier panic".into()))?;
             let out = f(&mut c);
-            written.store(true, Ordering::Relaxed);
+            checkpoints.0.written();
             out
         })
         .await
@@ -296,21 +299,65 @@ impl SqliteStore {
 /// when the background checkpointer falls behind.
 const WRITER_CHECKPOINT_PAGES: u32 = 10_000;
 
-/// How often the background checkpointer looks for new writes.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// How long the background checkpointer lets writes gather after the first
+/// one it is woken for.
+const CHECKPOINT_AFTER: Duration = Duration::from_millis(250);
 
-/// The background checkpointer: while the store is open, a PASSIVE
-/// checkpoint (it never blocks the writer or a reader; it copies what no
-/// reader still needs) after each period with a write. The next write then
-/// starts the WAL over once everything in it is in the database file.
-fn checkpoint_while_open(conn: &Connection, alive: &Weak<Mutex<Connection>>, written: &AtomicBool) {
-    while alive.strong_count() > 0 {
-        std::thread::sleep(CHECKPOINT_EVERY);
-        if written.swap(false, Ordering::Relaxed)
-            && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-        {
-            tracing::warn!("SQLite store: background checkpoint: {e}");
+/// The background checkpointer's state: woken by writes, idle (no wake-up
+/// at all) while there are none.
+#[derive(Default)]
+struct Checkpoints {
+    state: Mutex<CheckpointState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct CheckpointState {
+    written: bool,
+    closed: bool,
+}
+
+impl Checkpoints {
+    /// A write happened (on the writer connection).
+    fn written(&self) {
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !s.written {
+            s.written = true;
+            self.wake.notify_one();
         }
+    }
+
+    /// Until the store is closed: wait for a write, let more gather for
+    /// [`CHECKPOINT_AFTER`], then a PASSIVE checkpoint (it never blocks the
+    /// writer or a reader; it copies what no reader still needs). The next
+    /// write starts the WAL over once everything in it is in the database.
+    fn run(&self, conn: &Connection) {
+        loop {
+            {
+                let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                while !s.written && !s.closed {
+                    s = self.wake.wait(s).unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                if s.closed {
+                    return;
+                }
+            }
+            std::thread::sleep(CHECKPOINT_AFTER);
+            self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).written = false;
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!("SQLite store: background checkpoint: {e}");
+            }
+        }
+    }
+}
+
+/// Closes the checkpointer when the last clone of its store is dropped.
+struct CheckpointHandle(Arc<Checkpoints>);
+
+impl Drop for CheckpointHandle {
+    fn drop(&mut self) {
+        self.0.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).closed = true;
+        self.0.wake.notify_one();
     }
 }
 
@@ -505,10 +552,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn touch(&self, id: AgentId, seen: String) -> Result<()> {
+    async fn touch(&self, ids: Vec<AgentId>, seen: String) -> Result<()> {
         self.call(move |c| {
-            c.execute("UPDATE agents SET last_seen = ?2 WHERE id = ?1", params![id.as_str(), seen]).map_err(sql)?;
-            Ok(())
+            let tx = c.transaction().map_err(sql)?;
+            {
+                let mut st = tx.prepare_cached("UPDATE agents SET last_seen = ?2 WHERE id = ?1").map_err(sql)?;
+                for id in &ids {
+                    st.execute(params![id.as_str(), seen]).map_err(sql)?;
+                }
+            }
+            tx.commit().map_err(sql)
         })
         .await
     }
