@@ -46,14 +46,17 @@ struct Job {
 
 /// The coordinator's result ingestor: every stream hands its results to one
 /// task, which takes whatever is waiting (up to [`MAX_BATCH`]) as a batch.
-/// Two stages, so one batch is verified while the previous one is stored:
-/// (1) one read of the agents' keys, the signatures verified on blocking
-/// threads (split over the cores when the batch is large); (2) one read of
-/// the agents' chain points, continuity judged in order, one store
-/// transaction for the results and one for their audit entries. The
-/// store's cost per result falls as the load rises, while a lone result
-/// still goes through at once. Started on first use; it ends with the
-/// [`App`].
+/// Three stages, so one batch is verified while the one before it is
+/// prepared and the one before that is written: (1) one read of the
+/// agents' keys, the signatures verified on blocking threads (split over
+/// the cores when the batch is large); (2) one read of the agents' chain
+/// points, overlaid with the points of batches handed to (3) and not yet
+/// written ([`Pending`]), continuity judged in order, the audit entries'
+/// parameters built; (3) one store transaction for the results and their
+/// audit entries. A failed write fails the batches prepared against it
+/// (their results come again). The store's cost per result falls as the
+/// load rises, while a lone result still goes through at once. Started on
+/// first use; it ends with the [`App`].
 #[derive(Default)]
 pub struct Ingestor(OnceLock<mpsc::Sender<Job>>);
 
@@ -94,9 +97,13 @@ pub async fn submit(app: &Arc<App>, agent: &AgentId, r: v1::Result) -> Result<Ou
 }
 
 async fn run(app: Weak<App>, mut rx: mpsc::Receiver<Job>) {
-    // Two stages: while one batch is stored, the next one is verified.
+    // Three stages: while one batch is written, the next one is prepared
+    // and the one after it verified.
     let (verified_tx, verified_rx) = mpsc::channel(1);
-    tokio::spawn(store_stage(app.clone(), verified_rx));
+    let (prepared_tx, prepared_rx) = mpsc::channel(1);
+    let pending = Arc::new(Pending::default());
+    tokio::spawn(prepare_stage(app.clone(), verified_rx, prepared_tx, Arc::clone(&pending)));
+    tokio::spawn(write_stage(app.clone(), prepared_rx, pending));
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut keys = KeyCache::default();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -117,10 +124,70 @@ async fn run(app: Weak<App>, mut rx: mpsc::Receiver<Job>) {
 /// A verified batch and where its outcomes go.
 type Verified = (Vec<oneshot::Sender<Result<Ingested>>>, Vec<(AgentId, v1::Result, Checked)>);
 
-async fn store_stage(app: Weak<App>, mut rx: mpsc::Receiver<Verified>) {
+/// The chain points that batches handed to the write stage will store,
+/// not all written yet: the prepare stage judges the next batch against
+/// them (the store may not have them yet), the write stage drops a batch's
+/// once it is committed — or all of them, and every batch prepared so far,
+/// when a write fails.
+#[derive(Default)]
+struct Pending {
+    /// Agent -> (the batch that advances it, its chain point after it).
+    points: std::sync::Mutex<HashMap<AgentId, (u64, ChainPoint)>>,
+    /// Batches the prepare stage has started (numbered from 1).
+    started: std::sync::atomic::AtomicU64,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, (u64, ChainPoint)>> {
+        self.points.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+async fn prepare_stage(
+    app: Weak<App>,
+    mut rx: mpsc::Receiver<Verified>,
+    tx: mpsc::Sender<(Vec<oneshot::Sender<Result<Ingested>>>, Prepared)>,
+    pending: Arc<Pending>,
+) {
     while let Some((replies, verified)) = rx.recv().await {
         let Some(app) = app.upgrade() else { return };
-        answer(replies, store_batch(&app, verified).await);
+        match prepare_batch(&app, verified, &pending).await {
+            Ok(prepared) => {
+                if tx.send((replies, prepared)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => answer(replies, Err(e)),
+        }
+    }
+}
+
+async fn write_stage(
+    app: Weak<App>,
+    mut rx: mpsc::Receiver<(Vec<oneshot::Sender<Result<Ingested>>>, Prepared)>,
+    pending: Arc<Pending>,
+) {
+    // Batches up to this one were prepared against chain points of a write
+    // that failed: they fail too (their results come again and are judged
+    // against what the store holds).
+    let mut failed_through = 0;
+    while let Some((replies, prepared)) = rx.recv().await {
+        let Some(app) = app.upgrade() else { return };
+        if prepared.batch <= failed_through {
+            answer(replies, Err(Error::Store("an earlier batch of results failed to store; they come again".into())));
+            continue;
+        }
+        let batch = prepared.batch;
+        let outcome = write_batch(&app, prepared).await;
+        match &outcome {
+            Ok(_) => pending.lock().retain(|_, (b, _)| *b != batch),
+            Err(_) => {
+                let mut points = pending.lock();
+                failed_through = pending.started.load(std::sync::atomic::Ordering::SeqCst);
+                points.clear();
+            }
+        }
+        answer(replies, outcome);
     }
 }
 
@@ -204,21 +271,50 @@ async fn verify_batch(
     Ok(out)
 }
 
-/// Stores a verified batch, in order (an agent's results are judged for
-/// chain continuity one after another, as they came, against the chain
-/// point the store holds now).
-async fn store_batch(app: &App, items: Vec<(AgentId, v1::Result, Checked)>) -> Result<Vec<Ingested>> {
+/// A batch judged and ready to store.
+struct Prepared {
+    /// Numbered by the prepare stage, from 1.
+    batch: u64,
+    /// The outcomes known already (refusals); the rest come from the write.
+    outcomes: Vec<Option<Ingested>>,
+    to_store: Vec<(StoredResult, Option<ChainPoint>)>,
+    /// Per result to store: where its outcome goes, its id and agent, its
+    /// continuity and its audit entry's parameters (made here, from the
+    /// payload parsed when the signature was checked).
+    stored: Vec<(usize, String, AgentId, &'static str, serde_json::Value)>,
+    /// Chain gaps and forks found, raised once the batch is stored (a
+    /// batch that fails to store comes again and is judged again).
+    alarms: Vec<(AgentId, &'static str, String)>,
+}
+
+/// Judges a verified batch, in order (an agent's results are judged for
+/// chain continuity one after another, as they came, against its chain
+/// point: the one a batch not yet written will store, else the store's).
+async fn prepare_batch(app: &App, items: Vec<(AgentId, v1::Result, Checked)>, pending: &Pending) -> Result<Prepared> {
+    let batch = pending.started.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
     let mut ids: Vec<AgentId> = items.iter().map(|(a, _, _)| a.clone()).collect();
     ids.sort();
     ids.dedup();
+    // Taken before the store is read: a point dropped from `pending` after
+    // this is in the store by then.
+    let ahead: HashMap<AgentId, ChainPoint> = pending
+        .lock()
+        .iter()
+        .filter(|(a, _)| ids.binary_search(a).is_ok())
+        .map(|(a, (_, p))| (a.clone(), *p))
+        .collect();
     let mut records: HashMap<AgentId, AgentRecord> =
         app.store.agents_by_id(ids).await?.into_iter().map(|a| (a.id.clone(), a)).collect();
+    for (agent, point) in ahead {
+        if let Some(r) = records.get_mut(&agent) {
+            r.chain = Some(point);
+        }
+    }
     let mut outcomes: Vec<Option<Ingested>> = vec![None; items.len()];
     let mut to_store: Vec<(StoredResult, Option<ChainPoint>)> = Vec::new();
-    // Per result to store: where its outcome goes, its id and agent, its
-    // continuity and its audit entry's parameters (made here, from the
-    // payload parsed when the signature was checked).
-    let mut stored: Vec<(usize, String, AgentId, &'static str, serde_json::Value)> = Vec::new();
+    let mut stored = Vec::new();
+    let mut advanced: HashMap<AgentId, ChainPoint> = HashMap::new();
+    let mut alarms = Vec::new();
     for (i, (agent, r, c)) in items.into_iter().enumerate() {
         let (payload, key) = match c {
             Checked::Refused(detail) => {
@@ -244,30 +340,18 @@ async fn store_batch(app: &App, items: Vec<(AgentId, v1::Result, Checked)>) -> R
                     "result {}: audit entries {}..={} missing between seq {} and {}",
                     payload.id, missing.0, missing.1, known.seq, head.seq
                 );
-                app.store.alarm(agent.clone(), "chain_gap".into(), detail.clone()).await?;
-                crate::audit::record(
-                    app,
-                    "alarm",
-                    serde_json::json!({"agent": agent, "kind": "chain_gap", "detail": detail}),
-                )
-                .await;
+                alarms.push((agent.clone(), "chain_gap", detail));
                 ("gap", None)
             }
             Continuity::Fork { reason, .. } => {
-                let detail = format!("result {}: {reason}", payload.id);
-                app.store.alarm(agent.clone(), "chain_fork".into(), detail.clone()).await?;
-                crate::audit::record(
-                    app,
-                    "alarm",
-                    serde_json::json!({"agent": agent, "kind": "chain_fork", "detail": detail}),
-                )
-                .await;
+                alarms.push((agent.clone(), "chain_fork", format!("result {}: {reason}", payload.id)));
                 ("fork", None)
             }
         };
         // The agent's next result in this batch continues from here.
-        if advance.is_some() {
-            record.chain = advance;
+        if let Some(head) = advance {
+            record.chain = Some(head);
+            advanced.insert(agent.clone(), head);
         }
         let params = serde_json::json!({"agent": agent, "result": payload.id, "plan": payload.plan,
             "product": payload.product, "release": payload.release, "sequence": payload.sequence,
@@ -290,9 +374,23 @@ async fn store_batch(app: &App, items: Vec<(AgentId, v1::Result, Checked)>) -> R
         };
         to_store.push((record, advance));
     }
-    // The results and their audit entries in one transaction.
+    // A resend of a stored result advances nothing when written, but it is
+    // judged ok only at the point it stored then, which is where the agent's
+    // point still is: the overlay entry is the store's point.
+    pending.lock().extend(advanced.into_iter().map(|(a, p)| (a, (batch, p))));
+    Ok(Prepared { batch, outcomes, to_store, stored, alarms })
+}
+
+/// Stores a prepared batch: the results and their audit entries in one
+/// transaction; then the new ones' events.
+async fn write_batch(app: &App, prepared: Prepared) -> Result<Vec<Ingested>> {
+    let Prepared { mut outcomes, to_store, stored, alarms, .. } = prepared;
     let audit = ResultAudit { params: stored.iter().map(|(.., p)| p.to_string()).collect(), key: app.key.clone() };
     let (news, _) = app.store.store_results(to_store, Some(audit)).await?;
+    for (agent, kind, detail) in alarms {
+        app.store.alarm(agent.clone(), kind.into(), detail.clone()).await?;
+        crate::audit::record(app, "alarm", serde_json::json!({"agent": agent, "kind": kind, "detail": detail})).await;
+    }
     let mut events = Vec::new();
     for ((i, id, agent, continuity, params), new) in stored.into_iter().zip(news) {
         if new {
@@ -395,15 +493,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
         let (app, id) = app_with_agent(dir.path(), &key).await;
-        let mut prev: Option<rewind_shared::audit::AuditEntry> = None;
         let mut outcomes = Vec::new();
-        for i in 0..600u32 {
+        for r in chain_of_results(&key, 600) {
+            outcomes.push(submit(&app, &id, r).await.unwrap());
+        }
+        for (i, o) in outcomes.into_iter().enumerate() {
+            let o = o.await.unwrap();
+            assert_eq!(o, Ingested::Stored { id: format!("res-{i}"), new: true, continuity: "ok" }, "result {i}");
+        }
+        assert_eq!(app.store.agent(id.clone()).await.unwrap().unwrap().chain.unwrap().seq, 600);
+        assert_eq!(app.store.results(id).await.unwrap().len(), 600);
+    }
+
+    /// `n` results of the agent with `key`, each carrying the next entry of
+    /// its audit chain (ids `res-0`...).
+    fn chain_of_results(key: &ed25519_dalek::SigningKey, n: u32) -> Vec<v1::Result> {
+        let mut prev: Option<rewind_shared::audit::AuditEntry> = None;
+        let mut out = Vec::new();
+        for i in 0..n {
             let e = rewind_shared::audit::AuditEntry::new_signed(
                 prev.as_ref(),
                 crate::now(),
                 "plan.finish",
                 "{}".into(),
-                &key,
+                key,
             );
             let payload: ReportPayload = serde_json::from_value(serde_json::json!({
                 "format": "rewind-report-1", "id": format!("res-{i}"),
@@ -414,22 +527,58 @@ mod tests {
                 "chain": {"seq": e.seq, "head": e.hash}, "audit_since": [e.clone()], "time": crate::now(),
             }))
             .unwrap();
-            let signed = rewind_shared::report::SignedReport::sign(&payload, &key);
-            let r = v1::Result {
+            let signed = rewind_shared::report::SignedReport::sign(&payload, key);
+            out.push(v1::Result {
                 id: payload.id.clone(),
                 report: signed.payload_bytes().unwrap(),
                 signature: hex::decode(&signed.signature).unwrap(),
                 ..Default::default()
-            };
-            outcomes.push(submit(&app, &id, r).await.unwrap());
+            });
             prev = Some(e);
         }
-        for (i, o) in outcomes.into_iter().enumerate() {
-            let o = o.await.unwrap();
-            assert_eq!(o, Ingested::Stored { id: format!("res-{i}"), new: true, continuity: "ok" }, "result {i}");
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_failed_write_the_results_come_again_and_are_judged_against_the_store() {
+        // Batches prepared against the chain points of a write that failed
+        // must not leave those points behind: the resent results would be
+        // judged against points never stored (a false fork).
+        let dir = tempfile::tempdir().unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let (app, id) = app_with_agent(dir.path(), &key).await;
+        let results = chain_of_results(&key, 1200);
+        let submit_all = |rs: &[v1::Result]| {
+            let (app, id, rs) = (Arc::clone(&app), id.clone(), rs.to_vec());
+            async move {
+                let mut outcomes = Vec::new();
+                for r in rs {
+                    outcomes.push(submit(&app, &id, r).await.unwrap());
+                }
+                let mut out = Vec::new();
+                for o in outcomes {
+                    out.push(o.await);
+                }
+                out
+            }
+        };
+        for o in submit_all(&results[..100]).await {
+            assert!(matches!(o, Ok(Ingested::Stored { new: true, continuity: "ok", .. })), "{o:?}");
         }
-        assert_eq!(app.store.agent(id.clone()).await.unwrap().unwrap().chain.unwrap().seq, 600);
-        assert_eq!(app.store.results(id).await.unwrap().len(), 600);
+        // The results table gone: every write fails, whatever was prepared.
+        let raw = rusqlite::Connection::open(dir.path().join("c.db")).unwrap();
+        raw.execute_batch("ALTER TABLE results RENAME TO results_away").unwrap();
+        for o in submit_all(&results[100..]).await {
+            assert!(o.is_err(), "{o:?}");
+        }
+        raw.execute_batch("ALTER TABLE results_away RENAME TO results").unwrap();
+        // They come again: judged against the store's point (seq 100).
+        for (i, o) in submit_all(&results[100..]).await.into_iter().enumerate() {
+            let want = Ingested::Stored { id: format!("res-{}", i + 100), new: true, continuity: "ok" };
+            assert_eq!(o.unwrap(), want);
+        }
+        assert_eq!(app.store.agent(id.clone()).await.unwrap().unwrap().chain.unwrap().seq, 1200);
+        assert_eq!(app.store.alarms(id).await.unwrap(), vec![], "no gap or fork: the chain is whole");
     }
 
     #[tokio::test]
