@@ -188,10 +188,14 @@ CREATE TABLE shared_values(name TEXT PRIMARY KEY, value BLOB NOT NULL);
 /// for a WAL past [`WRITER_CHECKPOINT_PAGES`].
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
-    /// Wakes the background checkpointer after a write; stops it when the
-    /// last clone of the store is dropped.
-    checkpoints: Arc<CheckpointHandle>,
+    /// Jobs for the thread that owns the writer connection: a caller waits
+    /// for its answer without holding a thread (a connect storm of
+    /// thousands of hellos queues here, instead of parking hundreds of
+    /// blocking-pool threads on a lock).
+    writer: std::sync::mpsc::Sender<WriteJob>,
+    /// Held for its drop: stops the background checkpointer when the last
+    /// clone of the store is dropped (the writer thread wakes it).
+    _checkpoints: Arc<CheckpointHandle>,
     /// A read-only connection for the hot reads of result ingestion, so
     /// they do not wait behind the writes (WAL: readers see what was
     /// committed when they start).
@@ -258,26 +262,34 @@ impl SqliteStore {
             .name("sqlite-checkpoint".into())
             .spawn(move || theirs.run(&checkpointer))
             .map_err(|e| Error::Store(format!("{}: starting the checkpoint thread: {e}", path.display())))?;
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-            checkpoints: Arc::new(CheckpointHandle(wake)),
-            reader: Arc::new(Mutex::new(reader)),
-        })
+        let (writer, jobs) = std::sync::mpsc::channel::<WriteJob>();
+        let written = Arc::clone(&wake);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || {
+                let mut conn = conn;
+                // Ends when the last clone of the store is dropped.
+                for job in jobs {
+                    job(&mut conn);
+                    written.written();
+                }
+            })
+            .map_err(|e| Error::Store(format!("{}: starting the writer thread: {e}", path.display())))?;
+        Ok(SqliteStore { writer, _checkpoints: Arc::new(CheckpointHandle(wake)), reader: Arc::new(Mutex::new(reader)) })
     }
 
     async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let (conn, checkpoints) = (Arc::clone(&self.conn), Arc::clone(&self.checkpoints));
-        tokio::task::spawn_blocking(move || {
-            let mut c = conn.lock().map_err(|_| Error::Store("connection lock poisoned by an earlier panic".into()))?;
-            let out = f(&mut c);
-            checkpoints.0.written();
-            out
-        })
-        .await
-        .map_err(|e| Error::Store(e.to_string()))?
+        let stopped = || Error::Store("the store's writer thread stopped (after a panic)".into());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.writer
+            .send(Box::new(move |c: &mut Connection| {
+                let _ = tx.send(f(c));
+            }))
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// [`SqliteStore::call`] on the read-only connection.
@@ -294,6 +306,9 @@ impl SqliteStore {
         .map_err(|e| Error::Store(e.to_string()))?
     }
 }
+
+/// A closure run on the writer connection's thread.
+type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// WAL pages after which a commit checkpoints by itself (≈ 40 MiB): only
 /// when the background checkpointer falls behind.
