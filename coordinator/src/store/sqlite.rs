@@ -1296,4 +1296,29 @@ mod tests {
         // The thread ends with the store.
         drop(s);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_writes_queues_for_the_writer_thread_instead_of_holding_a_thread_each() {
+        fn threads() -> usize {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(SqliteStore::open(&dir.path().join("c.db")).await.unwrap());
+        let before = threads();
+        // 1,000 writers at once, as a fleet's hellos after a restart.
+        let mut writes = tokio::task::JoinSet::new();
+        for i in 0..1000 {
+            let s = Arc::clone(&s);
+            writes
+                .spawn(async move { s.touch(vec![AgentId::parse(&format!("agt-{i}")).unwrap()], crate::now()).await });
+        }
+        while let Some(w) = writes.join_next().await {
+            w.unwrap().unwrap();
+        }
+        // Blocking-pool threads stay alive for 10 s after their last job, so
+        // any parked on a lock would still be counted here.
+        let grown = threads().saturating_sub(before);
+        assert!(grown < 64, "{grown} more threads after 1,000 concurrent writes");
+    }
 }
