@@ -305,6 +305,15 @@ async fn prepare_batch(app: &App, items: Vec<(AgentId, v1::Result, Checked)>, pe
         .collect();
     let mut records: HashMap<AgentId, AgentRecord> =
         app.store.agents_by_id(ids).await?.into_iter().map(|a| (a.id.clone(), a)).collect();
+    // Resends of results stored before are not judged again: against the
+    // agent's newer chain point an older result would look like a fork
+    // (e.g. two results stored, then the stream broke before their acks).
+    let verified: Vec<(AgentId, String)> = items
+        .iter()
+        .filter(|(_, _, c)| matches!(c, Checked::Ok(..)))
+        .map(|(a, r, _)| (a.clone(), r.id.clone()))
+        .collect();
+    let before = if verified.is_empty() { HashMap::new() } else { app.store.stored_continuity(verified).await? };
     for (agent, point) in ahead {
         if let Some(r) = records.get_mut(&agent) {
             r.chain = Some(point);
@@ -332,6 +341,15 @@ async fn prepare_batch(app: &App, items: Vec<(AgentId, v1::Result, Checked)>, pe
             }
             Checked::Ok(p, key) => (p, key),
         };
+        if let Some(continuity) = before.get(&(agent.clone(), r.id.clone())) {
+            let continuity = match continuity.as_str() {
+                "gap" => "gap",
+                "fork" => "fork",
+                _ => "ok",
+            };
+            outcomes[i] = Some(Ingested::Stored { id: r.id, new: false, continuity });
+            continue;
+        }
         let record = records.get_mut(&agent).expect("checked results have a record");
         let (continuity, advance) = match ChainContinuity::check(record.chain, &payload, &key) {
             Continuity::Ok { head, .. } => ("ok", Some(head)),
@@ -579,6 +597,27 @@ mod tests {
         }
         assert_eq!(app.store.agent(id.clone()).await.unwrap().unwrap().chain.unwrap().seq, 1200);
         assert_eq!(app.store.alarms(id).await.unwrap(), vec![], "no gap or fork: the chain is whole");
+    }
+
+    #[tokio::test]
+    async fn a_resent_result_is_acknowledged_again_without_being_judged_against_newer_ones() {
+        // Two results stored, then the stream broke before their acks: the
+        // agent sends both again on its next stream. The first is older
+        // than the agent's chain point now, which is no fork.
+        let dir = tempfile::tempdir().unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let (app, id) = app_with_agent(dir.path(), &key).await;
+        let results = chain_of_results(&key, 2);
+        for (i, r) in results.iter().enumerate() {
+            let want = Ingested::Stored { id: format!("res-{i}"), new: true, continuity: "ok" };
+            assert_eq!(ingest(&app, &id, r.clone()).await.unwrap(), want);
+        }
+        for (i, r) in results.into_iter().enumerate() {
+            let want = Ingested::Stored { id: format!("res-{i}"), new: false, continuity: "ok" };
+            assert_eq!(ingest(&app, &id, r).await.unwrap(), want);
+        }
+        assert_eq!(app.store.alarms(id.clone()).await.unwrap(), vec![]);
+        assert_eq!(app.store.results(id).await.unwrap().len(), 2);
     }
 
     #[tokio::test]

@@ -7,6 +7,8 @@
 pub mod postgres;
 pub mod sqlite;
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use rewind_shared::fleet::{AgentId, Inventory, Labels};
 use rewind_shared::report::ChainPoint;
@@ -285,6 +287,9 @@ pub trait Store: Send + Sync + 'static {
     async fn results(&self, agent: AgentId) -> Result<Vec<StoredResult>>;
     /// One of `agent`'s results, by id.
     async fn result(&self, agent: AgentId, id: String) -> Result<Option<StoredResult>>;
+    /// Which of these `(agent, result id)` are stored already, with the
+    /// continuity each was stored with (a resend is then not judged again).
+    async fn stored_continuity(&self, ids: Vec<(AgentId, String)>) -> Result<HashMap<(AgentId, String), String>>;
     /// Records an integrity alarm (bad signature, audit chain gap or fork).
     async fn alarm(&self, agent: AgentId, kind: String, detail: String) -> Result<()>;
     /// An agent's alarms, oldest first, as (kind, detail).
@@ -584,6 +589,13 @@ pub mod suite {
         assert_eq!(s.result(id.clone(), "res-1".into()).await.unwrap(), Some(r));
         assert_eq!(s.result(id.clone(), "res-9".into()).await.unwrap(), None);
         assert_eq!(s.result(AgentId::parse("agt-2").unwrap(), "res-1".into()).await.unwrap(), None, "another agent's");
+        let other = AgentId::parse("agt-2").unwrap();
+        let asked = vec![(id.clone(), "res-1".to_string()), (id.clone(), "res-9".into()), (other, "res-2".into())];
+        assert_eq!(
+            s.stored_continuity(asked).await.unwrap(),
+            HashMap::from([((id.clone(), "res-1".to_string()), "ok".to_string())]),
+            "only the asking agent's stored results"
+        );
         assert_eq!(s.agent(id.clone()).await.unwrap().unwrap().chain, Some(p3));
         assert_eq!(s.store_results(Vec::new(), None).await.unwrap(), (Vec::new(), Vec::new()));
         let found = s.agents_by_id(vec![id.clone(), AgentId::parse("agt-none").unwrap()]).await.unwrap();

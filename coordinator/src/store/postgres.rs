@@ -12,6 +12,7 @@
 //! `sslrootcert=FILE`; without `sslmode`, or with `disable` or `prefer`, the
 //! connection is plain (loopback or a private network). See docs/store.md.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -920,6 +921,24 @@ impl Store for PostgresStore {
         .await?
         .map(|r| row_to_result(&r, &agent))
         .transpose()
+    }
+
+    async fn stored_continuity(&self, ids: Vec<(AgentId, String)>) -> Result<HashMap<(AgentId, String), String>> {
+        let (agents, rids): (Vec<&str>, Vec<&str>) = ids.iter().map(|(a, id)| (a.as_str(), id.as_str())).unzip();
+        let rows = self
+            .query(
+                "SELECT r.agent, r.id, r.continuity FROM results r \
+                 JOIN unnest($1::text[], $2::text[]) AS w(agent, id) ON r.id = w.id AND r.agent = w.agent",
+                &[&agents, &rids],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let agent: String = get(r, 0)?;
+                let agent = AgentId::parse(&agent).map_err(|e| conv("agent", e))?;
+                Ok(((agent, get(r, 1)?), get(r, 2)?))
+            })
+            .collect()
     }
 
     async fn alarm(&self, agent: AgentId, kind: String, detail: String) -> Result<()> {

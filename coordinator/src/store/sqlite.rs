@@ -2,6 +2,7 @@
 //! threads (`spawn_blocking`), never from the async runtime; its own schema
 //! version table, migrated forward in one transaction at open.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -773,6 +774,23 @@ impl Store for SqliteStore {
                 .query_row([id.as_str(), agent.as_str()], |r| row_to_result(r, &agent))
                 .optional()
                 .map_err(sql)
+        })
+        .await
+    }
+
+    async fn stored_continuity(&self, ids: Vec<(AgentId, String)>) -> Result<HashMap<(AgentId, String), String>> {
+        self.call_read(move |c| {
+            let mut st =
+                c.prepare_cached("SELECT continuity FROM results WHERE id = ?1 AND agent = ?2").map_err(sql)?;
+            let mut out = HashMap::new();
+            for (agent, id) in ids {
+                if let Some(continuity) =
+                    st.query_row([id.as_str(), agent.as_str()], |r| r.get::<_, String>(0)).optional().map_err(sql)?
+                {
+                    out.insert((agent, id), continuity);
+                }
+            }
+            Ok(out)
         })
         .await
     }
