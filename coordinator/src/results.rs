@@ -275,7 +275,8 @@ async fn verify_batch(
 struct Prepared {
     /// Numbered by the prepare stage, from 1.
     batch: u64,
-    /// The outcomes known already (refusals); the rest come from the write.
+    /// The outcomes known already (refusals, resends of stored results);
+    /// the rest come from the write.
     outcomes: Vec<Option<Ingested>>,
     to_store: Vec<(StoredResult, Option<ChainPoint>)>,
     /// Per result to store: where its outcome goes, its id and agent, its

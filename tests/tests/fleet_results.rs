@@ -97,20 +97,13 @@ fn results_are_delivered_once_across_an_agent_restart_and_a_coordinator_kill_9()
     let state: PathBuf = dir.join("state");
     let rel = release("2026.11.0");
     let db = |t: &str, p: &Path| format!("{t}={}", p.display());
-    let r = agent(
-        &state,
-        &[
-            "apply",
-            "--release",
-            &rel.to_string_lossy(),
-            "--db",
-            &db("notes", &notes),
-            "--db",
-            &db("settings", &settings),
-            "--json",
-        ],
-    );
-    assert_eq!(r.code, 0, "{r:?}");
+    // `rewind-agent apply|rollback` of the release on both targets.
+    let local = |cmd: &str| {
+        let (rel, notes, settings) = (rel.to_string_lossy(), db("notes", &notes), db("settings", &settings));
+        let r = agent(&state, &[cmd, "--release", &rel, "--db", &notes, "--db", &settings, "--json"]);
+        assert_eq!(r.code, 0, "{cmd}: {r:?}");
+    };
+    local("apply");
 
     let a = eventually("the result is stored and the inventory updated", Duration::from_secs(30), || {
         only_agent(&cstate, port).filter(|a| a["results"] == 1 && a["products"][0]["name"] == "notes")
@@ -137,22 +130,8 @@ fn results_are_delivered_once_across_an_agent_restart_and_a_coordinator_kill_9()
     // arrive after the restart, as one `Results` message acknowledged by
     // one `ResultAcks`; the first result is not counted again.
     drop(coord);
-    for cmd in ["rollback", "apply"] {
-        let r = agent(
-            &state,
-            &[
-                cmd,
-                "--release",
-                &rel.to_string_lossy(),
-                "--db",
-                &db("notes", &notes),
-                "--db",
-                &db("settings", &settings),
-                "--json",
-            ],
-        );
-        assert_eq!(r.code, 0, "{cmd}: {r:?}");
-    }
+    local("rollback");
+    local("apply");
     let o = agent(&state, &["outbox", "--json"]).json();
     assert_eq!(o["pending"], 2, "the rollback's and the apply's results wait for the coordinator: {o}");
     coord = coordinator(&cstate, port);
