@@ -6,8 +6,10 @@
 //! SIGTERM restart of the coordinator — once on the default SQLite store,
 //! once with `--store postgres` (a real PostgreSQL server started by
 //! fleet_load with the tests' harness, a fresh database; the restarted
-//! coordinator on the same one). The figures themselves are not judged
-//! here (debug build, shared CI machine).
+//! coordinator on the same one), and once over two coordinator replicas
+//! on one PostgreSQL database (`--replicas 2`: the agents spread over
+//! both). The figures themselves are not judged here (debug build, shared
+//! CI machine).
 
 use rewind_tests::bin;
 use serde_json::Value;
@@ -67,4 +69,26 @@ fn fleet_load_smoke_run_with_20_agents_on_postgres() {
         .unwrap_or_else(|| panic!("no PostgreSQL results line: {stdout}"));
     assert!(line.trim_start().starts_with("N=20 ") && (line.ends_with("PASS") || line.ends_with("MISS")), "{line}");
     assert!(!stdout.contains("into SQLite"), "a PostgreSQL-only run: {stdout}");
+}
+
+#[test]
+fn fleet_load_smoke_run_with_20_agents_over_two_postgres_replicas() {
+    let (stdout, v) = smoke_run(&["--store", "postgres", "--replicas", "2"]);
+    assert_eq!(v["replicas"], 2, "{v}");
+    // Half the agents are on the follower: the leader's push reaches them
+    // through the database, and their results land in the same one.
+    assert_eq!(v["coordinator"]["push_received"], 20, "{v}");
+    assert_eq!(v["results_acked"], 200, "{v}");
+    assert!(v["stored_results"].as_u64().unwrap() >= 200, "{v}");
+    assert!(stdout.contains("2 coordinator replicas on the PostgreSQL database"), "{stdout}");
+    assert!(stdout.contains("not measured with 2 replicas"), "{stdout}");
+    // Replicas need the shared database: with the SQLite store it is bad input.
+    let dir = bin("fleet_load").parent().unwrap().to_path_buf();
+    let out = std::process::Command::new(bin("fleet_load"))
+        .args(["--agents", "20", "--replicas", "2", "--bin-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--replicas 2 needs --store postgres"), "{out:?}");
 }

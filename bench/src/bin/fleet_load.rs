@@ -24,6 +24,10 @@
 //!   the last such result stored and to the rollout's `rolled_back` (every
 //!   endpoint's proof counted).
 //!
+//! With `--replicas K` (PostgreSQL only) K coordinator processes share the
+//! database and the agents spread over them; the restart and halt phases
+//! are then left out.
+//!
 //! Ratios to the floor and PASS/MISS against the goals are printed at the
 //! end, with one JSON line per N and store; every figure says the store it
 //! was measured on. See docs/benchmarks.md, "Fleet".
@@ -85,6 +89,11 @@ struct Args {
     /// /usr/lib/postgresql/*/bin or REWIND_PG_BIN) and gives each run a fresh database.
     #[arg(long = "store", value_enum, value_delimiter = ',', default_value = "sqlite")]
     stores: Vec<StoreArg>,
+    /// Coordinator replicas on the one PostgreSQL database (only with --store postgres): the
+    /// agents spread over them round-robin, the Admin calls go to the first. With more than one,
+    /// the restart and halt-to-rollback phases are not run.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    replicas: u16,
 }
 
 /// `--store` as given.
@@ -175,6 +184,14 @@ fn main() -> Result<()> {
         }
     }
     let stores = Store::from_args(&args.stores);
+    if args.replicas > 1 && stores.contains(&Store::Sqlite) {
+        eprintln!(
+            "fleet_load: --replicas {} needs --store postgres (replicas share one PostgreSQL database; \
+             the SQLite store belongs to one process)",
+            args.replicas
+        );
+        std::process::exit(2);
+    }
     let mut pg = if stores.contains(&Store::Postgres) { Some(PgServer::start()?) } else { None };
     let scratch =
         args.scratch.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("fleet_load-{}", std::process::id())));
@@ -502,6 +519,8 @@ struct Figures {
     floor: Side,
     coord: Side,
     results: usize,
+    /// Coordinator processes the agents were spread over (`--replicas`).
+    replicas: usize,
     /// Most results per message (`--per-message`).
     per_message: usize,
     results_acked: usize,
@@ -535,7 +554,14 @@ impl Figures {
         let n = self.n;
         let store = self.store.name();
         let coord = format!("coordinator/{store}");
-        println!("\nN = {n}, coordinator on the {}", self.place);
+        if self.replicas > 1 {
+            println!(
+                "\nN = {n}, {} coordinator replicas on the {} (RSS: all replicas together)",
+                self.replicas, self.place
+            );
+        } else {
+            println!("\nN = {n}, coordinator on the {}", self.place);
+        }
         println!("  enrollment of {n} agents (CSR each, {store}):  {:.2} s", self.enroll.as_secs_f64());
         println!("                                  {coord:>22} {:>14} {:>8}", "tonic floor", "ratio");
         println!("  all connected                   {:>22} {:>14}", opt(self.coord.connect), opt(self.floor.connect));
@@ -574,7 +600,12 @@ impl Figures {
             self.per_message
         );
         if let Some(rows) = self.stored_results {
-            println!("  results stored in the {} after the run: {rows} (ingestion and rollback phases)", self.place);
+            let phases = if self.replicas > 1 { "ingestion phase" } else { "ingestion and rollback phases" };
+            println!("  results stored in the {} after the run: {rows} ({phases})", self.place);
+        }
+        if self.replicas > 1 {
+            println!("  restart and halt to verified rollback: not measured with {} replicas", self.replicas);
+            return;
         }
         println!(
             "  reconnect after SIGTERM restart ({store}, same state):  all {}/{n} in {} (first after {}), \
@@ -589,7 +620,11 @@ impl Figures {
 
     fn verdicts(&self) {
         let n = self.n;
-        let on = self.store.name();
+        let on = if self.replicas > 1 {
+            format!("{} ({} replicas)", self.store.name(), self.replicas)
+        } else {
+            self.store.name().to_string()
+        };
         let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
         let push = ratio(self.coord.p(99.0), self.floor.p(99.0));
         let complete = self.coord.push.len() == n && self.floor.push.len() == n;
@@ -609,6 +644,9 @@ impl Figures {
                 "  N={n:<6} results {r:.0}/s into {on} ({what} >= {goal}/s): {}",
                 verdict(self.results_acked == self.results && r >= *goal)
             );
+        }
+        if self.replicas > 1 {
+            return;
         }
         if n >= 10_000 {
             println!(
@@ -657,6 +695,7 @@ impl Figures {
             "results": self.results,
             "results_acked": self.results_acked,
             "results_per_message": self.per_message,
+            "replicas": self.replicas,
             "results_per_s": self.results_per_s(),
             "results_goals_per_s": self.store.results_goals().iter().map(|(_, g)| *g).collect::<Vec<_>>(),
             "stored_results": self.stored_results,
@@ -761,11 +800,11 @@ struct Sims {
 }
 
 impl Sims {
-    fn start(ids: &[SimIdentity], url: &str, ca_pem: &str, target: &v1::TargetState, per_message: u16) -> Self {
+    fn start(ids: &[SimIdentity], urls: Vec<String>, ca_pem: &str, target: &v1::TargetState, per_message: u16) -> Self {
         let (etx, events) = mpsc::unbounded_channel();
         let (commands, crx) = watch::channel(Command::Idle);
         let shared = Arc::new(Shared {
-            url: url.to_string(),
+            urls,
             ca_pem: ca_pem.to_string(),
             hello_target: target.clone(),
             events: etx,
@@ -857,7 +896,7 @@ async fn floor_side(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut side = Side { rss0_kib: rss_kib(pid)?, ..Side::default() };
     let t0 = Instant::now();
-    let mut sims = Sims::start(ids, &format!("https://{addr}"), ca_pem, target, args.per_message);
+    let mut sims = Sims::start(ids, vec![format!("https://{addr}")], ca_pem, target, args.per_message);
     let times = sims.wait(n, args.timeout, connected).await;
     side.connected = times.len();
     side.connect = (times.len() == n).then(|| times.last().map_or(Duration::ZERO, |t| *t - t0));
@@ -910,16 +949,36 @@ async fn one_run(
     fig.floor = floor_side(args, bin, &state, &release.bundle, &ids, &ca_pem, &release.target).await?;
     println!("  floor measured ({} connected, {} got the push)", fig.floor.connected, fig.floor.push.len());
 
+    // More replicas on the same database (--replicas), started after the
+    // floor ran alone; the agents spread over all of them.
+    let mut replicas = Vec::new();
+    let mut urls = vec![url.clone()];
+    for i in 1..usize::from(args.replicas) {
+        let port = free_port()?;
+        replicas.push(start_coordinator(bin, &dir.join(format!("replica{i}")), port, &release.trust, store).await?);
+        let replica_url = format!("https://127.0.0.1:{port}");
+        let mut replica_env = env.clone();
+        replica_env[0].1.clone_from(&replica_url);
+        wait_ready(bin, &replica_env).await?;
+        urls.push(replica_url);
+    }
+    fig.replicas = urls.len();
+    if !replicas.is_empty() {
+        println!("  {} coordinator replicas on the {}: {}", urls.len(), store.place(), urls.join(" "));
+    }
+
     let pid = coord.id().context("coordinator pid")?;
-    fig.coord.rss0_kib = rss_kib(pid)?;
+    let pids: Vec<u32> = std::iter::once(pid).chain(replicas.iter().filter_map(Child::id)).collect();
+    let rss_all = || pids.iter().map(|&p| rss_kib(p)).sum::<Result<u64>>();
+    fig.coord.rss0_kib = rss_all()?;
     let t0 = Instant::now();
-    let mut sims = Sims::start(&ids, &url, &ca_pem, &release.target, args.per_message);
+    let mut sims = Sims::start(&ids, urls, &ca_pem, &release.target, args.per_message);
     let times = sims.wait(n, args.timeout, connected).await;
     fig.coord.connected = times.len();
     fig.coord.connect = (times.len() == n).then(|| times.last().map_or(Duration::ZERO, |t| *t - t0));
     println!("  coordinator ({}): {}/{n} connected in {}", store.kind.name(), times.len(), opt(fig.coord.connect));
     tokio::time::sleep(SETTLE).await;
-    fig.coord.rssn_kib = rss_kib(pid)?;
+    fig.coord.rssn_kib = rss_all()?;
 
     // Push: the operator's decision is the Admin call.
     let admin_token = std::fs::read_to_string(state.join("admin.token"))?.trim().to_string();
@@ -982,6 +1041,19 @@ async fn one_run(
         fig.results,
         fig.results_time.as_secs_f64()
     );
+
+    if !replicas.is_empty() {
+        println!("  restart and halt-to-rollback phases: not run with --replicas");
+        sims.stop().await;
+        for mut r in replicas.into_iter().chain([coord]) {
+            if let Some(pid) = r.id() {
+                let _ = Proc::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(30), r.wait()).await;
+            let _ = r.kill().await;
+        }
+        return Ok(fig);
+    }
 
     // Restart: SIGTERM (streams end with UNAVAILABLE), a new process on the same state and port.
     let _ = Proc::new("kill").args(["-TERM", &pid.to_string()]).status().await?;

@@ -69,7 +69,8 @@ pub enum Command {
 
 /// What every simulated agent shares.
 pub struct Shared {
-    pub url: String,
+    /// The coordinator replicas; agent `i` connects to `urls[i % len]`.
+    pub urls: Vec<String>,
     pub ca_pem: String,
     pub hello_target: v1::TargetState,
     pub events: mpsc::UnboundedSender<Event>,
@@ -145,7 +146,8 @@ async fn session(
     done_round: &mut u32,
     prepared: &mut (u32, Vec<v1::Result>),
 ) -> bool {
-    let Ok(ep) = channel::endpoint(&shared.url, tls, ChannelOptions::stream(Duration::from_secs(60))) else {
+    let url = &shared.urls[id.index % shared.urls.len()];
+    let Ok(ep) = channel::endpoint(url, tls, ChannelOptions::stream(Duration::from_secs(60))) else {
         return false;
     };
     let Ok(ch) = ep.local_address(Some(source_addr(id.index))).connect().await else {
