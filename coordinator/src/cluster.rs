@@ -39,10 +39,6 @@ use crate::store::{Fence, Lease, Signal};
 pub const PRESENCE_EVERY: Duration = Duration::from_secs(5);
 /// A replica not heard of for this long has no agents any more.
 pub const PRESENCE_STALE: Duration = Duration::from_secs(16);
-/// Agents' pending deliveries read at once when another replica announces
-/// new ones (the PostgreSQL store's pool has 16 connections).
-const DELIVERY_READS_AT_ONCE: usize = 16;
-
 /// Largest NOTIFY payload sent (PostgreSQL's limit is 8000 bytes).
 const MAX_PAYLOAD: usize = 7000;
 
@@ -280,19 +276,11 @@ async fn handle(app: &Arc<App>, m: Message) {
             }
         }
         Message::Deliveries { agents, .. } => {
-            // One store read per agent, several at once: one after another,
-            // the plans of 5,000 agents on this replica took ≈ 7 s to go out.
-            let here = agents.into_iter().filter(|a| app.sessions.is_connected(a));
-            futures_util::StreamExt::for_each_concurrent(
-                futures_util::stream::iter(here),
-                DELIVERY_READS_AT_ONCE,
-                |agent| async move {
-                    if let Err(e) = crate::rollouts::send_deliveries(app, &agent).await {
-                        tracing::warn!(%agent, "pending deliveries: {e}");
-                    }
-                },
-            )
-            .await;
+            for agent in agents.iter().filter(|a| app.sessions.is_connected(a)) {
+                if let Err(e) = crate::rollouts::send_deliveries(app, agent).await {
+                    tracing::warn!(%agent, "pending deliveries: {e}");
+                }
+            }
         }
         Message::Events { events, .. } => {
             if app.cluster.is_leader() {
