@@ -957,8 +957,10 @@ async fn one_run(
         let port = free_port()?;
         replicas.push(start_coordinator(bin, &dir.join(format!("replica{i}")), port, &release.trust, store).await?);
         let replica_url = format!("https://127.0.0.1:{port}");
-        let mut replica_env = env.clone();
-        replica_env[0].1.clone_from(&replica_url);
+        let replica_env: Vec<_> = env
+            .iter()
+            .map(|(k, v)| (*k, if *k == "REWIND_COORDINATOR" { replica_url.clone() } else { v.clone() }))
+            .collect();
         wait_ready(bin, &replica_env).await?;
         urls.push(replica_url);
     }

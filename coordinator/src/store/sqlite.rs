@@ -1,6 +1,8 @@
-//! The SQLite [`Store`]: one connection in WAL mode, used only from blocking
-//! threads (`spawn_blocking`), never from the async runtime; its own schema
-//! version table, migrated forward in one transaction at open.
+//! The SQLite [`Store`]: in WAL mode, a writer connection owned by one
+//! thread that runs the store's calls in order, a read-only connection used
+//! from blocking threads (`spawn_blocking`) for ingestion's reads, and a
+//! checkpoint thread; never used from the async runtime itself. Its own
+//! schema version table, migrated forward in one transaction at open.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -194,9 +196,6 @@ pub struct SqliteStore {
     /// thousands of hellos queues here, instead of parking hundreds of
     /// blocking-pool threads on a lock).
     writer: std::sync::mpsc::Sender<WriteJob>,
-    /// Held for its drop: stops the background checkpointer when the last
-    /// clone of the store is dropped (the writer thread wakes it).
-    _checkpoints: Arc<CheckpointHandle>,
     /// A read-only connection for the hot reads of result ingestion, so
     /// they do not wait behind the writes (WAL: readers see what was
     /// committed when they start).
@@ -257,33 +256,39 @@ impl SqliteStore {
         .map_err(ctx)?;
         reader.busy_timeout(std::time::Duration::from_secs(10)).map_err(ctx)?;
         let checkpointer = Connection::open(path).map_err(ctx)?;
-        let wake = Arc::new(Checkpoints::default());
-        let theirs = Arc::clone(&wake);
+        let checkpoints = Arc::new(Checkpoints::default());
+        let theirs = Arc::clone(&checkpoints);
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || theirs.run(&checkpointer))
             .map_err(|e| Error::Store(format!("{}: starting the checkpoint thread: {e}", path.display())))?;
         let (writer, jobs) = std::sync::mpsc::channel::<WriteJob>();
-        let written = Arc::clone(&wake);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
                 let mut conn = conn;
-                // Ends when the last clone of the store is dropped.
+                // Ends when the last clone of the store is dropped; the
+                // checkpointer with it.
                 for job in jobs {
-                    job(&mut conn);
-                    written.written();
+                    let before = conn.total_changes();
+                    // A call that panics answers nothing (its caller gets an
+                    // error; its transaction rolls back); the next ones run.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut conn)));
+                    if conn.total_changes() != before {
+                        checkpoints.written();
+                    }
                 }
+                checkpoints.close();
             })
             .map_err(|e| Error::Store(format!("{}: starting the writer thread: {e}", path.display())))?;
-        Ok(SqliteStore { writer, _checkpoints: Arc::new(CheckpointHandle(wake)), reader: Arc::new(Mutex::new(reader)) })
+        Ok(SqliteStore { writer, reader: Arc::new(Mutex::new(reader)) })
     }
 
     async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let stopped = || Error::Store("the store's writer thread stopped (after a panic)".into());
+        let stopped = || Error::Store("the store call panicked, or the store is closed".into());
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.writer
             .send(Box::new(move |c: &mut Connection| {
@@ -334,6 +339,12 @@ struct CheckpointState {
 }
 
 impl Checkpoints {
+    /// The store is closed: the thread ends.
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).closed = true;
+        self.wake.notify_one();
+    }
+
     /// A write happened (on the writer connection).
     fn written(&self) {
         let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -364,16 +375,6 @@ impl Checkpoints {
                 tracing::warn!("SQLite store: background checkpoint: {e}");
             }
         }
-    }
-}
-
-/// Closes the checkpointer when the last clone of its store is dropped.
-struct CheckpointHandle(Arc<Checkpoints>);
-
-impl Drop for CheckpointHandle {
-    fn drop(&mut self) {
-        self.0.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).closed = true;
-        self.0.wake.notify_one();
     }
 }
 
