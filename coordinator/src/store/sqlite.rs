@@ -228,7 +228,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(ctx)?;
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-             PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES};"
+             PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}; PRAGMA cache_size = -32768;"
         ))
         .map_err(ctx)?;
         let tx = conn.transaction().map_err(ctx)?;
@@ -716,7 +716,10 @@ impl Store for SqliteStore {
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                     )
                     .map_err(sql)?;
-                let mut advance = tx.prepare_cached("UPDATE agents SET chain = ?2 WHERE id = ?1").map_err(sql)?;
+                // Each agent's chain point moves once, to the last point
+                // among its results inserted now (a batch may carry many of
+                // one agent's results; their points only rise).
+                let mut chains: HashMap<&str, &ChainPoint> = HashMap::new();
                 let now = crate::now();
                 for (r, point) in &batch {
                     let new = insert
@@ -737,9 +740,13 @@ impl Store for SqliteStore {
                         .map_err(sql)?
                         == 1;
                     if let (true, Some(point)) = (new, point) {
-                        advance.execute(params![r.agent.as_str(), json(point)]).map_err(sql)?;
+                        chains.insert(r.agent.as_str(), point);
                     }
                     news.push(new);
+                }
+                let mut advance = tx.prepare_cached("UPDATE agents SET chain = ?2 WHERE id = ?1").map_err(sql)?;
+                for (agent, point) in chains {
+                    advance.execute(params![agent, json(point)]).map_err(sql)?;
                 }
             }
             let audited = match audit {
