@@ -8,7 +8,7 @@
 //! fleet_load with the tests' harness, a fresh database; the restarted
 //! coordinator on the same one), and once over two coordinator replicas
 //! on one PostgreSQL database (`--replicas 2`: the agents spread over
-//! both). The figures themselves are not judged here (debug build, shared
+//! both, and run in three worker processes of the load generator). The figures themselves are not judged here (debug build, shared
 //! CI machine).
 
 use rewind_tests::bin;
@@ -73,8 +73,13 @@ fn fleet_load_smoke_run_with_20_agents_on_postgres() {
 
 #[test]
 fn fleet_load_smoke_run_with_20_agents_over_two_postgres_replicas() {
-    let (stdout, v) = smoke_run(&["--store", "postgres", "--replicas", "2"]);
+    // The agents run in three worker processes (--processes), the floor in
+    // two tonic_floor processes (one per replica).
+    let (stdout, v) = smoke_run(&["--store", "postgres", "--replicas", "2", "--processes", "3"]);
     assert_eq!(v["replicas"], 2, "{v}");
+    assert_eq!((v["load_processes"].as_u64(), v["floor_processes"].as_u64()), (Some(3), Some(2)), "{v}");
+    assert_eq!(v["floor"]["push_received"], 20, "both floors pushed: {v}");
+    assert!(stdout.contains("simulated agents in 3 process(es), 2 floor process(es)"), "{stdout}");
     // Half the agents are on the follower: the leader's push reaches them
     // through the database, and their results land in the same one.
     assert_eq!(v["coordinator"]["push_received"], 20, "{v}");
@@ -91,4 +96,23 @@ fn fleet_load_smoke_run_with_20_agents_over_two_postgres_replicas() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--replicas 2 needs --store postgres"), "{out:?}");
+}
+
+#[test]
+fn fleet_load_refuses_more_agents_than_one_coordinator_can_hold_under_the_file_limit() {
+    // 1,000 connections under a limit of 600 open files: one coordinator
+    // cannot hold them — bad input (exit 2) that names the way out, before
+    // anything starts.
+    let dir = bin("fleet_load").parent().unwrap().to_path_buf();
+    let out = std::process::Command::new("prlimit")
+        .arg("--nofile=600:600")
+        .arg(bin("fleet_load"))
+        .args(["--agents", "1000", "--bin-dir"])
+        .arg(&dir)
+        .output()
+        .expect("prlimit (util-linux) runs");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hard limit is 600") && err.contains("--store postgres --replicas 12"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("enrolled"), "nothing ran: {out:?}");
 }

@@ -94,6 +94,20 @@ struct Args {
     /// the restart and halt-to-rollback phases are not run.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
     replicas: u16,
+    /// Processes the simulated agents run in (at least; more when one process cannot hold every
+    /// connection under the open file limit). 1 runs them in this process; more start copies of
+    /// this binary as workers, the agents split between them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    processes: u16,
+}
+
+/// File descriptors a process keeps for itself beside its connections.
+const FD_RESERVE: usize = 512;
+
+/// Processes needed for `n` connections under the open file limit `nofile`,
+/// at least `least`.
+fn processes_for(n: usize, nofile: usize, least: usize) -> usize {
+    n.div_ceil(nofile.saturating_sub(FD_RESERVE).max(1)).max(least).max(1)
 }
 
 /// `--store` as given.
@@ -160,16 +174,22 @@ const RECONNECT_GOAL_10K: Duration = Duration::from_secs(30);
 const ROLLBACK_GOAL: Duration = Duration::from_secs(1);
 
 fn main() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some(fleet::remote::WORKER_ARG) {
+        return fleet::remote::worker_main();
+    }
     let args = Args::parse();
     rewind_shared::channel::install_crypto();
     let nofile = raise_nofile()?;
     let max = *args.agents.iter().max().expect("required");
-    if max + 512 > nofile {
-        bail!(
-            "{max} agents need about {} file descriptors in this process; the hard limit is {nofile}: \
-             run fewer agents (spreading one N over several load generator processes is not implemented yet)",
-            max + 512
+    let replicas = usize::from(args.replicas);
+    if processes_for(max, nofile, 1) > replicas {
+        eprintln!(
+            "fleet_load: {max} agents need about {} open files in a coordinator, whose hard limit is {nofile}: \
+             spread them with --store postgres --replicas {} (or more)",
+            max.div_ceil(replicas) + FD_RESERVE,
+            processes_for(max, nofile, 1)
         );
+        std::process::exit(2);
     }
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
@@ -521,6 +541,10 @@ struct Figures {
     results: usize,
     /// Coordinator processes the agents were spread over (`--replicas`).
     replicas: usize,
+    /// tonic_floor processes they were spread over in the floor's turn.
+    floors: usize,
+    /// Processes the simulated agents ran in (`--processes`, or more).
+    processes: usize,
     /// Most results per message (`--per-message`).
     per_message: usize,
     results_acked: usize,
@@ -561,6 +585,12 @@ impl Figures {
             );
         } else {
             println!("\nN = {n}, coordinator on the {}", self.place);
+        }
+        if self.floors > 1 || self.processes > 1 {
+            println!(
+                "  floor: {} tonic_floor processes (RSS: together); simulated agents in {} processes",
+                self.floors, self.processes
+            );
         }
         println!("  enrollment of {n} agents (CSR each, {store}):  {:.2} s", self.enroll.as_secs_f64());
         println!("                                  {coord:>22} {:>14} {:>8}", "tonic floor", "ratio");
@@ -696,6 +726,8 @@ impl Figures {
             "results_acked": self.results_acked,
             "results_per_message": self.per_message,
             "replicas": self.replicas,
+            "floor_processes": self.floors,
+            "load_processes": self.processes,
             "results_per_s": self.results_per_s(),
             "results_goals_per_s": self.store.results_goals().iter().map(|(_, g)| *g).collect::<Vec<_>>(),
             "stored_results": self.stored_results,
@@ -792,27 +824,41 @@ async fn enroll_all(url: &str, ca_pem: &str, token: &str, n: usize, concurrency:
     Ok(out)
 }
 
-/// A fleet of simulated agents pointed at one server.
+/// A fleet of simulated agents pointed at the servers: in this process, or
+/// split over worker processes ([`fleet::remote`]).
 struct Sims {
     events: mpsc::UnboundedReceiver<Event>,
     commands: watch::Sender<Command>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    workers: Option<fleet::remote::Workers>,
 }
 
 impl Sims {
-    fn start(ids: &[SimIdentity], urls: Vec<String>, ca_pem: &str, target: &v1::TargetState, per_message: u16) -> Self {
+    fn start(
+        ids: &[SimIdentity],
+        urls: Vec<String>,
+        ca_pem: &str,
+        target: &v1::TargetState,
+        per_message: u16,
+        processes: usize,
+    ) -> Result<Self> {
         let (etx, events) = mpsc::unbounded_channel();
         let (commands, crx) = watch::channel(Command::Idle);
-        let shared = Arc::new(Shared {
+        let shared = Shared {
             urls,
             ca_pem: ca_pem.to_string(),
             hello_target: target.clone(),
-            events: etx,
+            events: etx.clone(),
             commands: crx,
             per_message: usize::from(per_message),
-        });
+        };
+        if processes > 1 {
+            let workers = fleet::remote::Workers::start(ids, processes, &shared, &etx)?;
+            return Ok(Sims { events, commands, tasks: Vec::new(), workers: Some(workers) });
+        }
+        let shared = Arc::new(shared);
         let tasks = ids.iter().map(|id| tokio::spawn(fleet::run(id.clone(), Arc::clone(&shared)))).collect();
-        Sims { events, commands, tasks }
+        Ok(Sims { events, commands, tasks, workers: None })
     }
 
     /// Waits until `want` distinct agents produced an event `pick` accepts;
@@ -846,6 +892,9 @@ impl Sims {
         for t in self.tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
         }
+        if let Some(w) = self.workers.take() {
+            w.wait(Duration::from_secs(30)).await;
+        }
     }
 }
 
@@ -865,55 +914,87 @@ fn plan(e: &Event) -> Option<(usize, Instant)> {
 
 const SETTLE: Duration = Duration::from_secs(3);
 
+/// The floor: `floors` tonic_floor processes (as many as the coordinator
+/// has replicas, or more when one cannot hold every connection), the
+/// agents spread over them as over the replicas; the push is one `push`
+/// line to each, timed from the first.
 async fn floor_side(
     args: &Args,
     bin: &Path,
     state: &Path,
     bundle: &Path,
-    ids: &[SimIdentity],
-    ca_pem: &str,
-    target: &v1::TargetState,
+    sims: &SimsSpec<'_>,
+    floors: usize,
 ) -> Result<Side> {
-    let n = ids.len();
-    let mut floor = Proc::new(bin.join("tonic_floor"))
-        .args([
-            "--ca-cert",
-            &state.join("ca.pem").to_string_lossy(),
-            "--ca-key",
-            &state.join("ca.key").to_string_lossy(),
-        ])
-        .args(["--payload", &bundle.to_string_lossy()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting tonic_floor")?;
-    let pid = floor.id().context("floor pid")?;
-    let mut stdin = floor.stdin.take().context("floor stdin")?;
-    let mut lines = BufReader::new(floor.stdout.take().context("floor stdout")?).lines();
-    let first = lines.next_line().await?.context("tonic_floor printed nothing")?;
-    let addr = first.strip_prefix("listening ").context("tonic_floor's first line")?.to_string();
+    let n = sims.ids.len();
+    let mut procs = Vec::new();
+    let (mut urls, mut pids, mut stdins, mut outs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..floors.max(1) {
+        let mut floor = Proc::new(bin.join("tonic_floor"))
+            .args([
+                "--ca-cert",
+                &state.join("ca.pem").to_string_lossy(),
+                "--ca-key",
+                &state.join("ca.key").to_string_lossy(),
+            ])
+            .args(["--payload", &bundle.to_string_lossy()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting tonic_floor")?;
+        pids.push(floor.id().context("floor pid")?);
+        stdins.push(floor.stdin.take().context("floor stdin")?);
+        let mut lines = BufReader::new(floor.stdout.take().context("floor stdout")?).lines();
+        let first = lines.next_line().await?.context("tonic_floor printed nothing")?;
+        let addr = first.strip_prefix("listening ").context("tonic_floor's first line")?;
+        urls.push(format!("https://{addr}"));
+        outs.push(lines);
+        procs.push(floor);
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut side = Side { rss0_kib: rss_kib(pid)?, ..Side::default() };
+    let rss_all = || pids.iter().map(|&p| rss_kib(p)).sum::<Result<u64>>();
+    let mut side = Side { rss0_kib: rss_all()?, ..Side::default() };
     let t0 = Instant::now();
-    let mut sims = Sims::start(ids, vec![format!("https://{addr}")], ca_pem, target, args.per_message);
+    let mut sims = sims.start(urls)?;
     let times = sims.wait(n, args.timeout, connected).await;
     side.connected = times.len();
     side.connect = (times.len() == n).then(|| times.last().map_or(Duration::ZERO, |t| *t - t0));
     tokio::time::sleep(SETTLE).await;
-    side.rssn_kib = rss_kib(pid)?;
+    side.rssn_kib = rss_all()?;
     let t0 = Instant::now();
-    stdin.write_all(b"push\n").await?;
-    stdin.flush().await?;
+    for stdin in &mut stdins {
+        stdin.write_all(b"push\n").await?;
+        stdin.flush().await?;
+    }
     let got = sims.wait(n, args.timeout, plan).await;
     side.push = got.iter().map(|t| *t - t0).collect();
     side.push.sort();
-    let _ = lines.next_line().await;
+    for lines in &mut outs {
+        let _ = lines.next_line().await;
+    }
     sims.stop().await;
-    drop(stdin);
-    let _ = tokio::time::timeout(Duration::from_secs(10), floor.wait()).await;
-    let _ = floor.kill().await;
+    drop(stdins);
+    for mut floor in procs {
+        let _ = tokio::time::timeout(Duration::from_secs(10), floor.wait()).await;
+        let _ = floor.kill().await;
+    }
     Ok(side)
+}
+
+/// What starts a run's simulated agents, whichever servers they go to.
+struct SimsSpec<'a> {
+    ids: &'a [SimIdentity],
+    ca_pem: &'a str,
+    target: &'a v1::TargetState,
+    per_message: u16,
+    processes: usize,
+}
+
+impl SimsSpec<'_> {
+    fn start(&self, urls: Vec<String>) -> Result<Sims> {
+        Sims::start(self.ids, urls, self.ca_pem, self.target, self.per_message, self.processes)
+    }
 }
 
 #[allow(clippy::too_many_lines)]
@@ -946,7 +1027,21 @@ async fn one_run(
     ctl(bin, &["release", "upload", &release.bundle.to_string_lossy()], &env).await?;
 
     // The floor first, with the same identities, then the coordinator.
-    fig.floor = floor_side(args, bin, &state, &release.bundle, &ids, &ca_pem, &release.target).await?;
+    let nofile = nofile_limits()?.0;
+    let spec = SimsSpec {
+        ids: &ids,
+        ca_pem: &ca_pem,
+        target: &release.target,
+        per_message: args.per_message,
+        processes: processes_for(n, nofile, usize::from(args.processes)),
+    };
+    let floors = processes_for(n, nofile, usize::from(args.replicas));
+    fig.floors = floors;
+    fig.processes = spec.processes;
+    if spec.processes > 1 || floors > 1 {
+        println!("  simulated agents in {} process(es), {floors} floor process(es)", spec.processes);
+    }
+    fig.floor = floor_side(args, bin, &state, &release.bundle, &spec, floors).await?;
     println!("  floor measured ({} connected, {} got the push)", fig.floor.connected, fig.floor.push.len());
 
     // More replicas on the same database (--replicas), started after the
@@ -974,7 +1069,7 @@ async fn one_run(
     let rss_all = || pids.iter().map(|&p| rss_kib(p)).sum::<Result<u64>>();
     fig.coord.rss0_kib = rss_all()?;
     let t0 = Instant::now();
-    let mut sims = Sims::start(&ids, urls, &ca_pem, &release.target, args.per_message);
+    let mut sims = spec.start(urls)?;
     let times = sims.wait(n, args.timeout, connected).await;
     fig.coord.connected = times.len();
     fig.coord.connect = (times.len() == n).then(|| times.last().map_or(Duration::ZERO, |t| *t - t0));

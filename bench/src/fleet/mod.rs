@@ -9,6 +9,8 @@
 //! delay uniform in [d/2, d], reset after a welcome). It does not run plans
 //! through the data engine: receiving and acknowledging is what is timed.
 
+pub mod remote;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
