@@ -239,9 +239,9 @@ async fn listen(app: Weak<App>, mut rx: tokio::sync::mpsc::Receiver<Signal>) {
 /// After the channel was down: send the local agents what waits for them,
 /// tell the others who is connected here, and (leader) read back results.
 async fn resync(app: &Arc<App>) {
-    for agent in app.sessions.ids() {
-        if let Err(e) = crate::rollouts::send_deliveries(app, &agent).await {
-            tracing::warn!(%agent, "resync: pending deliveries: {e}");
+    for part in chunks(app.sessions.ids()) {
+        if let Err(e) = crate::rollouts::send_deliveries_of(app, part).await {
+            tracing::warn!("resync: pending deliveries: {e}");
         }
     }
     announce_full(app).await;
@@ -276,10 +276,9 @@ async fn handle(app: &Arc<App>, m: Message) {
             }
         }
         Message::Deliveries { agents, .. } => {
-            for agent in agents.iter().filter(|a| app.sessions.is_connected(a)) {
-                if let Err(e) = crate::rollouts::send_deliveries(app, agent).await {
-                    tracing::warn!(%agent, "pending deliveries: {e}");
-                }
+            let here: Vec<AgentId> = agents.into_iter().filter(|a| app.sessions.is_connected(a)).collect();
+            if let Err(e) = crate::rollouts::send_deliveries_of(app, here).await {
+                tracing::warn!("pending deliveries: {e}");
             }
         }
         Message::Events { events, .. } => {

@@ -83,6 +83,24 @@ pub async fn send_deliveries(app: &App, agent: &AgentId) -> Result<usize> {
     Ok(n)
 }
 
+/// [`send_deliveries`] for several agents, with one store read: what a
+/// replica does when another announces new deliveries for agents
+/// connected here.
+///
+/// # Errors
+/// When the store cannot be read.
+pub async fn send_deliveries_of(app: &App, agents: Vec<AgentId>) -> Result<usize> {
+    if agents.is_empty() {
+        return Ok(0);
+    }
+    let pending = app.store.pending_deliveries_of(agents).await?;
+    let n = pending.len();
+    for (d, b) in pending {
+        app.sessions.deliver(&d.agent, &d.id, plan_message(&d, &b));
+    }
+    Ok(n)
+}
+
 /// An agent's stream opened here: its unacknowledged deliveries go out,
 /// the other replicas hear it is connected here, and the rollout engine
 /// (on the leader) learns it is online (a late joiner falls into its wave

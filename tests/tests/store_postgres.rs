@@ -25,7 +25,7 @@ async fn postgres_passes_the_store_suite_and_reopens_without_migrating_again() {
     let version = pg.psql("rewind", "SELECT version FROM schema_version");
     drop(s);
     let s = PostgresStore::open(&pg.url()).await.unwrap();
-    assert_eq!(s.agents().await.unwrap().len(), 2, "data kept: agt-1 and agt-d");
+    assert_eq!(s.agents().await.unwrap().len(), 3, "data kept: agt-1, agt-d and agt-d2");
     assert_eq!(pg.psql("rewind", "SELECT version FROM schema_version"), version);
     assert_eq!(pg.psql("rewind", "SELECT count(*) FROM schema_version"), "1");
 

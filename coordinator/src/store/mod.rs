@@ -308,6 +308,17 @@ pub trait Store: Send + Sync + 'static {
     async fn add_deliveries(&self, deliveries: Vec<Delivery>) -> Result<()>;
     /// Deliveries the agent has not acknowledged, oldest first.
     async fn pending_deliveries(&self, agent: AgentId) -> Result<Vec<(Delivery, BundleRecord)>>;
+    /// The unacknowledged deliveries of several agents, each agent's oldest
+    /// first (the agents in the order given): what a replica sends when
+    /// another announces new deliveries. One read where the store is shared
+    /// (PostgreSQL: the bundles fetched once, not once per agent).
+    async fn pending_deliveries_of(&self, agents: Vec<AgentId>) -> Result<Vec<(Delivery, BundleRecord)>> {
+        let mut out = Vec::new();
+        for agent in agents {
+            out.extend(self.pending_deliveries(agent).await?);
+        }
+        Ok(out)
+    }
     /// Marks deliveries acknowledged by their agents (each `(agent, delivery
     /// id)`; another agent's delivery id is ignored), in one transaction.
     async fn ack_deliveries(&self, acks: Vec<(AgentId, String)>) -> Result<()>;
@@ -489,9 +500,28 @@ pub mod suite {
             [("dlv-1", None, false), ("dlv-2", Some(flag), true), ("dlv-3", None, false)]
         );
         assert_eq!(s.pending_deliveries(id.clone()).await.unwrap().len(), 2);
+        // Several agents' in one read: the same deliveries, agent by agent
+        // in the order asked, each with its bundle.
+        let other = AgentId::parse("agt-d2").unwrap();
+        s.insert_agent(AgentRecord {
+            id: other.clone(),
+            fingerprint: "fd2".into(),
+            ..s.agent(id.clone()).await.unwrap().unwrap()
+        })
+        .await
+        .unwrap();
+        let theirs = Delivery { agent: other.clone(), ..d("dlv-o", "apply", None) };
+        s.add_deliveries(vec![theirs.clone()]).await.unwrap();
+        let nobody = AgentId::parse("agt-none").unwrap();
+        let both = s.pending_deliveries_of(vec![other.clone(), nobody.clone(), id.clone()]).await.unwrap();
+        let mut want = vec![(theirs, bundle.clone())];
+        want.extend(s.pending_deliveries(id.clone()).await.unwrap());
+        assert_eq!(both, want);
+        assert_eq!(s.pending_deliveries_of(vec![nobody]).await.unwrap(), vec![]);
+        s.ack_deliveries(vec![(other, "dlv-o".into())]).await.unwrap();
         // A duplicate id fails the whole batch: nothing of it is stored.
         assert!(s.add_deliveries(vec![d("dlv-4", "apply", None), d("dlv-1", "apply", None)]).await.is_err());
-        assert_eq!(s.deliveries_of("bnd-d".into()).await.unwrap().len(), 3);
+        assert_eq!(s.deliveries_of("bnd-d".into()).await.unwrap().len(), 4, "dlv-1..3 and dlv-o");
     }
 
     pub async fn agents(s: &dyn Store) {

@@ -1043,6 +1043,54 @@ impl Store for PostgresStore {
         .collect()
     }
 
+    async fn pending_deliveries_of(&self, agents: Vec<AgentId>) -> Result<Vec<(Delivery, BundleRecord)>> {
+        if agents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = agents.iter().map(AgentId::as_str).collect();
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT d.id, d.agent, d.bundle, d.kind, d.part FROM deliveries d
+                 JOIN unnest($1::TEXT[]) WITH ORDINALITY AS a(agent, k) ON d.agent = a.agent
+                 WHERE d.acked IS NULL ORDER BY a.k, d.n",
+                &[&ids],
+            )
+            .await
+            .map_err(pg)?;
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let agent: String = get(r, 1)?;
+            deliveries.push(Delivery {
+                id: get(r, 0)?,
+                agent: AgentId::parse(&agent).map_err(|e| conv("agent", e))?,
+                bundle: get(r, 2)?,
+                kind: get(r, 3)?,
+                part: part_from_text(&get::<String>(r, 4)?)?,
+            });
+        }
+        // Each bundle once (a rollout's deliveries share one).
+        let mut wanted: Vec<&str> = deliveries.iter().map(|d| d.bundle.as_str()).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let bundles: HashMap<String, BundleRecord> = c
+            .query("SELECT id, product, release, sequence, bytes FROM bundles WHERE id = ANY($1)", &[&wanted])
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| row_to_bundle(r, 0).map(|b| (b.id.clone(), b)))
+            .collect::<Result<_>>()?;
+        deliveries
+            .into_iter()
+            .map(|d| {
+                let b = bundles.get(&d.bundle).cloned().ok_or_else(|| {
+                    Error::Store(format!("delivery {} names bundle {} that is not stored", d.id, d.bundle))
+                })?;
+                Ok((d, b))
+            })
+            .collect()
+    }
+
     async fn ack_deliveries(&self, acks: Vec<(AgentId, String)>) -> Result<()> {
         let (agents, ids): (Vec<&str>, Vec<&str>) = acks.iter().map(|(a, id)| (a.as_str(), id.as_str())).unzip();
         self.exec(

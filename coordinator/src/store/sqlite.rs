@@ -1279,7 +1279,7 @@ mod tests {
         drop(s);
         // Reopening keeps data and does not re-run migrations.
         let s = SqliteStore::open(&dir.path().join("c.db")).await.unwrap();
-        assert_eq!(s.agents().await.unwrap().len(), 2, "agt-1 and agt-d");
+        assert_eq!(s.agents().await.unwrap().len(), 3, "agt-1, agt-d and agt-d2");
     }
     #[tokio::test]
     async fn commits_are_synced_and_checkpointed_in_the_background() {
