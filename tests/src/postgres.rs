@@ -221,20 +221,35 @@ impl Postgres {
     /// # Panics
     /// When psql fails.
     pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = self.psql_command(db, sql).output().expect("psql starts (Debian package postgresql-client)");
+        assert!(out.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Starts `psql` running SQL in the background (e.g. a transaction
+    /// that holds a lock for a while); wait for the child to end it.
+    ///
+    /// # Panics
+    /// When psql cannot start.
+    pub fn psql_background(&self, db: &str, sql: &str) -> std::process::Child {
+        self.psql_command(db, sql)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("psql starts (Debian package postgresql-client)")
+    }
+
+    fn psql_command(&self, db: &str, sql: &str) -> Command {
         let psql = ["psql", "/usr/bin/psql"]
             .iter()
             .map(|p| self.bin.join(p))
             .find(|p| p.is_file())
             .unwrap_or_else(|| PathBuf::from("psql"));
-        let out = Command::new(psql)
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+        let mut c = Command::new(psql);
+        c.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(self.dir.path())
             .args(["-p", &self.port.to_string(), "-U", USER, "-d", db, "-c", sql])
-            .env("PGPASSWORD", PASSWORD)
-            .output()
-            .expect("psql starts (Debian package postgresql-client)");
-        assert!(out.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+            .env("PGPASSWORD", PASSWORD);
+        c
     }
 
     /// Starts the server again on the same port and options, with its

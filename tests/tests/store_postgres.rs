@@ -273,3 +273,42 @@ async fn the_leader_lease_fences_a_stale_leader_and_replicas_hear_each_other() {
     let got = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await.unwrap();
     assert_eq!(got, Some(Signal::Message("{\"hello\":1}".into())));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_renews_its_lease_while_every_pooled_connection_is_busy() {
+    // Thousands of agents connecting at once can keep every pooled
+    // connection busy for seconds; the lease must not wait behind them
+    // (a renewal held past the lease's end costs the leadership and
+    // leaves the fleet without a leader: seen with 20,000 agents).
+    use rewind_coordinator::store::Lease;
+    let pg = Postgres::start();
+    let s = Arc::new(PostgresStore::open(&pg.url()).await.unwrap());
+    let ttl = 3_000;
+    let lead = || s.lead("rpl_a/p1".into(), "https://a:7443".into(), ttl);
+    assert_eq!(lead().await.unwrap(), Lease::Leader { token: 1 });
+    // A lock held elsewhere on the agents table for 5 s, and 40 reads of
+    // the table waiting for it: the pool's 16 connections all wait.
+    let mut holder =
+        pg.psql_background("rewind", "BEGIN; LOCK TABLE agents IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(5); COMMIT;");
+    let locked = "SELECT count(*) FROM pg_locks WHERE relation = 'agents'::regclass AND mode = 'AccessExclusiveLock' AND granted";
+    while pg.psql("rewind", locked) != "1" {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let readers: Vec<_> = (0..40)
+        .map(|_| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.agents().await.map(|a| a.len()) })
+        })
+        .collect();
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM agents%'";
+    while pg.psql("rewind", waiting) != "16" {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let renewed = tokio::time::timeout(std::time::Duration::from_secs(1), lead()).await;
+    assert_eq!(renewed.expect("renewed within a second").unwrap(), Lease::Leader { token: 1 });
+    assert!(readers.iter().all(|r| !r.is_finished()), "the pool was still busy when the lease was renewed");
+    assert!(holder.wait().unwrap().success());
+    for r in readers {
+        assert_eq!(r.await.unwrap().unwrap(), 0);
+    }
+}

@@ -658,11 +658,18 @@ impl Figures {
         let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
         let push = ratio(self.coord.p(99.0), self.floor.p(99.0));
         let complete = self.coord.push.len() == n && self.floor.push.len() == n;
-        println!(
-            "  N={n:<6} push p99 {:.2}x floor on {on} (goal <= {PUSH_P99_GOAL}x): {}",
-            push,
-            verdict(complete && push <= PUSH_P99_GOAL)
-        );
+        if complete {
+            println!(
+                "  N={n:<6} push p99 {push:.2}x floor on {on} (goal <= {PUSH_P99_GOAL}x): {}",
+                verdict(push <= PUSH_P99_GOAL)
+            );
+        } else {
+            println!(
+                "  N={n:<6} push reached {}/{n} agents from the coordinator on {on}, {}/{n} from the floor: MISS",
+                self.coord.push.len(),
+                self.floor.push.len()
+            );
+        }
         let rss = self.coord.rss_per_agent_kib(n) / self.floor.rss_per_agent_kib(n).max(1e-9);
         println!(
             "  N={n:<6} RSS per idle agent {rss:.2}x floor on {on} (goal <= {RSS_GOAL}x): {}",

@@ -210,6 +210,10 @@ pub struct PostgresStore {
     tls: Option<rustls::ClientConfig>,
     /// Set while this replica leads: rollout and delivery writes check it.
     fence: std::sync::Arc<std::sync::Mutex<Option<super::Fence>>>,
+    /// The leader lease's own connection, outside the pool: under load
+    /// (e.g. thousands of agents connecting at once) the pool's queue
+    /// could hold a renewal past the lease's end and cost the leadership.
+    lease: std::sync::Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
 }
 
 /// An error with its sources (tokio-postgres says only "db error" at the top).
@@ -398,7 +402,7 @@ impl PostgresStore {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| Error::Store(format!("{shown}: {e}")))?;
-        let store = PostgresStore { pool, shown, config, tls, fence: Default::default() };
+        let store = PostgresStore { pool, shown, config, tls, fence: Default::default(), lease: Default::default() };
         store.migrate().await.map_err(|e| {
             Error::Store(format!(
                 "PostgreSQL at {}: {}; check that the server runs, the URL is right and the user may create tables",
@@ -459,6 +463,25 @@ impl PostgresStore {
                 get::<i64>(&r, 1)?
             ))),
             None => Err(Error::Fenced(format!("replica {} holds no lease; the write was refused", fence.holder))),
+        }
+    }
+
+    /// A connection of its own, outside the pool (its connection task
+    /// runs until the client is dropped or the server ends it).
+    async fn dedicated(&self) -> Result<tokio_postgres::Client> {
+        let log = |e: tokio_postgres::Error| tracing::warn!("PostgreSQL lease connection: {e}");
+        match &self.tls {
+            Some(t) => {
+                let (c, conn) =
+                    self.config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(t.clone())).await.map_err(pg)?;
+                tokio::spawn(async move { conn.await.map_err(log) });
+                Ok(c)
+            }
+            None => {
+                let (c, conn) = self.config.connect(tokio_postgres::NoTls).await.map_err(pg)?;
+                tokio::spawn(async move { conn.await.map_err(log) });
+                Ok(c)
+            }
         }
     }
 
@@ -1375,11 +1398,19 @@ impl Store for PostgresStore {
 
     async fn lead(&self, replica: String, url: String, ttl_ms: u64) -> Result<super::Lease> {
         let ttl = i64::try_from(ttl_ms).unwrap_or(i64::MAX);
+        // On the lease's own connection, taken out of its slot while in use:
+        // put back only after an answer, so a call abandoned half-way (the
+        // caller's timeout) or failed leaves a new connection for the next.
+        let mut slot = self.lease.lock().await;
+        let c = match slot.take() {
+            Some(c) if !c.is_closed() => c,
+            _ => self.dedicated().await?,
+        };
         // Take the lease when it is free or expired, or held by an earlier
         // process of the same replica (`<replica>/<process>`: a restart
         // takes over at once) — a new holder, so the token grows — or
         // renew our own (same token).
-        let won = self
+        let won = c
             .query_opt(
                 "INSERT INTO leader(id, holder, url, token, expires) VALUES (1, $1, $2, 1, now() + $3::float8 * interval '1 millisecond')
                  ON CONFLICT (id) DO UPDATE SET
@@ -1390,12 +1421,17 @@ impl Store for PostgresStore {
                  RETURNING token",
                 &[&replica, &url, &(ttl as f64)],
             )
-            .await?;
-        if let Some(r) = won {
-            return Ok(super::Lease::Leader { token: get(&r, 0)? });
-        }
-        let holder = self.query_opt("SELECT url FROM leader WHERE id = 1", &[]).await?;
-        Ok(super::Lease::Follower { leader: holder.map(|r| get(&r, 0)).transpose()? })
+            .await
+            .map_err(pg)?;
+        let lease = match won {
+            Some(r) => super::Lease::Leader { token: get(&r, 0)? },
+            None => {
+                let holder = c.query_opt("SELECT url FROM leader WHERE id = 1", &[]).await.map_err(pg)?;
+                super::Lease::Follower { leader: holder.map(|r| get(&r, 0)).transpose()? }
+            }
+        };
+        *slot = Some(c);
+        Ok(lease)
     }
 
     fn set_fence(&self, fence: Option<super::Fence>) {
