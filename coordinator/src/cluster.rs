@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use rewind_shared::fleet::AgentId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::App;
 use crate::store::{Fence, Lease, Signal};
@@ -41,6 +41,10 @@ pub const PRESENCE_EVERY: Duration = Duration::from_secs(5);
 pub const PRESENCE_STALE: Duration = Duration::from_secs(16);
 /// Largest NOTIFY payload sent (PostgreSQL's limit is 8000 bytes).
 const MAX_PAYLOAD: usize = 7000;
+/// Agents connecting to or leaving this replica within this long are
+/// announced in one message (a connect storm: one per 218 agents, not one
+/// each — the leader takes each message through its rollout engine).
+pub const PRESENCE_GATHER: Duration = Duration::from_millis(100);
 
 /// Whether this replica leads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +67,9 @@ pub struct Cluster {
     leadership: watch::Sender<Leadership>,
     /// Agents with a stream on other replicas: replica -> (agents, last heard).
     remote: Mutex<HashMap<String, (HashSet<AgentId>, Instant)>>,
+    /// This replica's agents coming and going, to announce gathered
+    /// ([`PRESENCE_GATHER`]); set once the channel listens.
+    presence: std::sync::OnceLock<mpsc::UnboundedSender<(AgentId, bool)>>,
 }
 
 impl Default for Cluster {
@@ -96,7 +103,14 @@ impl Cluster {
     #[must_use]
     pub fn new(replica: String, url: String, initial: Leadership) -> Self {
         let holder = format!("{replica}/{}", crate::random_id("p", 4));
-        Cluster { replica, holder, url, leadership: watch::channel(initial).0, remote: Mutex::new(HashMap::new()) }
+        Cluster {
+            replica,
+            holder,
+            url,
+            leadership: watch::channel(initial).0,
+            remote: Mutex::new(HashMap::new()),
+            presence: std::sync::OnceLock::new(),
+        }
     }
 
     /// Whether this replica runs the rollout engine now.
@@ -161,6 +175,10 @@ pub fn require_leader(app: &App) -> crate::error::Result<()> {
 /// its first call); nothing for a single coordinator.
 pub async fn spawn(app: &Arc<App>) {
     let Some(rx) = app.store.listen().await else { return };
+    let (ptx, prx) = mpsc::unbounded_channel();
+    if app.cluster.presence.set(ptx).is_ok() {
+        tokio::spawn(gather_presence(Arc::downgrade(app), prx));
+    }
     let mut valid_until = None;
     try_lead(app, &mut valid_until).await;
     tokio::spawn(lease(Arc::downgrade(app), valid_until));
@@ -270,9 +288,7 @@ async fn handle(app: &Arc<App>, m: Message) {
                 up.into_iter().filter(|a| !before.contains(a)).collect()
             };
             if app.cluster.is_leader() {
-                for agent in newly {
-                    crate::rollout_engine::agent_connected(app, &agent).await;
-                }
+                crate::rollout_engine::agents_connected(app, &newly).await;
             }
         }
         Message::Deliveries { agents, .. } => {
@@ -316,13 +332,51 @@ fn chunks(agents: Vec<AgentId>) -> Vec<Vec<AgentId>> {
     agents.chunks(per).map(<[AgentId]>::to_vec).collect()
 }
 
-/// Tells the other replicas that `agent` connected here (`up`) or left.
+/// Tells the other replicas that `agent` connected here (`up`) or left:
+/// within [`PRESENCE_GATHER`], with the others that did.
 pub async fn presence(app: &App, agent: &AgentId, up: bool) {
     if !app.config.is_replicated() {
         return;
     }
-    let (up, down) = if up { (vec![agent.clone()], vec![]) } else { (vec![], vec![agent.clone()]) };
-    send(app, vec![Message::Presence { from: app.cluster.replica.clone(), up, down, full: false, part: 0 }]).await;
+    if let Some(tx) = app.cluster.presence.get()
+        && tx.send((agent.clone(), up)).is_ok()
+    {
+        return;
+    }
+    send(app, presence_messages(&app.cluster.replica, HashMap::from([(agent.clone(), up)]))).await;
+}
+
+/// Presence messages for these agents' latest changes (ups and downs in
+/// separate messages, each fitting a notification).
+fn presence_messages(from: &str, latest: HashMap<AgentId, bool>) -> Vec<Message> {
+    let (up, down): (Vec<_>, Vec<_>) = latest.into_iter().partition(|(_, up)| *up);
+    let ids = |v: Vec<(AgentId, bool)>| v.into_iter().map(|(a, _)| a).collect::<Vec<_>>();
+    let mut out = Vec::new();
+    for (list, is_up) in [(ids(up), true), (ids(down), false)] {
+        if list.is_empty() {
+            continue;
+        }
+        for part in chunks(list) {
+            let (up, down) = if is_up { (part, Vec::new()) } else { (Vec::new(), part) };
+            out.push(Message::Presence { from: from.to_string(), up, down, full: false, part: 0 });
+        }
+    }
+    out
+}
+
+/// Announces this replica's agents coming and going: whatever changed
+/// within [`PRESENCE_GATHER`] of the first change, each agent's latest
+/// state (one that left and came back is announced as up).
+async fn gather_presence(app: Weak<App>, mut rx: mpsc::UnboundedReceiver<(AgentId, bool)>) {
+    while let Some((agent, up)) = rx.recv().await {
+        let mut latest = HashMap::from([(agent, up)]);
+        let deadline = tokio::time::Instant::now() + PRESENCE_GATHER;
+        while let Ok(Some((agent, up))) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            latest.insert(agent, up);
+        }
+        let Some(app) = app.upgrade() else { return };
+        send(&app, presence_messages(&app.cluster.replica, latest)).await;
+    }
 }
 
 /// Tells the other replicas that these agents have new deliveries.
@@ -430,6 +484,30 @@ mod tests {
         }
         assert_eq!(chunks(agents).iter().map(Vec::len).sum::<usize>(), 1000);
         assert_eq!(chunks(Vec::new()), vec![Vec::<AgentId>::new()], "an empty replica still announces itself");
+    }
+
+    #[test]
+    fn gathered_presence_goes_out_as_few_messages_with_each_agents_latest_state() {
+        let agent = |i: usize| AgentId::parse(&format!("agt-{i:016x}")).unwrap();
+        // A connect storm: 1,000 agents up, one of which left again, and
+        // one that left and came back.
+        let mut latest: HashMap<AgentId, bool> = (0..1000).map(|i| (agent(i), true)).collect();
+        latest.insert(agent(7), false);
+        latest.insert(agent(8), false);
+        latest.insert(agent(8), true);
+        let messages = presence_messages("rpl_0123456789abcdef", latest);
+        assert_eq!(messages.len(), 1000_usize.div_ceil(MAX_PAYLOAD / 32) + 1, "chunks of ups, then one of downs");
+        let (mut up, mut down) = (HashSet::new(), HashSet::new());
+        for m in &messages {
+            assert!(serde_json::to_string(m).unwrap().len() < 8000);
+            let Message::Presence { up: u, down: d, full: false, .. } = m else { panic!("{m:?}") };
+            assert!(u.is_empty() || d.is_empty(), "ups and downs apart");
+            up.extend(u.iter().cloned());
+            down.extend(d.iter().cloned());
+        }
+        assert_eq!((up.len(), down.len()), (999, 1));
+        assert!(down.contains(&agent(7)) && up.contains(&agent(8)));
+        assert!(presence_messages("rpl_x", HashMap::new()).is_empty(), "nothing changed: nothing sent");
     }
 
     #[test]

@@ -383,19 +383,46 @@ impl Inner {
     /// An agent's stream opened: known agents come online, new agents of the
     /// product join the active rollout's waves.
     pub async fn connected(&mut self, app: &App, agent: &AgentId) -> Result<()> {
-        let Some(record) = app.store.agent(agent.clone()).await? else { return Ok(()) };
+        self.connected_all(app, std::slice::from_ref(agent)).await
+    }
+
+    /// Several agents online (or joining) at once: each rollout takes all
+    /// their events, then carries out what they decided together — one
+    /// store write of the rollout, the plans queued in one transaction —
+    /// instead of once per agent (the rollout document grows with the
+    /// fleet: at 20,000 agents one write per agent that came online late
+    /// kept the engine busy for minutes).
+    pub async fn connected_all(&mut self, app: &App, agents: &[AgentId]) -> Result<()> {
+        if self.docs.is_empty() {
+            return Ok(());
+        }
+        let mut records = Vec::with_capacity(agents.len());
+        for agent in agents {
+            if let Some(r) = app.store.agent(agent.clone()).await? {
+                records.push(r);
+            }
+        }
         let ids: Vec<String> = self.docs.keys().cloned().collect();
         for id in ids {
-            let m = &self.docs[&id].machine;
-            let event = match m.agents().get(agent) {
-                Some(_) => Event::AgentOnline { agent: agent.clone() },
-                None if m.state().is_active() && has_product(&record, &m.spec().product) => {
-                    Event::AgentJoined { agent: agent.clone(), labels: record.labels.clone() }
+            let mut actions = Vec::new();
+            let doc = self.docs.get_mut(&id).expect("listed above");
+            for record in &records {
+                let agent = &record.id;
+                let m = &doc.machine;
+                let event = match m.agents().get(agent) {
+                    Some(_) => Event::AgentOnline { agent: agent.clone() },
+                    None if m.state().is_active() && has_product(record, &m.spec().product) => {
+                        Event::AgentJoined { agent: agent.clone(), labels: record.labels.clone() }
+                    }
+                    None => continue,
+                };
+                match doc.machine.handle(now_ms(), event) {
+                    Ok(a) => actions.extend(a),
+                    Err(e) => tracing::warn!(rollout = %id, agent = %agent, "agent connect: {e}"),
                 }
-                None => continue,
-            };
-            if let Err(e) = self.handle(app, &id, event).await {
-                tracing::warn!(rollout = %id, agent = %agent, "agent connect: {e}");
+            }
+            if let Err(e) = self.carry_out(app, &id, actions).await {
+                tracing::warn!(rollout = %id, agents = records.len(), "agents connected: {e}");
             }
         }
         Ok(())
@@ -968,21 +995,21 @@ pub(crate) async fn remote_event(app: &App, kind: &str, params: &serde_json::Val
     }
 }
 
-/// An agent connected to another replica: online (or joining) in the
-/// leader's rollouts.
-pub(crate) async fn agent_connected(app: &App, agent: &AgentId) {
-    if !app.cluster.is_leader() {
+/// Agents that connected to another replica: online (or joining) in the
+/// leader's rollouts, all in one pass.
+pub(crate) async fn agents_connected(app: &App, agents: &[AgentId]) {
+    if agents.is_empty() || !app.cluster.is_leader() {
         return;
     }
     let engine = engine(app);
     let mut inner = engine.inner.lock().await;
     if let Err(e) = async {
         inner.load(app).await?;
-        inner.connected(app, agent).await
+        inner.connected_all(app, agents).await
     }
     .await
     {
-        tracing::warn!(%agent, "rollout engine: agent connected elsewhere: {e}");
+        tracing::warn!(agents = agents.len(), "rollout engine: agents connected elsewhere: {e}");
     }
 }
 
