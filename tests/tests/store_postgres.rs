@@ -312,3 +312,55 @@ async fn the_leader_renews_its_lease_while_every_pooled_connection_is_busy() {
         assert_eq!(r.await.unwrap().unwrap(), 0);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heartbeats_and_result_batches_on_the_same_agents_never_deadlock() {
+    // A replica records its agents' heartbeats in one statement while its
+    // ingestor moves the same agents' chain points in another transaction:
+    // both lock many agent rows, and in different orders they deadlock
+    // (PostgreSQL then aborts one: seen with 20,000 agents). Both must lock
+    // them in one order.
+    let pg = Postgres::start();
+    let s = Arc::new(PostgresStore::open(&pg.url()).await.unwrap());
+    let ids: Vec<AgentId> = (0..300).map(|i| AgentId::parse(&format!("agt-{i:04}")).unwrap()).collect();
+    for id in &ids {
+        s.insert_agent(agent(id.as_str())).await.unwrap();
+    }
+    let point = rewind_shared::report::ChainPoint { seq: 1, head: rewind_shared::audit::GENESIS };
+    let mut tasks = Vec::new();
+    for round in 0..40_usize {
+        // Each in its own order: the heartbeats as agents happened to
+        // send them, the results as they arrived.
+        let mut beats = ids.clone();
+        beats.rotate_left(round * 7 % ids.len());
+        beats.reverse();
+        let mut order = ids.clone();
+        order.rotate_left(round * 13 % ids.len());
+        let batch = order
+            .iter()
+            .map(|a| {
+                let r = StoredResult {
+                    id: format!("res-{round}-{a}"),
+                    agent: a.clone(),
+                    plan: "p".into(),
+                    signed_plan: None,
+                    product: "notes".into(),
+                    release: "1".into(),
+                    sequence: 1,
+                    status: "applied".into(),
+                    continuity: "ok".into(),
+                    payload: vec![1, 2, 3],
+                    signature: vec![0; 64],
+                };
+                (r, Some(point.clone()))
+            })
+            .collect();
+        let (s1, s2) = (Arc::clone(&s), Arc::clone(&s));
+        tasks.push(tokio::spawn(async move { s1.touch(beats, format!("2026-01-01T00:00:{:02}Z", round % 60)).await }));
+        tasks.push(tokio::spawn(async move { s2.store_results(batch, None).await.map(|_| ()) }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(pg.psql("rewind", "SELECT count(*) FROM results"), "12000");
+}

@@ -772,7 +772,15 @@ impl Store for PostgresStore {
 
     async fn touch(&self, ids: Vec<AgentId>, seen: String) -> Result<()> {
         let ids: Vec<&str> = ids.iter().map(AgentId::as_str).collect();
-        self.exec("UPDATE agents SET last_seen = $2 WHERE id = ANY($1)", &[&ids, &seen]).await?;
+        // Rows locked in id order, as every statement that updates many
+        // agents does (the results' chain points): in different orders two
+        // of them deadlock.
+        self.exec(
+            "UPDATE agents SET last_seen = $2
+             WHERE id IN (SELECT id FROM agents WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE)",
+            &[&ids, &seen],
+        )
+        .await?;
         Ok(())
     }
 
@@ -911,7 +919,9 @@ impl Store for PostgresStore {
         if !chains.is_empty() {
             let (who, points): (Vec<&str>, Vec<String>) = chains.into_iter().unzip();
             tx.execute(
-                "UPDATE agents SET chain = v.chain FROM unnest($1::TEXT[], $2::TEXT[]) AS v(id, chain) WHERE agents.id = v.id",
+                "UPDATE agents SET chain = v.chain FROM unnest($1::TEXT[], $2::TEXT[]) AS v(id, chain)
+                 WHERE agents.id = v.id
+                   AND agents.id IN (SELECT id FROM agents WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE)",
                 &[&who, &points],
             )
             .await
