@@ -352,7 +352,7 @@ async fn heartbeats_and_result_batches_on_the_same_agents_never_deadlock() {
                     payload: vec![1, 2, 3],
                     signature: vec![0; 64],
                 };
-                (r, Some(point.clone()))
+                (r, Some(point))
             })
             .collect();
         let (s1, s2) = (Arc::clone(&s), Arc::clone(&s));
