@@ -110,9 +110,10 @@ impl v1::admin_server::Admin for AdminService {
         let selector = Selector::parse(&request.get_ref().selector)
             .map_err(|e| Status::invalid_argument(format!("selector: {e}")))?;
         let agents = self.app.store.agents().await?;
+        let counts = self.app.store.counts().await?;
         let mut out = Vec::new();
         for a in agents.into_iter().filter(|a| selector.matches(&a.labels)) {
-            let (results, alarms) = self.app.store.counts(a.id.clone()).await?;
+            let (results, alarms) = counts.get(&a.id).copied().unwrap_or_default();
             let (results, alarms) =
                 (u32::try_from(results).unwrap_or(u32::MAX), u32::try_from(alarms).unwrap_or(u32::MAX));
             out.push(v1::AgentInfo {

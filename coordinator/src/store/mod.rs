@@ -255,8 +255,10 @@ pub trait Store: Send + Sync + 'static {
     /// Marks an agent revoked; returns false when it already was.
     /// [`crate::error::Error::NotFound`] when there is no such agent.
     async fn revoke(&self, id: AgentId) -> Result<bool>;
-    /// How many results are stored and alarms raised for an agent.
-    async fn counts(&self, id: AgentId) -> Result<(u64, u64)>;
+    /// How many results are stored and alarms raised, per agent (agents
+    /// with neither are left out): two grouped reads, not two per agent —
+    /// listing 30,000 agents took a minute with a read per agent.
+    async fn counts(&self) -> Result<HashMap<AgentId, (u64, u64)>>;
     /// Stores (or replaces) an operator token by hash.
     async fn put_operator(&self, hash: String, name: String, role: Role) -> Result<()>;
     /// The name and role of an operator token, by hash.
@@ -637,7 +639,7 @@ pub mod suite {
             s.all_alarms().await.unwrap(),
             [(id.clone(), "chain_fork".to_string(), "went backwards".to_string())]
         );
-        assert_eq!(s.counts(id.clone()).await.unwrap(), (3, 1));
+        assert_eq!(s.counts().await.unwrap(), HashMap::from([(id.clone(), (3, 1))]));
         assert!(s.revoke(id.clone()).await.unwrap());
         assert!(!s.revoke(id.clone()).await.unwrap(), "already revoked");
         assert!(s.agent(id.clone()).await.unwrap().unwrap().revoked);

@@ -803,15 +803,22 @@ impl Store for PostgresStore {
         }
     }
 
-    async fn counts(&self, id: AgentId) -> Result<(u64, u64)> {
-        let r = self
-            .query_opt(
-                "SELECT (SELECT count(*) FROM results WHERE agent = $1), (SELECT count(*) FROM integrity_alarms WHERE agent = $1)",
-                &[&id.as_str()],
-            )
-            .await?
-            .ok_or_else(|| Error::Store("counts: no row".into()))?;
-        Ok((u64_of(get(&r, 0)?), u64_of(get(&r, 1)?)))
+    async fn counts(&self) -> Result<HashMap<AgentId, (u64, u64)>> {
+        let mut out: HashMap<AgentId, (u64, u64)> = HashMap::new();
+        for (table, alarms) in [("results", false), ("integrity_alarms", true)] {
+            for r in self.query(&format!("SELECT agent, count(*) FROM {table} GROUP BY agent"), &[]).await? {
+                let agent: String = get(&r, 0)?;
+                let agent = AgentId::parse(&agent).map_err(|e| conv("agent", e))?;
+                let n = u64_of(get(&r, 1)?);
+                let entry = out.entry(agent).or_default();
+                if alarms {
+                    entry.1 = n;
+                } else {
+                    entry.0 = n;
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn put_operator(&self, hash: String, name: String, role: Role) -> Result<()> {

@@ -615,15 +615,22 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn counts(&self, id: AgentId) -> Result<(u64, u64)> {
+    async fn counts(&self) -> Result<HashMap<AgentId, (u64, u64)>> {
         self.call(move |c| {
-            let n = |table: &str| -> Result<u64> {
-                let n: i64 = c
-                    .query_row(&format!("SELECT count(*) FROM {table} WHERE agent = ?1"), [id.as_str()], |r| r.get(0))
-                    .map_err(sql)?;
-                Ok(u64::try_from(n).unwrap_or(0))
-            };
-            Ok((n("results")?, n("integrity_alarms")?))
+            let mut out: HashMap<AgentId, (u64, u64)> = HashMap::new();
+            for (table, alarms) in [("results", false), ("integrity_alarms", true)] {
+                let mut st = c.prepare(&format!("SELECT agent, count(*) FROM {table} GROUP BY agent")).map_err(sql)?;
+                let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(sql)?;
+                for row in rows {
+                    let (agent, n) = row.map_err(sql)?;
+                    let agent =
+                        AgentId::parse(&agent).map_err(|e| Error::Store(format!("{table}.agent {agent:?}: {e}")))?;
+                    let entry = out.entry(agent).or_default();
+                    let n = u64::try_from(n).unwrap_or(0);
+                    if alarms { entry.1 = n } else { entry.0 = n }
+                }
+            }
+            Ok(out)
         })
         .await
     }
