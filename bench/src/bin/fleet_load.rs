@@ -774,16 +774,31 @@ async fn start_coordinator(bin: &Path, state: &Path, port: u16, trust: &Path, st
     Ok(child)
 }
 
+/// Waits until the coordinator answers an Admin call (a cheap one: the
+/// incident list; `agents` reads the whole fleet, see [`time_agents_list`]).
 async fn wait_ready(bin: &Path, env: &[(&str, String)]) -> Result<()> {
     let start = Instant::now();
     loop {
-        if ctl(bin, &["agents", "--json"], env).await.is_ok() {
-            return Ok(());
-        }
+        let last = match tokio::time::timeout(Duration::from_secs(10), ctl(bin, &["incidents", "list"], env)).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer within 10 s".to_string(),
+        };
         if start.elapsed() > Duration::from_secs(60) {
-            bail!("the coordinator did not answer Admin calls within 60 s");
+            bail!("the coordinator did not answer Admin calls within 60 s (last try: {last})");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How long `rewindctl agents --json` takes with every agent enrolled and
+/// connected (the operator's fleet listing), or why it failed.
+async fn time_agents_list(bin: &Path, env: &[(&str, String)]) -> String {
+    let t = Instant::now();
+    match tokio::time::timeout(Duration::from_secs(300), ctl(bin, &["agents", "--json"], env)).await {
+        Ok(Ok(out)) => format!("{:.2} s ({} KiB of JSON)", t.elapsed().as_secs_f64(), out.len() / 1024),
+        Ok(Err(e)) => format!("failed after {:.2} s: {e}", t.elapsed().as_secs_f64()),
+        Err(_) => "no answer within 300 s".to_string(),
     }
 }
 
@@ -1083,6 +1098,7 @@ async fn one_run(
     println!("  coordinator ({}): {}/{n} connected in {}", store.kind.name(), times.len(), opt(fig.coord.connect));
     tokio::time::sleep(SETTLE).await;
     fig.coord.rssn_kib = rss_all()?;
+    println!("  rewindctl agents --json with {n} agents connected: {}", time_agents_list(bin, &env).await);
 
     // Push: the operator's decision is the Admin call.
     let admin_token = std::fs::read_to_string(state.join("admin.token"))?.trim().to_string();
