@@ -80,8 +80,13 @@ pub(crate) async fn admin(c: &CoordinatorArgs) -> Result<Admin> {
     let ch = channel::connect(&c.coordinator, &ClientTls { ca_pem, identity: None }, ChannelOptions::unary())
         .await
         .map_err(|e| Error::Failed(e.to_string()))?;
-    Ok(v1::admin_client::AdminClient::with_interceptor(ch, Bearer(bearer)))
+    Ok(v1::admin_client::AdminClient::with_interceptor(ch, Bearer(bearer)).max_decoding_message_size(MAX_ANSWER))
 }
+
+/// Largest Admin answer rewindctl reads. Answers that list the fleet grow
+/// with it (`agents`: ≈ 320 bytes per agent, 9.6 MB at 30,000 agents);
+/// tonic's default of 4 MiB refused them past ≈ 13,000 agents.
+const MAX_ANSWER: usize = 256 << 20;
 
 /// Maps a call's status to an exit code: the caller's mistakes exit 2, the
 /// rest 1.
