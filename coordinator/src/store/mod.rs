@@ -108,6 +108,7 @@ pub struct StoredResult {
 
 /// The audit entries [`Store::store_results`] appends for the new results
 /// of a batch.
+#[derive(Clone)]
 pub struct ResultAudit {
     /// The `result` entry's parameters (JSON text), one per result.
     pub params: Vec<String>,

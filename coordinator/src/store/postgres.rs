@@ -235,6 +235,23 @@ fn pg(e: tokio_postgres::Error) -> Error {
     Error::Store(chain(&e))
 }
 
+/// How often a transaction PostgreSQL chose as a deadlock victim is tried.
+const DEADLOCK_TRIES: u32 = 5;
+
+/// Why a transaction failed: a deadlock victim may simply run again.
+enum Failure {
+    Deadlock(Error),
+    Other(Error),
+}
+
+fn fail(e: tokio_postgres::Error) -> Failure {
+    if e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) {
+        Failure::Deadlock(pg(e))
+    } else {
+        Failure::Other(pg(e))
+    }
+}
+
 fn pool_err(e: deadpool_postgres::PoolError) -> Error {
     Error::Store(format!("PostgreSQL connection: {}", chain(&e)))
 }
@@ -464,6 +481,95 @@ impl PostgresStore {
             ))),
             None => Err(Error::Fenced(format!("replica {} holds no lease; the write was refused", fence.holder))),
         }
+    }
+
+    /// One try of [`Store::store_results`] in one transaction.
+    async fn store_results_once(
+        &self,
+        batch: &[(StoredResult, Option<ChainPoint>)],
+        audit: Option<ResultAudit>,
+    ) -> std::result::Result<(Vec<bool>, Vec<AuditEntry>), Failure> {
+        if batch.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        // Two statements for the whole batch: the inserts (arrays unnested
+        // server-side, a known id skipped), then each agent's chain point
+        // moved once, to the last point among its results inserted now.
+        let now = crate::now();
+        let ids: Vec<&str> = batch.iter().map(|(r, _)| r.id.as_str()).collect();
+        let agents: Vec<&str> = batch.iter().map(|(r, _)| r.agent.as_str()).collect();
+        let plans: Vec<&str> = batch.iter().map(|(r, _)| r.plan.as_str()).collect();
+        let signed: Vec<Option<&str>> = batch.iter().map(|(r, _)| r.signed_plan.as_deref()).collect();
+        let products: Vec<&str> = batch.iter().map(|(r, _)| r.product.as_str()).collect();
+        let releases: Vec<&str> = batch.iter().map(|(r, _)| r.release.as_str()).collect();
+        let sequences: Vec<i64> = batch.iter().map(|(r, _)| i64_of(r.sequence)).collect();
+        let statuses: Vec<&str> = batch.iter().map(|(r, _)| r.status.as_str()).collect();
+        let continuities: Vec<&str> = batch.iter().map(|(r, _)| r.continuity.as_str()).collect();
+        let payloads: Vec<&[u8]> = batch.iter().map(|(r, _)| r.payload.as_slice()).collect();
+        let signatures: Vec<&[u8]> = batch.iter().map(|(r, _)| r.signature.as_slice()).collect();
+        let mut c = self.client().await.map_err(Failure::Other)?;
+        let tx = c.transaction().await.map_err(fail)?;
+        let inserted: std::collections::HashSet<String> = tx
+            .query(
+                "INSERT INTO results(id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature, received)
+                 SELECT id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature, $12
+                 FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::BIGINT[],
+                             $8::TEXT[], $9::TEXT[], $10::BYTEA[], $11::BYTEA[])
+                      WITH ORDINALITY AS b(id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature, k)
+                 ORDER BY k
+                 ON CONFLICT (id) DO NOTHING RETURNING id",
+                &[
+                    &ids,
+                    &agents,
+                    &plans,
+                    &signed,
+                    &products,
+                    &releases,
+                    &sequences,
+                    &statuses,
+                    &continuities,
+                    &payloads,
+                    &signatures,
+                    &now,
+                ],
+            )
+            .await
+            .map_err(fail)?
+            .iter()
+            .map(|r| get::<String>(r, 0))
+            .collect::<Result<_>>()
+            .map_err(Failure::Other)?;
+        // New: the first occurrence of each id inserted now (a batch may
+        // carry the same result twice).
+        let mut seen = std::collections::HashSet::new();
+        let news: Vec<bool> =
+            batch.iter().map(|(r, _)| inserted.contains(&r.id) && seen.insert(r.id.as_str())).collect();
+        let mut chains: std::collections::BTreeMap<&str, String> = std::collections::BTreeMap::new();
+        for ((r, advance), new) in batch.iter().zip(&news) {
+            if let (true, Some(p)) = (new, advance) {
+                chains.insert(r.agent.as_str(), json(p));
+            }
+        }
+        if !chains.is_empty() {
+            let (who, points): (Vec<&str>, Vec<String>) = chains.into_iter().unzip();
+            tx.execute(
+                "UPDATE agents SET chain = v.chain FROM unnest($1::TEXT[], $2::TEXT[]) AS v(id, chain)
+                 WHERE agents.id = v.id
+                   AND agents.id IN (SELECT id FROM agents WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE)",
+                &[&who, &points],
+            )
+            .await
+            .map_err(fail)?;
+        }
+        let audited = match audit {
+            Some(a) => {
+                let key = a.key.clone();
+                append_audit_in(&tx, a.entries(&news), &key).await.map_err(Failure::Other)?
+            }
+            None => Vec::new(),
+        };
+        tx.commit().await.map_err(fail)?;
+        Ok((news, audited))
     }
 
     /// A connection of its own, outside the pool (its connection task
@@ -775,13 +881,28 @@ impl Store for PostgresStore {
         // Rows locked in id order, as every statement that updates many
         // agents does (the results' chain points): in different orders two
         // of them deadlock.
-        self.exec(
-            "UPDATE agents SET last_seen = $2
-             WHERE id IN (SELECT id FROM agents WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE)",
-            &[&ids, &seen],
-        )
-        .await?;
-        Ok(())
+        // A deadlock victim (see `store_results`) changed nothing: again.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let c = self.client().await?;
+            let done = c
+                .execute(
+                    "UPDATE agents SET last_seen = $2
+                     WHERE id IN (SELECT id FROM agents WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE)",
+                    &[&ids, &seen],
+                )
+                .await
+                .map_err(fail);
+            match done {
+                Ok(_) => return Ok(()),
+                Err(Failure::Deadlock(e)) if attempt < DEADLOCK_TRIES => {
+                    tracing::warn!("recording heartbeats: {e}; trying again ({attempt} of {DEADLOCK_TRIES})");
+                    tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
+                }
+                Err(Failure::Deadlock(e) | Failure::Other(e)) => return Err(e),
+            }
+        }
     }
 
     async fn record_inventory(&self, id: AgentId, inventory: Inventory, seen: String) -> Result<()> {
@@ -863,86 +984,22 @@ impl Store for PostgresStore {
         batch: Vec<(StoredResult, Option<ChainPoint>)>,
         audit: Option<ResultAudit>,
     ) -> Result<(Vec<bool>, Vec<AuditEntry>)> {
-        if batch.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
-        }
-        // Two statements for the whole batch: the inserts (arrays unnested
-        // server-side, a known id skipped), then each agent's chain point
-        // moved once, to the last point among its results inserted now.
-        let now = crate::now();
-        let ids: Vec<&str> = batch.iter().map(|(r, _)| r.id.as_str()).collect();
-        let agents: Vec<&str> = batch.iter().map(|(r, _)| r.agent.as_str()).collect();
-        let plans: Vec<&str> = batch.iter().map(|(r, _)| r.plan.as_str()).collect();
-        let signed: Vec<Option<&str>> = batch.iter().map(|(r, _)| r.signed_plan.as_deref()).collect();
-        let products: Vec<&str> = batch.iter().map(|(r, _)| r.product.as_str()).collect();
-        let releases: Vec<&str> = batch.iter().map(|(r, _)| r.release.as_str()).collect();
-        let sequences: Vec<i64> = batch.iter().map(|(r, _)| i64_of(r.sequence)).collect();
-        let statuses: Vec<&str> = batch.iter().map(|(r, _)| r.status.as_str()).collect();
-        let continuities: Vec<&str> = batch.iter().map(|(r, _)| r.continuity.as_str()).collect();
-        let payloads: Vec<&[u8]> = batch.iter().map(|(r, _)| r.payload.as_slice()).collect();
-        let signatures: Vec<&[u8]> = batch.iter().map(|(r, _)| r.signature.as_slice()).collect();
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg)?;
-        let inserted: std::collections::HashSet<String> = tx
-            .query(
-                "INSERT INTO results(id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature, received)
-                 SELECT id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature, $12
-                 FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::BIGINT[],
-                             $8::TEXT[], $9::TEXT[], $10::BYTEA[], $11::BYTEA[])
-                      WITH ORDINALITY AS b(id, agent, plan, signed_plan, product, release, sequence, status, continuity, payload, signature, k)
-                 ORDER BY k
-                 ON CONFLICT (id) DO NOTHING RETURNING id",
-                &[
-                    &ids,
-                    &agents,
-                    &plans,
-                    &signed,
-                    &products,
-                    &releases,
-                    &sequences,
-                    &statuses,
-                    &continuities,
-                    &payloads,
-                    &signatures,
-                    &now,
-                ],
-            )
-            .await
-            .map_err(pg)?
-            .iter()
-            .map(|r| get::<String>(r, 0))
-            .collect::<Result<_>>()?;
-        // New: the first occurrence of each id inserted now (a batch may
-        // carry the same result twice).
-        let mut seen = std::collections::HashSet::new();
-        let news: Vec<bool> =
-            batch.iter().map(|(r, _)| inserted.contains(&r.id) && seen.insert(r.id.as_str())).collect();
-        let mut chains: std::collections::BTreeMap<&str, String> = std::collections::BTreeMap::new();
-        for ((r, advance), new) in batch.iter().zip(&news) {
-            if let (true, Some(p)) = (new, advance) {
-                chains.insert(r.agent.as_str(), json(p));
+        // PostgreSQL may still pick this transaction as a deadlock victim
+        // (many agent rows are locked by the heartbeats and by other
+        // batches, and the results' foreign keys share-lock them in their
+        // own order): nothing of it was written, so it runs again.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.store_results_once(&batch, audit.clone()).await {
+                Err(Failure::Deadlock(e)) if attempt < DEADLOCK_TRIES => {
+                    tracing::warn!("storing results: {e}; trying again ({attempt} of {DEADLOCK_TRIES})");
+                    tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
+                }
+                Err(Failure::Deadlock(e) | Failure::Other(e)) => return Err(e),
+                Ok(v) => return Ok(v),
             }
         }
-        if !chains.is_empty() {
-            let (who, points): (Vec<&str>, Vec<String>) = chains.into_iter().unzip();
-            tx.execute(
-                "UPDATE agents SET chain = v.chain FROM unnest($1::TEXT[], $2::TEXT[]) AS v(id, chain)
-                 WHERE agents.id = v.id
-                   AND agents.id IN (SELECT id FROM agents WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE)",
-                &[&who, &points],
-            )
-            .await
-            .map_err(pg)?;
-        }
-        let audited = match audit {
-            Some(a) => {
-                let key = a.key.clone();
-                append_audit_in(&tx, a.entries(&news), &key).await?
-            }
-            None => Vec::new(),
-        };
-        tx.commit().await.map_err(pg)?;
-        Ok((news, audited))
     }
 
     async fn results(&self, agent: AgentId) -> Result<Vec<StoredResult>> {
