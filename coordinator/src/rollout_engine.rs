@@ -396,12 +396,7 @@ impl Inner {
         if self.docs.is_empty() {
             return Ok(());
         }
-        let mut records = Vec::with_capacity(agents.len());
-        for agent in agents {
-            if let Some(r) = app.store.agent(agent.clone()).await? {
-                records.push(r);
-            }
-        }
+        let records = app.store.agents_by_id(agents.to_vec()).await?;
         let ids: Vec<String> = self.docs.keys().cloned().collect();
         for id in ids {
             let mut actions = Vec::new();

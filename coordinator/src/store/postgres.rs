@@ -252,6 +252,36 @@ fn fail(e: tokio_postgres::Error) -> Failure {
     }
 }
 
+/// A connection opened outside the pool, with or without TLS.
+type DirectConnection = futures_util::future::Either<
+    tokio_postgres::Connection<
+        tokio_postgres::Socket,
+        <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>>::Stream,
+    >,
+    tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+>;
+
+/// Runs `attempt` again while PostgreSQL picks it as a deadlock victim
+/// (nothing of it was written), at most [`DEADLOCK_TRIES`] times.
+async fn retry_deadlocks<T, F, Fut>(what: &str, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, Failure>>,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(Failure::Deadlock(e)) if tries < DEADLOCK_TRIES => {
+                tracing::warn!("{what}: {e}; trying again ({tries} of {DEADLOCK_TRIES})");
+                tokio::time::sleep(Duration::from_millis(10 * u64::from(tries))).await;
+            }
+            Err(Failure::Deadlock(e) | Failure::Other(e)) => return Err(e),
+        }
+    }
+}
+
 fn pool_err(e: deadpool_postgres::PoolError) -> Error {
     Error::Store(format!("PostgreSQL connection: {}", chain(&e)))
 }
@@ -572,40 +602,35 @@ impl PostgresStore {
         Ok((news, audited))
     }
 
-    /// A connection of its own, outside the pool (its connection task
-    /// runs until the client is dropped or the server ends it).
-    async fn dedicated(&self) -> Result<tokio_postgres::Client> {
-        let log = |e: tokio_postgres::Error| tracing::warn!("PostgreSQL lease connection: {e}");
-        match &self.tls {
+    /// A connection outside the pool, and the future that drives it.
+    async fn connect_direct(&self) -> Result<(tokio_postgres::Client, DirectConnection)> {
+        use futures_util::future::Either;
+        Ok(match &self.tls {
             Some(t) => {
                 let (c, conn) =
                     self.config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(t.clone())).await.map_err(pg)?;
-                tokio::spawn(async move { conn.await.map_err(log) });
-                Ok(c)
+                (c, Either::Left(conn))
             }
             None => {
                 let (c, conn) = self.config.connect(tokio_postgres::NoTls).await.map_err(pg)?;
-                tokio::spawn(async move { conn.await.map_err(log) });
-                Ok(c)
+                (c, Either::Right(conn))
             }
-        }
+        })
+    }
+
+    /// A connection of its own, outside the pool (its connection task
+    /// runs until the client is dropped or the server ends it).
+    async fn dedicated(&self) -> Result<tokio_postgres::Client> {
+        let (c, conn) = self.connect_direct().await?;
+        tokio::spawn(async move { conn.await.map_err(|e| tracing::warn!("PostgreSQL lease connection: {e}")) });
+        Ok(c)
     }
 
     /// A connection outside the pool that LISTENs on [`CHANNEL`] and hands
     /// every notification to `tx`; returns when the connection ends.
     async fn listen_once(&self, tx: &tokio::sync::mpsc::Sender<super::Signal>) -> Result<()> {
         use futures_util::StreamExt;
-        let (client, mut connection) = match &self.tls {
-            Some(t) => {
-                let (c, conn) =
-                    self.config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(t.clone())).await.map_err(pg)?;
-                (c, futures_util::future::Either::Left(conn))
-            }
-            None => {
-                let (c, conn) = self.config.connect(tokio_postgres::NoTls).await.map_err(pg)?;
-                (c, futures_util::future::Either::Right(conn))
-            }
-        };
+        let (client, mut connection) = self.connect_direct().await?;
         let (ntx, mut nrx) = tokio::sync::mpsc::unbounded_channel();
         let pump = tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| match &mut connection {
@@ -880,29 +905,20 @@ impl Store for PostgresStore {
         let ids: Vec<&str> = ids.iter().map(AgentId::as_str).collect();
         // Rows locked in id order, as every statement that updates many
         // agents does (the results' chain points): in different orders two
-        // of them deadlock.
-        // A deadlock victim (see `store_results`) changed nothing: again.
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let c = self.client().await?;
-            let done = c
-                .execute(
-                    "UPDATE agents SET last_seen = $2
-                     WHERE id IN (SELECT id FROM agents WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE)",
-                    &[&ids, &seen],
-                )
-                .await
-                .map_err(fail);
-            match done {
-                Ok(_) => return Ok(()),
-                Err(Failure::Deadlock(e)) if attempt < DEADLOCK_TRIES => {
-                    tracing::warn!("recording heartbeats: {e}; trying again ({attempt} of {DEADLOCK_TRIES})");
-                    tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
-                }
-                Err(Failure::Deadlock(e) | Failure::Other(e)) => return Err(e),
-            }
-        }
+        // of them deadlock. A deadlock victim (see `store_results`) changed
+        // nothing: it runs again.
+        retry_deadlocks("recording heartbeats", || async {
+            let c = self.client().await.map_err(Failure::Other)?;
+            c.execute(
+                "UPDATE agents SET last_seen = $2
+                 WHERE id IN (SELECT id FROM agents WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE)",
+                &[&ids, &seen],
+            )
+            .await
+            .map(|_| ())
+            .map_err(fail)
+        })
+        .await
     }
 
     async fn record_inventory(&self, id: AgentId, inventory: Inventory, seen: String) -> Result<()> {
@@ -988,18 +1004,7 @@ impl Store for PostgresStore {
         // (many agent rows are locked by the heartbeats and by other
         // batches, and the results' foreign keys share-lock them in their
         // own order): nothing of it was written, so it runs again.
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.store_results_once(&batch, audit.clone()).await {
-                Err(Failure::Deadlock(e)) if attempt < DEADLOCK_TRIES => {
-                    tracing::warn!("storing results: {e}; trying again ({attempt} of {DEADLOCK_TRIES})");
-                    tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
-                }
-                Err(Failure::Deadlock(e) | Failure::Other(e)) => return Err(e),
-                Ok(v) => return Ok(v),
-            }
-        }
+        retry_deadlocks("storing results", || self.store_results_once(&batch, audit.clone())).await
     }
 
     async fn results(&self, agent: AgentId) -> Result<Vec<StoredResult>> {
