@@ -865,30 +865,24 @@ struct Sims {
 }
 
 impl Sims {
-    fn start(
-        ids: &[SimIdentity],
-        urls: Vec<String>,
-        ca_pem: &str,
-        target: &v1::TargetState,
-        per_message: u16,
-        processes: usize,
-    ) -> Result<Self> {
+    /// Starts `spec`'s agents against `urls` (agent `i` to `urls[i % len]`).
+    fn start(spec: &SimsSpec<'_>, urls: Vec<String>) -> Result<Self> {
         let (etx, events) = mpsc::unbounded_channel();
         let (commands, crx) = watch::channel(Command::Idle);
         let shared = Shared {
             urls,
-            ca_pem: ca_pem.to_string(),
-            hello_target: target.clone(),
-            events: etx.clone(),
+            ca_pem: spec.ca_pem.to_string(),
+            hello_target: spec.target.clone(),
+            events: etx,
             commands: crx,
-            per_message: usize::from(per_message),
+            per_message: usize::from(spec.per_message),
         };
-        if processes > 1 {
-            let workers = fleet::remote::Workers::start(ids, processes, &shared, &etx)?;
+        if spec.processes > 1 {
+            let workers = fleet::remote::Workers::start(spec.ids, spec.processes, &shared)?;
             return Ok(Sims { events, commands, tasks: Vec::new(), workers: Some(workers) });
         }
         let shared = Arc::new(shared);
-        let tasks = ids.iter().map(|id| tokio::spawn(fleet::run(id.clone(), Arc::clone(&shared)))).collect();
+        let tasks = spec.ids.iter().map(|id| tokio::spawn(fleet::run(id.clone(), Arc::clone(&shared)))).collect();
         Ok(Sims { events, commands, tasks, workers: None })
     }
 
@@ -987,7 +981,7 @@ async fn floor_side(
     let rss_all = || pids.iter().map(|&p| rss_kib(p)).sum::<Result<u64>>();
     let mut side = Side { rss0_kib: rss_all()?, ..Side::default() };
     let t0 = Instant::now();
-    let mut sims = sims.start(urls)?;
+    let mut sims = Sims::start(sims, urls)?;
     let times = sims.wait(n, args.timeout, connected).await;
     side.connected = times.len();
     side.connect = (times.len() == n).then(|| times.last().map_or(Duration::ZERO, |t| *t - t0));
@@ -1020,12 +1014,6 @@ struct SimsSpec<'a> {
     target: &'a v1::TargetState,
     per_message: u16,
     processes: usize,
-}
-
-impl SimsSpec<'_> {
-    fn start(&self, urls: Vec<String>) -> Result<Sims> {
-        Sims::start(self.ids, urls, self.ca_pem, self.target, self.per_message, self.processes)
-    }
 }
 
 #[allow(clippy::too_many_lines)]
@@ -1100,7 +1088,7 @@ async fn one_run(
     let rss_all = || pids.iter().map(|&p| rss_kib(p)).sum::<Result<u64>>();
     fig.coord.rss0_kib = rss_all()?;
     let t0 = Instant::now();
-    let mut sims = spec.start(urls)?;
+    let mut sims = Sims::start(&spec, urls)?;
     let times = sims.wait(n, args.timeout, connected).await;
     fig.coord.connected = times.len();
     fig.coord.connect = (times.len() == n).then(|| times.last().map_or(Duration::ZERO, |t| *t - t0));

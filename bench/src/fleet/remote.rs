@@ -212,17 +212,12 @@ pub struct Workers {
 
 impl Workers {
     /// Starts `processes` workers (this executable), the agents split
-    /// between them in order; their events go to `events`, and every
-    /// command `commands` takes goes to each of them.
+    /// between them in order; their events go to `shared.events`, and
+    /// every command `shared.commands` takes goes to each of them.
     ///
     /// # Errors
     /// When a worker cannot be started.
-    pub fn start(
-        ids: &[SimIdentity],
-        processes: usize,
-        shared: &Shared,
-        events: &mpsc::UnboundedSender<Event>,
-    ) -> Result<Self> {
+    pub fn start(ids: &[SimIdentity], processes: usize, shared: &Shared) -> Result<Self> {
         let exe = std::env::current_exe().context("this executable, to start workers")?;
         let mut out = Workers { children: Vec::new(), tasks: Vec::new() };
         for part in ids.chunks(ids.len().div_ceil(processes.max(1)).max(1)) {
@@ -251,7 +246,7 @@ impl Workers {
                     }
                 }
             }));
-            let events = events.clone();
+            let events = shared.events.clone();
             out.tasks.push(tokio::spawn(async move {
                 let mut lines = BufReader::new(stdout).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
