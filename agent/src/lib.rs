@@ -24,5 +24,6 @@ pub mod rollback;
 pub mod snapshot;
 pub mod state;
 pub mod target;
+pub mod treehash;
 
 pub use error::{Error, Result};

@@ -25,6 +25,7 @@ use crate::error::{Context, Error, Result};
 use crate::fsutil;
 use crate::state::{State, new_id, now};
 use crate::target::{Target, classify};
+use crate::treehash;
 
 /// A snapshot's manifest, as `snapshot list --json` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -928,50 +929,6 @@ fn write_pages(
         return Ok(PageRestore::NotApplicable);
     }
     let (old_pages, new_pages) = (old_len / ps, new_len / ps);
-    // One pass over both files: which pages differ, and (on another
-    // thread) the snapshot's BLAKE3 against the one verified at creation.
-    let (hashed, diff) = std::thread::scope(|s| {
-        let hashed = expected_b3.map(|_| {
-            s.spawn(|| -> std::io::Result<blake3::Hash> {
-                let mut h = blake3::Hasher::new();
-                let mut buf = vec![0u8; CHUNK];
-                let mut r = ReadAt { file: snap_file, pos: 0 };
-                loop {
-                    let n = read_full(&mut r, &mut buf)?;
-                    if n == 0 {
-                        return Ok(h.finalize());
-                    }
-                    h.update(&buf[..n]);
-                }
-            })
-        });
-        let diff = differing_pages(file, snap_file, ps, old_pages.min(new_pages));
-        (hashed.map(|t| t.join().expect("hash thread does not panic")), diff)
-    });
-    if let (Some(expected), Some(hashed)) = (expected_b3, hashed) {
-        match hashed {
-            Ok(h) if h.to_hex().as_str() == expected => {}
-            Ok(h) => {
-                return Err(untouched(format!(
-                    "its bytes changed since it was taken (BLAKE3 {}, manifest says {expected})",
-                    h.to_hex()
-                )));
-            }
-            Err(e) => return Err(untouched(format!("cannot read {}: {e}", snap.file.display()))),
-        }
-    }
-    let mut diff = diff.map_err(Error::io(db))?;
-    if diff.is_empty() && old_len == new_len {
-        crash::point("restore.before_copy");
-        return Ok(PageRestore::Done { pages: 0 });
-    }
-    if diff.first() != Some(&1) {
-        diff.insert(0, 1);
-    }
-    let journaled: Vec<u64> = diff.iter().copied().chain(new_pages + 1..=old_pages).collect();
-    let written: Vec<u64> = diff.iter().copied().chain(old_pages + 1..=new_pages).collect();
-    crash::point("restore.before_copy");
-
     let not_restored = |what: &str, e: std::io::Error| {
         Error::BadInput(format!(
             "snapshot {} not restored, {} unchanged: {what} {}: {e}",
@@ -980,18 +937,66 @@ fn write_pages(
             journal.display()
         ))
     };
+    // The journal is written while the pages are compared: it rolls nothing
+    // back until its record count is set (SQLite plays a hot journal whose
+    // count is 0 as empty), and that happens only once it is complete and
+    // durable, before the database is written.
     *journal_live = true;
-    write_journal(file, ps, old_pages, &journaled, journal, db).map_err(|e| {
+    let discard = |journal_live: &mut bool| {
         *journal_live = false;
         let _ = std::fs::remove_file(journal);
-        not_restored("writing the rollback journal", e)
-    })?;
+    };
+    let jw = match Journal::create(file, ps, old_pages, journal) {
+        Ok(j) => j,
+        Err(e) => {
+            discard(journal_live);
+            return Err(not_restored("writing the rollback journal", e));
+        }
+    };
+    // One pass over both files, on every core: which pages differ (their
+    // old content goes to the journal as they are found) and the
+    // snapshot's BLAKE3 against the one verified at creation.
+    let compared = compare_pages(file, snap_file, ps, old_pages, new_len, expected_b3.is_some(), &jw);
+    let (diff, hashed) = match compared {
+        Ok(c) => c,
+        Err(e) => {
+            discard(journal_live);
+            return Err(untouched(format!("cannot compare it with the target: {e}")));
+        }
+    };
+    if let (Some(expected), Some(h)) = (expected_b3, hashed)
+        && h.to_hex().as_str() != expected
+    {
+        discard(journal_live);
+        return Err(untouched(format!(
+            "its bytes changed since it was taken (BLAKE3 {}, manifest says {expected})",
+            h.to_hex()
+        )));
+    }
+    if diff.is_empty() && old_len == new_len {
+        discard(journal_live);
+        crash::point("restore.before_copy");
+        return Ok(PageRestore::Done { pages: 0 });
+    }
+    let mut diff = diff;
+    if diff.first() != Some(&1) {
+        diff.insert(0, 1);
+    }
+    let written: Vec<u64> = diff.iter().copied().chain(old_pages + 1..=new_pages).collect();
+    crash::point("restore.before_copy");
+    // Pages past the snapshot's end (the target shrinks) are journaled too.
+    let shrunk: Vec<u64> = (new_pages + 1..=old_pages).collect();
+    if let Err(e) = jw.append_from(file, ps, &shrunk).and_then(|()| jw.commit(db)) {
+        discard(journal_live);
+        return Err(not_restored("writing the rollback journal", e));
+    }
 
     // The new pages; page 1 gets a change counter past the old one.
     let counter = u32::from_be_bytes([head[24], head[25], head[26], head[27]]).wrapping_add(1).to_be_bytes();
     let page_runs = runs(&written, CHUNK as u64 / ps);
     let mut buf = vec![0u8; CHUNK];
     let write = |buf: &mut Vec<u8>| -> std::io::Result<()> {
+        let writeback = fsutil::Writeback::start(file)?;
         for (i, &(start, n)) in page_runs.iter().enumerate() {
             if i == page_runs.len() / 2 {
                 crash::point("restore.during_write");
@@ -1003,19 +1008,20 @@ fn write_pages(
                 bytes[92..96].copy_from_slice(&counter);
             }
             write_all_at(file, bytes, (start - 1) * ps)?;
+            writeback.nudge();
         }
         if new_len < old_len {
             file.set_len(new_len)?;
         }
-        file.sync_all()
+        writeback.finish()
     };
     write(&mut buf).map_err(|e| Error::Failed(format!("writing {}: {e}", db.display())))?;
 
     // Proof before the commit: every written page reads back as the
     // snapshot's, and every other page was found equal above, under the
-    // same lock.
+    // same lock. The pages are read back while the flush waits for the disk.
     let mut theirs = vec![0u8; CHUNK];
-    let proven = (|| -> std::io::Result<bool> {
+    let mut read_back = || -> std::io::Result<bool> {
         if file.metadata()?.len() != new_len {
             return Ok(false);
         }
@@ -1031,8 +1037,14 @@ fn write_pages(
             }
         }
         Ok(true)
-    })()
-    .map_err(|e| Error::Failed(format!("reading {} back: {e}", db.display())))?;
+    };
+    let (synced, proven) = std::thread::scope(|s| {
+        let synced = s.spawn(|| file.sync_all());
+        let proven = read_back();
+        (synced.join().expect("flush thread does not panic"), proven)
+    });
+    synced.map_err(|e| Error::Failed(format!("writing {}: {e}", db.display())))?;
+    let proven = proven.map_err(|e| Error::Failed(format!("reading {} back: {e}", db.display())))?;
     if !proven {
         return Err(Error::Failed(format!(
             "{} does not read back as snapshot {} after writing it",
@@ -1048,84 +1060,181 @@ fn write_pages(
     Ok(PageRestore::Done { pages: written.len() as u64 })
 }
 
-/// Pages 1..=`pages` that differ between the two files (page 1 compared
-/// without its change counter).
+/// The pages up to the shorter file's end whose content differs between
+/// the target and the snapshot (page 1 compared without its change
+/// counter), in order, and the snapshot file's BLAKE3 when `hash` is set.
+/// The old content of every differing page, and of page 1 always (it gets
+/// a new change counter), is appended to `journal` as it is found. Works on
+/// up to four threads, each taking the next [`treehash::SEGMENT`] of the
+/// snapshot: both files are read once (the kernel's copies into our
+/// buffers are most of a restore's time).
 #[cfg(unix)]
-fn differing_pages(a: &std::fs::File, b: &std::fs::File, ps: u64, pages: u64) -> std::io::Result<Vec<u64>> {
-    let per = CHUNK as u64 / ps;
-    let (mut ba, mut bb) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
-    let mut out = Vec::new();
-    let mut first = 1;
-    while first <= pages {
-        let n = per.min(pages - first + 1);
-        let len = (n * ps) as usize;
-        read_exact_at(a, &mut ba[..len], (first - 1) * ps)?;
-        read_exact_at(b, &mut bb[..len], (first - 1) * ps)?;
-        if ba[..len] != bb[..len] {
-            for k in 0..n as usize {
-                let page = k * ps as usize..(k + 1) * ps as usize;
-                if !same_page(first + k as u64, &ba[page.clone()], &bb[page]) {
-                    out.push(first + k as u64);
-                }
-            }
-        }
-        first += n;
-    }
-    Ok(out)
-}
-
-/// Writes `<db>-journal` in SQLite's rollback-journal format with the
-/// current content of `pages`, durably: records first, then the record
-/// count in the header (two flushes, as SQLite does with synchronous=FULL),
-/// then the directory, so the journal exists on disk before the database
-/// is written.
-#[cfg(unix)]
-fn write_journal(
-    file: &std::fs::File,
+fn compare_pages(
+    target: &std::fs::File,
+    snap_file: &std::fs::File,
     ps: u64,
     old_pages: u64,
-    pages: &[u64],
-    journal: &Path,
-    db: &Path,
-) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let meta = file.metadata()?;
-    let j =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(meta.mode() & 0o777).open(journal)?;
-    // As SQLite does: a journal made by root belongs to the database's owner,
-    // so the app can roll it back.
-    if j.metadata()?.uid() != meta.uid() {
-        let _ = std::os::unix::fs::fchown(&j, Some(meta.uid()), Some(meta.gid()));
-    }
-    let mut nonce = [0u8; 4];
-    getrandom::fill(&mut nonce).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let nonce = u32::from_be_bytes(nonce);
-    let mut header = vec![0u8; JOURNAL_SECTOR];
-    header[..8].copy_from_slice(&JOURNAL_MAGIC);
-    header[12..16].copy_from_slice(&nonce.to_be_bytes());
-    header[16..20].copy_from_slice(&(old_pages as u32).to_be_bytes());
-    header[20..24].copy_from_slice(&(JOURNAL_SECTOR as u32).to_be_bytes());
-    header[24..28].copy_from_slice(&(ps as u32).to_be_bytes());
-    let mut out = std::io::BufWriter::with_capacity(CHUNK + 2 * ps as usize, &j);
-    out.write_all(&header)?;
-    let mut buf = vec![0u8; CHUNK];
-    for (start, n) in runs(pages, CHUNK as u64 / ps) {
-        let bytes = &mut buf[..(n * ps) as usize];
-        read_exact_at(file, bytes, (start - 1) * ps)?;
-        for (k, page) in bytes.chunks(ps as usize).enumerate() {
-            out.write_all(&((start + k as u64) as u32).to_be_bytes())?;
-            out.write_all(page)?;
-            out.write_all(&journal_cksum(nonce, page).to_be_bytes())?;
+    new_len: u64,
+    hash: bool,
+    journal: &Journal,
+) -> std::io::Result<(Vec<u64>, Option<blake3::Hash>)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let common = old_pages.min(new_len / ps);
+    let segments = new_len.div_ceil(treehash::SEGMENT);
+    let next = AtomicU64::new(0);
+    let work = || -> std::io::Result<Vec<(u64, blake3::Hasher, Vec<u64>)>> {
+        let (mut ours, mut theirs) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+        let mut done = Vec::new();
+        loop {
+            let seg = next.fetch_add(1, Ordering::Relaxed);
+            if seg >= segments {
+                return Ok(done);
+            }
+            let (start, end) = (seg * treehash::SEGMENT, ((seg + 1) * treehash::SEGMENT).min(new_len));
+            let mut hasher = treehash::segment_hasher(start);
+            let mut differ = Vec::new();
+            let mut at = start;
+            while at < end {
+                let len = (CHUNK as u64).min(end - at);
+                read_exact_at(snap_file, &mut theirs[..len as usize], at)?;
+                if hash {
+                    hasher.update(&theirs[..len as usize]);
+                }
+                let first = at / ps + 1;
+                let n = (len / ps).min((common + 1).saturating_sub(first));
+                if n > 0 {
+                    let bytes = (n * ps) as usize;
+                    read_exact_at(target, &mut ours[..bytes], at)?;
+                    if first == 1 || ours[..bytes] != theirs[..bytes] {
+                        let pages = (0..n).filter(|&k| {
+                            let page = (k * ps) as usize..((k + 1) * ps) as usize;
+                            !same_page(first + k, &ours[page.clone()], &theirs[page])
+                        });
+                        let found: Vec<u64> = pages.map(|k| first + k).collect();
+                        let records = (first == 1 && found.first() != Some(&1)).then_some(1).into_iter();
+                        let records: Vec<u64> = records.chain(found.iter().copied()).collect();
+                        journal.append(records.iter().map(|&p| {
+                            let k = ((p - first) * ps) as usize;
+                            (p, &ours[k..k + ps as usize])
+                        }))?;
+                        differ.extend(found);
+                    }
+                }
+                at += len;
+            }
+            done.push((seg, hasher, differ));
         }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 4).min(segments as usize);
+    let mut parts = std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let mut all = work();
+        for h in helpers {
+            let part = h.join().expect("compare thread does not panic");
+            all = all.and_then(|mut a| {
+                a.extend(part?);
+                Ok(a)
+            });
+        }
+        all
+    })?;
+    parts.sort_by_key(|(seg, ..)| *seg);
+    let hashed = hash.then(|| {
+        let hashers: Vec<blake3::Hasher> = parts.iter().map(|(_, h, _)| h.clone()).collect();
+        treehash::root(new_len, treehash::SEGMENT, &hashers)
+    });
+    Ok((parts.into_iter().flat_map(|(.., d)| d).collect(), hashed))
+}
+
+/// `<db>-journal` in SQLite's rollback-journal format, written as the
+/// pages to save are found ([`Journal::append`], from several threads) and
+/// made durable by [`Journal::commit`]: records first, then the record
+/// count in the header (two flushes, as SQLite does with synchronous=FULL),
+/// then the directory, so the journal exists on disk before the database
+/// is written. Until the count is set the journal rolls nothing back.
+#[cfg(unix)]
+struct Journal {
+    file: std::fs::File,
+    nonce: u32,
+    out: std::sync::Mutex<(std::io::BufWriter<std::fs::File>, u32)>,
+    /// Flushes the records already written while more are found.
+    writeback: fsutil::Writeback,
+}
+
+#[cfg(unix)]
+impl Journal {
+    /// Creates the journal of `file` (`old_pages` pages of `ps` bytes) with
+    /// its header and no records.
+    fn create(file: &std::fs::File, ps: u64, old_pages: u64, journal: &Path) -> std::io::Result<Self> {
+        use std::io::Write;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let meta = file.metadata()?;
+        let j = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(meta.mode() & 0o777)
+            .open(journal)?;
+        // As SQLite does: a journal made by root belongs to the database's
+        // owner, so the app can roll it back.
+        if j.metadata()?.uid() != meta.uid() {
+            let _ = std::os::unix::fs::fchown(&j, Some(meta.uid()), Some(meta.gid()));
+        }
+        let mut nonce = [0u8; 4];
+        getrandom::fill(&mut nonce).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let nonce = u32::from_be_bytes(nonce);
+        let mut header = vec![0u8; JOURNAL_SECTOR];
+        header[..8].copy_from_slice(&JOURNAL_MAGIC);
+        header[12..16].copy_from_slice(&nonce.to_be_bytes());
+        header[16..20].copy_from_slice(&(old_pages as u32).to_be_bytes());
+        header[20..24].copy_from_slice(&(JOURNAL_SECTOR as u32).to_be_bytes());
+        header[24..28].copy_from_slice(&(ps as u32).to_be_bytes());
+        let mut out = std::io::BufWriter::with_capacity(CHUNK + 2 * ps as usize, j.try_clone()?);
+        out.write_all(&header)?;
+        let writeback = fsutil::Writeback::start(&j)?;
+        Ok(Journal { file: j, nonce, out: std::sync::Mutex::new((out, 0)), writeback })
     }
-    out.flush()?;
-    drop(out);
-    j.sync_all()?;
-    write_all_at(&j, &(pages.len() as u32).to_be_bytes(), 8)?;
-    j.sync_all()?;
-    let dir = db.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::File::open(dir)?.sync_all()
+
+    /// Appends records: each page's number and its current content.
+    fn append<'a>(&self, pages: impl Iterator<Item = (u64, &'a [u8])>) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut out = self.out.lock().expect("journal writer is not poisoned");
+        let (w, count) = &mut *out;
+        for (pgno, page) in pages {
+            w.write_all(&(pgno as u32).to_be_bytes())?;
+            w.write_all(page)?;
+            w.write_all(&journal_cksum(self.nonce, page).to_be_bytes())?;
+            *count += 1;
+        }
+        drop(out);
+        self.writeback.nudge();
+        Ok(())
+    }
+
+    /// Appends the current content of `pages` of `file`.
+    fn append_from(&self, file: &std::fs::File, ps: u64, pages: &[u64]) -> std::io::Result<()> {
+        let mut buf = vec![0u8; CHUNK];
+        for (start, n) in runs(pages, CHUNK as u64 / ps) {
+            let bytes = &mut buf[..(n * ps) as usize];
+            read_exact_at(file, bytes, (start - 1) * ps)?;
+            self.append(bytes.chunks(ps as usize).enumerate().map(|(k, page)| (start + k as u64, page)))?;
+        }
+        Ok(())
+    }
+
+    /// Makes the journal durable and live (see [`Journal`]).
+    fn commit(self, db: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let (mut w, count) = self.out.into_inner().expect("journal writer is not poisoned");
+        w.flush()?;
+        drop(w);
+        self.writeback.finish()?;
+        self.file.sync_all()?;
+        write_all_at(&self.file, &count.to_be_bytes(), 8)?;
+        self.file.sync_all()?;
+        let dir = db.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::File::open(dir)?.sync_all()
+    }
 }
 
 /// Checks a snapshot file's bytes against the BLAKE3 verified when it was taken.

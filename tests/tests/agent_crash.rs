@@ -187,13 +187,24 @@ fn activate_scenario(at: &str) -> bool {
 /// `snapshot restore` crashes at `at`; the target is the old database or
 /// the complete snapshot, never a mix, and a second restore completes. With
 /// `wal` false the target is first switched to a rollback journal, where the
-/// restore journals and writes only the pages that differ.
-fn restore_scenario(at: &str, wal: bool) -> bool {
+/// restore journals and writes only the pages that differ; `spread` then
+/// makes the database about 14 MiB, so several threads compare it (4 MiB
+/// each) and journal their pages out of order, changes pages all over it
+/// and grows it past the snapshot (pages are cut off on restore).
+fn restore_scenario(at: &str, wal: bool, spread: bool) -> bool {
     let e = Endpoint::new();
     if !wal {
         let c = rusqlite::Connection::open(&e.notes).unwrap();
         let mode: String = c.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "delete");
+        if spread {
+            c.execute_batch(
+                "CREATE TABLE padding(id INTEGER PRIMARY KEY, v BLOB);
+                 WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 3500)
+                 INSERT INTO padding SELECT i, randomblob(4000) FROM s;",
+            )
+            .unwrap();
+        }
     }
     let c = e.agent(&["snapshot", "create", "--db", &e.notes.to_string_lossy(), "--json"]);
     assert_eq!(c.code, 0, "{c:?}");
@@ -202,6 +213,13 @@ fn restore_scenario(at: &str, wal: bool) -> bool {
     let snap_digest = snap["digest"].as_str().unwrap().to_string();
     let app = rusqlite::Connection::open(&e.notes).unwrap();
     app.execute_batch("DELETE FROM orders WHERE id > 100; UPDATE notes SET title = 'edited' WHERE id < 50;").unwrap();
+    if spread {
+        app.execute_batch(
+            "UPDATE padding SET v = randomblob(4000) WHERE id % 40 = 0;
+             INSERT INTO padding SELECT 10000 + id, v FROM padding WHERE id <= 300;",
+        )
+        .unwrap();
+    }
     drop(app);
     let changed = digest(&e.notes);
     assert_ne!(changed, snap_digest);
@@ -246,7 +264,9 @@ fn every_crash_point_recovers_to_a_proven_state() {
         } else if p.starts_with("activate.") {
             each_hit(&p, activate_scenario)
         } else if p.starts_with("restore.") {
-            each_hit(&p, |at| restore_scenario(at, true)) + each_hit(&p, |at| restore_scenario(at, false))
+            each_hit(&p, |at| restore_scenario(at, true, false))
+                + each_hit(&p, |at| restore_scenario(at, false, false))
+                + each_hit(&p, |at| restore_scenario(at, false, true))
         } else {
             panic!("crash point {p} has no scenario in the crash matrix: add one");
         };

@@ -271,21 +271,28 @@ fn restore_into_a_rollback_journal_database_the_app_keeps_open_writes_only_what_
 
 /// The page-by-page restore checks the snapshot file's BLAKE3 from the
 /// same reads that compare the pages: a byte flipped inside the part both
-/// files share, or in the snapshot's pages past the end of a target that
-/// shrank, is refused before anything is written (exit 2, the target's
-/// bytes unchanged, no journal left).
+/// files share, in the snapshot's pages past the end of a target that
+/// shrank, or in a later 4 MiB segment of a bigger database (compared and
+/// hashed by another thread) is refused before anything is written (exit 2,
+/// the target's bytes unchanged, no journal left).
 #[test]
 fn page_restore_refuses_a_snapshot_whose_bytes_changed_anywhere() {
-    for (case, shrink, at_end) in [("inside the shared pages", false, false), ("past the target's end", true, true)] {
+    let cases = [
+        ("inside the shared pages", false, None, 2000),
+        ("past the target's end", true, None, 2000),
+        ("in a later segment", false, Some(9 * 1024 * 1024 + 100), 20_000),
+    ];
+    for (case, shrink, flip_at, rows) in cases {
+        let at_end = shrink;
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("app.db");
         let app = Connection::open(&db).unwrap();
-        app.execute_batch(
+        app.execute_batch(&format!(
             "PRAGMA journal_mode = DELETE;
              CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
-             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 2000)
-             INSERT INTO t SELECT i, randomblob(600) FROM s;",
-        )
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {rows})
+             INSERT INTO t SELECT i, randomblob(600) FROM s;"
+        ))
         .unwrap();
         let state = dir.path().join("state");
         let r = agent(&state, &["snapshot", "create", "--db", &db.to_string_lossy(), "--json"]);
@@ -303,7 +310,8 @@ fn page_restore_refuses_a_snapshot_whose_bytes_changed_anywhere() {
         perm.set_readonly(false);
         std::fs::set_permissions(&file, perm).unwrap();
         let mut bytes = std::fs::read(&file).unwrap();
-        let at = if at_end { bytes.len() - 10 } else { 4096 + 100 };
+        let at = flip_at.unwrap_or(if at_end { bytes.len() - 10 } else { 4096 + 100 });
+        assert!(at < bytes.len(), "{case}: the database reaches the flipped byte");
         bytes[at] ^= 0xff;
         std::fs::write(&file, &bytes).unwrap();
         let target_before = std::fs::read(&db).unwrap();
