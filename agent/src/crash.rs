@@ -63,7 +63,9 @@ pub fn point(_name: &str) {}
 
 /// Whether `REWIND_FAULT` (comma-separated names) asks for the fault `name`
 /// (fault-injection builds only; tests use it to make a step misbehave, e.g.
-/// `snapshot.copy_differs` corrupts a snapshot's copy before it is verified).
+/// `snapshot.copy_differs` corrupts a snapshot's copy before it is verified,
+/// `restore.write_differs` spoils one byte a page restore wrote before it is
+/// read back).
 #[cfg(feature = "fault-injection")]
 #[must_use]
 pub fn fault(name: &str) -> bool {

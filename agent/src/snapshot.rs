@@ -211,7 +211,12 @@ fn hash_reader(mut r: impl std::io::Read) -> std::io::Result<blake3::Hash> {
     }
 }
 
-const CHUNK: usize = 1 << 20;
+/// Read size of the passes that read a file and then hash or compare what
+/// they read: two such pieces fit in a core's L2 cache (512 KiB on the
+/// 2-vCPU machine measured), so the hash or comparison reads what the kernel
+/// just copied from cache, not from memory. 1 MiB pieces made the restore's
+/// comparison about 10 % slower (docs/benchmarks.md).
+const CHUNK: usize = 128 << 10;
 
 /// Reads a file by position, leaving its shared cursor alone, so one handle
 /// can serve the copy and the comparison.
@@ -754,10 +759,11 @@ fn write_all_at(f: &std::fs::File, buf: &[u8], at: u64) -> std::io::Result<()> {
 /// only the pages that differ, under SQLite's own protocol: with the
 /// database's EXCLUSIVE lock held (by a SQLite connection, so app
 /// connections wait), the old content of every page about to change is
-/// written to `<db>-journal` in SQLite's rollback-journal format and made
-/// durable, then the new pages are written and flushed, read back and
-/// compared with the snapshot, and only then is the journal deleted (the
-/// commit). A crash or kill at any moment before that leaves a hot journal
+/// written to `<db>-journal` in SQLite's rollback-journal format while the
+/// files are compared (on every core, [`compare_pages`]) and made durable,
+/// then the new pages are written, each read back and compared with what
+/// was written, and flushed ([`write_pages_read_back`]), and only then is
+/// the journal deleted (the commit). A crash or kill at any moment before that leaves a hot journal
 /// that SQLite — the app's or ours — plays back on the next open: the
 /// target is the old database or the complete snapshot, never a mix. Page
 /// 1's change counter is set past the old one so app connections drop
@@ -994,57 +1000,8 @@ fn write_pages(
     // The new pages; page 1 gets a change counter past the old one.
     let counter = u32::from_be_bytes([head[24], head[25], head[26], head[27]]).wrapping_add(1).to_be_bytes();
     let page_runs = runs(&written, CHUNK as u64 / ps);
-    let mut buf = vec![0u8; CHUNK];
-    let write = |buf: &mut Vec<u8>| -> std::io::Result<()> {
-        let writeback = fsutil::Writeback::start(file)?;
-        for (i, &(start, n)) in page_runs.iter().enumerate() {
-            if i == page_runs.len() / 2 {
-                crash::point("restore.during_write");
-            }
-            let bytes = &mut buf[..(n * ps) as usize];
-            read_exact_at(snap_file, bytes, (start - 1) * ps)?;
-            if start == 1 {
-                bytes[24..28].copy_from_slice(&counter);
-                bytes[92..96].copy_from_slice(&counter);
-            }
-            write_all_at(file, bytes, (start - 1) * ps)?;
-            writeback.nudge();
-        }
-        if new_len < old_len {
-            file.set_len(new_len)?;
-        }
-        writeback.finish()
-    };
-    write(&mut buf).map_err(|e| Error::Failed(format!("writing {}: {e}", db.display())))?;
-
-    // Proof before the commit: every written page reads back as the
-    // snapshot's, and every other page was found equal above, under the
-    // same lock. The pages are read back while the flush waits for the disk.
-    let mut theirs = vec![0u8; CHUNK];
-    let mut read_back = || -> std::io::Result<bool> {
-        if file.metadata()?.len() != new_len {
-            return Ok(false);
-        }
-        for &(start, n) in &page_runs {
-            let len = (n * ps) as usize;
-            read_exact_at(file, &mut buf[..len], (start - 1) * ps)?;
-            read_exact_at(snap_file, &mut theirs[..len], (start - 1) * ps)?;
-            for k in 0..n as usize {
-                let page = k * ps as usize..(k + 1) * ps as usize;
-                if !same_page(start + k as u64, &buf[page.clone()], &theirs[page]) {
-                    return Ok(false);
-                }
-            }
-        }
-        Ok(true)
-    };
-    let (synced, proven) = std::thread::scope(|s| {
-        let synced = s.spawn(|| file.sync_all());
-        let proven = read_back();
-        (synced.join().expect("flush thread does not panic"), proven)
-    });
-    synced.map_err(|e| Error::Failed(format!("writing {}: {e}", db.display())))?;
-    let proven = proven.map_err(|e| Error::Failed(format!("reading {} back: {e}", db.display())))?;
+    let proven = write_pages_read_back(file, snap_file, ps, &page_runs, counter, new_len, old_len)
+        .map_err(|e| Error::Failed(format!("writing {}: {e}", db.display())))?;
     if !proven {
         return Err(Error::Failed(format!(
             "{} does not read back as snapshot {} after writing it",
@@ -1058,6 +1015,72 @@ fn write_pages(
     *journal_live = false;
     fsutil::sync_dir(db)?;
     Ok(PageRestore::Done { pages: written.len() as u64 })
+}
+
+/// Writes the snapshot's pages of `page_runs` into the target (page 1 with
+/// the new change `counter`), on up to four threads taking runs in turn,
+/// while a background flush starts writing them to disk; cuts the target to
+/// `new_len` when it was longer; flushes it. Proof before the commit: each
+/// run is read back right after it is written and must equal what was
+/// written (the snapshot file is immutable and was checked against its
+/// BLAKE3 by the comparison, under the same lock, as were the pages found
+/// equal), and the file must have the snapshot's length. Returns whether
+/// that proof holds.
+#[cfg(unix)]
+fn write_pages_read_back(
+    file: &std::fs::File,
+    snap_file: &std::fs::File,
+    ps: u64,
+    page_runs: &[(u64, u64)],
+    counter: [u8; 4],
+    new_len: u64,
+    old_len: u64,
+) -> std::io::Result<bool> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let writeback = fsutil::Writeback::start(file)?;
+    let (next, done, differs) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicBool::new(false));
+    let spoiled = AtomicBool::new(false);
+    let work = || -> std::io::Result<()> {
+        let (mut ours, mut back) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+        while let Some(&(start, n)) = page_runs.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let (bytes, at) = ((n * ps) as usize, (start - 1) * ps);
+            read_exact_at(snap_file, &mut ours[..bytes], at)?;
+            if start == 1 {
+                ours[24..28].copy_from_slice(&counter);
+                ours[92..96].copy_from_slice(&counter);
+            }
+            write_all_at(file, &ours[..bytes], at)?;
+            writeback.nudge();
+            if crash::fault("restore.write_differs") && !spoiled.swap(true, Ordering::Relaxed) {
+                // A write that did not land as written.
+                write_all_at(file, &[!ours[bytes / 2]], at + bytes as u64 / 2)?;
+            }
+            read_exact_at(file, &mut back[..bytes], at)?;
+            if back[..bytes] != ours[..bytes] {
+                differs.store(true, Ordering::Relaxed);
+            }
+            if done.fetch_add(1, Ordering::Relaxed) + 1 == page_runs.len().div_ceil(2) {
+                crash::point("restore.during_write");
+            }
+        }
+        Ok(())
+    };
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 4).min(page_runs.len().max(1));
+    std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let mut all = work();
+        for h in helpers {
+            let part = h.join().expect("write thread does not panic");
+            all = all.and(part);
+        }
+        all
+    })?;
+    if new_len < old_len {
+        file.set_len(new_len)?;
+    }
+    writeback.finish()?;
+    file.sync_all()?;
+    Ok(!differs.load(Ordering::Relaxed) && file.metadata()?.len() == new_len)
 }
 
 /// The pages up to the shorter file's end whose content differs between

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use rewind_tests::{agent, digest, release, seed_db};
+use rewind_tests::{agent, digest, release, run, seed_db};
 use rusqlite::Connection;
 
 fn snapshot_ids(state: &std::path::Path) -> Vec<serde_json::Value> {
@@ -325,4 +325,45 @@ fn page_restore_refuses_a_snapshot_whose_bytes_changed_anywhere() {
         assert_eq!(std::fs::read(&db).unwrap(), target_before, "{case}: the target's bytes are unchanged");
         assert!(!dir.path().join("app.db-journal").exists(), "{case}");
     }
+}
+
+/// The page restore proves what it wrote before it commits: when a written
+/// page does not read back as written (fault `restore.write_differs` spoils
+/// one byte), the restore fails (exit 1), its rollback journal is played
+/// back, and the target holds its old content, intact.
+#[test]
+fn page_restore_that_does_not_read_back_is_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let app = Connection::open(&db).unwrap();
+    app.execute_batch(
+        "PRAGMA journal_mode = DELETE;
+         CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
+         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 20000)
+         INSERT INTO t SELECT i, randomblob(600) FROM s;",
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let r = agent(&state, &["snapshot", "create", "--db", &db.to_string_lossy(), "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let (id, snap_digest) =
+        (r.json()["id"].as_str().unwrap().to_string(), r.json()["digest"].as_str().unwrap().to_string());
+    app.execute_batch("UPDATE t SET v = randomblob(600) WHERE id % 9 = 0").unwrap();
+    drop(app);
+    let changed = digest(&db);
+    let state_arg = state.to_string_lossy().into_owned();
+    let r = run(
+        "rewind-agent",
+        &["--state", &state_arg, "snapshot", "restore", &id, "--db", &db.to_string_lossy()],
+        &[("REWIND_FAULT", "restore.write_differs")],
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("does not read back") && r.stderr.contains("rolled back"), "{r:?}");
+    assert!(!dir.path().join("app.db-journal").exists(), "the journal was played back");
+    assert_eq!(digest(&db), changed, "the target holds its old content");
+    let ok: String = Connection::open(&db).unwrap().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(ok, "ok");
+    let again = agent(&state, &["snapshot", "restore", &id, "--db", &db.to_string_lossy()]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(digest(&db), snap_digest);
 }
