@@ -1017,6 +1017,20 @@ fn write_pages(
     Ok(PageRestore::Done { pages: written.len() as u64 })
 }
 
+/// Runs `work` on as many threads as there are cores (at most four, at most
+/// one per unit of work, this thread included) and returns what each one
+/// returned, or the first error. `work` takes its units from a queue it
+/// shares between the threads.
+fn on_threads<T: Send>(units: usize, work: impl Fn() -> std::io::Result<T> + Sync) -> std::io::Result<Vec<T>> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 4).min(units.max(1));
+    std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(&work)).collect();
+        let mut all = vec![work()];
+        all.extend(helpers.into_iter().map(|h| h.join().expect("worker thread does not panic")));
+        all.into_iter().collect()
+    })
+}
+
 /// Writes the snapshot's pages of `page_runs` into the target (page 1 with
 /// the new change `counter`), on up to four threads taking runs in turn,
 /// while a background flush starts writing them to disk; cuts the target to
@@ -1065,16 +1079,7 @@ fn write_pages_read_back(
         }
         Ok(())
     };
-    let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 4).min(page_runs.len().max(1));
-    std::thread::scope(|s| {
-        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
-        let mut all = work();
-        for h in helpers {
-            let part = h.join().expect("write thread does not panic");
-            all = all.and(part);
-        }
-        all
-    })?;
+    on_threads(page_runs.len(), work)?;
     if new_len < old_len {
         file.set_len(new_len)?;
     }
@@ -1148,19 +1153,7 @@ fn compare_pages(
             done.push((seg, hasher, differ));
         }
     };
-    let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 4).min(segments as usize);
-    let mut parts = std::thread::scope(|s| {
-        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
-        let mut all = work();
-        for h in helpers {
-            let part = h.join().expect("compare thread does not panic");
-            all = all.and_then(|mut a| {
-                a.extend(part?);
-                Ok(a)
-            });
-        }
-        all
-    })?;
+    let mut parts: Vec<_> = on_threads(segments as usize, work)?.into_iter().flatten().collect();
     parts.sort_by_key(|(seg, ..)| *seg);
     let hashed = hash.then(|| {
         let hashers: Vec<blake3::Hasher> = parts.iter().map(|(_, h, _)| h.clone()).collect();

@@ -269,6 +269,21 @@ fn restore_into_a_rollback_journal_database_the_app_keeps_open_writes_only_what_
     assert_eq!(digest(&db), snap_digest);
 }
 
+/// `app.db` in `dir`, in rollback-journal mode, with `rows` rows of 600
+/// random bytes in table `t`, and the app's connection to it.
+fn journal_db(dir: &std::path::Path, rows: u32) -> (std::path::PathBuf, Connection) {
+    let db = dir.join("app.db");
+    let app = Connection::open(&db).unwrap();
+    app.execute_batch(&format!(
+        "PRAGMA journal_mode = DELETE;
+         CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
+         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {rows})
+         INSERT INTO t SELECT i, randomblob(600) FROM s;"
+    ))
+    .unwrap();
+    (db, app)
+}
+
 /// The page-by-page restore checks the snapshot file's BLAKE3 from the
 /// same reads that compare the pages: a byte flipped inside the part both
 /// files share, in the snapshot's pages past the end of a target that
@@ -285,15 +300,7 @@ fn page_restore_refuses_a_snapshot_whose_bytes_changed_anywhere() {
     for (case, shrink, flip_at, rows) in cases {
         let at_end = shrink;
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("app.db");
-        let app = Connection::open(&db).unwrap();
-        app.execute_batch(&format!(
-            "PRAGMA journal_mode = DELETE;
-             CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
-             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {rows})
-             INSERT INTO t SELECT i, randomblob(600) FROM s;"
-        ))
-        .unwrap();
+        let (db, app) = journal_db(dir.path(), rows);
         let state = dir.path().join("state");
         let r = agent(&state, &["snapshot", "create", "--db", &db.to_string_lossy(), "--json"]);
         assert_eq!(r.code, 0, "{case}: {r:?}");
@@ -334,15 +341,7 @@ fn page_restore_refuses_a_snapshot_whose_bytes_changed_anywhere() {
 #[test]
 fn page_restore_that_does_not_read_back_is_rolled_back() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let app = Connection::open(&db).unwrap();
-    app.execute_batch(
-        "PRAGMA journal_mode = DELETE;
-         CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
-         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 20000)
-         INSERT INTO t SELECT i, randomblob(600) FROM s;",
-    )
-    .unwrap();
+    let (db, app) = journal_db(dir.path(), 20_000);
     let state = dir.path().join("state");
     let r = agent(&state, &["snapshot", "create", "--db", &db.to_string_lossy(), "--json"]);
     assert_eq!(r.code, 0, "{r:?}");
