@@ -219,6 +219,35 @@ fn main() -> Result<()> {
         args.scratch.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("fleet_load-{}", std::process::id())));
     std::fs::create_dir_all(&scratch)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let outcome = run_all(&args, &stores, nofile, &bin_dir, &scratch, &rt, pg.as_mut());
+    rt.shutdown_timeout(Duration::from_secs(5));
+    if let Some(mut pg) = pg {
+        pg.pg.shutdown();
+    }
+    match (&outcome, args.scratch.is_none()) {
+        (Ok(()), true) => {
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
+        (Err(_), true) => eprintln!(
+            "fleet_load: the run failed; its scratch directory {} (coordinator and agent logs) is kept \
+             for inspection: remove it when done",
+            scratch.display()
+        ),
+        (_, false) => {}
+    }
+    outcome
+}
+
+/// Every run of `args` (each N, each store) in `scratch`, then the summary.
+fn run_all(
+    args: &Args,
+    stores: &[Store],
+    nofile: usize,
+    bin_dir: &Path,
+    scratch: &Path,
+    rt: &tokio::runtime::Runtime,
+    mut pg: Option<&mut PgServer>,
+) -> Result<()> {
     println!(
         "fleet_load: {} core(s), fd limit {nofile}, load average {}",
         std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
@@ -232,18 +261,18 @@ fn main() -> Result<()> {
     if let Some(pg) = &pg {
         pg.describe();
     }
-    let release = rt.block_on(prepare_release(&bin_dir, &scratch))?;
+    let release = rt.block_on(prepare_release(bin_dir, scratch))?;
     let mut all = Vec::new();
     for &n in &args.agents {
-        for &store in &stores {
+        for &store in stores {
             let dir = scratch.join(format!("n{n}-{}", store.key()));
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)?;
             }
             std::fs::create_dir_all(&dir)?;
-            let run_store = RunStore::new(store, n, pg.as_mut())?;
-            let mut figures = rt.block_on(one_run(&args, &bin_dir, &dir, &release, n, &run_store))?;
-            figures.stored_results = Some(run_store.stored_results(&dir.join("coordinator"), pg.as_ref())?);
+            let run_store = RunStore::new(store, n, pg.as_deref_mut())?;
+            let mut figures = rt.block_on(one_run(args, bin_dir, &dir, &release, n, &run_store))?;
+            figures.stored_results = Some(run_store.stored_results(&dir.join("coordinator"), pg.as_deref())?);
             figures.print();
             all.push(figures);
         }
@@ -254,13 +283,6 @@ fn main() -> Result<()> {
     }
     for f in &all {
         println!("{}", f.json());
-    }
-    rt.shutdown_timeout(Duration::from_secs(5));
-    if let Some(mut pg) = pg {
-        pg.pg.shutdown();
-    }
-    if args.scratch.is_none() {
-        let _ = std::fs::remove_dir_all(&scratch);
     }
     Ok(())
 }
