@@ -134,15 +134,27 @@ type Verified = (Vec<oneshot::Sender<Result<Ingested>>>, Vec<(AgentId, v1::Resul
 /// when a write fails.
 #[derive(Default)]
 struct Pending {
-    /// Agent -> (the batch that advances it, its chain point after it).
-    points: std::sync::Mutex<HashMap<AgentId, (u64, ChainPoint)>>,
+    /// What batches handed to the write stage will store.
+    ahead: std::sync::Mutex<Ahead>,
     /// Batches the prepare stage has started (numbered from 1).
     started: std::sync::atomic::AtomicU64,
 }
 
+#[derive(Default)]
+struct Ahead {
+    /// Agent -> (the batch that advances it, its chain point after it).
+    points: HashMap<AgentId, (u64, ChainPoint)>,
+    /// (agent, result id) -> (the batch that stores it, its continuity): a
+    /// resend that comes before that batch is written is no new result.
+    results: HashMap<ResultKey, (u64, &'static str)>,
+}
+
+/// A result of one agent: (agent, result id).
+type ResultKey = (AgentId, String);
+
 impl Pending {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, (u64, ChainPoint)>> {
-        self.points.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ahead> {
+        self.ahead.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -183,11 +195,16 @@ async fn write_stage(
         let batch = prepared.batch;
         let outcome = write_batch(&app, prepared).await;
         match &outcome {
-            Ok(_) => pending.lock().retain(|_, (b, _)| *b != batch),
+            Ok(_) => {
+                let mut ahead = pending.lock();
+                ahead.points.retain(|_, (b, _)| *b != batch);
+                ahead.results.retain(|_, (b, _)| *b != batch);
+            }
             Err(_) => {
-                let mut points = pending.lock();
+                let mut ahead = pending.lock();
                 failed_through = pending.started.load(std::sync::atomic::Ordering::SeqCst);
-                points.clear();
+                ahead.points.clear();
+                ahead.results.clear();
             }
         }
         answer(replies, outcome);
@@ -299,14 +316,25 @@ async fn prepare_batch(app: &App, items: Vec<(AgentId, v1::Result, Checked)>, pe
     let mut ids: Vec<AgentId> = items.iter().map(|(a, _, _)| a.clone()).collect();
     ids.sort();
     ids.dedup();
-    // Taken before the store is read: a point dropped from `pending` after
-    // this is in the store by then.
-    let ahead: HashMap<AgentId, ChainPoint> = pending
-        .lock()
-        .iter()
-        .filter(|(a, _)| ids.binary_search(a).is_ok())
-        .map(|(a, (_, p))| (a.clone(), *p))
-        .collect();
+    // Taken before the store is read: a point or result dropped from
+    // `pending` after this is in the store by then.
+    let (ahead, mut seen): (HashMap<AgentId, ChainPoint>, HashMap<ResultKey, &'static str>) = {
+        let pending = pending.lock();
+        let points = pending
+            .points
+            .iter()
+            .filter(|(a, _)| ids.binary_search(a).is_ok())
+            .map(|(a, (_, p))| (a.clone(), *p))
+            .collect();
+        let results = items
+            .iter()
+            .filter_map(|(a, r, _)| {
+                let key = (a.clone(), r.id.clone());
+                pending.results.get(&key).map(|(_, c)| (key, *c))
+            })
+            .collect();
+        (points, results)
+    };
     let mut records: HashMap<AgentId, AgentRecord> =
         app.store.agents_by_id(ids).await?.into_iter().map(|a| (a.id.clone(), a)).collect();
     // Resends of results stored before are not judged again: against the
@@ -327,6 +355,8 @@ async fn prepare_batch(app: &App, items: Vec<(AgentId, v1::Result, Checked)>, pe
     let mut to_store: Vec<(StoredResult, Option<ChainPoint>)> = Vec::new();
     let mut stored = Vec::new();
     let mut advanced: HashMap<AgentId, ChainPoint> = HashMap::new();
+    // This batch's new results, for the batches prepared before it is written.
+    let mut fresh = Vec::new();
     let mut alarms = Vec::new();
     for (i, (agent, r, c)) in items.into_iter().enumerate() {
         let (payload, key) = match c {
@@ -345,12 +375,15 @@ async fn prepare_batch(app: &App, items: Vec<(AgentId, v1::Result, Checked)>, pe
             }
             Checked::Ok(p, key) => (p, key),
         };
-        if let Some(continuity) = before.get(&(agent.clone(), r.id.clone())) {
-            let continuity = match continuity.as_str() {
-                "gap" => "gap",
-                "fork" => "fork",
-                _ => "ok",
-            };
+        // Stored before, or about to be (an earlier batch not yet written,
+        // or earlier in this one): the same outcome, nothing judged again.
+        let result_key = (agent.clone(), r.id.clone());
+        let known = before.get(&result_key).map(|c| match c.as_str() {
+            "gap" => "gap",
+            "fork" => "fork",
+            _ => "ok",
+        });
+        if let Some(continuity) = known.or_else(|| seen.get(&result_key).copied()) {
             outcomes[i] = Some(Ingested::Stored { id: r.id, new: false, continuity });
             continue;
         }
@@ -370,6 +403,8 @@ async fn prepare_batch(app: &App, items: Vec<(AgentId, v1::Result, Checked)>, pe
                 ("fork", None)
             }
         };
+        seen.insert(result_key.clone(), continuity);
+        fresh.push((result_key, continuity));
         // The agent's next result in this batch continues from here.
         if let Some(head) = advance {
             record.chain = Some(head);
@@ -399,7 +434,10 @@ async fn prepare_batch(app: &App, items: Vec<(AgentId, v1::Result, Checked)>, pe
     // A resend of a stored result advances nothing when written, but it is
     // judged ok only at the point it stored then, which is where the agent's
     // point still is: the overlay entry is the store's point.
-    pending.lock().extend(advanced.into_iter().map(|(a, p)| (a, (batch, p))));
+    let mut ahead = pending.lock();
+    ahead.points.extend(advanced.into_iter().map(|(a, p)| (a, (batch, p))));
+    ahead.results.extend(fresh.into_iter().map(|(k, c)| (k, (batch, c))));
+    drop(ahead);
     Ok(Prepared { batch, outcomes, to_store, stored, alarms })
 }
 
@@ -621,6 +659,45 @@ mod tests {
             let want = Ingested::Stored { id: format!("res-{i}"), new: false, continuity: "ok" };
             assert_eq!(ingest(&app, &id, r).await.unwrap(), want);
         }
+        assert_eq!(app.store.alarms(id.clone()).await.unwrap(), vec![]);
+        assert_eq!(app.store.results(id).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_resend_before_its_first_copy_is_written_is_not_judged_again() {
+        // The stream broke right after two results were handed over; the
+        // agent reconnected and sent both again at once. Their first copies
+        // are in a batch not yet written (or earlier in the same batch):
+        // judged against the chain point the first copies advance to, the
+        // older one would look like a fork.
+        let dir = tempfile::tempdir().unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let (app, id) = app_with_agent(dir.path(), &key).await;
+        let results = chain_of_results(&key, 2);
+        let keys = HashMap::from([(id.clone(), Ok(key.verifying_key()))]);
+        let checked = |rs: &[v1::Result]| check_all(rs.iter().map(|r| (id.clone(), r.clone())).collect(), &keys);
+        let ok = |i: usize, new: bool| Some(Ingested::Stored { id: format!("res-{i}"), new, continuity: "ok" });
+
+        // Across batches: the second is prepared before the first is written.
+        let pending = Pending::default();
+        let first = prepare_batch(&app, checked(&results), &pending).await.unwrap();
+        assert_eq!(first.to_store.len(), 2);
+        let again = prepare_batch(&app, checked(&results), &pending).await.unwrap();
+        assert_eq!(again.outcomes, vec![ok(0, false), ok(1, false)]);
+        assert!(again.to_store.is_empty() && again.alarms.is_empty(), "{:?}", again.alarms);
+
+        // Within one batch.
+        let pending = Pending::default();
+        let twice = [results.clone(), results].concat();
+        let one = prepare_batch(&app, checked(&twice), &pending).await.unwrap();
+        assert_eq!(one.outcomes, vec![None, None, ok(0, false), ok(1, false)]);
+        assert_eq!(one.to_store.len(), 2);
+        assert!(one.alarms.is_empty(), "{:?}", one.alarms);
+        let outcomes = write_batch(&app, one).await.unwrap();
+        assert_eq!(
+            outcomes,
+            vec![ok(0, true).unwrap(), ok(1, true).unwrap(), ok(0, false).unwrap(), ok(1, false).unwrap()]
+        );
         assert_eq!(app.store.alarms(id.clone()).await.unwrap(), vec![]);
         assert_eq!(app.store.results(id).await.unwrap().len(), 2);
     }
