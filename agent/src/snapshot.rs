@@ -763,11 +763,12 @@ fn write_all_at(f: &std::fs::File, buf: &[u8], at: u64) -> std::io::Result<()> {
 /// files are compared (on every core, [`compare_pages`]) and made durable,
 /// then the new pages are written, each read back and compared with what
 /// was written, and flushed ([`write_pages_read_back`]), and only then is
-/// the journal deleted (the commit). A crash or kill at any moment before that leaves a hot journal
-/// that SQLite — the app's or ours — plays back on the next open: the
-/// target is the old database or the complete snapshot, never a mix. Page
-/// 1's change counter is set past the old one so app connections drop
-/// their caches, exactly as after a commit of their own.
+/// the journal deleted (the commit). A crash or kill at any moment before
+/// that leaves a hot journal that SQLite — the app's or ours — plays back
+/// on the next open: the target is the old database or the complete
+/// snapshot, never a mix. Page 1's change counter is set past the old one
+/// so app connections drop their caches, exactly as after a commit of
+/// their own.
 ///
 /// `expected_b3` is the snapshot file's verified BLAKE3; it is checked in
 /// the same pass that compares the pages, before anything is written.
@@ -963,7 +964,7 @@ fn write_pages(
     // old content goes to the journal as they are found) and the
     // snapshot's BLAKE3 against the one verified at creation.
     let compared = compare_pages(file, snap_file, ps, old_pages, new_len, expected_b3.is_some(), &jw);
-    let (diff, hashed) = match compared {
+    let (mut diff, hashed) = match compared {
         Ok(c) => c,
         Err(e) => {
             discard(journal_live);
@@ -984,7 +985,6 @@ fn write_pages(
         crash::point("restore.before_copy");
         return Ok(PageRestore::Done { pages: 0 });
     }
-    let mut diff = diff;
     if diff.first() != Some(&1) {
         diff.insert(0, 1);
     }
