@@ -127,11 +127,11 @@ async fn run(app: Weak<App>, mut rx: mpsc::Receiver<Job>) {
 /// A verified batch and where its outcomes go.
 type Verified = (Vec<oneshot::Sender<Result<Ingested>>>, Vec<(AgentId, v1::Result, Checked)>);
 
-/// The chain points that batches handed to the write stage will store,
-/// not all written yet: the prepare stage judges the next batch against
-/// them (the store may not have them yet), the write stage drops a batch's
-/// once it is committed — or all of them, and every batch prepared so far,
-/// when a write fails.
+/// The chain points and results that batches handed to the write stage
+/// will store, not all written yet: the prepare stage judges the next batch
+/// against them (the store may not have them yet), the write stage drops a
+/// batch's once it is committed — or all of them, and every batch prepared
+/// so far, when a write fails.
 #[derive(Default)]
 struct Pending {
     /// What batches handed to the write stage will store.
