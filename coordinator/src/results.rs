@@ -535,12 +535,16 @@ mod tests {
 
     use super::*;
 
-    async fn app_with_agent(dir: &std::path::Path, key: &ed25519_dalek::SigningKey) -> (Arc<App>, AgentId) {
-        let app = Arc::new(crate::testing::app(dir).await);
+    /// A coordinator in a fresh directory with one enrolled agent and that
+    /// agent's signing key.
+    async fn app_with_agent() -> (tempfile::TempDir, ed25519_dalek::SigningKey, Arc<App>, AgentId) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let app = Arc::new(crate::testing::app(dir.path()).await);
         let agent = crate::testing::agent("agt-1", hex::encode(key.verifying_key().as_bytes()), Default::default());
         let id = agent.id.clone();
         app.store.insert_agent(agent).await.unwrap();
-        (app, id)
+        (dir, key, app, id)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -550,9 +554,7 @@ mod tests {
         // outcome is awaited: they go through the stages in several
         // batches, and each must be judged against the chain point the
         // previous one stored (a stale point would make it a gap).
-        let dir = tempfile::tempdir().unwrap();
-        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
-        let (app, id) = app_with_agent(dir.path(), &key).await;
+        let (_dir, key, app, id) = app_with_agent().await;
         let n = u32::try_from(MAX_BATCH).unwrap() + 600;
         let mut outcomes = Vec::new();
         for r in chain_of_results(&key, n) {
@@ -605,9 +607,7 @@ mod tests {
         // Batches prepared against the chain points of a write that failed
         // must not leave those points behind: the resent results would be
         // judged against points never stored (a false fork).
-        let dir = tempfile::tempdir().unwrap();
-        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
-        let (app, id) = app_with_agent(dir.path(), &key).await;
+        let (dir, key, app, id) = app_with_agent().await;
         let results = chain_of_results(&key, 1200);
         let submit_all = |rs: &[v1::Result]| {
             let (app, id, rs) = (Arc::clone(&app), id.clone(), rs.to_vec());
@@ -647,9 +647,7 @@ mod tests {
         // Two results stored, then the stream broke before their acks: the
         // agent sends both again on its next stream. The first is older
         // than the agent's chain point now, which is no fork.
-        let dir = tempfile::tempdir().unwrap();
-        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
-        let (app, id) = app_with_agent(dir.path(), &key).await;
+        let (_dir, key, app, id) = app_with_agent().await;
         let results = chain_of_results(&key, 2);
         for (i, r) in results.iter().enumerate() {
             let want = Ingested::Stored { id: format!("res-{i}"), new: true, continuity: "ok" };
@@ -670,9 +668,7 @@ mod tests {
         // are in a batch not yet written (or earlier in the same batch):
         // judged against the chain point the first copies advance to, the
         // older one would look like a fork.
-        let dir = tempfile::tempdir().unwrap();
-        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
-        let (app, id) = app_with_agent(dir.path(), &key).await;
+        let (_dir, key, app, id) = app_with_agent().await;
         let results = chain_of_results(&key, 2);
         let keys = HashMap::from([(id.clone(), Ok(key.verifying_key()))]);
         let checked = |rs: &[v1::Result]| check_all(rs.iter().map(|r| (id.clone(), r.clone())).collect(), &keys);
@@ -704,9 +700,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_forged_result_is_refused_not_stored_and_raises_an_alarm() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
-        let (app, id) = app_with_agent(dir.path(), &key).await;
+        let (_dir, _key, app, id) = app_with_agent().await;
         let store = &app.store;
         let forged = v1::Result {
             id: "res-1".into(),

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use rewind_coordinator::store::postgres::PostgresStore;
-use rewind_coordinator::store::{Redeem, Store, StoredResult, suite};
+use rewind_coordinator::store::{Redeem, Store, suite};
 use rewind_shared::fleet::{AgentId, Labels};
 use rewind_tests::postgres::Postgres;
 
@@ -72,24 +72,6 @@ fn agent(id: &str) -> rewind_coordinator::store::AgentRecord {
     }
 }
 
-/// A stored `applied` result of `agent` (the payload is not a real report:
-/// the store does not read it).
-fn stored_result(id: String, agent: AgentId) -> StoredResult {
-    StoredResult {
-        id,
-        agent,
-        plan: "p".into(),
-        signed_plan: None,
-        product: "notes".into(),
-        release: "1".into(),
-        sequence: 1,
-        status: "applied".into(),
-        continuity: "ok".into(),
-        payload: vec![1, 2, 3],
-        signature: vec![0; 64],
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_store_each_result_once_and_append_one_audit_chain() {
     let pg = Postgres::start();
@@ -103,7 +85,7 @@ async fn two_replicas_store_each_result_once_and_append_one_audit_chain() {
     a.insert_agent(agent("agt-1")).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..40 {
-        let result = stored_result(format!("res-{}", i / 2), AgentId::parse("agt-1").unwrap());
+        let result = suite::result(format!("res-{}", i / 2), AgentId::parse("agt-1").unwrap());
         let s = Arc::clone(if i % 2 == 0 { &a } else { &b });
         tasks.push(tokio::spawn(async move { s.store_result(result, None).await.unwrap() }));
     }
@@ -345,7 +327,7 @@ async fn heartbeats_and_result_batches_on_the_same_agents_never_deadlock() {
         beats.reverse();
         let mut order = ids.clone();
         order.rotate_left(round * 13 % ids.len());
-        let batch = order.iter().map(|a| (stored_result(format!("res-{round}-{a}"), a.clone()), Some(point))).collect();
+        let batch = order.iter().map(|a| (suite::result(format!("res-{round}-{a}"), a.clone()), Some(point))).collect();
         let (s1, s2) = (Arc::clone(&s), Arc::clone(&s));
         tasks.push(tokio::spawn(async move { s1.touch(beats, format!("2026-01-01T00:00:{:02}Z", round % 60)).await }));
         tasks.push(tokio::spawn(async move { s2.store_results(batch, None).await.map(|_| ()) }));

@@ -427,6 +427,25 @@ pub fn token_hash(token: &str) -> String {
 pub mod suite {
     use super::*;
 
+    /// A stored `applied` result of `agent` (the payload is not a real
+    /// report: the store does not read it).
+    #[must_use]
+    pub fn result(id: String, agent: AgentId) -> StoredResult {
+        StoredResult {
+            id,
+            agent,
+            plan: "plan-1".into(),
+            signed_plan: None,
+            product: "notes".into(),
+            release: "1".into(),
+            sequence: 1,
+            status: "applied".into(),
+            continuity: "ok".into(),
+            payload: b"{}".to_vec(),
+            signature: vec![1; 64],
+        }
+    }
+
     /// Eight redeemers race for one token of `uses` uses: exactly `uses` win.
     async fn race(s: &dyn Store, hash: &str, uses: u32) {
         s.create_token(hash.into(), Labels::new(), uses, i64::MAX).await.unwrap();
@@ -577,19 +596,7 @@ pub mod suite {
         assert_eq!(s.revoke_operator("vera".into()).await.unwrap(), 0);
         assert_eq!(s.operator("vh".into()).await.unwrap(), None, "a revoked token no longer authenticates");
         assert_eq!(s.operators().await.unwrap().len(), 1);
-        let r = StoredResult {
-            id: "res-1".into(),
-            agent: id.clone(),
-            plan: "plan-1".into(),
-            signed_plan: None,
-            product: "notes".into(),
-            release: "1".into(),
-            sequence: 1,
-            status: "applied".into(),
-            continuity: "ok".into(),
-            payload: b"{}".to_vec(),
-            signature: vec![1; 64],
-        };
+        let r = result("res-1".into(), id.clone());
         let point = ChainPoint { seq: 3, head: rewind_shared::Digest([7; 32]) };
         assert!(s.store_result(r.clone(), Some(point)).await.unwrap(), "new");
         assert!(!s.store_result(r.clone(), None).await.unwrap(), "a second delivery changes nothing");
