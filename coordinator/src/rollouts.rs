@@ -75,12 +75,7 @@ pub async fn upload(app: &App, bytes: Vec<u8>) -> Result<BundleRecord> {
 /// # Errors
 /// When the store cannot be read.
 pub async fn send_deliveries(app: &App, agent: &AgentId) -> Result<usize> {
-    let pending = app.store.pending_deliveries(agent.clone()).await?;
-    let n = pending.len();
-    for (d, b) in pending {
-        app.sessions.deliver(agent, &d.id, plan_message(&d, &b));
-    }
-    Ok(n)
+    send_deliveries_of(app, vec![agent.clone()]).await
 }
 
 /// [`send_deliveries`] for several agents, with one store read: what a
